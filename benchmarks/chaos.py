@@ -1,0 +1,312 @@
+"""Chaos run: the real daemon works through N jobs while faults are injected; then every job is accounted for.
+
+    .venv/bin/python -m benchmarks.chaos [--jobs 20000] [--seconds 600] [--processes 2] [--json]
+
+It runs on a private embedded PostgreSQL (so it can restart the server) and injects: SIGKILL of a random worker
+process every 2 s; pg_terminate_backend on every pgqd connection, twice; a restart of PostgreSQL; a SIGKILL of
+the supervisor followed by a new daemon. The handler records every execution (job, attempt, process) in a side
+table. At the end it reports jobs lost (must be 0), jobs stuck in 'picked' (must be 0), jobs run more than once
+(allowed for jobs in flight at a fault), and how long the queue took to move again after each fault.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from pgqd import Client, JobSpec, install
+from pgqd.embedded import EmbeddedServer
+from pgqd.logs import configure_logging
+
+REPO = Path(__file__).resolve().parents[1]
+PGQD = str(Path(sys.executable).with_name("pgqd"))
+
+CONFIG = """
+[workers]
+processes = {processes}
+concurrency = 20
+batch_size = 10
+poll_interval = "1s"
+worker_timeout = "5s"
+shutdown_timeout = "5s"
+resources = "benchmarks.handlers:chaos_resources"
+
+[metrics]
+enabled = false
+
+[logging]
+level = "warning"
+format = "json"
+
+[entrypoints.chaos]
+handler = "benchmarks.handlers:chaos_record"
+retry = {{ max_attempts = 1000, backoff = "exponential", initial = "100ms", max = "1s" }}
+"""
+
+# Progress (share of jobs finished) at which each one-off fault is injected.
+PLAN = [
+    (0.15, "terminate_connections"),
+    (0.35, "restart_postgres"),
+    (0.55, "terminate_connections"),
+    (0.75, "kill_supervisor"),
+]
+
+
+@dataclass
+class Fault:
+    kind: str
+    at: datetime
+    detail: str = ""
+    recovered_after: float | None = None
+
+
+@dataclass
+class Chaos:
+    dsn: str
+    server: EmbeddedServer
+    config: Path
+    log_folder: Path
+    daemons: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    orphans: list[int] = field(default_factory=list)
+    faults: list[Fault] = field(default_factory=list)
+
+    def start_daemon(self) -> None:
+        log = (self.log_folder / f"daemon{len(self.daemons)}.log").open("wb")
+        self.daemons.append(
+            subprocess.Popen(
+                [PGQD, "--config", str(self.config)],
+                cwd=REPO,
+                env={**os.environ, "PGQD_DSN": self.dsn},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        )
+
+    @property
+    def supervisor(self) -> subprocess.Popen[bytes]:
+        return self.daemons[-1]
+
+    def workers(self) -> list[int]:
+        try:
+            pid = self.supervisor.pid
+            return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+        except OSError:
+            return []
+
+    async def now(self, conn: Any) -> datetime:
+        moment: datetime = await conn.fetchval("SELECT clock_timestamp()")
+        return moment
+
+    async def kill_worker(self, conn: Any) -> None:
+        workers = self.workers()
+        if workers:
+            victim = random.choice(workers)
+            with_suppressed(os.kill, victim, signal.SIGKILL)
+            self.faults.append(Fault("kill_worker", await self.now(conn), f"pid {victim}"))
+
+    async def terminate_connections(self, conn: Any) -> None:
+        killed = await conn.fetchval(
+            "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE application_name LIKE 'pgqd%' AND pid <> pg_backend_pid()) AS t"
+        )
+        self.faults.append(Fault("terminate_connections", await self.now(conn), f"{killed} connections"))
+
+    def kill_supervisor(self) -> None:
+        self.orphans.extend(self.workers())
+        self.supervisor.send_signal(signal.SIGKILL)
+        self.supervisor.wait(10)
+        self.start_daemon()
+
+
+def with_suppressed(call: Any, *args: Any) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        call(*args)
+
+
+def wait_gone(pid: int, timeout: float) -> None:
+    """Waits for a process that is not our child (an orphaned worker) to end."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+
+
+async def connect(dsn: str) -> Any:
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            return await asyncpg.connect(dsn)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.2)
+
+
+async def finished_count(chaos: Chaos, conn: Any) -> tuple[Any, int]:
+    """The count of finished jobs, reconnecting when a fault broke the connection."""
+    while True:
+        try:
+            return conn, int(await conn.fetchval("SELECT count(*) FROM pgqd_log"))
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            with_suppressed(conn.terminate)
+            conn = await connect(chaos.dsn)
+
+
+async def run(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
+    server = EmbeddedServer(folder / "pgdata")
+    dsn = server.start()
+    try:
+        conn = await asyncpg.connect(dsn)
+        await install(conn)
+        await conn.execute(
+            "CREATE TABLE chaos_runs (job_id bigint, attempt int, pid int, at timestamptz DEFAULT now())"
+        )
+        client = Client(conn)
+        for start in range(0, args.jobs, 5000):
+            batch = range(start, min(args.jobs, start + 5000))
+            await client.enqueue_many([JobSpec("chaos", {"n": n, "work_ms": args.work_ms}) for n in batch])
+        config = folder / "chaos.toml"
+        config.write_text(CONFIG.format(processes=args.processes))
+        chaos = Chaos(dsn, server, config, folder)
+        chaos.start_daemon()
+        began = time.monotonic()
+        plan = list(PLAN)
+        next_kill = time.monotonic() + args.kill_every
+        done = 0
+        while done < args.jobs and time.monotonic() - began < args.seconds:
+            await asyncio.sleep(0.1)
+            conn, done = await finished_count(chaos, conn)
+            progress = done / args.jobs
+            if plan and progress >= plan[0][0]:
+                _, kind = plan.pop(0)
+                if kind == "terminate_connections":
+                    await chaos.terminate_connections(conn)
+                elif kind == "restart_postgres":
+                    stopped = time.monotonic()
+                    await asyncio.to_thread(server.restart)
+                    conn = await connect(dsn)
+                    # Measured from the moment the server is back: how fast do the workers find it again?
+                    down = f"down and up again in {time.monotonic() - stopped:.2f}s"
+                    chaos.faults.append(Fault("restart_postgres", await chaos.now(conn), down))
+                else:
+                    at = await chaos.now(conn)
+                    chaos.kill_supervisor()
+                    chaos.faults.append(Fault("kill_supervisor", at, f"{len(chaos.orphans)} orphaned workers"))
+            if time.monotonic() >= next_kill:
+                next_kill = time.monotonic() + args.kill_every
+                await chaos.kill_worker(conn)
+        elapsed = time.monotonic() - began
+        chaos.supervisor.send_signal(signal.SIGTERM)
+        try:
+            exit_code = chaos.supervisor.wait(60)
+        except subprocess.TimeoutExpired:
+            chaos.supervisor.kill()
+            exit_code = -9
+        for pid in chaos.orphans:
+            await asyncio.to_thread(wait_gone, pid, 30)
+        conn = await connect(dsn)
+        return await account(conn, args, chaos, elapsed, exit_code)
+    finally:
+        server.stop()
+
+
+async def account(conn: Any, args: argparse.Namespace, chaos: Chaos, elapsed: float, exit_code: int) -> dict[str, Any]:
+    live = {row[0]: row[1] for row in await conn.fetch("SELECT status::text, count(*) FROM pgqd_jobs GROUP BY 1")}
+    logged = {row[0]: row[1] for row in await conn.fetch("SELECT status::text, count(*) FROM pgqd_log GROUP BY 1")}
+    in_log = sum(logged.values())
+    ran_twice = await conn.fetchval(
+        "SELECT count(*) FROM (SELECT job_id FROM chaos_runs GROUP BY job_id HAVING count(*) > 1) AS t"
+    )
+    never_ran = await conn.fetchval(
+        "SELECT count(*) FROM pgqd_log AS l WHERE l.status = 'successful'"
+        " AND NOT EXISTS (SELECT 1 FROM chaos_runs AS r WHERE r.job_id = l.job_id)"
+    )
+    for fault in chaos.faults:
+        fault.recovered_after = await recovery(conn, fault)
+    one_offs = [f for f in chaos.faults if f.kind != "kill_worker"]
+    kills = sorted(f.recovered_after for f in chaos.faults if f.kind == "kill_worker" and f.recovered_after is not None)
+    return {
+        "jobs_enqueued": args.jobs,
+        "jobs_finished": in_log,
+        "final_statuses": logged,
+        "jobs_lost": args.jobs - in_log - sum(live.values()),
+        "jobs_left_in_queue": live,
+        "jobs_stuck_picked": live.get("picked", 0),
+        "jobs_executed_more_than_once": ran_twice,
+        "successful_without_a_recorded_run": never_ran,
+        "executions": await conn.fetchval("SELECT count(*) FROM chaos_runs"),
+        "workers_killed": sum(1 for f in chaos.faults if f.kind == "kill_worker"),
+        "faults": [{"kind": f.kind, "detail": f.detail, "recovered_after_s": f.recovered_after} for f in one_offs],
+        "killed_worker_jobs_running_again_within_s": {
+            "median": kills[len(kills) // 2] if kills else None,
+            "max": kills[-1] if kills else None,
+        },
+        "elapsed_s": round(elapsed, 1),
+        "last_daemon_exit_code": exit_code,
+    }
+
+
+async def recovery(conn: Any, fault: Fault) -> float | None:
+    """Seconds until the fault stopped mattering.
+
+    For a killed worker: until the last of the jobs it was running had started again on another process. For
+    the others: until the first execution recorded after the fault, so the queue was moving again.
+    """
+    if fault.kind == "kill_worker":
+        pid = int(fault.detail.split()[-1])
+        seconds = await conn.fetchval(
+            """
+            SELECT extract(epoch FROM max(again.first_at) - $2)
+            FROM (SELECT DISTINCT job_id FROM chaos_runs WHERE pid = $1 AND at <= $2) AS lost
+            JOIN LATERAL (
+                SELECT min(r.at) AS first_at FROM chaos_runs AS r
+                WHERE r.job_id = lost.job_id AND r.pid <> $1 AND r.at > $2
+            ) AS again ON true
+            WHERE NOT EXISTS (SELECT 1 FROM pgqd_log AS l WHERE l.job_id = lost.job_id AND l.finished_at <= $2)
+            """,
+            pid,
+            fault.at,
+        )
+    else:
+        seconds = await conn.fetchval("SELECT extract(epoch FROM min(at) - $1) FROM chaos_runs WHERE at > $1", fault.at)
+    return None if seconds is None else round(float(seconds), 3)
+
+
+def main() -> None:
+    configure_logging("warning", "json")
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--jobs", type=int, default=20_000)
+    parser.add_argument("--seconds", type=float, default=600, help="give up after this long (default 600)")
+    parser.add_argument("--processes", type=int, default=2)
+    parser.add_argument("--kill-every", type=float, default=2.0, help="seconds between worker kills (default 2)")
+    parser.add_argument("--work-ms", type=float, default=50, help="each job works up to this long (default 50)")
+    parser.add_argument("--json", action="store_true", help="print only the JSON result")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="pgqd-chaos-") as folder:
+        result = asyncio.run(run(args, Path(folder)))
+    ok = result["jobs_lost"] == 0 and result["jobs_stuck_picked"] == 0 and result["jobs_finished"] == args.jobs
+    result["verdict"] = "ok" if ok else "FAILED"
+    print(json.dumps(result, indent=None if args.json else 2, default=str))
+    sys.exit(0 if ok else 1)
+
+
+if __name__ == "__main__":
+    main()

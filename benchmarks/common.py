@@ -1,0 +1,88 @@
+"""What every benchmark shares: a fresh database, the machine description, and printing results."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import statistics
+import sys
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+
+from pgqd import install
+from pgqd.logs import configure_logging
+
+DEFAULT_SERVER = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+def parser(description: str) -> argparse.ArgumentParser:
+    configure_logging("warning", "json")
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--server", default=os.environ.get("PGQD_BENCH_DSN", DEFAULT_SERVER), help="maintenance DSN")
+    p.add_argument("--runs", type=int, default=3, help="repetitions; the median is reported (default 3)")
+    p.add_argument("--json", action="store_true", help="print only the JSON result")
+    return p
+
+
+def with_database(dsn: str, database: str) -> str:
+    parts = urlsplit(dsn)
+    return urlunsplit((parts.scheme, parts.netloc, "/" + database, parts.query, parts.fragment))
+
+
+@contextlib.asynccontextmanager
+async def fresh_database(server: str) -> AsyncIterator[str]:
+    """A new database with pgqd installed, dropped afterwards."""
+    name = f"pgqd_bench_{uuid.uuid4().hex[:10]}"
+    admin = await asyncpg.connect(server)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        dsn = with_database(server, name)
+        conn = await asyncpg.connect(dsn)
+        try:
+            await install(conn)
+        finally:
+            await conn.close()
+        yield dsn
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+
+
+async def environment(server: str) -> dict[str, Any]:
+    conn = await asyncpg.connect(server)
+    try:
+        settings = {
+            name: await conn.fetchval(f"SELECT current_setting('{name}')")
+            for name in ("server_version", "fsync", "synchronous_commit", "shared_buffers", "max_connections")
+        }
+    finally:
+        await conn.close()
+    return {
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "postgres": settings,
+    }
+
+
+def median_of(runs: Sequence[float]) -> float:
+    return round(statistics.median(runs), 1)
+
+
+def report(name: str, results: list[dict[str, Any]], env: dict[str, Any], only_json: bool) -> None:
+    document = {"benchmark": name, "environment": env, "results": results, "command": " ".join(sys.argv)}
+    if not only_json:
+        keys = list(results[0]) if results else []
+        widths = [max(len(k), *(len(str(r[k])) for r in results)) for k in keys]
+        print("  ".join(k.ljust(w) for k, w in zip(keys, widths, strict=True)))
+        for row in results:
+            print("  ".join(str(row[k]).ljust(w) for k, w in zip(keys, widths, strict=True)))
+        print()
+    print(json.dumps(document, indent=None if only_json else 2, default=str))

@@ -1,0 +1,37 @@
+"""Handlers the benchmarks run through the real daemon."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import random
+from collections.abc import AsyncIterator
+from typing import Any
+
+import asyncpg
+
+from pgqd import Context, Job
+
+
+async def noop(job: Job) -> None:
+    """Does nothing, so what is measured is the queue itself."""
+
+
+@contextlib.asynccontextmanager
+async def chaos_resources() -> AsyncIterator[Any]:
+    """A small pool for recording executions; it reconnects on its own after the database restarts."""
+    pool = await asyncpg.create_pool(os.environ["PGQD_DSN"], min_size=1, max_size=4)
+    try:
+        yield pool
+    finally:
+        await pool.close()
+
+
+async def chaos_record(job: Job, ctx: Context) -> None:
+    """Records this execution (job, attempt, process), then works for a few milliseconds."""
+    await ctx.resources.execute(
+        "INSERT INTO chaos_runs (job_id, attempt, pid) VALUES ($1, $2, $3)", job.id, job.attempts, os.getpid()
+    )
+    work_ms = float((job.json() or {}).get("work_ms", 20))
+    await asyncio.sleep(random.uniform(0.0, work_ms / 1000))

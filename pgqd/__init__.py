@@ -1,0 +1,52 @@
+"""pgqd: a PostgreSQL-backed background job queue for Python, run as a supervised worker daemon.
+
+The public API is what this module exports; everything else is internal.
+"""
+
+from pgqd.backend.memory import MemoryBackend
+from pgqd.backend.postgres import PostgresBackend
+from pgqd.client import Client, JobSpec
+from pgqd.entrypoint import Entrypoint, RetryPolicy
+from pgqd.errors import (
+    BackendUnavailable,
+    ConfigError,
+    DedupeConflict,
+    IdentifierError,
+    JobNotFound,
+    PgqdError,
+    SchemaVersionError,
+)
+from pgqd.job import Context, InvalidPayload, Job, RetryLater
+from pgqd.models import CancelResult, JobState
+from pgqd.schema import install
+from pgqd.units import Rate
+from pgqd.worker.engine import Worker, WorkerSettings
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BackendUnavailable",
+    "CancelResult",
+    "Client",
+    "ConfigError",
+    "Context",
+    "DedupeConflict",
+    "Entrypoint",
+    "IdentifierError",
+    "InvalidPayload",
+    "Job",
+    "JobNotFound",
+    "JobSpec",
+    "JobState",
+    "MemoryBackend",
+    "PgqdError",
+    "PostgresBackend",
+    "Rate",
+    "RetryLater",
+    "RetryPolicy",
+    "SchemaVersionError",
+    "Worker",
+    "WorkerSettings",
+    "__version__",
+    "install",
+]

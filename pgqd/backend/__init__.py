@@ -1,0 +1,5 @@
+"""Storage backends: the ``Backend`` port and its PostgreSQL and in-memory adapters."""
+
+from pgqd.backend.base import Backend, EventCallback, Subscription
+
+__all__ = ["Backend", "EventCallback", "Subscription"]

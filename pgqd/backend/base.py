@@ -1,0 +1,107 @@
+"""The storage port: every operation the client and the worker engine need, one method each.
+
+Both adapters (``postgres`` and ``memory``) implement it with the same semantics, and one behavioural test
+suite runs against both. Transient failures (a lost connection, a database restart) surface as
+``pgqd.errors.BackendUnavailable`` so that callers can retry without knowing the adapter.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Protocol
+
+from pgqd.models import (
+    CancelResult,
+    ClaimResult,
+    EntrypointLimit,
+    Event,
+    FinalStatus,
+    JobState,
+    NewJob,
+    OnConflict,
+    Outcome,
+    ScheduleDefinition,
+    ScheduleState,
+    WorkerInfo,
+)
+
+EventCallback = Callable[[Event], None]
+
+
+class Subscription(Protocol):
+    """A live feed of events on the queue's channel; the callback runs on the event loop."""
+
+    async def close(self) -> None: ...
+
+
+class Backend(Protocol):
+    # --- producers and operators -------------------------------------------------------------------------
+    async def enqueue(self, jobs: Sequence[NewJob], on_conflict: OnConflict) -> list[int | None]:
+        """Stores the jobs in one atomic step and returns their ids in input order (None where skipped)."""
+        ...
+
+    async def cancel(self, ids: Sequence[int], status: FinalStatus = "canceled") -> CancelResult:
+        """Waiting and held jobs go to the log with ``status``; running ones are asked to stop."""
+        ...
+
+    async def requeue(self, ids: Sequence[int]) -> list[int]:
+        """Held (failed) jobs become queued again with a fresh attempt budget; returns the ids requeued."""
+        ...
+
+    async def job_states(self, ids: Sequence[int]) -> dict[int, JobState]: ...
+
+    async def watch_finished(self, job_id: int) -> bool:
+        """Asks for a ``finished`` event when this job ends; False if it is not live (finished or unknown)."""
+        ...
+
+    async def subscribe(self, callback: EventCallback) -> Subscription: ...
+
+    # --- workers ------------------------------------------------------------------------------------------
+    async def register_worker(self, info: WorkerInfo) -> int: ...
+
+    async def heartbeat(self, worker_id: int, info: WorkerInfo) -> list[int]:
+        """Marks the worker alive (re-registering it if it was presumed dead) and returns the ids of its
+        running jobs that someone asked to cancel."""
+        ...
+
+    async def deregister_worker(self, worker_id: int) -> None: ...
+
+    async def claim(self, worker_id: int, batch: int, limits: Sequence[EntrypointLimit]) -> ClaimResult: ...
+
+    async def record(self, worker_id: int, outcomes: Sequence[Outcome], slot_entrypoints: Sequence[str]) -> int:
+        """Applies outcomes of jobs this worker still owns, in one step; returns how many applied.
+        Finishing a job of an entrypoint in ``slot_entrypoints`` announces a free concurrency slot."""
+        ...
+
+    async def release_stray(self, worker_id: int, keep: Sequence[int]) -> list[int]:
+        """Requeues jobs marked as picked by this worker that it is not running (a claim whose reply was lost)."""
+        ...
+
+    async def rescue_stale(self, worker_timeout: float) -> list[int]:
+        """Requeues the jobs of workers silent for longer than ``worker_timeout`` seconds."""
+        ...
+
+    async def rescue_worker(self, worker_id: int) -> list[int]:
+        """Requeues every job of a worker known to be dead and forgets the worker."""
+        ...
+
+    async def prune_log(self, older_than: float, limit: int) -> int:
+        """Deletes up to ``limit`` log rows finished more than ``older_than`` seconds ago (one pruner at a time)."""
+        ...
+
+    # --- schedules ----------------------------------------------------------------------------------------
+    async def sync_schedules(self, schedules: Sequence[ScheduleDefinition]) -> None:
+        """Makes the stored schedules match the config: adds, changes, disables and removes."""
+        ...
+
+    async def schedule_states(self) -> list[ScheduleState]: ...
+
+    async def fire_schedule(
+        self, name: str, due: datetime, next_run: datetime, jobs: Sequence[NewJob]
+    ) -> list[int] | None:
+        """If the schedule's next run is still ``due``, moves it to ``next_run`` and enqueues ``jobs``, at once;
+        returns their ids, or None when another scheduler fired this tick first."""
+        ...
+
+    async def close(self) -> None: ...

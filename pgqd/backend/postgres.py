@@ -1,0 +1,340 @@
+"""The PostgreSQL adapter of the storage port, on asyncpg.
+
+It runs on whatever the caller gives it: a producer's connection (so an enqueue joins the caller's
+transaction) or pool, or the worker's own pool. Events arrive on a listening connection that reconnects with
+backoff when it owns its connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from pgqd.backend.base import EventCallback
+from pgqd.backend.connection import PgSubscription, close_connection, enqueue_notice, guard
+from pgqd.errors import DedupeConflict
+from pgqd.identifiers import Names
+from pgqd.models import (
+    CancelResult,
+    ClaimedJob,
+    ClaimResult,
+    EntrypointLimit,
+    ErrorInfo,
+    FinalStatus,
+    Finished,
+    JobState,
+    NewJob,
+    OnConflict,
+    Outcome,
+    Requeued,
+    ScheduleDefinition,
+    ScheduleState,
+    WorkerInfo,
+)
+from pgqd.sql.statements import Statements
+
+DEDUPE_CONFLICT_SQLSTATE = "PGQ01"
+
+
+class PostgresBackend:
+    """The storage port on PostgreSQL.
+
+    ``executor`` is an asyncpg Connection or Pool. ``listen_connect`` opens the connection that listens for
+    events; without it the listener borrows a connection from the pool (or shares the single connection).
+    """
+
+    def __init__(
+        self,
+        executor: Any,
+        names: Names | None = None,
+        *,
+        listen_connect: Callable[[], Awaitable[Any]] | None = None,
+        owns_executor: bool = False,
+    ) -> None:
+        self.names = names or Names()
+        self._owns_executor = owns_executor
+        self.sql = Statements(self.names)
+        self._db = executor
+        self._listen_connect = listen_connect
+        self._channel = self.names.channel
+        self._limit_arrays: dict[tuple[EntrypointLimit, ...], tuple[list[Any], ...]] = {}
+
+    # --- producers and operators ---------------------------------------------------------------------------
+    async def enqueue(self, jobs: Sequence[NewJob], on_conflict: OnConflict) -> list[int | None]:
+        if not jobs:
+            return []
+        if all(j.dedupe_key is None and j.headers is None and not j.delay and j.execute_after is None for j in jobs):
+            rows = await guard(
+                self._db.fetch(
+                    self.sql.enqueue_plain,
+                    [job.entrypoint for job in jobs],
+                    [job.payload for job in jobs],
+                    [job.priority for job in jobs],
+                    self._channel,
+                    enqueue_notice(jobs),
+                )
+            )
+            return [row[0] for row in rows]
+        statement = {
+            "raise": self.sql.enqueue_or_raise,
+            "skip": self.sql.enqueue_or_skip,
+            "raise_priority": self.sql.enqueue_or_raise_priority,
+        }[on_conflict]
+        try:
+            rows = await guard(
+                self._db.fetch(
+                    statement,
+                    [job.entrypoint for job in jobs],
+                    [job.payload for job in jobs],
+                    [job.headers for job in jobs],
+                    [job.priority for job in jobs],
+                    [job.delay for job in jobs],
+                    [job.execute_after for job in jobs],
+                    [job.dedupe_key for job in jobs],
+                    self._channel,
+                    enqueue_notice(jobs),
+                )
+            )
+        except asyncpg.PostgresError as exc:
+            if getattr(exc, "sqlstate", None) == DEDUPE_CONFLICT_SQLSTATE:
+                raise DedupeConflict(json.loads(getattr(exc, "detail", None) or "[]")) from None
+            raise
+        return [row[0] for row in rows]
+
+    async def cancel(self, ids: Sequence[int], status: FinalStatus = "canceled") -> CancelResult:
+        canceled: list[int] = []
+        signalled: list[int] = []
+        pending = list(dict.fromkeys(ids))
+        # A job being claimed at this very moment is neither waiting nor visibly running to this statement's
+        # snapshot; a second pass over the ids still live settles it.
+        for _ in range(2):
+            if not pending:
+                break
+            row = await guard(self._db.fetchrow(self.sql.cancel_jobs, pending, status, self._channel))
+            canceled.extend(row["canceled"])
+            signalled.extend(row["signalled"])
+            handled = set(row["canceled"]) | set(row["signalled"])
+            unhandled = [i for i in pending if i not in handled]
+            if not unhandled:
+                break
+            states = await self.job_states(unhandled)
+            pending = [i for i in unhandled if i in states and not states[i].finished]
+        return CancelResult(canceled=canceled, signalled=signalled)
+
+    async def requeue(self, ids: Sequence[int]) -> list[int]:
+        try:
+            found = await guard(self._db.fetchval(self.sql.requeue_held, list(ids), self._channel))
+        except asyncpg.UniqueViolationError as exc:
+            raise DedupeConflict([_key_from_detail(getattr(exc, "detail", "") or "")]) from None
+        return list(found)
+
+    async def job_states(self, ids: Sequence[int]) -> dict[int, JobState]:
+        rows = await guard(self._db.fetch(self.sql.job_states, list(ids)))
+        states: dict[int, JobState] = {}
+        for row in rows:
+            error = None
+            if row["error_type"] is not None:
+                error = ErrorInfo(row["error_type"], row["error_message"] or "", row["error_traceback"] or "")
+            states[row["id"]] = JobState(
+                id=row["id"],
+                entrypoint=row["entrypoint"],
+                status=row["status"],
+                attempts=row["attempts"],
+                priority=row["priority"],
+                created_at=row["created_at"],
+                finished_at=row["finished_at"],
+                error=error,
+                result=None if row["result"] is None else json.loads(row["result"]),
+            )
+        return states
+
+    async def watch_finished(self, job_id: int) -> bool:
+        return await guard(self._db.fetchval(self.sql.watch_finished, job_id, self._channel)) is not None
+
+    async def subscribe(self, callback: EventCallback) -> PgSubscription:
+        if self._listen_connect is not None:
+            subscription = PgSubscription(
+                self._listen_connect, self._channel, callback, reconnect=True, close_connection=close_connection
+            )
+        elif isinstance(self._db, asyncpg.Pool):
+            pool = self._db
+
+            async def release(conn: Any) -> None:
+                await pool.release(conn)
+
+            subscription = PgSubscription(
+                pool.acquire, self._channel, callback, reconnect=True, close_connection=release
+            )
+        else:
+            conn = self._db
+
+            async def shared() -> Any:
+                return conn
+
+            async def keep_open(_conn: Any) -> None:
+                return None
+
+            subscription = PgSubscription(shared, self._channel, callback, reconnect=False, close_connection=keep_open)
+        await subscription.start()
+        return subscription
+
+    # --- workers ------------------------------------------------------------------------------------------
+    async def register_worker(self, info: WorkerInfo) -> int:
+        worker_id: int = await guard(
+            self._db.fetchval(self.sql.register_worker, info.host, info.pid, list(info.entrypoints))
+        )
+        return worker_id
+
+    async def heartbeat(self, worker_id: int, info: WorkerInfo) -> list[int]:
+        ids = await guard(self._db.fetchval(self.sql.heartbeat, worker_id, info.host, info.pid, list(info.entrypoints)))
+        return list(ids)
+
+    async def deregister_worker(self, worker_id: int) -> None:
+        await guard(self._db.execute(self.sql.deregister_worker, worker_id))
+
+    async def claim(self, worker_id: int, batch: int, limits: Sequence[EntrypointLimit]) -> ClaimResult:
+        key = tuple(limits)
+        arrays = self._limit_arrays.get(key)
+        if arrays is None:
+            arrays = (
+                [limit.name for limit in limits],
+                [limit.concurrency for limit in limits],
+                [limit.rate_per_second for limit in limits],
+                [limit.burst for limit in limits],
+            )
+            self._limit_arrays[key] = arrays
+        rows = await guard(self._db.fetch(self.sql.claim_jobs, worker_id, batch, *arrays))
+        jobs: list[ClaimedJob] = []
+        throttled: list[float] = []
+        due: list[float] = []
+        for row in rows:
+            if row[0] is not None:
+                jobs.append(ClaimedJob(*row[:11]))
+            elif row[1] is not None:
+                throttled.append(row[11])
+            else:
+                due.append(row[11])
+        return ClaimResult(jobs, min(throttled, default=None), min(due, default=None))
+
+    async def record(self, worker_id: int, outcomes: Sequence[Outcome], slot_entrypoints: Sequence[str]) -> int:
+        finished = [o for o in outcomes if isinstance(o, Finished)]
+        requeued = [o for o in outcomes if isinstance(o, Requeued)]
+        applied: int = await guard(
+            self._db.fetchval(
+                self.sql.record_outcomes,
+                worker_id,
+                [o.job_id for o in finished],
+                [o.status for o in finished],
+                [o.started_after for o in finished],
+                [o.duration for o in finished],
+                [o.error.type if o.error else None for o in finished],
+                [o.error.message if o.error else None for o in finished],
+                [o.error.traceback if o.error else None for o in finished],
+                [o.result_json for o in finished],
+                [o.job_id for o in requeued],
+                [o.kind for o in requeued],
+                [o.delay for o in requeued],
+                [json.dumps(o.error.as_dict()) if o.error else None for o in requeued],
+                self._channel,
+                list(slot_entrypoints),
+            )
+        )
+        return applied
+
+    async def release_stray(self, worker_id: int, keep: Sequence[int]) -> list[int]:
+        ids = await guard(self._db.fetchval(self.sql.release_stray, worker_id, self._channel, list(keep)))
+        return list(ids)
+
+    async def rescue_stale(self, worker_timeout: float) -> list[int]:
+        ids = await guard(self._db.fetchval(self.sql.rescue_stale, worker_timeout, self._channel))
+        return list(ids)
+
+    async def rescue_worker(self, worker_id: int) -> list[int]:
+        ids = await guard(self._db.fetchval(self.sql.rescue_worker, worker_id, self._channel))
+        return list(ids)
+
+    async def prune_log(self, older_than: float, limit: int) -> int:
+        status: str = await guard(
+            self._db.execute(self.sql.prune_log, older_than, limit, f"{self.names.lock_key}:prune")
+        )
+        return int(status.split()[-1])
+
+    # --- schedules ----------------------------------------------------------------------------------------
+    async def sync_schedules(self, schedules: Sequence[ScheduleDefinition]) -> None:
+        await guard(
+            self._db.fetchrow(
+                self.sql.sync_schedules,
+                [s.spec.name for s in schedules],
+                [s.spec.cron for s in schedules],
+                [s.spec.timezone for s in schedules],
+                [s.spec.entrypoint for s in schedules],
+                [s.spec.payload for s in schedules],
+                [s.spec.priority for s in schedules],
+                [s.spec.enabled for s in schedules],
+                [s.spec.misfire for s in schedules],
+                [s.first_run for s in schedules],
+            )
+        )
+
+    async def schedule_states(self) -> list[ScheduleState]:
+        rows = await guard(self._db.fetch(self.sql.schedule_states))
+        return [ScheduleState(*row) for row in rows]
+
+    async def fire_schedule(
+        self, name: str, due: datetime, next_run: datetime, jobs: Sequence[NewJob]
+    ) -> list[int] | None:
+        row = await guard(
+            self._db.fetchrow(
+                self.sql.fire_schedule,
+                name,
+                due,
+                next_run,
+                [j.entrypoint for j in jobs],
+                [j.payload for j in jobs],
+                [j.headers for j in jobs],
+                [j.priority for j in jobs],
+                due if jobs else None,
+                self._channel,
+            )
+        )
+        return list(row["ids"]) if row["won"] else None
+
+    @classmethod
+    async def open(
+        cls,
+        dsn: str | None,
+        names: Names | None = None,
+        *,
+        pool_size: int = 2,
+        application_name: str = "pgqd",
+    ) -> PostgresBackend:
+        """A backend with a pool and a listening connection of its own, as a worker process uses."""
+        # Generic plans: pgqd's statements take arrays whose contents do not change the best plan, and planning
+        # each execution anew (PostgreSQL's default for the first calls and whenever it judges a custom plan
+        # cheaper) costs more than running them. Measured: claim 0.74 -> 0.31 ms, outcome flush 1.09 -> 0.52 ms.
+        settings = {"application_name": application_name, "plan_cache_mode": "force_generic_plan"}
+
+        async def listen_connect() -> Any:
+            return await asyncpg.connect(dsn, server_settings=settings)
+
+        pool = await guard(asyncpg.create_pool(dsn, min_size=1, max_size=pool_size, server_settings=settings))
+        return cls(pool, names, listen_connect=listen_connect, owns_executor=True)
+
+    async def close(self) -> None:
+        """Closes the pool this backend opened itself; a caller's connection or pool is left alone."""
+        if self._owns_executor:
+            try:
+                await asyncio.wait_for(self._db.close(), timeout=10)
+            except (TimeoutError, Exception):
+                self._db.terminate()
+
+
+def _key_from_detail(detail: str) -> str:
+    # "Key (dedupe_key)=(abc) already exists."
+    start, end = detail.find(")=("), detail.rfind(") already exists")
+    return detail[start + 3 : end] if start >= 0 and end > start else detail

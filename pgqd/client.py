@@ -1,0 +1,272 @@
+"""The producer API: enqueue jobs, cancel or requeue them, read their state and wait for them to finish."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from typing import Any
+
+import asyncpg
+
+from pgqd.backend.base import Backend, Subscription
+from pgqd.backend.postgres import PostgresBackend
+from pgqd.errors import DedupeConflict, JobNotFound, PgqdError
+from pgqd.identifiers import Names
+from pgqd.models import ON_CONFLICT_CHOICES, CancelResult, Event, JobState, NewJob, OnConflict
+from pgqd.payload import encode_headers, encode_payload
+from pgqd.tracing import trace_headers
+
+_INT32 = 2**31 - 1
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """One job for ``Client.enqueue_many``; the fields mean what ``Client.enqueue``'s arguments mean."""
+
+    entrypoint: str
+    payload: Any = None
+    priority: int = 0
+    execute_after: timedelta | datetime | None = None
+    dedupe_key: str | None = None
+    headers: Mapping[str, Any] | None = None
+
+
+def build_job(spec: JobSpec, trace: Mapping[str, str] | None = None) -> NewJob:
+    """Validates one job request and encodes it for storage; ``trace`` headers (the producer's span) are added."""
+    if not isinstance(spec.entrypoint, str) or not spec.entrypoint:
+        raise PgqdError(f"entrypoint must be a non-empty str, got {spec.entrypoint!r}")
+    if isinstance(spec.priority, bool) or not isinstance(spec.priority, int) or abs(spec.priority) > _INT32:
+        raise PgqdError(f"priority must be an int between -{_INT32} and {_INT32}, got {spec.priority!r}")
+    if spec.dedupe_key is not None and not isinstance(spec.dedupe_key, str):
+        raise PgqdError(f"dedupe_key must be a str or None, got {type(spec.dedupe_key).__name__}")
+    delay = 0.0
+    at: datetime | None = None
+    when = spec.execute_after
+    if isinstance(when, timedelta):
+        delay = max(when.total_seconds(), 0.0)
+    elif isinstance(when, datetime):
+        if when.tzinfo is None or when.utcoffset() is None:
+            raise PgqdError(
+                f"execute_after={when!r} is a naive datetime, which is ambiguous: pass an aware datetime "
+                "(e.g. datetime.now(timezone.utc) + timedelta(minutes=5)) or a timedelta"
+            )
+        at = when
+    elif when is not None:
+        raise PgqdError(f"execute_after must be a timedelta or an aware datetime, got {type(when).__name__}")
+    return NewJob(
+        entrypoint=spec.entrypoint,
+        payload=encode_payload(spec.payload),
+        priority=spec.priority,
+        delay=delay,
+        execute_after=at,
+        dedupe_key=spec.dedupe_key,
+        headers=encode_headers({**trace, **(spec.headers or {})} if trace else spec.headers),
+    )
+
+
+def fold_duplicate_keys(jobs: Sequence[NewJob], on_conflict: OnConflict) -> tuple[list[NewJob], list[int | None]]:
+    """Settles dedupe keys repeated inside one batch before the database sees it.
+
+    Returns the jobs to send and, for each input position, the index of the sent job that stands for it (None
+    where the job is skipped). ``raise`` refuses the batch, ``skip`` keeps the first, ``raise_priority`` keeps
+    the first with the highest priority asked for.
+    """
+    first_by_key: dict[str, int] = {}
+    sent: list[NewJob] = []
+    position: list[int | None] = []
+    repeated: list[str] = []
+    for job in jobs:
+        key = job.dedupe_key
+        if key is None or key not in first_by_key:
+            if key is not None:
+                first_by_key[key] = len(sent)
+            position.append(len(sent))
+            sent.append(job)
+            continue
+        index = first_by_key[key]
+        if on_conflict == "raise":
+            repeated.append(key)
+        elif on_conflict == "skip":
+            position.append(None)
+        else:
+            if job.priority > sent[index].priority:
+                sent[index] = replace(sent[index], priority=job.priority)
+            position.append(index)
+    if repeated:
+        raise DedupeConflict(sorted(set(repeated)))
+    return sent, position
+
+
+class _FinishWatch:
+    """One subscription shared by every ``wait`` of a client; wakes the waiters of finished job ids."""
+
+    def __init__(self) -> None:
+        self._waiters: dict[int, set[asyncio.Event]] = {}
+        self.subscription: Subscription | None = None
+
+    def on_event(self, event: Event) -> None:
+        if event.kind == "finished":
+            for job_id in event.ids:
+                for woken in self._waiters.get(job_id, ()):
+                    woken.set()
+        elif event.kind == "reconnected":
+            for waiters in self._waiters.values():
+                for woken in waiters:
+                    woken.set()
+
+    @contextlib.contextmanager
+    def watching(self, job_id: int) -> Iterator[asyncio.Event]:
+        woken = asyncio.Event()
+        self._waiters.setdefault(job_id, set()).add(woken)
+        try:
+            yield woken
+        finally:
+            waiters = self._waiters.get(job_id)
+            if waiters is not None:
+                waiters.discard(woken)
+                if not waiters:
+                    del self._waiters[job_id]
+
+
+class Client:
+    """Enqueues and manages jobs.
+
+    ``target`` is an asyncpg Connection (enqueues then join whatever transaction is open on it), an asyncpg
+    Pool, or any ``Backend`` such as ``pgqd.MemoryBackend`` for tests without a database.
+    """
+
+    def __init__(
+        self,
+        target: Any,
+        *,
+        schema: str = "public",
+        prefix: str = "pgqd_",
+        wait_poll_interval: float = 1.0,
+    ) -> None:
+        if isinstance(target, asyncpg.Connection | asyncpg.Pool):
+            self.backend: Backend = PostgresBackend(target, Names(schema, prefix))
+        else:
+            self.backend = target
+        self._wait_poll_interval = wait_poll_interval
+        self._watch: _FinishWatch | None = None
+        self._watch_lock = asyncio.Lock()
+
+    async def enqueue(
+        self,
+        entrypoint: str,
+        payload: Any = None,
+        *,
+        priority: int = 0,
+        execute_after: timedelta | datetime | None = None,
+        dedupe_key: str | None = None,
+        headers: Mapping[str, Any] | None = None,
+        on_conflict: OnConflict = "raise",
+    ) -> int | None:
+        """Stores one job and returns its id (None when ``on_conflict="skip"`` skipped it).
+
+        ``payload``: bytes as is, str as UTF-8, anything else as JSON. ``execute_after``: a timedelta (counted on
+        the database clock) or an aware datetime. ``dedupe_key``: at most one queued or running job holds a key;
+        on a clash ``on_conflict`` says what to do: ``raise`` DedupeConflict, ``skip``, or ``raise_priority`` of
+        the existing job (its id is returned).
+        """
+        spec = JobSpec(entrypoint, payload, priority, execute_after, dedupe_key, headers)
+        return (await self.enqueue_many([spec], on_conflict=on_conflict))[0]
+
+    async def enqueue_many(
+        self, jobs: Iterable[JobSpec | Mapping[str, Any]], *, on_conflict: OnConflict = "raise"
+    ) -> list[int | None]:
+        """Stores many jobs in one statement, all or nothing; ids come back in input order."""
+        if on_conflict not in ON_CONFLICT_CHOICES:
+            raise PgqdError(f"on_conflict must be one of {', '.join(ON_CONFLICT_CHOICES)}, got {on_conflict!r}")
+        # One trace context for the batch: every job of one call is enqueued inside the same span.
+        trace = trace_headers()
+        built = [build_job(_as_spec(job), trace) for job in jobs]
+        sent, position = fold_duplicate_keys(built, on_conflict)
+        ids = await self.backend.enqueue(sent, on_conflict)
+        return [None if index is None else ids[index] for index in position]
+
+    async def cancel(self, ids: int | Iterable[int]) -> CancelResult:
+        """Waiting and held jobs are logged as canceled at once; running jobs are told to stop (their handler
+        is cancelled, or ``ctx.cancelled`` set for a plain function) and logged as canceled when they do."""
+        return await self.backend.cancel(_id_list(ids))
+
+    async def delete(self, ids: int | Iterable[int]) -> CancelResult:
+        """Like ``cancel``, but the log records the jobs as deleted (an operator's clean-up)."""
+        return await self.backend.cancel(_id_list(ids), status="deleted")
+
+    async def requeue(self, ids: int | Iterable[int]) -> list[int]:
+        """Puts held (failed) jobs back in the queue with a fresh attempt budget; returns the ids requeued."""
+        return await self.backend.requeue(_id_list(ids))
+
+    async def status(self, ids: int | Iterable[int]) -> dict[int, JobState]:
+        """The state of each job found, live or finished; unknown ids are absent from the result."""
+        return await self.backend.job_states(_id_list(ids))
+
+    async def wait(self, job_id: int, timeout: float | None = None) -> JobState:
+        """Waits until the job reaches a final status (or is held as failed) and returns that state.
+
+        Raises TimeoutError after ``timeout`` seconds, JobNotFound for an unknown id.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        watch = await self._finish_watch()
+        with watch.watching(job_id) as woken:
+            await self.backend.watch_finished(job_id)
+            while True:
+                state = (await self.backend.job_states([job_id])).get(job_id)
+                if state is None:
+                    raise JobNotFound(job_id)
+                if state.finished or state.status == "failed":
+                    return state
+                pause = self._wait_poll_interval
+                if deadline is not None:
+                    remaining = deadline - loop.time()
+                    if remaining <= 0:
+                        raise TimeoutError(f"job {job_id} did not finish within {timeout}s (now {state.status})")
+                    pause = min(pause, remaining)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(woken.wait(), pause)
+                woken.clear()
+
+    async def _finish_watch(self) -> _FinishWatch:
+        async with self._watch_lock:
+            if self._watch is None:
+                watch = _FinishWatch()
+                watch.subscription = await self.backend.subscribe(watch.on_event)
+                self._watch = watch
+            return self._watch
+
+    async def close(self) -> None:
+        """Stops listening for finished jobs (the connection or pool itself stays the caller's)."""
+        watch, self._watch = self._watch, None
+        if watch is not None and watch.subscription is not None:
+            await watch.subscription.close()
+
+    async def __aenter__(self) -> Client:
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        await self.close()
+
+
+def _as_spec(job: JobSpec | Mapping[str, Any]) -> JobSpec:
+    if isinstance(job, JobSpec):
+        return job
+    if isinstance(job, Mapping):
+        unknown = set(job) - set(JobSpec.__dataclass_fields__)
+        if unknown:
+            raise PgqdError(f"unknown job field(s) {', '.join(sorted(unknown))}")
+        try:
+            return JobSpec(**job)
+        except TypeError as exc:
+            raise PgqdError(f"invalid job {dict(job)!r}: {exc}") from exc
+    raise PgqdError(f"each job must be a JobSpec or a mapping, got {type(job).__name__}")
+
+
+def _id_list(ids: int | Iterable[int]) -> list[int]:
+    if isinstance(ids, int):
+        return [ids]
+    return [int(i) for i in ids]

@@ -1,0 +1,168 @@
+"""The configuration as frozen dataclasses. Every default lives here, and ``pgqd config`` prints them.
+
+Each field's ``metadata["kind"]`` says how its TOML value is checked and converted (see ``kinds``);
+``metadata["doc"]`` is the one-line description used in the starter file and the reference.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pgqd.config.kinds import (
+    IMPORT_PATH,
+    LISTEN_ADDRESS,
+    Boolean,
+    Choice,
+    Cron,
+    Duration,
+    Integer,
+    RateKind,
+    Text,
+    TimeZone,
+)
+from pgqd.identifiers import MAX_PREFIX_LENGTH
+from pgqd.units import Rate
+
+IDENTIFIER = Text(r"[a-z_][a-z0-9_]*", "use lowercase letters, digits and underscores, starting with a letter")
+PREFIX = Text(
+    rf"[a-z_][a-z0-9_]{{0,{MAX_PREFIX_LENGTH - 1}}}",
+    f"use lowercase letters, digits and underscores, at most {MAX_PREFIX_LENGTH} characters",
+)
+
+
+def spec(kind: Any, doc: str, **extra: Any) -> dict[str, Any]:
+    return {"kind": kind, "doc": doc, **extra}
+
+
+@dataclass(frozen=True)
+class DatabaseConfig:
+    dsn: str | None = field(
+        default=None,
+        metadata=spec(Text(), "connection URI; $PGQD_DSN overrides it; unset: the libpq PG* variables"),
+    )
+    schema: str = field(default="public", metadata=spec(IDENTIFIER, "schema of the pgqd tables"))
+    prefix: str = field(default="pgqd_", metadata=spec(PREFIX, "name prefix of the pgqd tables"))
+    embedded: str | None = field(
+        default=None,
+        metadata=spec(Text(), "data directory of a private PostgreSQL started with the daemon (needs pgqd[embedded])"),
+    )
+    pool_size: int = field(default=3, metadata=spec(Integer(2, 100), "connections per worker process, besides LISTEN"))
+
+
+@dataclass(frozen=True)
+class WorkersConfig:
+    processes: int = field(
+        default_factory=lambda: os.cpu_count() or 1,
+        metadata=spec(Integer(1, 512), "worker processes (default: the number of CPUs)"),
+    )
+    concurrency: int = field(default=10, metadata=spec(Integer(1, 10_000), "jobs in flight per worker process"))
+    batch_size: int = field(default=10, metadata=spec(Integer(1, 10_000), "jobs claimed per round trip"))
+    poll_interval: float = field(default=5.0, metadata=spec(Duration(), "backup poll when no notification arrives"))
+    worker_timeout: float = field(
+        default=30.0, metadata=spec(Duration(0.5), "silence after which a worker counts as dead and its jobs return")
+    )
+    shutdown_timeout: float = field(
+        default=30.0, metadata=spec(Duration(allow_zero=True), "how long running jobs may finish on SIGTERM")
+    )
+    max_jobs_per_worker: int = field(
+        default=0, metadata=spec(Integer(0), "recycle a worker process after this many jobs (0 = never)")
+    )
+    max_memory_mb: int = field(
+        default=0, metadata=spec(Integer(0), "recycle a worker process above this RSS in MiB (0 = never)")
+    )
+    resources: str | None = field(
+        default=None,
+        metadata=spec(IMPORT_PATH, "async context manager factory run once per worker; yields ctx.resources"),
+    )
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    listen: str = field(
+        default="127.0.0.1:9464", metadata=spec(LISTEN_ADDRESS, "address of /metrics, /healthz and /readyz")
+    )
+    enabled: bool = field(default=True, metadata=spec(Boolean(), "serve the HTTP endpoints at all"))
+
+
+@dataclass(frozen=True)
+class LoggingConfig:
+    level: str = field(
+        default="info", metadata=spec(Choice(("debug", "info", "warning", "error")), "lowest level logged")
+    )
+    format: str = field(
+        default="auto",
+        metadata=spec(Choice(("auto", "json", "console")), "json lines, console text, or auto (console on a TTY)"),
+    )
+
+
+@dataclass(frozen=True)
+class RetentionConfig:
+    log: float = field(
+        default=7 * 86400.0,
+        metadata=spec(Duration(allow_zero=True), 'keep finished jobs in the log this long ("0s" = forever)'),
+    )
+
+
+@dataclass(frozen=True)
+class RetryConfig:
+    max_attempts: int = field(default=1, metadata=spec(Integer(1, 1_000_000), "runs in all, the first included"))
+    backoff: str = field(
+        default="exponential", metadata=spec(Choice(("exponential", "linear", "constant")), "growth of the wait")
+    )
+    initial: float = field(default=1.0, metadata=spec(Duration(), "wait after the first failure"))
+    max: float = field(default=600.0, metadata=spec(Duration(), "longest wait between runs"))
+    jitter: bool = field(default=True, metadata=spec(Boolean(), "spread retries randomly over 50-100% of the wait"))
+
+
+@dataclass(frozen=True)
+class EntrypointConfig:
+    handler: str = field(metadata=spec(IMPORT_PATH, "the handler function, as module:attribute"))
+    concurrency_limit: int = field(
+        default=0, metadata=spec(Integer(0, 1_000_000), "jobs running at once across the fleet (0 = unlimited)")
+    )
+    rate_limit: Rate | None = field(
+        default=None, metadata=spec(RateKind(), 'jobs started per period across the fleet, e.g. "10/s", "300/m"')
+    )
+    timeout: float | None = field(default=None, metadata=spec(Duration(), "cancel a run after this long"))
+    on_failure: str = field(
+        default="delete",
+        metadata=spec(Choice(("delete", "hold")), "after the last attempt: log it (delete) or keep it (hold)"),
+    )
+    store_result: bool = field(default=False, metadata=spec(Boolean(), "keep the handler's return value (JSON)"))
+    retry: RetryConfig = field(default_factory=RetryConfig, metadata={"section": RetryConfig, "doc": "retry policy"})
+
+
+@dataclass(frozen=True)
+class ScheduleConfig:
+    cron: str = field(metadata=spec(Cron(), '5 fields, or 6 with seconds last, e.g. "0 3 * * *"'))
+    entrypoint: str = field(metadata=spec(Text(), "the entrypoint each tick enqueues a job for"))
+    payload: str | None = field(default=None, metadata=spec(Text(non_empty=False), "payload of each job"))
+    priority: int = field(default=0, metadata=spec(Integer(-(2**31) + 1, 2**31 - 1), "priority of each job"))
+    timezone: str = field(default="UTC", metadata=spec(TimeZone(), "IANA time zone the cron is read in"))
+    enabled: bool = field(default=True, metadata=spec(Boolean(), "false pauses the schedule"))
+    misfire: str = field(
+        default="coalesce",
+        metadata=spec(Choice(("coalesce", "skip", "all")), "after downtime: run once, skip, or run every missed tick"),
+    )
+
+
+@dataclass(frozen=True)
+class Config:
+    database: DatabaseConfig = field(default_factory=DatabaseConfig, metadata={"section": DatabaseConfig})
+    workers: WorkersConfig = field(default_factory=WorkersConfig, metadata={"section": WorkersConfig})
+    metrics: MetricsConfig = field(default_factory=MetricsConfig, metadata={"section": MetricsConfig})
+    logging: LoggingConfig = field(default_factory=LoggingConfig, metadata={"section": LoggingConfig})
+    retention: RetentionConfig = field(default_factory=RetentionConfig, metadata={"section": RetentionConfig})
+    entrypoints: dict[str, EntrypointConfig] = field(default_factory=dict, metadata={"table_of": EntrypointConfig})
+    schedules: dict[str, ScheduleConfig] = field(default_factory=dict, metadata={"table_of": ScheduleConfig})
+    # Where it was read from (relative paths in the file are relative to its folder); not a TOML key.
+    source: Path | None = field(default=None, compare=False, metadata={"internal": True})
+
+    def resolve_path(self, path: str) -> Path:
+        candidate = Path(path).expanduser()
+        if candidate.is_absolute() or self.source is None:
+            return candidate
+        return self.source.parent / candidate

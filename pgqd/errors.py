@@ -1,0 +1,46 @@
+"""Exceptions that pgqd raises to its users. Each message says what went wrong and what to do."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+class PgqdError(Exception):
+    """Base class of every error pgqd raises on purpose."""
+
+
+class ConfigError(PgqdError):
+    """The configuration or a command-line argument is invalid."""
+
+
+class IdentifierError(ConfigError):
+    """A schema name or table prefix is not a plain SQL identifier."""
+
+
+class SchemaVersionError(PgqdError):
+    """The database schema is missing or older/newer than this version of pgqd expects."""
+
+
+class DedupeConflict(PgqdError):
+    """Enqueueing failed because live jobs already hold these dedupe keys; nothing of the batch was stored."""
+
+    def __init__(self, keys: Sequence[str]) -> None:
+        self.keys = tuple(keys)
+        shown = ", ".join(repr(k) for k in self.keys[:10])
+        more = f" and {len(self.keys) - 10} more" if len(self.keys) > 10 else ""
+        super().__init__(
+            f"dedupe key(s) already held by a queued or running job: {shown}{more}; "
+            'pass on_conflict="skip" or "raise_priority" to enqueue anyway'
+        )
+
+
+class JobNotFound(PgqdError):
+    """No job, live or finished, has this id."""
+
+    def __init__(self, job_id: int) -> None:
+        self.job_id = job_id
+        super().__init__(f"no job with id {job_id}")
+
+
+class BackendUnavailable(PgqdError):
+    """The database could not be reached or dropped the connection; the operation may be retried."""

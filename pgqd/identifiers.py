@@ -1,0 +1,92 @@
+"""Validation of the schema name and table prefix, and the qualified names built from them.
+
+These two strings are the only configuration that ends up inside SQL text, so they are checked against a strict
+pattern before any statement is built; everything else travels as a bind parameter.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from pgqd.errors import IdentifierError
+
+_PLAIN_IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]*")
+_MAX_IDENTIFIER_BYTES = 63
+# The longest name pgqd appends to the prefix ("jobs_dedupe_key_idx" and friends) must still fit in 63 bytes.
+_LONGEST_SUFFIX = len("entrypoint_limits")
+MAX_PREFIX_LENGTH = _MAX_IDENTIFIER_BYTES - _LONGEST_SUFFIX - len("_pkey")
+
+
+def validate_schema(schema: str) -> str:
+    if not _PLAIN_IDENTIFIER.fullmatch(schema) or len(schema) > _MAX_IDENTIFIER_BYTES:
+        raise IdentifierError(
+            f"schema {schema!r} is not a plain identifier: use lowercase letters, digits and underscores, "
+            f"starting with a letter or underscore, at most {_MAX_IDENTIFIER_BYTES} characters"
+        )
+    return schema
+
+
+def validate_role(role: str) -> str:
+    if not _PLAIN_IDENTIFIER.fullmatch(role) or len(role) > _MAX_IDENTIFIER_BYTES:
+        raise IdentifierError(f"role {role!r} is not a plain identifier: use lowercase letters, digits and underscores")
+    return role
+
+
+def validate_prefix(prefix: str) -> str:
+    if (prefix and not _PLAIN_IDENTIFIER.fullmatch(prefix)) or len(prefix) > MAX_PREFIX_LENGTH:
+        raise IdentifierError(
+            f"prefix {prefix!r} is not a plain identifier: use lowercase letters, digits and underscores, "
+            f"starting with a letter or underscore, at most {MAX_PREFIX_LENGTH} characters"
+        )
+    return prefix
+
+
+@dataclass(frozen=True)
+class Names:
+    """Every database name of one pgqd install, derived from a validated schema and prefix."""
+
+    schema: str = "public"
+    prefix: str = "pgqd_"
+
+    def __post_init__(self) -> None:
+        validate_schema(self.schema)
+        validate_prefix(self.prefix)
+
+    def table(self, name: str) -> str:
+        """The schema-qualified, quoted name of a pgqd object such as ``jobs``."""
+        return f'"{self.schema}"."{self.prefix}{name}"'
+
+    @property
+    def channel(self) -> str:
+        """The LISTEN/NOTIFY channel shared by producers and workers of this install."""
+        return f"{self.schema}.{self.prefix}events"[:_MAX_IDENTIFIER_BYTES]
+
+    @property
+    def lock_key(self) -> str:
+        """Text hashed into the advisory lock that serialises migrations of this install."""
+        return f"pgqd:{self.schema}.{self.prefix}"
+
+    def template_values(self) -> dict[str, str]:
+        """Placeholders substituted into migration and statement templates."""
+        values = {
+            name: self.table(name)
+            for name in (
+                "jobs",
+                "log",
+                "workers",
+                "schedules",
+                "entrypoint_limits",
+                "schema_version",
+                "job_status",
+                "final_status",
+                "claim_jobs",
+                "raise_dedupe_conflict",
+                "notify_ids",
+                "jobs_id_seq",
+                "workers_id_seq",
+            )
+        }
+        values["schema"] = f'"{self.schema}"'
+        values["prefix"] = self.prefix
+        return values

@@ -1,0 +1,140 @@
+"""What a handler receives: the job, its context, and the exception that asks for a retry."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from pgqd.errors import PgqdError
+
+
+class InvalidPayload(PgqdError):
+    """``Job.json()`` was called on a payload that is not valid JSON."""
+
+
+@dataclass(slots=True)
+class Job:
+    """One job as a handler sees it. ``attempts`` counts this run: it is 1 on the first try."""
+
+    id: int
+    entrypoint: str
+    payload: bytes | None
+    priority: int
+    attempts: int
+    headers: dict[str, Any]
+    created_at: datetime
+    execute_after: datetime
+    picked_at: datetime
+
+    def json(self) -> Any:
+        """The payload decoded as JSON (None when there is no payload)."""
+        if self.payload is None:
+            return None
+        try:
+            return json.loads(self.payload)
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise InvalidPayload(f"job {self.id} ({self.entrypoint}): payload is not valid JSON: {exc}") from exc
+
+    def text(self) -> str | None:
+        """The payload decoded as UTF-8."""
+        return None if self.payload is None else self.payload.decode("utf-8")
+
+
+class CancelledFlag:
+    """Set when the job is cancelled or timed out; readable from the event loop and from handler threads.
+
+    The thread event behind ``wait_blocking`` is made only when a handler asks for it: most jobs never do, and
+    the dispatch path makes one flag per job.
+    """
+
+    __slots__ = ("_event", "_lock", "_set", "_waiters")
+
+    def __init__(self) -> None:
+        self._set = False
+        self._event: threading.Event | None = None
+        self._lock = _FLAG_LOCK
+        self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] | None = None
+
+    def is_set(self) -> bool:
+        return self._set
+
+    def set(self) -> None:
+        with self._lock:
+            self._set = True
+            event, waiters, self._waiters = self._event, self._waiters, None
+        if event is not None:
+            event.set()
+        for loop, waiter in waiters or ():
+            loop.call_soon_threadsafe(_resolve, waiter)
+
+    def wait_blocking(self, timeout: float | None = None) -> bool:
+        """For plain ``def`` handlers running in a thread."""
+        with self._lock:
+            if self._set:
+                return True
+            if self._event is None:
+                self._event = threading.Event()
+            event = self._event
+        return event.wait(timeout)
+
+    async def wait(self) -> None:
+        """For ``async def`` handlers that want to stop cooperatively."""
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[None] = loop.create_future()
+        with self._lock:
+            if self._set:
+                return
+            if self._waiters is None:
+                self._waiters = []
+            self._waiters.append((loop, waiter))
+        await waiter
+
+
+# One lock for every flag: it is held for a few instructions, and a lock per job would cost more than it saves.
+_FLAG_LOCK = threading.Lock()
+
+
+def _resolve(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
+class Context:
+    """What a two-argument handler gets besides the job: ``resources`` (from the workers' resources factory),
+    ``cancelled`` (set when the job is cancelled or times out) and ``log`` (a logger bound to the job)."""
+
+    __slots__ = ("_bind_log", "_log", "cancelled", "resources")
+
+    def __init__(self, resources: Any, log: Any = None, bind_log: Callable[[], Any] | None = None) -> None:
+        self.resources = resources
+        self.cancelled = CancelledFlag()
+        self._log = log
+        self._bind_log = bind_log
+
+    @property
+    def log(self) -> Any:
+        # Bound on first use: most handlers never log, and binding per job shows in the dispatch profile.
+        if self._log is None and self._bind_log is not None:
+            self._log = self._bind_log()
+        return self._log
+
+
+class RetryLater(Exception):
+    """Raise from a handler to run the job again after ``delay`` (seconds or a timedelta).
+
+    It is an instruction, not a failure: the job is retried whatever the entrypoint's ``max_attempts`` says
+    (``job.attempts`` still counts the runs, so a handler can decide when to stop asking).
+    """
+
+    def __init__(self, delay: float | timedelta = 0.0, reason: str = "") -> None:
+        seconds = delay.total_seconds() if isinstance(delay, timedelta) else float(delay)
+        if seconds < 0:
+            raise ValueError("RetryLater delay must not be negative")
+        self.delay = seconds
+        self.reason = reason
+        super().__init__(reason or f"retry requested in {seconds:g}s")

@@ -1,0 +1,194 @@
+"""Plain data passed between the client, the worker engine and the storage backends."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+
+OnConflict = Literal["raise", "skip", "raise_priority"]
+ON_CONFLICT_CHOICES: tuple[OnConflict, ...] = ("raise", "skip", "raise_priority")
+
+LiveStatus = Literal["queued", "deferred", "picked", "failed"]
+FinalStatus = Literal["successful", "exception", "canceled", "deleted", "timeout"]
+FINAL_STATUSES: tuple[FinalStatus, ...] = ("successful", "exception", "canceled", "deleted", "timeout")
+
+
+@dataclass(frozen=True, slots=True)
+class NewJob:
+    """A job as a producer asks for it, already encoded.
+
+    ``delay`` is counted on the database's clock (so producers with a skewed clock still defer correctly);
+    ``execute_after`` is an absolute, timezone-aware time and wins over ``delay`` when both are set.
+    """
+
+    entrypoint: str
+    payload: bytes | None = None
+    priority: int = 0
+    delay: float = 0.0
+    execute_after: datetime | None = None
+    dedupe_key: str | None = None
+    headers: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorInfo:
+    type: str
+    message: str
+    traceback: str = ""
+
+    def as_dict(self) -> dict[str, str]:
+        return {"type": self.type, "message": self.message, "traceback": self.traceback}
+
+
+@dataclass(frozen=True, slots=True)
+class JobState:
+    """Where a job is now: live (queued, deferred, picked, failed) or finished (a final status from the log)."""
+
+    id: int
+    entrypoint: str
+    status: LiveStatus | FinalStatus
+    attempts: int
+    priority: int
+    created_at: datetime
+    finished_at: datetime | None = None
+    error: ErrorInfo | None = None
+    result: Any = None
+
+    @property
+    def finished(self) -> bool:
+        return self.finished_at is not None
+
+
+@dataclass(frozen=True, slots=True)
+class CancelResult:
+    """``canceled``: jobs that were waiting and are now logged as canceled. ``signalled``: running jobs whose
+    worker was asked to stop them (they are logged as canceled when it does). Ids in neither were not live."""
+
+    canceled: list[int]
+    signalled: list[int]
+
+
+@dataclass(frozen=True, slots=True)
+class EntrypointLimit:
+    """The fleet-wide limits of one entrypoint, as the claim needs them. 0 means no limit."""
+
+    name: str
+    concurrency: int = 0
+    rate_per_second: float = 0.0
+    burst: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedJob:
+    id: int
+    entrypoint: str
+    payload: bytes | None
+    headers: str | None
+    priority: int
+    attempts: int
+    created_at: datetime
+    execute_after: datetime
+    picked_at: datetime
+    cancel_requested: bool
+    # Earlier runs that ended with their worker before an outcome was recorded (see execution.LOST_RUN_ALLOWANCE).
+    lost_runs: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimResult:
+    """Claimed jobs, and when claiming again may find more: ``throttled_in`` seconds until a rate-limited
+    entrypoint with waiting jobs has a token again; ``due_in`` seconds until the next deferred job is due
+    (reported only when the claim came back short)."""
+
+    jobs: list[ClaimedJob]
+    throttled_in: float | None = None
+    due_in: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Finished:
+    """A job's final outcome. Times are offsets from the moment it was picked, measured by the worker."""
+
+    job_id: int
+    status: FinalStatus
+    started_after: float = 0.0
+    duration: float = 0.0
+    error: ErrorInfo | None = None
+    result_json: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Requeued:
+    """A picked job going back to wait: ``retry`` (after ``delay`` seconds, the attempt counted), ``hold``
+    (status failed, for an operator) or ``release`` (shutdown or recycling: the attempt is not counted)."""
+
+    job_id: int
+    kind: Literal["retry", "hold", "release"]
+    delay: float = 0.0
+    error: ErrorInfo | None = None
+
+
+Outcome = Finished | Requeued
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerInfo:
+    host: str
+    pid: int
+    entrypoints: Sequence[str]
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """A notification on the events channel.
+
+    kind ``enqueued``: new jobs for ``entrypoints`` (empty = any), the earliest due in ``due_in`` seconds (None =
+    now); ``cancel``: stop running jobs ``ids``; ``finished``: jobs ``ids`` reached a final status; ``slot``: a
+    concurrency-limited job of ``entrypoints`` finished, so a waiting claim may succeed; ``reconnected``: the
+    listener was down for a while and events may have been missed.
+    """
+
+    kind: Literal["enqueued", "cancel", "finished", "slot", "reconnected"]
+    entrypoints: tuple[str, ...] = ()
+    ids: tuple[int, ...] = ()
+    due_in: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleSpec:
+    """One ``[schedules.NAME]`` section, ready to run."""
+
+    name: str
+    cron: str
+    entrypoint: str
+    payload: bytes | None = None
+    priority: int = 0
+    timezone: str = "UTC"
+    enabled: bool = True
+    misfire: str = "coalesce"
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleDefinition:
+    """A schedule as the config defines it; ``first_run`` is its next tick, used when it is new or changed."""
+
+    spec: ScheduleSpec
+    first_run: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleState:
+    name: str
+    cron: str
+    timezone: str
+    entrypoint: str
+    payload: bytes | None
+    priority: int
+    enabled: bool
+    misfire: str
+    next_run: datetime
+    last_run: datetime | None
+    last_job_id: int | None
+    last_status: str | None

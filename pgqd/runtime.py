@@ -1,0 +1,69 @@
+"""Turning a validated config into what the engine runs: entrypoints with their handlers, and settings."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from pgqd.config.model import Config, EntrypointConfig
+from pgqd.entrypoint import Entrypoint, RetryPolicy
+from pgqd.identifiers import Names
+from pgqd.models import ScheduleSpec
+from pgqd.payload import encode_payload
+from pgqd.worker.engine import WorkerSettings
+
+
+def build_entrypoint(name: str, entry: EntrypointConfig, handler: Any) -> Entrypoint:
+    retry = entry.retry
+    return Entrypoint(
+        name=name,
+        handler=handler,
+        concurrency_limit=entry.concurrency_limit,
+        rate_limit=entry.rate_limit,
+        timeout=entry.timeout,
+        retry=RetryPolicy(
+            max_attempts=retry.max_attempts,
+            backoff=retry.backoff,  # type: ignore[arg-type]  # validated against the same choices
+            initial=retry.initial,
+            maximum=retry.max,
+            jitter=retry.jitter,
+        ),
+        on_failure=entry.on_failure,  # type: ignore[arg-type]
+        store_result=entry.store_result,
+    )
+
+
+def build_entrypoints(config: Config, handlers: Mapping[str, Any]) -> list[Entrypoint]:
+    return [build_entrypoint(name, entry, handlers[name]) for name, entry in config.entrypoints.items()]
+
+
+def worker_settings(config: Config) -> WorkerSettings:
+    workers = config.workers
+    return WorkerSettings(
+        concurrency=workers.concurrency,
+        batch_size=workers.batch_size,
+        poll_interval=workers.poll_interval,
+        worker_timeout=workers.worker_timeout,
+        shutdown_timeout=workers.shutdown_timeout,
+        retention=config.retention.log or None,
+    )
+
+
+def build_schedules(config: Config) -> list[ScheduleSpec]:
+    return [
+        ScheduleSpec(
+            name=name,
+            cron=schedule.cron,
+            entrypoint=schedule.entrypoint,
+            payload=encode_payload(schedule.payload),
+            priority=schedule.priority,
+            timezone=schedule.timezone,
+            enabled=schedule.enabled,
+            misfire=schedule.misfire,
+        )
+        for name, schedule in config.schedules.items()
+    ]
+
+
+def names(config: Config) -> Names:
+    return Names(config.database.schema, config.database.prefix)

@@ -1,0 +1,174 @@
+"""Cron schedules: each tick enqueues one job, exactly once across every daemon running the same config.
+
+Exactly once comes from the database: firing a tick moves the schedule's ``next_run`` forward with a
+compare-and-set on its old value, in the same statement that enqueues the job. Any number of schedulers may see
+a tick due; one statement wins, the others change nothing. One worker process per daemon runs the scheduler; it
+sleeps until the next due tick and makes no queries at all when the config has no schedules.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import structlog
+from croniter import croniter
+
+from pgqd.backend.base import Backend
+from pgqd.backoff import Backoff
+from pgqd.errors import BackendUnavailable
+from pgqd.metrics import WorkerMetrics
+from pgqd.models import NewJob, ScheduleDefinition, ScheduleSpec, ScheduleState
+
+log = structlog.get_logger("pgqd.scheduler")
+
+# A tick fired up to this late is on time (the scheduler was busy or just started); older ones are misfires.
+ON_TIME = timedelta(seconds=60)
+# misfire = "all" catches up at most this many ticks, and none older than this.
+CATCH_UP_TICKS = 1000
+CATCH_UP_WINDOW = timedelta(days=1)
+# Even with nothing due, look again now and then: another daemon may have changed the table.
+MAX_SLEEP = 60.0
+
+
+def next_tick(cron: str, timezone: str, after: datetime) -> datetime:
+    """The first tick strictly after ``after``, as an aware UTC time.
+
+    Ticks are wall-clock times in the schedule's zone. Across a DST change: a tick inside the hour that is
+    skipped fires once, moved by the jump (02:30 becomes 03:30 when clocks go from 02:00 to 03:00); the hour that
+    happens twice runs its ticks once, in its first pass.
+    """
+    zone = ZoneInfo(timezone)
+    wall = croniter(cron, after.astimezone(zone).replace(tzinfo=None))
+    while True:
+        candidate: datetime = wall.get_next(datetime)
+        instant = candidate.replace(tzinfo=zone, fold=0).astimezone(UTC)
+        if instant > after:
+            return instant
+
+
+def ticks_between(cron: str, timezone: str, start: datetime, end: datetime, limit: int) -> list[datetime]:
+    """Ticks ``start`` (included, when it is one) up to ``end`` (included), at most ``limit``."""
+    found = [start] if start <= end else []
+    current = start
+    while len(found) < limit:
+        current = next_tick(cron, timezone, current)
+        if current > end:
+            break
+        found.append(current)
+    return found
+
+
+@dataclass(frozen=True)
+class Firing:
+    """What to do about one due schedule: enqueue jobs for ``ticks`` (maybe none) and move on to ``next_run``."""
+
+    ticks: list[datetime]
+    next_run: datetime
+
+
+def plan_firing(state: ScheduleState, now: datetime) -> Firing:
+    due = state.next_run
+    following = next_tick(state.cron, state.timezone, now)
+    late = now - due
+    if late <= ON_TIME:
+        return Firing([due], next_tick(state.cron, state.timezone, max(due, now)))
+    if state.misfire == "skip":
+        return Firing([], following)
+    if state.misfire == "all":
+        start = max(due, now - CATCH_UP_WINDOW)
+        if start != due:
+            start = next_tick(state.cron, state.timezone, start - timedelta(microseconds=1))
+        return Firing(ticks_between(state.cron, state.timezone, start, now, CATCH_UP_TICKS), following)
+    # coalesce: one run stands for every missed tick; it carries the latest of them.
+    missed = ticks_between(state.cron, state.timezone, due, now, CATCH_UP_TICKS)
+    return Firing([missed[-1]], following)
+
+
+def tick_job(state: ScheduleState, tick: datetime) -> NewJob:
+    headers = json.dumps({"pgqd-schedule": state.name, "pgqd-schedule-tick": tick.isoformat()})
+    return NewJob(entrypoint=state.entrypoint, payload=state.payload, priority=state.priority, headers=headers)
+
+
+def definitions(specs: Sequence[ScheduleSpec], now: datetime) -> list[ScheduleDefinition]:
+    return [ScheduleDefinition(s, next_tick(s.cron, s.timezone, now)) for s in specs]
+
+
+class Scheduler:
+    """Fires due ticks of the configured schedules until cancelled."""
+
+    def __init__(self, backend: Backend, specs: Sequence[ScheduleSpec], metrics: WorkerMetrics | None = None) -> None:
+        self.backend = backend
+        self.specs = list(specs)
+        self.metrics = metrics
+        self.fired = 0
+
+    async def run(self) -> None:
+        if not self.specs:
+            return
+        backoff = Backoff(initial=0.5, maximum=30.0)
+        synced = False
+        while True:
+            try:
+                if not synced:
+                    await self.backend.sync_schedules(definitions(self.specs, _now()))
+                    synced = True
+                pause = await self.fire_due(_now())
+                backoff.reset()
+            except BackendUnavailable as exc:
+                pause = backoff.next()
+                log.warning("scheduler waiting for the database", error=str(exc), retry_in=round(pause, 1))
+            except Exception:
+                # A bad row or a bug must not silently end scheduling for this daemon.
+                pause = backoff.next()
+                log.exception("scheduler failed; retrying", retry_in=round(pause, 1))
+            await asyncio.sleep(pause)
+
+    async def fire_due(self, now: datetime) -> float:
+        """Fires every due schedule; returns the seconds until the next tick is due."""
+        names = {s.name for s in self.specs}
+        states = [s for s in await self.backend.schedule_states() if s.name in names and s.enabled]
+        upcoming: list[datetime] = []
+        for state in states:
+            if state.next_run <= now:
+                firing = plan_firing(state, now)
+                jobs = [tick_job(state, tick) for tick in firing.ticks]
+                ids = await self.backend.fire_schedule(state.name, state.next_run, firing.next_run, jobs)
+                if ids is not None:
+                    self.fired += len(ids)
+                    if self.metrics is not None:
+                        self.metrics.schedule_fired(state.name, len(ids))
+                    log.info("schedule fired", schedule=state.name, ticks=len(ids), job_ids=ids[:10])
+                upcoming.append(firing.next_run)
+            else:
+                upcoming.append(state.next_run)
+        if not upcoming:
+            return MAX_SLEEP
+        return min(max((min(upcoming) - _now()).total_seconds(), 0.0), MAX_SLEEP)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def describe(states: Sequence[ScheduleState]) -> list[dict[str, str]]:
+    """Rows for ``pgqd schedules``."""
+    rows = []
+    for s in states:
+        rows.append(
+            {
+                "name": s.name,
+                "cron": s.cron,
+                "timezone": s.timezone,
+                "entrypoint": s.entrypoint,
+                "enabled": "yes" if s.enabled else "no",
+                "next run": s.next_run.isoformat(timespec="seconds"),
+                "last run": s.last_run.isoformat(timespec="seconds") if s.last_run else "-",
+                "last outcome": s.last_status or "-",
+            }
+        )
+    return rows

@@ -1,0 +1,421 @@
+"""Every statement pgqd runs outside migrations, each named for what it does.
+
+Templates use ``{jobs}``-style placeholders (see ``Names.template_values``); values always travel as bind
+parameters. Render them once per install with ``Statements(names)``.
+"""
+
+from __future__ import annotations
+
+from pgqd.identifiers import Names
+from pgqd.sql import render
+
+# Ids are drawn from the identity sequence up front (in a materialised CTE) so that each input row keeps its id
+# whatever order the insert runs in; that is how ids come back in input order. One NOTIFY per statement.
+_ENQUEUE_INPUT = """
+WITH input AS MATERIALIZED (
+    SELECT nextval('{jobs_id_seq}') AS id, u.*
+    FROM unnest($1::text[], $2::bytea[], $3::text[], $4::integer[], $5::double precision[],
+                $6::timestamptz[], $7::text[]) WITH ORDINALITY
+         AS u(entrypoint, payload, headers, priority, delay, at, dedupe_key, ord)
+),
+timed AS (
+    SELECT i.*, COALESCE(i.at, now() + make_interval(secs => i.delay)) AS due FROM input AS i
+),
+inserted AS (
+    INSERT INTO {jobs} AS j (id, entrypoint, payload, headers, priority, status, execute_after, dedupe_key)
+    SELECT t.id, t.entrypoint, t.payload, t.headers::jsonb, t.priority,
+           (CASE WHEN t.due > now() THEN 'deferred' ELSE 'queued' END)::{job_status}, t.due, t.dedupe_key
+    FROM timed AS t
+    ON CONFLICT (dedupe_key) WHERE dedupe_key IS NOT NULL AND status <> 'failed'
+"""
+
+_ENQUEUE_NOTIFY = "notified AS (SELECT pg_notify($8, $9) AS sent)"
+
+# on_conflict="raise": a conflicting key fails the whole statement, so nothing of the batch is kept.
+ENQUEUE_OR_RAISE = (
+    _ENQUEUE_INPUT
+    + """    DO NOTHING
+    RETURNING j.id
+),
+conflicts AS (
+    SELECT {raise_dedupe_conflict}(array_agg(i.dedupe_key)) AS failed
+    FROM input AS i
+    WHERE NOT EXISTS (SELECT 1 FROM inserted AS n WHERE n.id = i.id)
+    HAVING count(*) > 0
+),
+"""
+    + _ENQUEUE_NOTIFY
+    + """
+SELECT i.id FROM input AS i
+WHERE NOT EXISTS (SELECT 1 FROM conflicts) AND EXISTS (SELECT 1 FROM notified)
+ORDER BY i.ord
+"""
+)
+
+ENQUEUE_OR_SKIP = (
+    _ENQUEUE_INPUT
+    + """    DO NOTHING
+    RETURNING j.id
+),
+"""
+    + _ENQUEUE_NOTIFY
+    + """
+SELECT n.id FROM input AS i LEFT JOIN inserted AS n ON n.id = i.id
+WHERE EXISTS (SELECT 1 FROM notified)
+ORDER BY i.ord
+"""
+)
+
+# A conflicting row returns the existing job's id, matched back to its input row by the dedupe key.
+ENQUEUE_OR_RAISE_PRIORITY = (
+    _ENQUEUE_INPUT
+    + """    DO UPDATE SET priority = GREATEST(j.priority, EXCLUDED.priority)
+    RETURNING j.id, j.dedupe_key
+),
+"""
+    + _ENQUEUE_NOTIFY
+    + """
+SELECT COALESCE(same.id, existing.id) AS id
+FROM input AS i
+LEFT JOIN inserted AS same ON same.id = i.id
+LEFT JOIN inserted AS existing ON existing.dedupe_key = i.dedupe_key AND existing.id <> i.id
+WHERE EXISTS (SELECT 1 FROM notified)
+ORDER BY i.ord
+"""
+)
+
+# The common bulk case, jobs that are due now with no dedupe key or headers: three arrays instead of seven and
+# nothing to decide per row (about twice the rows per second of the general statements above).
+ENQUEUE_PLAIN = """
+WITH input AS MATERIALIZED (
+    SELECT nextval('{jobs_id_seq}') AS id, u.*
+    FROM unnest($1::text[], $2::bytea[], $3::integer[]) WITH ORDINALITY AS u(entrypoint, payload, priority, ord)
+),
+inserted AS (
+    INSERT INTO {jobs} (id, entrypoint, payload, priority)
+    SELECT i.id, i.entrypoint, i.payload, i.priority FROM input AS i
+),
+notified AS (SELECT pg_notify($4, $5) AS sent)
+SELECT i.id FROM input AS i, notified ORDER BY i.ord
+"""
+
+# Relies on the claim_jobs function (migration 0001) for the race-free claim; see the comment there.
+CLAIM_JOBS = """
+SELECT * FROM {claim_jobs}($1, $2, $3::text[], $4::integer[], $5::double precision[], $6::double precision[])
+"""
+
+# One round trip per flush: finished jobs move from jobs to the log, retried/held/released ones are updated in
+# place. Every change requires that the worker still owns the job (worker_id and status 'picked'): if it was
+# presumed dead and its jobs were rescued, its late outcomes are dropped and the rescued run decides.
+RECORD_OUTCOMES = """
+WITH done AS (
+    SELECT * FROM unnest($2::bigint[], $3::text[], $4::double precision[], $5::double precision[],
+                         $6::text[], $7::text[], $8::text[], $9::text[])
+        AS d(id, status, started_after, duration, error_type, error_message, error_traceback, result)
+),
+removed AS (
+    DELETE FROM {jobs} AS j USING done AS d
+    WHERE j.id = d.id AND j.worker_id = $1 AND j.status = 'picked'
+    RETURNING j.id, j.entrypoint, j.priority, j.attempts, j.dedupe_key, j.created_at, j.picked_at,
+              j.notify_finished, d.status, d.started_after, d.duration, d.error_type, d.error_message,
+              d.error_traceback, d.result
+),
+logged AS (
+    INSERT INTO {log} (job_id, entrypoint, priority, status, attempts, dedupe_key, worker_id, created_at,
+                       started_at, finished_at, error_type, error_message, error_traceback, result)
+    SELECT r.id, r.entrypoint, r.priority, r.status::{final_status}, r.attempts, r.dedupe_key, $1, r.created_at,
+           r.picked_at + make_interval(secs => r.started_after),
+           r.picked_at + make_interval(secs => r.started_after + r.duration),
+           r.error_type, r.error_message, r.error_traceback, r.result::jsonb
+    FROM removed AS r
+),
+changed AS (
+    UPDATE {jobs} AS j
+    SET status = (CASE
+                     WHEN c.kind = 'hold' THEN 'failed'
+                     WHEN c.kind = 'retry' AND c.delay > 0 THEN 'deferred'
+                     ELSE 'queued'
+                 END)::{job_status},
+        execute_after = CASE WHEN c.kind = 'retry' THEN now() + make_interval(secs => c.delay)
+                             ELSE j.execute_after END,
+        attempts = CASE WHEN c.kind = 'release' THEN greatest(j.attempts - 1, 0) ELSE j.attempts END,
+        last_error = COALESCE(c.error::jsonb, j.last_error),
+        worker_id = NULL,
+        picked_at = NULL
+    FROM unnest($10::bigint[], $11::text[], $12::double precision[], $13::text[]) AS c(id, kind, delay, error)
+    WHERE j.id = c.id AND j.worker_id = $1 AND j.status = 'picked'
+    RETURNING j.id, j.entrypoint, j.status, j.notify_finished, c.delay
+),
+finished_notice AS (
+    SELECT {notify_ids}($14, 'finished', array_agg(f.id)) AS sent
+    FROM (SELECT r.id FROM removed AS r WHERE r.notify_finished
+          UNION ALL
+          SELECT c.id FROM changed AS c WHERE c.notify_finished AND c.status = 'failed') AS f
+),
+slot_notice AS (
+    SELECT pg_notify($14, json_build_object('t', 'slot', 'e', array_agg(DISTINCT s.entrypoint))::text) AS sent
+    FROM (SELECT r.entrypoint FROM removed AS r UNION ALL SELECT c.entrypoint FROM changed AS c) AS s
+    WHERE s.entrypoint = ANY ($15::text[])
+    HAVING count(*) > 0
+),
+requeue_notice AS (
+    SELECT pg_notify($14, json_build_object(
+               't', 'enqueued',
+               'e', array_agg(DISTINCT c.entrypoint),
+               'd', CASE WHEN bool_and(c.status = 'deferred') THEN min(c.delay) END
+           )::text) AS sent
+    FROM changed AS c WHERE c.status <> 'failed'
+    HAVING count(*) > 0
+)
+SELECT (SELECT count(*) FROM removed) + (SELECT count(*) FROM changed) AS applied,
+       (SELECT count(*) FROM finished_notice) + (SELECT count(*) FROM slot_notice)
+           + (SELECT count(*) FROM requeue_notice) AS notices
+"""
+
+REGISTER_WORKER = """
+INSERT INTO {workers} (host, pid, entrypoints) VALUES ($1, $2, $3::text[]) RETURNING id
+"""
+
+# Re-inserts the row when it is gone (the worker was presumed dead and forgotten, or the table was emptied).
+HEARTBEAT = """
+WITH beat AS (
+    INSERT INTO {workers} AS w (id, host, pid, entrypoints) VALUES ($1, $2, $3, $4::text[])
+    ON CONFLICT (id) DO UPDATE SET heartbeat_at = now()
+)
+SELECT COALESCE(array_agg(j.id), ARRAY[]::bigint[]) FROM {jobs} AS j
+WHERE j.worker_id = $1 AND j.status = 'picked' AND j.cancel_requested
+"""
+
+DEREGISTER_WORKER = "DELETE FROM {workers} WHERE id = $1"
+
+_REQUEUE_AND_ANNOUNCE = """
+announced AS (
+    SELECT pg_notify($2, json_build_object('t', 'enqueued', 'e', array_agg(DISTINCT r.entrypoint))::text)
+    FROM rescued AS r HAVING count(*) > 0
+)
+SELECT COALESCE(array_agg(r.id), ARRAY[]::bigint[]) FROM rescued AS r, (SELECT count(*) FROM announced) AS a
+"""
+
+RELEASE_STRAY = (
+    """
+WITH rescued AS (
+    UPDATE {jobs} AS j
+    SET status = 'queued', worker_id = NULL, picked_at = NULL, attempts = greatest(j.attempts - 1, 0)
+    WHERE j.worker_id = $1 AND j.status = 'picked' AND NOT (j.id = ANY ($3::bigint[]))
+    RETURNING j.id, j.entrypoint
+),"""
+    + _REQUEUE_AND_ANNOUNCE
+)
+
+RESCUE_WORKER = (
+    """
+WITH forgotten AS (
+    DELETE FROM {workers} WHERE id = $1
+),
+rescued AS (
+    UPDATE {jobs} AS j
+    SET status = 'queued', worker_id = NULL, picked_at = NULL, lost_runs = j.lost_runs + 1
+    WHERE j.worker_id = $1 AND j.status = 'picked'
+    RETURNING j.id, j.entrypoint
+),"""
+    + _REQUEUE_AND_ANNOUNCE
+)
+
+# Jobs of silent workers, and picked jobs whose worker row is missing altogether (for longer than the timeout,
+# so a worker re-registering after its row vanished is not robbed of the jobs it is running).
+RESCUE_STALE = (
+    """
+WITH stale AS (
+    DELETE FROM {workers} WHERE heartbeat_at < now() - make_interval(secs => $1) RETURNING id
+),
+rescued AS (
+    UPDATE {jobs} AS j
+    SET status = 'queued', worker_id = NULL, picked_at = NULL, lost_runs = j.lost_runs + 1
+    WHERE j.status = 'picked'
+      AND (j.worker_id IN (SELECT s.id FROM stale AS s)
+           OR (j.picked_at < now() - make_interval(secs => $1)
+               AND NOT EXISTS (SELECT 1 FROM {workers} AS w WHERE w.id = j.worker_id)))
+    RETURNING j.id, j.entrypoint
+),"""
+    + _REQUEUE_AND_ANNOUNCE
+)
+
+CANCEL_JOBS = """
+WITH wanted AS (
+    SELECT DISTINCT unnest($1::bigint[]) AS id
+),
+removed AS (
+    DELETE FROM {jobs} AS j USING wanted AS w
+    WHERE j.id = w.id AND j.status <> 'picked'
+    RETURNING j.id, j.entrypoint, j.priority, j.attempts, j.dedupe_key, j.created_at, j.notify_finished,
+              j.last_error
+),
+logged AS (
+    INSERT INTO {log} (job_id, entrypoint, priority, status, attempts, dedupe_key, created_at, finished_at,
+                       error_type, error_message, error_traceback)
+    SELECT r.id, r.entrypoint, r.priority, $2::{final_status}, r.attempts, r.dedupe_key, r.created_at, now(),
+           r.last_error->>'type', r.last_error->>'message', r.last_error->>'traceback'
+    FROM removed AS r
+),
+signalled AS (
+    UPDATE {jobs} AS j SET cancel_requested = true
+    FROM wanted AS w
+    WHERE j.id = w.id AND j.status = 'picked'
+    RETURNING j.id
+)
+SELECT COALESCE((SELECT array_agg(r.id) FROM removed AS r), ARRAY[]::bigint[]) AS canceled,
+       COALESCE((SELECT array_agg(s.id) FROM signalled AS s), ARRAY[]::bigint[]) AS signalled,
+       {notify_ids}($3, 'finished', (SELECT array_agg(r.id) FROM removed AS r WHERE r.notify_finished)),
+       {notify_ids}($3, 'cancel', (SELECT array_agg(s.id) FROM signalled AS s))
+"""
+
+REQUEUE_HELD = """
+WITH requeued AS (
+    UPDATE {jobs} AS j
+    SET status = 'queued', attempts = 0, lost_runs = 0, execute_after = now(), worker_id = NULL, picked_at = NULL
+    WHERE j.id = ANY ($1::bigint[]) AND j.status = 'failed'
+    RETURNING j.id, j.entrypoint
+),
+announced AS (
+    SELECT pg_notify($2, json_build_object('t', 'enqueued', 'e', array_agg(DISTINCT r.entrypoint))::text)
+    FROM requeued AS r HAVING count(*) > 0
+)
+SELECT COALESCE(array_agg(r.id ORDER BY r.id), ARRAY[]::bigint[])
+FROM requeued AS r, (SELECT count(*) FROM announced) AS a
+"""
+
+JOB_STATES = """
+SELECT j.id, j.entrypoint, j.status::text AS status, j.attempts, j.priority, j.created_at,
+       NULL::timestamptz AS finished_at, j.last_error->>'type' AS error_type,
+       j.last_error->>'message' AS error_message, j.last_error->>'traceback' AS error_traceback,
+       NULL::text AS result
+FROM {jobs} AS j WHERE j.id = ANY ($1::bigint[])
+UNION ALL
+SELECT l.job_id, l.entrypoint, l.status::text, l.attempts, l.priority, l.created_at, l.finished_at,
+       l.error_type, l.error_message, l.error_traceback, l.result::text
+FROM {log} AS l WHERE l.job_id = ANY ($1::bigint[])
+"""
+
+# The row lock this update takes makes a claim running at the same moment skip the job (SKIP LOCKED) and report
+# nothing to do, so a claimable job is announced again: claimers look once more after this commits.
+WATCH_FINISHED = """
+WITH watched AS (
+    UPDATE {jobs} SET notify_finished = true WHERE id = $1
+    RETURNING id, entrypoint, status, execute_after
+),
+announced AS (
+    SELECT pg_notify($2, json_build_object('t', 'enqueued', 'e', ARRAY[w.entrypoint])::text) AS sent
+    FROM watched AS w
+    WHERE w.status = 'queued' OR (w.status = 'deferred' AND w.execute_after <= now())
+)
+SELECT w.id FROM watched AS w, (SELECT count(*) FROM announced) AS a
+"""
+
+# One pruner at a time across the fleet: whoever gets the advisory lock deletes a bounded batch.
+PRUNE_LOG = """
+WITH turn AS MATERIALIZED (
+    SELECT pg_try_advisory_xact_lock(hashtext($3)) AS mine
+),
+batch AS (
+    SELECT l.job_id FROM {log} AS l, turn AS t
+    WHERE t.mine AND l.finished_at < now() - make_interval(secs => $1)
+    LIMIT $2
+)
+DELETE FROM {log} AS l USING batch AS b WHERE l.job_id = b.job_id
+"""
+
+
+# Config → table, on start and reload. A schedule whose cron or time zone changed, or that is enabled again,
+# starts from its next tick; otherwise next_run stays, so a restart neither skips nor repeats a tick.
+SYNC_SCHEDULES = """
+WITH wanted AS (
+    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bytea[], $6::integer[],
+                         $7::boolean[], $8::text[], $9::timestamptz[])
+        AS w(name, cron, timezone, entrypoint, payload, priority, enabled, misfire, first_run)
+),
+removed AS (
+    DELETE FROM {schedules} AS s WHERE NOT EXISTS (SELECT 1 FROM wanted AS w WHERE w.name = s.name)
+    RETURNING s.name
+),
+upserted AS (
+    INSERT INTO {schedules} AS s (name, cron, timezone, entrypoint, payload, priority, enabled, misfire, next_run)
+    SELECT w.name, w.cron, w.timezone, w.entrypoint, w.payload, w.priority, w.enabled, w.misfire, w.first_run
+    FROM wanted AS w
+    ON CONFLICT (name) DO UPDATE SET
+        next_run = CASE
+            WHEN s.cron <> EXCLUDED.cron OR s.timezone <> EXCLUDED.timezone OR (EXCLUDED.enabled AND NOT s.enabled)
+            THEN EXCLUDED.next_run ELSE s.next_run END,
+        cron = EXCLUDED.cron, timezone = EXCLUDED.timezone, entrypoint = EXCLUDED.entrypoint,
+        payload = EXCLUDED.payload, priority = EXCLUDED.priority, enabled = EXCLUDED.enabled,
+        misfire = EXCLUDED.misfire, updated_at = now()
+    RETURNING s.name
+)
+SELECT (SELECT count(*) FROM removed) AS removed, (SELECT count(*) FROM upserted) AS upserted
+"""
+
+SCHEDULE_STATES = """
+SELECT s.name, s.cron, s.timezone, s.entrypoint, s.payload, s.priority, s.enabled, s.misfire, s.next_run,
+       s.last_run, s.last_job_id, COALESCE(l.status::text, j.status::text) AS last_status
+FROM {schedules} AS s
+LEFT JOIN {log} AS l ON l.job_id = s.last_job_id
+LEFT JOIN {jobs} AS j ON j.id = s.last_job_id
+ORDER BY s.name
+"""
+
+# Moves next_run forward only if it still holds the tick this scheduler saw due (the compare-and-set that makes
+# a tick fire once across the fleet) and, only then, enqueues the tick's jobs, all in one statement.
+FIRE_SCHEDULE = """
+WITH input AS MATERIALIZED (
+    SELECT nextval('{jobs_id_seq}') AS id, u.*
+    FROM unnest($4::text[], $5::bytea[], $6::text[], $7::integer[]) WITH ORDINALITY
+         AS u(entrypoint, payload, headers, priority, ord)
+),
+moved AS (
+    UPDATE {schedules}
+    SET next_run = $3, last_run = COALESCE($8, last_run),
+        last_job_id = COALESCE((SELECT max(i.id) FROM input AS i), last_job_id), updated_at = now()
+    WHERE name = $1 AND next_run = $2
+    RETURNING name
+),
+inserted AS (
+    INSERT INTO {jobs} (id, entrypoint, payload, headers, priority)
+    SELECT i.id, i.entrypoint, i.payload, i.headers::jsonb, i.priority
+    FROM input AS i
+    WHERE EXISTS (SELECT 1 FROM moved)
+    RETURNING id, entrypoint
+),
+announced AS (
+    SELECT pg_notify($9, json_build_object('t', 'enqueued', 'e', array_agg(DISTINCT n.entrypoint))::text)
+    FROM inserted AS n HAVING count(*) > 0
+)
+SELECT (SELECT count(*) FROM moved) AS won,
+       COALESCE((SELECT array_agg(n.id ORDER BY n.id) FROM inserted AS n), ARRAY[]::bigint[]) AS ids,
+       (SELECT count(*) FROM announced) AS announced
+"""
+
+
+class Statements:
+    """The statements above, rendered for one install."""
+
+    def __init__(self, names: Names) -> None:
+        self.names = names
+        self.enqueue_or_raise = render(ENQUEUE_OR_RAISE, names)
+        self.enqueue_or_skip = render(ENQUEUE_OR_SKIP, names)
+        self.enqueue_or_raise_priority = render(ENQUEUE_OR_RAISE_PRIORITY, names)
+        self.enqueue_plain = render(ENQUEUE_PLAIN, names)
+        self.claim_jobs = render(CLAIM_JOBS, names)
+        self.record_outcomes = render(RECORD_OUTCOMES, names)
+        self.register_worker = render(REGISTER_WORKER, names)
+        self.heartbeat = render(HEARTBEAT, names)
+        self.deregister_worker = render(DEREGISTER_WORKER, names)
+        self.release_stray = render(RELEASE_STRAY, names)
+        self.rescue_worker = render(RESCUE_WORKER, names)
+        self.rescue_stale = render(RESCUE_STALE, names)
+        self.cancel_jobs = render(CANCEL_JOBS, names)
+        self.requeue_held = render(REQUEUE_HELD, names)
+        self.job_states = render(JOB_STATES, names)
+        self.watch_finished = render(WATCH_FINISHED, names)
+        self.prune_log = render(PRUNE_LOG, names)
+        self.sync_schedules = render(SYNC_SCHEDULES, names)
+        self.schedule_states = render(SCHEDULE_STATES, names)
+        self.fire_schedule = render(FIRE_SCHEDULE, names)

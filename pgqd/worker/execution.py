@@ -1,0 +1,195 @@
+"""Running one job: calling its handler under its timeout, and turning what happened into an outcome."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import functools
+import inspect
+import json
+import time
+import traceback
+from collections.abc import Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pgqd.entrypoint import Entrypoint
+from pgqd.job import Context, Job, RetryLater
+from pgqd.models import ErrorInfo, Finished, Outcome, Requeued
+from pgqd.tracing import describe_outcome, job_span
+from pgqd.tracing import enabled as tracing_enabled
+
+StopReason = Literal["cancel", "shutdown"]
+
+# A job whose runs keep dying with their worker (a crash or a kill, so no outcome was ever written) is given
+# up after this many lost runs beyond its max_attempts, so that one poisonous payload cannot crash-loop a fleet.
+LOST_RUN_ALLOWANCE = 2
+
+
+@dataclass(frozen=True)
+class PreparedHandler:
+    """A handler and how to call it, worked out once per entrypoint rather than once per job."""
+
+    entrypoint: Entrypoint
+    is_async: bool
+    wants_context: bool
+
+    @classmethod
+    def prepare(cls, entrypoint: Entrypoint) -> PreparedHandler:
+        handler = entrypoint.handler
+        is_async = inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(
+            getattr(handler, "__call__", None)  # noqa: B004 - a callable object's async __call__
+        )
+        return cls(entrypoint, is_async, _positional_arity(handler) >= 2)
+
+
+def _positional_arity(handler: Callable[..., Any]) -> int:
+    try:
+        parameters = inspect.signature(handler).parameters.values()
+    except (TypeError, ValueError):
+        return 1
+    count = 0
+    for parameter in parameters:
+        if parameter.kind is inspect.Parameter.VAR_POSITIONAL:
+            return 2
+        if parameter.kind in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD):
+            count += 1
+    return count
+
+
+def error_info(exc: BaseException) -> ErrorInfo:
+    kind = type(exc)
+    name = (
+        kind.__qualname__ if kind.__module__ in ("builtins", "__main__") else f"{kind.__module__}.{kind.__qualname__}"
+    )
+    return ErrorInfo(name, str(exc), "".join(traceback.format_exception(exc)))
+
+
+@dataclass
+class JobRun:
+    """One run of one job. The engine cancels ``task`` after setting ``stop_reason``."""
+
+    job: Job
+    handler: PreparedHandler
+    context: Context
+    claimed_at: float
+    executor: Executor
+    lost_runs: int = 0
+    started_at: float = 0.0
+    stop_reason: StopReason | None = None
+    task: asyncio.Task[Outcome] | None = field(default=None, repr=False)
+
+    @property
+    def requested_stop(self) -> StopReason | None:
+        # Read through a property: the engine sets the reason while the handler is awaited.
+        return self.stop_reason
+
+    def stop(self, reason: StopReason) -> None:
+        if self.stop_reason is None:
+            self.stop_reason = reason
+        self.context.cancelled.set()
+        if self.task is not None:
+            self.task.cancel()
+
+    async def run(self) -> Outcome:
+        entrypoint = self.handler.entrypoint
+        if self.stop_reason == "cancel":
+            return self._finished("canceled")
+        # Counted apart from attempts, which also grow with every RetryLater: that is a request, not a loss.
+        if self.lost_runs >= entrypoint.retry.max_attempts + LOST_RUN_ALLOWANCE:
+            lost = ErrorInfo(
+                "pgqd.WorkerLost",
+                f"given up after {self.lost_runs} runs ended with their worker process "
+                "(crash, kill or lost connection) before recording an outcome",
+            )
+            return self._exhausted(lost)
+        self.started_at = time.monotonic()
+        if not tracing_enabled():
+            return await self._attempt(entrypoint)
+        job = self.job
+        with job_span(job.entrypoint, job.id, job.attempts, job.headers) as span:
+            outcome = await self._attempt(entrypoint)
+            if span is not None:
+                describe_outcome(span, outcome)
+        return outcome
+
+    async def _attempt(self, entrypoint: Entrypoint) -> Outcome:
+        deadline = None
+        try:
+            handler = self.handler
+            if handler.is_async:
+                # Awaited directly: one coroutine frame less per job on the hot path.
+                args = (self.job, self.context) if handler.wants_context else (self.job,)
+                call = handler.entrypoint.handler(*args)
+            else:
+                call = self._call_in_thread()
+            if entrypoint.timeout is None:
+                result = await call
+            else:
+                async with asyncio.timeout(entrypoint.timeout) as deadline:
+                    result = await call
+        except asyncio.CancelledError as exc:
+            self.context.cancelled.set()
+            if self.requested_stop == "cancel":
+                return self._finished("canceled")
+            if self.requested_stop == "shutdown":
+                return Requeued(self.job.id, "release")
+            # Nobody asked for this cancellation: the handler raised CancelledError itself.
+            return self._failed(exc)
+        except TimeoutError as exc:
+            if deadline is not None and deadline.expired():
+                self.context.cancelled.set()
+                return self._finished(
+                    "timeout",
+                    ErrorInfo("TimeoutError", f"handler exceeded its timeout of {entrypoint.timeout:g}s"),
+                )
+            return self._failed(exc)
+        except RetryLater as request:
+            return Requeued(self.job.id, "retry", request.delay, error_info(request))
+        except BaseException as exc:
+            return self._failed(exc)
+        return self._succeeded(result)
+
+    async def _call_in_thread(self) -> Any:
+        handler = self.handler
+        args: tuple[Any, ...] = (self.job, self.context) if handler.wants_context else (self.job,)
+        loop = asyncio.get_running_loop()
+        # The thread runs in a copy of this task's context, so the job's span and other context variables follow.
+        call = functools.partial(contextvars.copy_context().run, handler.entrypoint.handler, *args)
+        result = await loop.run_in_executor(self.executor, call)
+        if inspect.isawaitable(result):
+            return await result
+        return result
+
+    def timing(self) -> tuple[float, float]:
+        if not self.started_at:
+            return 0.0, 0.0
+        return self.started_at - self.claimed_at, time.monotonic() - self.started_at
+
+    def _finished(self, status: Any, error: ErrorInfo | None = None, result_json: str | None = None) -> Finished:
+        started_after, duration = self.timing()
+        return Finished(self.job.id, status, started_after, duration, error, result_json)
+
+    def _succeeded(self, result: Any) -> Outcome:
+        if not self.handler.entrypoint.store_result or result is None:
+            return self._finished("successful")
+        try:
+            encoded = json.dumps(result, separators=(",", ":"), ensure_ascii=False)
+        except (TypeError, ValueError) as exc:
+            # The work is done; running it again to get a storable result would repeat its side effects.
+            problem = ErrorInfo(type(exc).__name__, f"result not stored, it is not JSON-serialisable: {exc}")
+            return self._finished("successful", problem)
+        return self._finished("successful", result_json=encoded)
+
+    def _failed(self, exc: BaseException) -> Outcome:
+        retry = self.handler.entrypoint.retry
+        info = error_info(exc)
+        if self.job.attempts < retry.max_attempts:
+            return Requeued(self.job.id, "retry", retry.delay_after(self.job.attempts), info)
+        return self._exhausted(info)
+
+    def _exhausted(self, info: ErrorInfo) -> Outcome:
+        if self.handler.entrypoint.on_failure == "hold":
+            return Requeued(self.job.id, "hold", 0.0, info)
+        return self._finished("exception", info)

@@ -1,0 +1,192 @@
+"""Starting the real ``pgqd`` daemon as a subprocess and watching it from a test."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Protocol, Self, TypeVar
+
+from tests.support.cli import PGQD
+
+REPO = Path(__file__).resolve().parents[2]
+T = TypeVar("T")
+
+
+class StartDaemon(Protocol):
+    """The ``start_daemon`` fixture: writes ``config`` to a file and starts ``pgqd`` on it."""
+
+    def __call__(self, config: str, env: dict[str, str] | None = None, dsn: str | None = None) -> Daemon: ...
+
+
+BASE_CONFIG = """
+[workers]
+processes = {processes}
+concurrency = 10
+batch_size = 10
+poll_interval = "1s"
+worker_timeout = "{worker_timeout}"
+shutdown_timeout = "{shutdown_timeout}"
+resources = "tests.support.daemon_app:lifespan"
+{workers_extra}
+
+[metrics]
+{metrics}
+
+[logging]
+level = "info"
+format = "json"
+
+[entrypoints.sleeper]
+handler = "tests.support.daemon_app:sleeper"
+"""
+
+
+def daemon_config(
+    processes: int = 2,
+    worker_timeout: str = "10s",
+    shutdown_timeout: str = "3s",
+    workers_extra: str = "",
+    extra: str = "",
+    metrics_port: int | None = None,
+    level: str = "info",
+) -> str:
+    metrics = f'listen = "127.0.0.1:{metrics_port}"' if metrics_port else "enabled = false"
+    return (
+        BASE_CONFIG.format(
+            processes=processes,
+            worker_timeout=worker_timeout,
+            shutdown_timeout=shutdown_timeout,
+            workers_extra=workers_extra,
+            metrics=metrics,
+        ).replace('level = "info"', f'level = "{level}"')
+        + extra
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def http_get(port: int, path: str, timeout: float = 10) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=timeout) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+
+
+def wait_for(check: Callable[[], T], timeout: float, what: str, interval: float = 0.05) -> T:
+    """Polls ``check`` until it returns something truthy; fails after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
+        time.sleep(interval)
+
+
+class Daemon:
+    """One ``pgqd --config FILE`` process with its log captured to a file."""
+
+    def __init__(self, config_path: Path, dsn: str, env: dict[str, str] | None = None) -> None:
+        self.config_path = config_path
+        self.log_path = config_path.with_suffix(f".{time.monotonic_ns()}.log")
+        self.env = {**os.environ, "PGQD_DSN": dsn, **(env or {})}
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def command(self) -> list[str]:
+        return [PGQD, "--config", str(self.config_path)]
+
+    def start(self) -> Self:
+        with self.log_path.open("wb") as log:
+            self.process = subprocess.Popen(
+                self.command(),
+                cwd=REPO,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        return self
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def events(self) -> list[dict[str, object]]:
+        found = []
+        for line in self.log_text().splitlines():
+            if line.startswith("{"):
+                try:
+                    found.append(json.loads(line))
+                except ValueError:
+                    continue
+        return found
+
+    def has_event(self, event: str) -> bool:
+        return any(e.get("event") == event for e in self.events())
+
+    def wait_ready(self, timeout: float = 20) -> Daemon:
+        wait_for(lambda: self.has_event("supervisor ready") or self._exited(), timeout, "the daemon to be ready")
+        assert self.process is not None
+        assert self.process.poll() is None, self.log_text()
+        wait_for(lambda: len(self.worker_pids()) > 0, timeout, "worker processes")
+        return self
+
+    def _exited(self) -> bool:
+        return self.process is not None and self.process.poll() is not None
+
+    def worker_pids(self) -> list[int]:
+        try:
+            children = Path(f"/proc/{self.pid}/task/{self.pid}/children").read_text().split()
+        except OSError:
+            return []
+        return [int(pid) for pid in children if _is_python(int(pid))]
+
+    def replaced(self, old_pid: int) -> bool:
+        """True once a worker other than ``old_pid`` runs and ``old_pid`` is gone (one look at /proc, no race)."""
+        pids = self.worker_pids()
+        return bool(pids) and old_pid not in pids
+
+    def send(self, signum: signal.Signals) -> None:
+        assert self.process is not None
+        self.process.send_signal(signum)
+
+    def wait(self, timeout: float) -> int:
+        assert self.process is not None
+        return self.process.wait(timeout)
+
+    def stop(self, timeout: float = 20) -> int | None:
+        """SIGTERM, then SIGKILL of the whole process group if it does not exit in time."""
+        if self.process is None or self.process.poll() is not None:
+            return None if self.process is None else self.process.returncode
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            return self.process.wait(5)
+
+
+def _is_python(pid: int) -> bool:
+    try:
+        return b"pgqd" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False

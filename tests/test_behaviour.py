@@ -1,0 +1,725 @@
+"""How the worker engine treats jobs, proven on both storage backends.
+
+Every test here runs twice, through the ``backend`` fixture: on PostgreSQL and on the in-memory backend, so the
+two adapters of the storage port cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from pgqd import (
+    Client,
+    Context,
+    Entrypoint,
+    Job,
+    JobSpec,
+    JobState,
+    Rate,
+    RetryLater,
+    RetryPolicy,
+    Worker,
+)
+from pgqd.backend.base import Backend
+from pgqd.models import EntrypointLimit, WorkerInfo
+from tests.support.engine import drain, fast_settings, running_worker
+from tests.support.waiting import wait_until
+
+
+async def state_of(client: Client, job_id: int | None) -> JobState:
+    assert job_id is not None
+    return (await client.status(job_id))[job_id]
+
+
+async def final_state(client: Client, job_id: int | None, timeout: float = 10.0) -> JobState:
+    assert job_id is not None
+    return await client.wait(job_id, timeout=timeout)
+
+
+def is_set(event: threading.Event) -> Callable[[], Awaitable[bool]]:
+    """A check for ``wait_until`` on an event set by a handler thread."""
+
+    async def check() -> bool:
+        return event.is_set()
+
+    return check
+
+
+class Overlap:
+    """Counts how many handlers run at the same time."""
+
+    def __init__(self) -> None:
+        self.now = 0
+        self.most = 0
+        self.done = 0
+
+    async def run(self, seconds: float) -> None:
+        self.now += 1
+        self.most = max(self.most, self.now)
+        try:
+            await asyncio.sleep(seconds)
+        finally:
+            self.now -= 1
+            self.done += 1
+
+
+# --- ordering -----------------------------------------------------------------------------------------------
+
+
+async def test_higher_priority_runs_first_across_entrypoints_and_fifo_within_a_priority(
+    backend: Backend, client: Client
+) -> None:
+    order: list[tuple[str, int]] = []
+
+    async def record(job: Job) -> None:
+        order.append((job.entrypoint, job.json()))
+
+    await client.enqueue_many(
+        [
+            JobSpec("low", 1, priority=0),
+            JobSpec("high", 1, priority=10),
+            JobSpec("low", 2, priority=0),
+            JobSpec("mid", 1, priority=5),
+            JobSpec("high", 2, priority=10),
+            JobSpec("low", 3, priority=0),
+            JobSpec("mid", 2, priority=5),
+            JobSpec("low", 4, priority=7),
+        ]
+    )
+    entrypoints = [Entrypoint(name, record) for name in ("low", "mid", "high")]
+    await drain(Worker(backend, entrypoints, fast_settings(concurrency=1, batch_size=1)))
+
+    assert order == [
+        ("high", 1),
+        ("high", 2),
+        ("low", 4),
+        ("mid", 1),
+        ("mid", 2),
+        ("low", 1),
+        ("low", 2),
+        ("low", 3),
+    ]
+
+
+# --- deferred jobs ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("form", ["timedelta", "aware datetime"])
+async def test_deferred_job_waits_until_its_time_and_runs_shortly_after(
+    backend: Backend, client: Client, form: str
+) -> None:
+    delay = 1.0
+    ran_at: list[float] = []
+
+    async def handler(job: Job) -> None:
+        ran_at.append(time.monotonic())
+
+    # With polls 30 s apart, only the job's due time can wake the worker in time.
+    async with running_worker(Worker(backend, [Entrypoint("later", handler)], fast_settings(poll_interval=30))):
+        await asyncio.sleep(0.1)  # the worker is idle and listening when the job arrives
+        enqueued_at = time.monotonic()
+        when = timedelta(seconds=delay) if form == "timedelta" else datetime.now(UTC) + timedelta(seconds=delay)
+        job_id = await client.enqueue("later", execute_after=when)
+        assert (await state_of(client, job_id)).status == "deferred"
+
+        await asyncio.sleep(delay / 2)
+        assert ran_at == [], "a deferred job ran before its time"
+
+        state = await final_state(client, job_id, timeout=5)
+
+    assert state.status == "successful"
+    assert len(ran_at) == 1
+    # A small margin for the clocks involved (database, wall clock and monotonic clock).
+    assert ran_at[0] - enqueued_at >= delay - 0.05
+    assert ran_at[0] - enqueued_at < delay + 1.5, "the worker did not wake up for the deferred job"
+
+
+# --- failures and retries -----------------------------------------------------------------------------------
+
+
+async def test_failed_runs_are_retried_with_exponential_backoff(backend: Backend, client: Client) -> None:
+    starts: list[float] = []
+    attempts_seen: list[int] = []
+
+    async def flaky(job: Job) -> None:
+        starts.append(time.monotonic())
+        attempts_seen.append(job.attempts)
+        if len(starts) < 3:
+            raise RuntimeError(f"failure number {len(starts)}")
+
+    retry = RetryPolicy(max_attempts=3, initial=0.3, jitter=False, backoff="exponential")
+    worker = Worker(backend, [Entrypoint("flaky", flaky, retry=retry)], fast_settings(poll_interval=30))
+    async with running_worker(worker):
+        job_id = await client.enqueue("flaky")
+        state = await final_state(client, job_id)
+
+    assert state.status == "successful"
+    assert state.attempts == 3
+    assert attempts_seen == [1, 2, 3]
+    first_gap, second_gap = starts[1] - starts[0], starts[2] - starts[1]
+    assert 0.3 <= first_gap < 2.0
+    assert 0.6 <= second_gap < 2.5
+
+
+async def test_exhausted_retries_with_on_failure_delete_log_the_exception(backend: Backend, client: Client) -> None:
+    runs: list[int] = []
+
+    async def broken_handler(job: Job) -> None:
+        runs.append(job.attempts)
+        raise ValueError("bad input 42")
+
+    retry = RetryPolicy(max_attempts=2, initial=0.05, jitter=False)
+    entrypoint = Entrypoint("broken", broken_handler, retry=retry, on_failure="delete")
+    async with running_worker(Worker(backend, [entrypoint], fast_settings())):
+        job_id = await client.enqueue("broken")
+        state = await final_state(client, job_id)
+
+    assert runs == [1, 2]
+    assert state.status == "exception"
+    assert state.attempts == 2
+    assert state.error is not None
+    assert state.error.type == "ValueError"
+    assert state.error.message == "bad input 42"
+    assert "Traceback (most recent call last)" in state.error.traceback
+    assert "broken_handler" in state.error.traceback
+    assert "ValueError: bad input 42" in state.error.traceback
+
+
+async def test_exhausted_retries_with_on_failure_hold_keep_the_job_until_requeued(
+    backend: Backend, client: Client
+) -> None:
+    fixed = False
+    runs: list[int] = []
+
+    async def handler(job: Job) -> str:
+        runs.append(job.attempts)
+        if not fixed:
+            raise LookupError("the record is missing")
+        return "done"
+
+    entrypoint = Entrypoint("held", handler, retry=RetryPolicy(max_attempts=1), on_failure="hold")
+    async with running_worker(Worker(backend, [entrypoint], fast_settings())):
+        job_id = await client.enqueue("held")
+        assert job_id is not None
+        held = await final_state(client, job_id)
+        assert held.status == "failed"
+        assert not held.finished
+        assert held.error is not None
+        assert held.error.type == "LookupError"
+        assert held.error.message == "the record is missing"
+        await asyncio.sleep(0.3)
+        assert runs == [1], "a held job must not run again by itself"
+
+        fixed = True
+        assert await client.requeue([job_id]) == [job_id]
+        state = await final_state(client, job_id)
+
+    assert state.status == "successful"
+    assert state.attempts == 1  # requeue gives a fresh attempt budget
+    assert runs == [1, 1]
+
+
+async def test_a_handler_running_past_its_timeout_ends_as_timeout(backend: Backend, client: Client) -> None:
+    interrupted = asyncio.Event()
+
+    async def slow(job: Job) -> None:
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            interrupted.set()
+            raise
+
+    entrypoint = Entrypoint("slow", slow, timeout=0.3)
+    async with running_worker(Worker(backend, [entrypoint], fast_settings())):
+        started = time.monotonic()
+        job_id = await client.enqueue("slow")
+        state = await final_state(client, job_id, timeout=5)
+
+    assert state.status == "timeout"
+    assert time.monotonic() - started < 4
+    assert interrupted.is_set()
+    assert state.error is not None
+    assert state.error.type == "TimeoutError"
+
+
+async def test_retry_later_runs_the_job_again_after_its_delay_whatever_max_attempts_says(
+    backend: Backend, client: Client
+) -> None:
+    starts: list[float] = []
+
+    async def poller(job: Job) -> int:
+        starts.append(time.monotonic())
+        if job.attempts == 1:
+            raise RetryLater(0.3, "not ready yet")
+        if job.attempts < 5:
+            raise RetryLater(timedelta(milliseconds=50))
+        return job.attempts
+
+    entrypoint = Entrypoint("poll", poller, retry=RetryPolicy(max_attempts=1), store_result=True)
+    async with running_worker(Worker(backend, [entrypoint], fast_settings(poll_interval=30))):
+        job_id = await client.enqueue("poll")
+        state = await final_state(client, job_id)
+
+    assert state.status == "successful"
+    assert state.attempts == 5
+    assert state.result == 5
+    assert len(starts) == 5
+    assert 0.3 <= starts[1] - starts[0] < 2.0
+    assert all(later - earlier >= 0.05 for earlier, later in itertools.pairwise(starts[1:]))
+
+
+# --- results ------------------------------------------------------------------------------------------------
+
+
+async def test_wait_returns_the_stored_result_as_soon_as_the_job_finishes(backend: Backend, client: Client) -> None:
+    release = asyncio.Event()
+
+    async def add(job: Job) -> dict[str, Any]:
+        await asyncio.wait_for(release.wait(), 10)
+        numbers = job.json()
+        return {"sum": sum(numbers), "items": numbers, "note": "ünïcode"}
+
+    async def no_result(job: Job) -> str:
+        return "not kept"
+
+    entrypoints = [Entrypoint("add", add, store_result=True), Entrypoint("plain", no_result)]
+    # Polling alone would take 30 s: only the finished event can wake this wait in time.
+    slow_poller = Client(backend, wait_poll_interval=30)
+    async with slow_poller, running_worker(Worker(backend, entrypoints, fast_settings())):
+        job_id = await client.enqueue("add", [1, 2, 39])
+        plain_id = await client.enqueue("plain")
+        assert job_id is not None
+        waiting = asyncio.create_task(slow_poller.wait(job_id, timeout=10))
+        await asyncio.sleep(0.3)
+        assert not waiting.done()
+        released_at = time.monotonic()
+        release.set()
+        state = await asyncio.wait_for(waiting, 10)
+        woken_after = time.monotonic() - released_at
+        plain = await final_state(client, plain_id)
+
+    assert state.status == "successful"
+    assert state.result == {"sum": 42, "items": [1, 2, 39], "note": "ünïcode"}
+    assert woken_after < 3
+    assert plain.status == "successful"
+    assert plain.result is None
+
+
+# --- cancellation -------------------------------------------------------------------------------------------
+
+
+async def test_a_cancelled_queued_job_never_runs(backend: Backend, client: Client) -> None:
+    ran: list[int] = []
+
+    async def handler(job: Job) -> None:
+        ran.append(job.id)
+
+    doomed = await client.enqueue("task")
+    kept = await client.enqueue("task")
+    assert doomed is not None
+    result = await client.cancel(doomed)
+    assert result.canceled == [doomed]
+    assert result.signalled == []
+
+    await drain(Worker(backend, [Entrypoint("task", handler)], fast_settings()))
+
+    assert ran == [kept]
+    assert (await state_of(client, doomed)).status == "canceled"
+    assert (await state_of(client, kept)).status == "successful"
+
+
+async def test_cancelling_a_running_async_job_interrupts_its_handler(backend: Backend, client: Client) -> None:
+    started = asyncio.Event()
+    interrupted = asyncio.Event()
+
+    async def long_task(job: Job) -> None:
+        started.set()
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            interrupted.set()
+            raise
+
+    async with running_worker(Worker(backend, [Entrypoint("long", long_task)], fast_settings())):
+        job_id = await client.enqueue("long")
+        assert job_id is not None
+        await asyncio.wait_for(started.wait(), 5)
+        result = await client.cancel(job_id)
+        assert result.signalled == [job_id]
+        state = await final_state(client, job_id, timeout=5)
+
+    assert state.status == "canceled"
+    assert interrupted.is_set()
+
+
+async def test_cancelling_a_running_sync_job_sets_its_cancelled_flag(backend: Backend, client: Client) -> None:
+    started = threading.Event()
+    noticed = threading.Event()
+
+    def long_task(job: Job, ctx: Context) -> None:
+        started.set()
+        deadline = time.monotonic() + 10
+        while not ctx.cancelled.is_set() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        if ctx.cancelled.is_set():
+            noticed.set()
+
+    async with running_worker(Worker(backend, [Entrypoint("long", long_task)], fast_settings())):
+        job_id = await client.enqueue("long")
+        assert job_id is not None
+        await wait_until(is_set(started), timeout=5, what="the handler to start")
+        result = await client.cancel(job_id)
+        assert result.signalled == [job_id]
+        state = await final_state(client, job_id, timeout=5)
+        await wait_until(is_set(noticed), timeout=5, what="the handler to see ctx.cancelled")
+
+    assert state.status == "canceled"
+
+
+# --- handlers -----------------------------------------------------------------------------------------------
+
+
+async def test_handlers_take_the_job_alone_or_the_job_and_a_context_with_the_workers_resources(
+    backend: Backend, client: Client
+) -> None:
+    resources = {"db": object(), "name": "shared"}
+    seen: dict[str, Any] = {}
+
+    async def job_only(job: Job) -> None:
+        seen["job_only"] = job.json()
+
+    async def with_context(job: Job, ctx: Context) -> None:
+        seen["with_context"] = ctx.resources
+        assert not ctx.cancelled.is_set()
+
+    def sync_with_context(job: Job, ctx: Context) -> None:
+        seen["sync_with_context"] = ctx.resources
+
+    entrypoints = [
+        Entrypoint("job_only", job_only),
+        Entrypoint("with_context", with_context),
+        Entrypoint("sync_with_context", sync_with_context),
+    ]
+    ids = await client.enqueue_many(
+        [JobSpec("job_only", {"a": 1}), JobSpec("with_context"), JobSpec("sync_with_context")]
+    )
+    await drain(Worker(backend, entrypoints, fast_settings(), resources=resources))
+
+    assert seen["job_only"] == {"a": 1}
+    assert seen["with_context"] is resources
+    assert seen["sync_with_context"] is resources
+    states = await client.status([i for i in ids if i is not None])
+    assert {state.status for state in states.values()} == {"successful"}
+
+
+async def test_sync_handlers_run_in_a_thread_and_async_handlers_on_the_loop(backend: Backend, client: Client) -> None:
+    threads: dict[str, int] = {}
+
+    def blocking(job: Job) -> None:
+        time.sleep(0.05)  # would block the loop if it ran there
+        threads["sync"] = threading.get_ident()
+
+    async def cooperative(job: Job) -> None:
+        threads["async"] = threading.get_ident()
+
+    await client.enqueue_many([JobSpec("blocking"), JobSpec("cooperative")])
+    entrypoints = [Entrypoint("blocking", blocking), Entrypoint("cooperative", cooperative)]
+    await drain(Worker(backend, entrypoints, fast_settings()))
+
+    loop_thread = threading.get_ident()
+    assert threads["async"] == loop_thread
+    assert threads["sync"] != loop_thread
+
+
+# --- concurrency and rate limits ----------------------------------------------------------------------------
+
+
+async def test_no_more_jobs_run_at_once_than_the_worker_concurrency(backend: Backend, client: Client) -> None:
+    overlap = Overlap()
+
+    async def handler(job: Job) -> None:
+        await overlap.run(0.15)
+
+    await client.enqueue_many([JobSpec("work") for _ in range(9)])
+    await drain(Worker(backend, [Entrypoint("work", handler)], fast_settings(concurrency=3, batch_size=10)))
+
+    assert overlap.done == 9
+    assert overlap.most == 3
+
+
+async def test_jobs_of_an_entrypoint_limited_to_one_never_overlap_even_across_workers(
+    backend: Backend, client: Client
+) -> None:
+    overlap = Overlap()
+
+    async def handler(job: Job) -> None:
+        await overlap.run(0.05)
+
+    def worker() -> Worker:
+        entrypoint = Entrypoint("serial", handler, concurrency_limit=1)
+        return Worker(backend, [entrypoint], fast_settings(concurrency=5, batch_size=5))
+
+    ids = await client.enqueue_many([JobSpec("serial") for _ in range(6)])
+    async with running_worker(worker()), running_worker(worker()):
+        for job_id in ids:
+            assert (await final_state(client, job_id)).status == "successful"
+
+    assert overlap.done == 6
+    assert overlap.most == 1
+
+
+async def test_a_rate_limit_bounds_how_many_jobs_start_per_second(backend: Backend, client: Client) -> None:
+    starts: list[float] = []
+
+    async def handler(job: Job) -> None:
+        starts.append(time.monotonic())
+
+    await client.enqueue_many([JobSpec("limited") for _ in range(20)])
+    entrypoint = Entrypoint("limited", handler, rate_limit=Rate(5, 1.0))
+    began = time.monotonic()
+    async with running_worker(Worker(backend, [entrypoint], fast_settings())):
+        # Tokens come back at 5 per second, so the worker must wake up for them rather than wait for a poll.
+        async def refilled_tokens_used() -> bool:
+            return len(starts) >= 9
+
+        await wait_until(refilled_tokens_used, timeout=5, what="jobs started on refilled tokens")
+        await asyncio.sleep(max(began + 1.5 - time.monotonic(), 0))
+
+    # 5 at once (the burst), then one every 0.2 s: at most 5 + 1.5 * 5 in the first 1.5 s, whatever the speed
+    # of the machine (a slow one only starts fewer).
+    in_window = [t for t in starts if t - began <= 1.5]
+    assert len(in_window) <= 13
+    assert len(starts) < 20
+
+
+# --- liveness and rescue ------------------------------------------------------------------------------------
+
+
+async def test_jobs_of_a_worker_whose_heartbeat_went_stale_are_rescued_and_run_again(
+    backend: Backend, client: Client
+) -> None:
+    attempts: list[int] = []
+
+    async def handler(job: Job) -> None:
+        attempts.append(job.attempts)
+
+    ghost = await backend.register_worker(WorkerInfo("ghost-host", 999_999, ("rescued",)))
+    job_id = await client.enqueue("rescued")
+    claimed = await backend.claim(ghost, 5, [EntrypointLimit("rescued")])
+    assert [job.id for job in claimed.jobs] == [job_id]
+    assert (await state_of(client, job_id)).status == "picked"
+    assert await backend.rescue_stale(worker_timeout=30) == [], "a worker that beat recently is alive"
+
+    await asyncio.sleep(0.7)
+    assert await backend.rescue_stale(worker_timeout=0.5) == [job_id]
+    assert (await state_of(client, job_id)).status == "queued"
+
+    await drain(Worker(backend, [Entrypoint("rescued", handler)], fast_settings()))
+    state = await state_of(client, job_id)
+    assert state.status == "successful"
+    assert attempts == [2]  # the lost run counts as an attempt
+
+
+async def test_rescuing_a_dead_worker_requeues_its_jobs_at_once(backend: Backend, client: Client) -> None:
+    async def handler(job: Job) -> None:
+        return None
+
+    ghost = await backend.register_worker(WorkerInfo("ghost-host", 999_998, ("rescued",)))
+    ids = await client.enqueue_many([JobSpec("rescued"), JobSpec("rescued")])
+    claimed = await backend.claim(ghost, 5, [EntrypointLimit("rescued")])
+    assert sorted(job.id for job in claimed.jobs) == sorted(i for i in ids if i is not None)
+
+    assert sorted(await backend.rescue_worker(ghost)) == sorted(i for i in ids if i is not None)
+    states = await client.status([i for i in ids if i is not None])
+    assert {state.status for state in states.values()} == {"queued"}
+
+    await drain(Worker(backend, [Entrypoint("rescued", handler)], fast_settings()))
+    states = await client.status([i for i in ids if i is not None])
+    assert {state.status for state in states.values()} == {"successful"}
+
+
+async def test_a_job_whose_runs_keep_dying_with_their_worker_is_given_up(backend: Backend, client: Client) -> None:
+    ran: list[int] = []
+
+    async def handler(job: Job) -> None:
+        ran.append(job.id)
+
+    poison_id = await client.enqueue("fragile")
+    survivor_id = await client.enqueue("fragile")
+    # max_attempts=1 plus an allowance of two: three runs lost with their worker and the job is given up.
+    for lost in range(3):
+        ghost = await backend.register_worker(WorkerInfo("ghost-host", 999_000 + lost, ("fragile",)))
+        wanted = 2 if lost < 2 else 1
+        claimed = await backend.claim(ghost, wanted, [EntrypointLimit("fragile")])
+        assert len(claimed.jobs) == wanted
+        await backend.rescue_worker(ghost)
+    assert (await state_of(client, poison_id)).attempts == 3
+
+    entrypoint = Entrypoint("fragile", handler, retry=RetryPolicy(max_attempts=1))
+    await drain(Worker(backend, [entrypoint], fast_settings(concurrency=1, batch_size=1)))
+
+    poison = await state_of(client, poison_id)
+    assert poison.status == "exception"
+    assert poison.error is not None
+    assert poison.error.type == "pgqd.WorkerLost"
+    assert "3 runs" in poison.error.message
+    survivor = await state_of(client, survivor_id)
+    assert survivor.status == "successful"
+    assert survivor.attempts == 3
+    assert ran == [survivor_id]
+
+
+async def test_a_job_is_never_claimed_twice_while_its_owner_is_alive(backend: Backend, client: Client) -> None:
+    first = await backend.register_worker(WorkerInfo("host-a", 1, ("shared", "capped")))
+    second = await backend.register_worker(WorkerInfo("host-b", 2, ("shared", "capped")))
+    ids = await client.enqueue_many([JobSpec("shared") for _ in range(10)])
+    limits = [EntrypointLimit("shared")]
+
+    a, b = await asyncio.gather(backend.claim(first, 4, limits), backend.claim(second, 4, limits))
+    taken_a, taken_b = {job.id for job in a.jobs}, {job.id for job in b.jobs}
+    assert len(taken_a) == len(taken_b) == 4
+    assert not taken_a & taken_b
+
+    rest = await backend.claim(first, 10, limits)
+    taken_rest = {job.id for job in rest.jobs}
+    assert taken_rest == set(ids) - taken_a - taken_b
+    assert (await backend.claim(second, 10, limits)).jobs == []
+
+    # Both owners are alive, so nothing is rescued and nothing can be claimed again.
+    await backend.heartbeat(first, WorkerInfo("host-a", 1, ("shared", "capped")))
+    await backend.heartbeat(second, WorkerInfo("host-b", 2, ("shared", "capped")))
+    assert await backend.rescue_stale(worker_timeout=30) == []
+    assert (await backend.claim(second, 10, limits)).jobs == []
+
+    # A fleet-wide concurrency limit holds across the claims of both workers.
+    await client.enqueue_many([JobSpec("capped") for _ in range(10)])
+    capped = [EntrypointLimit("capped", concurrency=3)]
+    c, d = await asyncio.gather(backend.claim(first, 10, capped), backend.claim(second, 10, capped))
+    assert len(c.jobs) + len(d.jobs) == 3
+    assert not {job.id for job in c.jobs} & {job.id for job in d.jobs}
+
+
+# --- shutdown -----------------------------------------------------------------------------------------------
+
+
+async def test_stopping_releases_jobs_that_outlive_the_grace_period_without_counting_the_attempt(
+    backend: Backend, client: Client
+) -> None:
+    started: set[str] = set()
+    gate = asyncio.Event()
+
+    async def handler(job: Job) -> None:
+        started.add(job.text() or "")
+        if job.text() == "long":
+            await asyncio.sleep(30)
+        else:
+            await asyncio.wait_for(gate.wait(), 10)
+
+    worker = Worker(backend, [Entrypoint("work", handler)], fast_settings(shutdown_timeout=10))
+    long_id = await client.enqueue("work", "long")
+    short_id = await client.enqueue("work", "short")
+    task = asyncio.create_task(worker.run())
+    try:
+
+        async def both_started() -> bool:
+            return started == {"long", "short"}
+
+        await wait_until(both_started, timeout=5, what="both jobs to start")
+        stopped_at = time.monotonic()
+        worker.stop(grace=0.3)
+        gate.set()  # the short job finishes within the grace period
+        await asyncio.wait_for(task, 5)
+        took = time.monotonic() - stopped_at
+    finally:
+        if not task.done():
+            task.cancel()
+
+    assert took < 3
+    released = await state_of(client, long_id)
+    assert released.status == "queued"
+    assert released.attempts == 0
+    assert (await state_of(client, short_id)).status == "successful"
+
+
+# --- bad input ----------------------------------------------------------------------------------------------
+
+
+async def test_invalid_json_payload_fails_the_job_and_not_the_worker(backend: Backend, client: Client) -> None:
+    seen: list[Any] = []
+
+    async def handler(job: Job) -> None:
+        seen.append(job.json())
+
+    bad_id = await client.enqueue("parse", b"{not json")
+    good_id = await client.enqueue("parse", {"fine": True})
+    await drain(Worker(backend, [Entrypoint("parse", handler)], fast_settings(concurrency=1)))
+
+    bad = await state_of(client, bad_id)
+    assert bad.status == "exception"
+    assert bad.error is not None
+    assert bad.error.type.endswith("InvalidPayload")
+    assert "not valid JSON" in bad.error.message
+    assert (await state_of(client, good_id)).status == "successful"
+    assert seen == [{"fine": True}]
+
+
+async def test_handlers_raising_systemexit_or_keyboardinterrupt_fail_their_job_and_the_worker_goes_on(
+    backend: Backend, client: Client
+) -> None:
+    ran: list[str] = []
+
+    async def interrupt(job: Job) -> None:
+        raise KeyboardInterrupt
+
+    def exit_process(job: Job) -> None:
+        raise SystemExit(3)
+
+    async def normal(job: Job) -> None:
+        ran.append("normal")
+
+    interrupt_id = await client.enqueue("interrupt", priority=2)
+    exit_id = await client.enqueue("exit", priority=1)
+    normal_id = await client.enqueue("normal", priority=0)
+    entrypoints = [Entrypoint("interrupt", interrupt), Entrypoint("exit", exit_process), Entrypoint("normal", normal)]
+    await drain(Worker(backend, entrypoints, fast_settings(concurrency=1, batch_size=1)))
+
+    interrupted = await state_of(client, interrupt_id)
+    assert interrupted.status == "exception"
+    assert interrupted.error is not None
+    assert interrupted.error.type == "KeyboardInterrupt"
+    exited = await state_of(client, exit_id)
+    assert exited.status == "exception"
+    assert exited.error is not None
+    assert exited.error.type == "SystemExit"
+    assert exited.error.message == "3"
+    assert (await state_of(client, normal_id)).status == "successful"
+    assert ran == ["normal"]
+
+
+# --- retention ----------------------------------------------------------------------------------------------
+
+
+async def test_pruning_the_log_removes_finished_jobs_in_bounded_batches(backend: Backend, client: Client) -> None:
+    async def handler(job: Job) -> None:
+        return None
+
+    done_ids = [i for i in await client.enqueue_many([JobSpec("done") for _ in range(5)]) if i is not None]
+    waiting_id = await client.enqueue("unserved")
+    await drain(Worker(backend, [Entrypoint("done", handler)], fast_settings()))
+    assert {state.status for state in (await client.status(done_ids)).values()} == {"successful"}
+
+    assert await backend.prune_log(older_than=3600, limit=100) == 0
+    await asyncio.sleep(0.05)
+    assert await backend.prune_log(older_than=0, limit=3) == 3
+    assert len(await client.status(done_ids)) == 2
+    assert await backend.prune_log(older_than=0, limit=100) == 2
+    assert await client.status(done_ids) == {}
+    assert (await state_of(client, waiting_id)).status == "queued"

@@ -1,0 +1,35 @@
+"""A short chaos run: killed workers, killed connections, a database restart and a killed supervisor lose no job
+and leave none stuck (benchmarks/chaos.py at a small scale; the full run's figures are in docs/reliability.md)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+pytestmark = pytest.mark.slow
+
+
+def test_short_chaos_run_loses_nothing() -> None:
+    command = [sys.executable, "-m", "benchmarks.chaos", "--json"]
+    args = ["--jobs", "600", "--work-ms", "300", "--kill-every", "0.5", "--seconds", "150"]
+    result = subprocess.run(command + args, cwd=REPO, capture_output=True, text=True, timeout=240, check=False)
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert result.returncode == 0, json.dumps(report, indent=2) + result.stderr[-2000:]
+    assert report["verdict"] == "ok"
+    assert report["jobs_finished"] == 600
+    assert report["jobs_lost"] == 0
+    assert report["jobs_stuck_picked"] == 0
+    assert report["successful_without_a_recorded_run"] == 0
+    assert report["workers_killed"] >= 1
+    assert sorted({f["kind"] for f in report["faults"]}) == [
+        "kill_supervisor",
+        "restart_postgres",
+        "terminate_connections",
+    ]
+    assert report["last_daemon_exit_code"] == 0

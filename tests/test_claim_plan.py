@@ -1,0 +1,215 @@
+"""The claim on a big table: it reads the pgqd indexes, never scans the jobs table, and stays exact under races.
+
+``pgqd_claim_jobs`` is a plpgsql function, so ``EXPLAIN`` of the call would show a bare function scan. The
+``auto_explain`` module, with nested statements on, logs the real plan of every statement inside it; the session
+asks for those log lines on the client connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import asyncpg
+import pytest
+
+from pgqd import PostgresBackend
+from pgqd.models import ClaimResult, EntrypointLimit, WorkerInfo
+from tests.support.waiting import wait_until
+
+AUTO_EXPLAIN = (
+    "LOAD 'auto_explain'",
+    "SET auto_explain.log_min_duration = 0",
+    "SET auto_explain.log_nested_statements = on",
+    "SET auto_explain.log_format = 'json'",
+    "SET client_min_messages = log",
+)
+
+BIG = 100_000
+# Equal priorities keep FIFO order; the claim must take the highest first.
+TARGET_PRIORITIES = (0, 3, 1, 3, 0, 2, 1, 3)
+
+
+class ExplainedStatements:
+    """Collects the JSON plans auto_explain logs for every statement run on a connection, nested ones included."""
+
+    def __init__(self, conn: Any) -> None:
+        self.plans: list[dict[str, Any]] = []
+        conn.add_log_listener(self._on_message)
+
+    def _on_message(self, _conn: Any, message: Any) -> None:
+        text: str = message.message
+        if "plan:" in text and "{" in text:
+            self.plans.append(json.loads(text[text.index("{") :]))
+
+    def statements(self, text: str) -> list[dict[str, Any]]:
+        return [plan for plan in self.plans if text in plan["Query Text"]]
+
+    def touching(self, relation: str) -> list[dict[str, Any]]:
+        return [plan for plan in self.plans if any(n.get("Relation Name") == relation for n in nodes(plan["Plan"]))]
+
+
+def nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    yield plan
+    for child in plan.get("Plans", ()):
+        yield from nodes(child)
+
+
+def scans(plan: dict[str, Any], relation: str = "pgqd_jobs") -> list[tuple[str, str | None]]:
+    """(node type, index name) of every node reading ``relation``."""
+    return [(n["Node Type"], n.get("Index Name")) for n in nodes(plan["Plan"]) if n.get("Relation Name") == relation]
+
+
+def indexes(plan: dict[str, Any]) -> set[str]:
+    return {index for _, index in scans(plan) if index is not None}
+
+
+def summary(plans: list[dict[str, Any]]) -> str:
+    return "\n".join(f"{' '.join(p['Query Text'].split())[:70]!r}: {scans(p)}" for p in plans)
+
+
+async def test_claim_reads_the_pgqd_indexes_and_never_scans_the_jobs_table(conn: Any) -> None:
+    await conn.execute(
+        """
+        INSERT INTO pgqd_jobs (entrypoint, status, execute_after)
+        SELECT 'target', 'deferred', now() + interval '1 hour' + g * interval '1 millisecond'
+        FROM generate_series(1, $1) AS g
+        """,
+        BIG,
+    )
+    await conn.execute(
+        "INSERT INTO pgqd_jobs (entrypoint, status) SELECT 'other', 'queued' FROM generate_series(1, $1)", BIG
+    )
+    rows = await conn.fetch(
+        """
+        INSERT INTO pgqd_jobs (entrypoint, status, priority)
+        SELECT 'target', 'queued', p FROM unnest($1::integer[]) AS p
+        RETURNING id, priority
+        """,
+        list(TARGET_PRIORITIES),
+    )
+    due_first = await conn.fetch("SELECT id FROM pgqd_jobs WHERE status = 'deferred' ORDER BY execute_after LIMIT 4")
+    await conn.execute("ANALYZE pgqd_jobs")
+
+    backend = PostgresBackend(conn)
+    worker_id = await backend.register_worker(WorkerInfo("plan-test", os.getpid(), ("target",)))
+    explained = ExplainedStatements(conn)
+    try:
+        await conn.execute(AUTO_EXPLAIN[0])
+    except asyncpg.UndefinedFileError:
+        # The embedded server's wheel ships without contrib modules; CI runs this against the local server.
+        if os.environ.get("CI"):
+            raise
+        pytest.skip("auto_explain is not installed on this PostgreSQL server")
+    for statement in AUTO_EXPLAIN[1:]:
+        await conn.execute(statement)
+    plans: list[dict[str, Any]] = []
+
+    async def call_logged() -> bool:
+        # The call's own plan is logged last, once every statement inside it has run.
+        return bool(explained.statements("pgqd_claim_jobs"))
+
+    async def claim(limit: EntrypointLimit, mode: str) -> ClaimResult:
+        await conn.execute(f"SET plan_cache_mode = {mode}")
+        explained.plans.clear()
+        result = await backend.claim(worker_id, 2, [limit])
+        await wait_until(call_logged, timeout=5, what="the plan of the claim call")
+        plans.extend(explained.touching("pgqd_jobs"))
+        return result
+
+    unlimited = EntrypointLimit("target")
+    limited = EntrypointLimit("target", concurrency=100, rate_per_second=1000.0, burst=1000.0)
+    # Both the plans plpgsql makes for one call (custom) and the ones it caches after a few calls (generic).
+    variants = list(itertools.product((unlimited, limited), ("force_custom_plan", "force_generic_plan")))
+
+    claimed: list[int] = []
+    for limit, mode in variants:
+        claimed += [job.id for job in (await claim(limit, mode)).jobs]
+    assert claimed == [row["id"] for row in sorted(rows, key=lambda row: (-row["priority"], row["id"]))]
+
+    for limit, mode in variants:
+        idle = await claim(limit, mode)
+        assert idle.jobs == []
+        assert idle.due_in is not None
+        assert 3500 < idle.due_in <= 3601
+
+    for (due,), (limit, mode) in zip(due_first, variants, strict=True):
+        await conn.execute("UPDATE pgqd_jobs SET execute_after = now() - interval '1 second' WHERE id = $1", due)
+        assert [job.id for job in (await claim(limit, mode)).jobs] == [due]
+    assert await conn.fetchval("SELECT count(*) FROM pgqd_jobs WHERE status = 'picked' AND entrypoint = 'other'") == 0
+    assert await conn.fetchval("SELECT count(*) FROM pgqd_jobs WHERE status = 'deferred'") == BIG - len(variants)
+
+    evidence = summary(plans)
+    for plan in plans:
+        assert "Seq Scan" not in {node for node, _ in scans(plan)}, evidence
+        for node in nodes(plan["Plan"]):
+            if node.get("Index Name") in ("pgqd_jobs_ready_idx", "pgqd_jobs_deferred_idx"):
+                # The entrypoint bounds the index range: other entrypoints' rows are never read.
+                assert "entrypoint" in node.get("Index Cond", ""), evidence
+    candidates = [p for p in plans if "candidates AS" in p["Query Text"]]
+    assert len(candidates) == 3 * len(variants), evidence
+    for plan in candidates:
+        assert {"pgqd_jobs_ready_idx", "pgqd_jobs_deferred_idx"} <= indexes(plan), evidence
+    counts = [p for p in plans if "GREATEST(u.conc - (" in p["Query Text"]]
+    assert counts, evidence
+    for plan in counts:
+        assert indexes(plan) == {"pgqd_jobs_picked_idx"}, evidence
+    next_due = [p for p in plans if "min(n.execute_after)" in p["Query Text"]]
+    assert next_due, evidence
+    for plan in next_due:
+        assert indexes(plan) == {"pgqd_jobs_deferred_idx"}, evidence
+
+
+RACE_JOBS = 2000
+CLAIMERS = 8
+
+
+@pytest.mark.parametrize(
+    ("limit", "expected"),
+    [
+        (EntrypointLimit("race"), RACE_JOBS),
+        (EntrypointLimit("race", concurrency=37), 37),
+        (EntrypointLimit("race", rate_per_second=0.001, burst=50.0), 50),
+    ],
+    ids=["unlimited", "concurrency_limit", "rate_limit"],
+)
+async def test_concurrent_claimers_take_every_job_exactly_once(
+    db_dsn: str, conn: Any, limit: EntrypointLimit, expected: int
+) -> None:
+    inserted = await conn.fetch(
+        "INSERT INTO pgqd_jobs (entrypoint) SELECT 'race' FROM generate_series(1, $1) RETURNING id", RACE_JOBS
+    )
+    connections = [await asyncpg.connect(db_dsn) for _ in range(CLAIMERS)]
+    try:
+        backends = [PostgresBackend(connection) for connection in connections]
+        worker_ids = [await b.register_worker(WorkerInfo("race", os.getpid(), ("race",))) for b in backends]
+        go = asyncio.Event()
+
+        async def claimer(backend: PostgresBackend, worker_id: int) -> list[int]:
+            taken: list[int] = []
+            await go.wait()
+            while True:
+                result = await backend.claim(worker_id, 10, [limit])
+                if not result.jobs:
+                    return taken
+                taken += [job.id for job in result.jobs]
+
+        tasks = [asyncio.create_task(claimer(b, w)) for b, w in zip(backends, worker_ids, strict=True)]
+        go.set()
+        async with asyncio.timeout(30):
+            per_claimer = await asyncio.gather(*tasks)
+    finally:
+        await asyncio.gather(*(connection.close() for connection in connections))
+
+    everything = [job_id for taken in per_claimer for job_id in taken]
+    assert len(everything) == len(set(everything)) == expected
+    owners = {job_id: worker_id for worker_id, taken in zip(worker_ids, per_claimer, strict=True) for job_id in taken}
+    rows = await conn.fetch("SELECT id, worker_id FROM pgqd_jobs WHERE status = 'picked'")
+    assert {row["id"]: row["worker_id"] for row in rows} == owners
+    if expected == RACE_JOBS:
+        assert set(everything) == {row["id"] for row in inserted}
+        assert sum(1 for taken in per_claimer if taken) > 1, "the claimers did not actually race"
