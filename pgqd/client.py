@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -93,7 +93,7 @@ def fold_duplicate_keys(jobs: Sequence[NewJob], on_conflict: OnConflict) -> tupl
             position.append(None)
         else:
             if job.priority > sent[index].priority:
-                sent[index] = replace(sent[index], priority=job.priority)
+                sent[index] = sent[index]._replace(priority=job.priority)
             position.append(index)
     if repeated:
         raise DedupeConflict(sorted(set(repeated)))

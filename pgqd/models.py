@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 OnConflict = Literal["raise", "skip", "raise_priority"]
 ON_CONFLICT_CHOICES: tuple[OnConflict, ...] = ("raise", "skip", "raise_priority")
@@ -15,9 +15,11 @@ FinalStatus = Literal["successful", "exception", "canceled", "deleted", "timeout
 FINAL_STATUSES: tuple[FinalStatus, ...] = ("successful", "exception", "canceled", "deleted", "timeout")
 
 
-@dataclass(frozen=True, slots=True)
-class NewJob:
+class NewJob(NamedTuple):
     """A job as a producer asks for it, already encoded.
+
+    A named tuple rather than a frozen dataclass: bulk enqueue builds one per job, and this is three times
+    cheaper to build.
 
     ``delay`` is counted on the database's clock (so producers with a skewed clock still defer correctly);
     ``execute_after`` is an absolute, timezone-aware time and wins over ``delay`` when both are set.

@@ -455,6 +455,82 @@ async def test_no_more_jobs_run_at_once_than_the_worker_concurrency(backend: Bac
     assert overlap.most == 3
 
 
+class SlowClaims:
+    """A backend whose claims take 20 ms, counting how many are under way at once."""
+
+    def __init__(self, backend: Backend) -> None:
+        self._backend = backend
+        self.under_way = 0
+        self.most_under_way = 0
+        self.calls = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._backend, name)
+
+    async def claim(self, *args: Any) -> Any:
+        self.calls += 1
+        self.under_way += 1
+        self.most_under_way = max(self.most_under_way, self.under_way)
+        try:
+            await asyncio.sleep(0.02)
+            return await self._backend.claim(*args)
+        finally:
+            self.under_way -= 1
+
+
+async def test_a_deep_queue_keeps_two_claims_under_way_and_an_idle_one_a_single_claim(
+    backend: Backend, client: Client
+) -> None:
+    slow = SlowClaims(backend)
+    ran: list[int] = []
+
+    async def handler(job: Job) -> None:
+        ran.append(job.id)
+
+    async def ran_all(count: int) -> bool:
+        return len(ran) == count
+
+    async def claim_ended() -> bool:
+        return slow.calls > 0 and slow.under_way == 0
+
+    settings = fast_settings(concurrency=20, batch_size=5, poll_interval=5)
+    worker = Worker(slow, [Entrypoint("work", handler)], settings)  # type: ignore[arg-type]
+    await client.enqueue_many([JobSpec("work") for _ in range(200)])
+    async with running_worker(worker):
+        await wait_until(lambda: ran_all(200), timeout=10, what="200 jobs")
+        assert slow.most_under_way == 2
+        await asyncio.sleep(0.2)  # the claims that found the queue empty have ended
+        slow.most_under_way, slow.calls = 0, 0
+        for _ in range(3):
+            await client.enqueue("work")
+            await wait_until(claim_ended, timeout=5, what="the claim to end")
+            await asyncio.sleep(0.05)
+    assert len(ran) == 203
+    # Woken for one job at a time, the worker asks once per wake-up: it does not double its claims when idle.
+    assert slow.most_under_way == 1
+    assert slow.calls <= 4
+
+
+async def test_a_worker_with_max_jobs_runs_that_many_then_retires_with_its_loop_still_turning(
+    backend: Backend, client: Client
+) -> None:
+    ran: list[int] = []
+
+    async def handler(job: Job) -> None:
+        ran.append(job.id)
+
+    await client.enqueue_many([JobSpec("work") for _ in range(100)])
+    worker = Worker(backend, [Entrypoint("work", handler)], fast_settings(concurrency=10, batch_size=5, max_jobs=20))
+    async with running_worker(worker):
+        await asyncio.wait_for(worker.retiring.wait(), timeout=5)
+        # A loop that spins without awaiting would starve this sleep and the heartbeat alike.
+        began = time.monotonic()
+        await asyncio.sleep(0.05)
+        assert time.monotonic() - began < 1.0
+        assert len(ran) == 20
+    assert len(ran) == 20
+
+
 async def test_jobs_of_an_entrypoint_limited_to_one_never_overlap_even_across_workers(
     backend: Backend, client: Client
 ) -> None:

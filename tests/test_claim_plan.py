@@ -164,6 +164,21 @@ async def test_claim_reads_the_pgqd_indexes_and_never_scans_the_jobs_table(conn:
         assert indexes(plan) == {"pgqd_jobs_deferred_idx"}, evidence
 
 
+async def test_only_the_claims_own_commit_skips_the_wait_for_the_disk(conn: Any) -> None:
+    backend = PostgresBackend(conn)
+    worker = await backend.register_worker(WorkerInfo("host", 1, ("durable",)))
+    await conn.execute("INSERT INTO pgqd_jobs (entrypoint) SELECT 'durable' FROM generate_series(1, 3)")
+    await conn.execute("SET synchronous_commit = on")
+    async with conn.transaction():
+        claimed = await backend.claim(worker, 2, [EntrypointLimit("durable")])
+        assert await conn.fetchval("SHOW synchronous_commit") == "off"
+    assert len(claimed.jobs) == 2
+    # Set for the claim's transaction alone: the outcome written next on this connection waits for the disk.
+    assert await conn.fetchval("SHOW synchronous_commit") == "on"
+    await backend.claim(worker, 2, [EntrypointLimit("durable")])
+    assert await conn.fetchval("SHOW synchronous_commit") == "on"
+
+
 RACE_JOBS = 2000
 CLAIMERS = 8
 

@@ -44,20 +44,28 @@ async def test_enqueue_joins_the_callers_transaction(conn: Any) -> None:
     assert await conn.fetchval("SELECT count(*) FROM pgqd_jobs") == 1
 
 
-async def test_ten_thousand_jobs_go_in_one_statement_with_ids_in_input_order(conn: Any) -> None:
+@pytest.mark.parametrize(
+    "mixed", [True, False], ids=["mixed-entrypoints-and-priorities", "one-entrypoint-one-priority"]
+)
+async def test_ten_thousand_jobs_go_in_one_statement_with_ids_in_input_order(conn: Any, mixed: bool) -> None:
     counting = CountingConnection(conn)
     client = Client(PostgresBackend(counting))
-    ids = await client.enqueue_many([JobSpec("bulk", {"n": n}, priority=n % 7) for n in range(10_000)])
+
+    def spec(n: int) -> JobSpec:
+        return JobSpec(f"bulk{n % 3}", {"n": n}, priority=n % 7) if mixed else JobSpec("bulk", {"n": n}, priority=4)
+
+    ids = await client.enqueue_many([spec(n) for n in range(10_000)])
     assert counting.calls == 1
     assert len(ids) == 10_000
     assert len(set(ids)) == 10_000
+    picked = [0, 1, 5000, 9998, 9999]
     rows = await conn.fetch(
-        "SELECT id, payload FROM pgqd_jobs WHERE id = ANY($1::bigint[])", [ids[0], ids[-1], ids[5000]]
+        "SELECT id, entrypoint, priority, payload FROM pgqd_jobs WHERE id = ANY($1::bigint[])", [ids[n] for n in picked]
     )
-    by_id = {row["id"]: json.loads(row["payload"]) for row in rows}
-    assert by_id[ids[0]] == {"n": 0}
-    assert by_id[ids[5000]] == {"n": 5000}
-    assert by_id[ids[-1]] == {"n": 9999}
+    stored = {row["id"]: (row["entrypoint"], row["priority"], json.loads(row["payload"])) for row in rows}
+    for n in picked:
+        expected = spec(n)
+        assert stored[ids[n]] == (expected.entrypoint, expected.priority, {"n": n})
 
 
 async def test_one_notification_per_enqueue_statement(conn: Any, db_dsn: str) -> None:

@@ -69,17 +69,7 @@ class PostgresBackend:
         if not jobs:
             return []
         if all(j.dedupe_key is None and j.headers is None and not j.delay and j.execute_after is None for j in jobs):
-            rows = await guard(
-                self._db.fetch(
-                    self.sql.enqueue_plain,
-                    [job.entrypoint for job in jobs],
-                    [job.payload for job in jobs],
-                    [job.priority for job in jobs],
-                    self._channel,
-                    enqueue_notice(jobs),
-                )
-            )
-            return [row[0] for row in rows]
+            return list(await guard(self._enqueue_plain(jobs)))
         statement = {
             "raise": self.sql.enqueue_or_raise,
             "skip": self.sql.enqueue_or_skip,
@@ -197,6 +187,19 @@ class PostgresBackend:
     async def deregister_worker(self, worker_id: int) -> None:
         await guard(self._db.execute(self.sql.deregister_worker, worker_id))
 
+    async def _enqueue_plain(self, jobs: Sequence[NewJob]) -> list[int]:
+        first = jobs[0]
+        uniform = all(j.entrypoint == first.entrypoint and j.priority == first.priority for j in jobs)
+        ids: list[int] = await self._db.fetchval(
+            self.sql.enqueue_uniform if uniform else self.sql.enqueue_plain,
+            first.entrypoint if uniform else [job.entrypoint for job in jobs],
+            [job.payload for job in jobs],
+            first.priority if uniform else [job.priority for job in jobs],
+            self._channel,
+            enqueue_notice(jobs),
+        )
+        return ids
+
     async def claim(self, worker_id: int, batch: int, limits: Sequence[EntrypointLimit]) -> ClaimResult:
         key = tuple(limits)
         arrays = self._limit_arrays.get(key)
@@ -232,10 +235,8 @@ class PostgresBackend:
                 [o.status for o in finished],
                 [o.started_after for o in finished],
                 [o.duration for o in finished],
-                [o.error.type if o.error else None for o in finished],
-                [o.error.message if o.error else None for o in finished],
-                [o.error.traceback if o.error else None for o in finished],
-                [o.result_json for o in finished],
+                *_error_columns(finished),
+                _nullable([o.result_json for o in finished]),
                 [o.job_id for o in requeued],
                 [o.kind for o in requeued],
                 [o.delay for o in requeued],
@@ -338,3 +339,19 @@ def _key_from_detail(detail: str) -> str:
     # "Key (dedupe_key)=(abc) already exists."
     start, end = detail.find(")=("), detail.rfind(") already exists")
     return detail[start + 3 : end] if start >= 0 and end > start else detail
+
+
+def _nullable(values: list[Any]) -> list[Any] | None:
+    """A column of NULLs goes as one NULL array, which unnest pads with NULLs: the driver then encodes nothing
+    for it, where it would otherwise inspect every element (most flushes carry no error and no result)."""
+    return values if any(value is not None for value in values) else None
+
+
+def _error_columns(finished: Sequence[Finished]) -> tuple[list[Any] | None, list[Any] | None, list[Any] | None]:
+    if all(o.error is None for o in finished):
+        return None, None, None
+    return (
+        [o.error.type if o.error else None for o in finished],
+        [o.error.message if o.error else None for o in finished],
+        [o.error.traceback if o.error else None for o in finished],
+    )

@@ -84,24 +84,37 @@ ORDER BY i.ord
 """
 )
 
-# The common bulk case, jobs that are due now with no dedupe key or headers: three arrays instead of seven and
-# nothing to decide per row (about twice the rows per second of the general statements above).
-ENQUEUE_PLAIN = """
+# The common bulk case, jobs that are due now with no dedupe key or headers: nothing to decide per row (about twice
+# the rows per second of the general statements above). Most batches are of one entrypoint and one priority,
+# which then go as single values: each array parameter costs the driver ~0.3 ms per 1,000 elements to encode,
+# as much as the whole statement takes to plan and sort. The ids come back as one array, which decodes faster
+# than a row per job.
+_ENQUEUE_PLAIN = """
 WITH input AS MATERIALIZED (
-    SELECT nextval('{jobs_id_seq}') AS id, u.*
-    FROM unnest($1::text[], $2::bytea[], $3::integer[]) WITH ORDINALITY AS u(entrypoint, payload, priority, ord)
+    SELECT nextval('{{jobs_id_seq}}') AS id, u.*
+    FROM unnest({entrypoints}, $2::bytea[], {priorities}) WITH ORDINALITY AS u(entrypoint, payload, priority, ord)
 ),
 inserted AS (
-    INSERT INTO {jobs} (id, entrypoint, payload, priority)
+    INSERT INTO {{jobs}} (id, entrypoint, payload, priority)
     SELECT i.id, i.entrypoint, i.payload, i.priority FROM input AS i
 ),
 notified AS (SELECT pg_notify($4, $5) AS sent)
-SELECT i.id FROM input AS i, notified ORDER BY i.ord
+SELECT array_agg(i.id ORDER BY i.ord) FROM input AS i, notified
 """
+ENQUEUE_PLAIN = _ENQUEUE_PLAIN.format(entrypoints="$1::text[]", priorities="$3::integer[]")
+ENQUEUE_UNIFORM = _ENQUEUE_PLAIN.format(
+    entrypoints="array_fill($1::text, ARRAY[cardinality($2::bytea[])])",
+    priorities="array_fill($3::integer, ARRAY[cardinality($2::bytea[])])",
+)
 
 # Relies on the claim_jobs function (migration 0001) for the race-free claim; see the comment there.
+# The claim commits without waiting for its WAL to reach disk: should the server crash before it does, the jobs
+# are simply queued again, as after a worker crash (at-least-once allows that run twice). The outcome commit that
+# follows waits for the WAL up to and including the claim, so every recorded outcome sits on a durable claim.
+# This saves a disk flush per claim: 1 process at batch 10 went from 12.9k to 15.2k jobs/s.
 CLAIM_JOBS = """
-SELECT * FROM {claim_jobs}($1, $2, $3::text[], $4::integer[], $5::double precision[], $6::double precision[])
+SELECT c.* FROM set_config('synchronous_commit', 'off', true) AS s,
+    {claim_jobs}($1, $2, $3::text[], $4::integer[], $5::double precision[], $6::double precision[]) AS c
 """
 
 # One round trip per flush: finished jobs move from jobs to the log, retried/held/released ones are updated in
@@ -403,6 +416,7 @@ class Statements:
         self.enqueue_or_skip = render(ENQUEUE_OR_SKIP, names)
         self.enqueue_or_raise_priority = render(ENQUEUE_OR_RAISE_PRIORITY, names)
         self.enqueue_plain = render(ENQUEUE_PLAIN, names)
+        self.enqueue_uniform = render(ENQUEUE_UNIFORM, names)
         self.claim_jobs = render(CLAIM_JOBS, names)
         self.record_outcomes = render(RECORD_OUTCOMES, names)
         self.register_worker = render(REGISTER_WORKER, names)

@@ -34,11 +34,10 @@ from pgqd.worker.outcomes import OutcomeRecorder
 
 log = structlog.get_logger("pgqd.worker")
 
-# Small batches are bound by the claim's round trip, so a worker keeps a second claim on its way while the first
-# batch runs; large ones are bound by the CPU, where a second claim only competes with the jobs. Measured with
-# no-op jobs and 2 processes: batch 10 went from 12.9k to 14.6k jobs/s with two claims, batch 100 from 39k to
-# 35k, hence the threshold.
-PIPELINED_BATCH_LIMIT = 25
+# A worker keeps a second claim on its way while the jobs of the last one run, so neither the claim's round trip
+# nor the jobs wait for each other. Measured with no-op jobs (docs/performance.md): 1 process at batch 10 went
+# from 9.1k to 12.5k jobs/s, 2 processes at batch 100 from 39k to 46k.
+CLAIMS_IN_FLIGHT = 2
 
 
 @dataclass(frozen=True)
@@ -116,8 +115,8 @@ class Worker:
         self._reconcile = False
         self._reserved = 0
         self._claiming = 0
-        self._claims_at_once = 2 if self.settings.batch_size <= PIPELINED_BATCH_LIMIT else 1
         self._last_claim = (1, False)
+        self._queue_deep = False
         self._executor = ThreadPoolExecutor(max_workers=self.settings.concurrency, thread_name_prefix="pgqd-handler")
         slot_entrypoints = [lim.name for lim in self.limits if lim.concurrency > 0]
         self.recorder = OutcomeRecorder(
@@ -177,8 +176,8 @@ class Worker:
             self._executor.shutdown(wait=False, cancel_futures=True)
 
     async def _dispatch(self, drain: bool) -> None:
-        """Claims while there are free slots and maybe work; with small batches two claims run at once, so the
-        next batch is on its way while the last one runs."""
+        """Claims while there are free slots and maybe work; while the queue is deep two claims run at once, so
+        the next batch is on its way while the last one runs."""
         claims: set[asyncio.Task[None]] = set()
         backoff = Backoff()
         try:
@@ -186,7 +185,10 @@ class Worker:
                 free = self.settings.concurrency - len(self.running) - self._reserved
                 # Counted by the claims themselves as they end, not by the tasks' done callbacks, which run a
                 # turn of the loop later and would let this loop see a finished claim as still under way.
-                if free <= 0 or not self._may_have_work or self._claiming >= self._claims_at_once:
+                # While claims come back full the queue is deep: the next claim goes out before the last one
+                # returns, rather than waiting for it to say there is more.
+                may_claim = self._may_have_work or (self._claiming > 0 and self._queue_deep)
+                if free <= 0 or not may_claim or self._claiming >= CLAIMS_IN_FLIGHT:
                     if drain and not self._claiming and not self.running:
                         if await self._drained():
                             return
@@ -200,7 +202,8 @@ class Worker:
                     if wanted <= 0:
                         if not self._claiming:
                             self.retiring.set()
-                        self._may_have_work = False
+                        # Both cleared, or this loop would spin without ever letting the event loop run.
+                        self._may_have_work = self._queue_deep = False
                         continue
                 if self._reconcile:
                     if self._claiming:
@@ -245,7 +248,8 @@ class Worker:
         claimed_at = time.monotonic()
         for claimed in result.jobs:
             self._start(claimed, claimed_at)
-        if len(result.jobs) >= wanted:
+        self._queue_deep = len(result.jobs) >= wanted
+        if self._queue_deep:
             self._may_have_work = True
         self._last_claim = (len(result.jobs), result.throttled_in is not None)
         if result.throttled_in is not None:
