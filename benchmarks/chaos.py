@@ -3,8 +3,9 @@
     .venv/bin/python -m benchmarks.chaos [--jobs 20000] [--seconds 600] [--processes 2] [--json]
 
 It runs on a private embedded PostgreSQL (so it can restart the server) and injects: SIGKILL of a random worker
-process every 2 s; pg_terminate_backend on every pgqd connection, twice; a restart of PostgreSQL; a SIGKILL of
-the supervisor followed by a new daemon. The handler records every execution (job, attempt, process) in a side
+process every 2 s; pg_terminate_backend on every pgqd connection, twice; a clean restart of PostgreSQL; a crash
+of it (immediate stop: WAL not yet written is lost, and the start runs crash recovery); a SIGKILL of the
+supervisor followed by a new daemon. The handler records every execution (job, attempt, process) in a side
 table. At the end it reports jobs lost (must be 0), jobs stuck in 'picked' (must be 0), jobs run more than once
 (allowed for jobs in flight at a fault), and how long the queue took to move again after each fault.
 """
@@ -61,8 +62,9 @@ retry = {{ max_attempts = 1000, backoff = "exponential", initial = "100ms", max 
 # Progress (share of jobs finished) at which each one-off fault is injected.
 PLAN = [
     (0.15, "terminate_connections"),
-    (0.35, "restart_postgres"),
-    (0.55, "terminate_connections"),
+    (0.30, "restart_postgres"),
+    (0.45, "crash_postgres"),
+    (0.60, "terminate_connections"),
     (0.75, "kill_supervisor"),
 ]
 
@@ -199,13 +201,13 @@ async def run(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
                 _, kind = plan.pop(0)
                 if kind == "terminate_connections":
                     await chaos.terminate_connections(conn)
-                elif kind == "restart_postgres":
+                elif kind in ("restart_postgres", "crash_postgres"):
                     stopped = time.monotonic()
-                    await asyncio.to_thread(server.restart)
+                    await asyncio.to_thread(server.restart, crash=kind == "crash_postgres")
                     conn = await connect(dsn)
                     # Measured from the moment the server is back: how fast do the workers find it again?
                     down = f"down and up again in {time.monotonic() - stopped:.2f}s"
-                    chaos.faults.append(Fault("restart_postgres", await chaos.now(conn), down))
+                    chaos.faults.append(Fault(kind, await chaos.now(conn), down))
                 else:
                     at = await chaos.now(conn)
                     chaos.kill_supervisor()

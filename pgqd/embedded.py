@@ -10,6 +10,7 @@ import contextlib
 import importlib
 import json
 import os
+import subprocess
 import warnings
 from pathlib import Path
 from typing import Any
@@ -53,11 +54,21 @@ class EmbeddedServer:
             alive = [pid for pid in pids if isinstance(pid, int) and _alive(pid)]
             handles.write_text(json.dumps(alive))
 
-    def restart(self) -> None:
-        """Stops the server and starts it again on the same data directory and socket (for fault drills)."""
+    def restart(self, *, crash: bool = False) -> None:
+        """Stops the server and starts it again on the same data directory and socket (for fault drills).
+
+        With ``crash``, the stop is PostgreSQL's immediate mode: every server process quits at once, WAL not yet
+        written is lost and the start runs crash recovery, as after a power cut of the database host.
+        """
         if self._server is None:
             raise PgqdError("the embedded server is not running")
-        self._server.stop()
+        if crash:
+            server = self._server
+            pg_ctl = [str(server.bin_path / "pg_ctl"), "-w", "-D", str(server.pgdata), "-m", "immediate", "stop"]
+            # As the user the package runs the server as (not root, which PostgreSQL refuses).
+            subprocess.run(pg_ctl, check=True, capture_output=True, timeout=60, user=server.system_user)
+        else:
+            self._server.stop()
         self._server.start()
 
     def stop(self) -> None:
