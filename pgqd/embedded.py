@@ -57,8 +57,9 @@ class EmbeddedServer:
     def restart(self, *, crash: bool = False) -> None:
         """Stops the server and starts it again on the same data directory and socket (for fault drills).
 
-        With ``crash``, the stop is PostgreSQL's immediate mode: every server process quits at once, WAL not yet
-        written is lost and the start runs crash recovery, as after a power cut of the database host.
+        With ``crash``, the stop is PostgreSQL's immediate mode: every server process quits at once, WAL still in
+        the server's buffers is lost and the start runs crash recovery (WAL already handed to the operating
+        system survives, so this is a crash of the server, not of the host).
         """
         if self._server is None:
             raise PgqdError("the embedded server is not running")

@@ -531,6 +531,21 @@ async def test_a_worker_with_max_jobs_runs_that_many_then_retires_with_its_loop_
     assert len(ran) == 20
 
 
+async def test_draining_with_max_jobs_returns_once_that_many_have_run(backend: Backend, client: Client) -> None:
+    ran: list[int] = []
+
+    async def handler(job: Job) -> None:
+        ran.append(job.id)
+
+    ids = await client.enqueue_many([JobSpec("work") for _ in range(30)])
+    worker = Worker(backend, [Entrypoint("work", handler)], fast_settings(concurrency=10, batch_size=5, max_jobs=10))
+    await drain(worker, timeout=5)
+    assert len(ran) == 10
+    assert worker.retiring.is_set()
+    states = await client.status(job_id for job_id in ids if job_id is not None)
+    assert sorted(state.status for state in states.values()).count("queued") == 20
+
+
 async def test_jobs_of_an_entrypoint_limited_to_one_never_overlap_even_across_workers(
     backend: Backend, client: Client
 ) -> None:

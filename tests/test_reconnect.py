@@ -174,3 +174,38 @@ async def test_a_worker_presumed_dead_writes_no_outcome_for_rescued_jobs(
 
 async def _row_exists(conn: Any, worker_id: int) -> bool:
     return bool(await conn.fetchval("SELECT count(*) = 1 FROM pgqd_workers WHERE id = $1", worker_id))
+
+
+async def test_a_job_claimed_again_after_its_claim_was_undone_runs_once(
+    conn: Any, serving: Callable[[Gate], Coroutine[Any, Any, Worker]]
+) -> None:
+    """Claims commit without waiting for the disk, so a database crash can undo a claim whose jobs are running.
+    The worker may then claim them again: the runs under way stand for the new claim, none starts twice."""
+    ids = [job_id for job_id in await Client(conn).enqueue_many([JobSpec("held") for _ in range(2)]) if job_id]
+    gate = Gate("succeed")
+    worker = await serving(gate)
+
+    async def seen_all() -> bool:
+        return sorted(gate.seen) == sorted(ids)
+
+    await wait_until(seen_all, timeout=10, what="both runs to start")
+    # What crash recovery leaves behind when the claim's commit had not reached the disk.
+    undone = await conn.execute(
+        "UPDATE pgqd_jobs SET status = 'queued', worker_id = NULL, picked_at = NULL, attempts = attempts - 1 "
+        "WHERE id = ANY($1::bigint[])",
+        ids,
+    )
+    assert undone == "UPDATE 2"
+
+    async def picked_again() -> bool:
+        owners = await conn.fetch("SELECT worker_id FROM pgqd_jobs WHERE status = 'picked'")
+        return [row["worker_id"] for row in owners] == [worker.worker_id] * 2
+
+    await wait_until(picked_again, timeout=10, what="the worker to claim the jobs again")
+    assert sorted(worker.running) == sorted(ids)
+    gate.released.set()
+    await wait_until(logged_at_least(conn, 2), timeout=10, what="both jobs in the log")
+    assert sorted(gate.seen) == sorted(ids), "a job started a second time"
+    statuses = await conn.fetch("SELECT status::text FROM pgqd_log WHERE job_id = ANY($1::bigint[])", ids)
+    assert [row["status"] for row in statuses] == ["successful", "successful"]
+    assert worker.running == {}

@@ -41,6 +41,10 @@ from pgqd.sql.statements import Statements
 DEDUPE_CONFLICT_SQLSTATE = "PGQ01"
 
 
+# Batches at least this big of one entrypoint and one priority send those once (see ENQUEUE_UNIFORM).
+UNIFORM_BATCH_MIN = 40
+
+
 class PostgresBackend:
     """The storage port on PostgreSQL.
 
@@ -189,7 +193,10 @@ class PostgresBackend:
 
     async def _enqueue_plain(self, jobs: Sequence[NewJob]) -> list[int]:
         first = jobs[0]
-        uniform = all(j.entrypoint == first.entrypoint and j.priority == first.priority for j in jobs)
+        # Filling the arrays in the server costs ~20 µs a call, what the driver saves on about 40 jobs.
+        uniform = len(jobs) >= UNIFORM_BATCH_MIN and all(
+            j.entrypoint == first.entrypoint and j.priority == first.priority for j in jobs
+        )
         ids: list[int] = await self._db.fetchval(
             self.sql.enqueue_uniform if uniform else self.sql.enqueue_plain,
             first.entrypoint if uniform else [job.entrypoint for job in jobs],

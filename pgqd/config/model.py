@@ -58,7 +58,7 @@ class WorkersConfig:
         default_factory=lambda: os.cpu_count() or 1,
         metadata=spec(Integer(1, 512), "worker processes (default: the number of CPUs)"),
     )
-    concurrency: int = field(default=10, metadata=spec(Integer(1, 10_000), "jobs in flight per worker process"))
+    concurrency: int = field(default=32, metadata=spec(Integer(1, 10_000), "jobs in flight per worker process"))
     batch_size: int = field(default=10, metadata=spec(Integer(1, 10_000), "jobs claimed per round trip"))
     poll_interval: float = field(default=5.0, metadata=spec(Duration(), "backup poll when no notification arrives"))
     worker_timeout: float = field(

@@ -44,7 +44,7 @@ CLAIMS_IN_FLIGHT = 2
 class WorkerSettings:
     """How one worker runs. Durations are in seconds."""
 
-    concurrency: int = 10
+    concurrency: int = 32
     batch_size: int = 10
     poll_interval: float = 5.0
     worker_timeout: float = 30.0
@@ -117,6 +117,8 @@ class Worker:
         self._claiming = 0
         self._last_claim = (1, False)
         self._queue_deep = False
+        self._claims_sent = 0
+        self._claims_settled = 0
         self._executor = ThreadPoolExecutor(max_workers=self.settings.concurrency, thread_name_prefix="pgqd-handler")
         slot_entrypoints = [lim.name for lim in self.limits if lim.concurrency > 0]
         self.recorder = OutcomeRecorder(
@@ -202,8 +204,11 @@ class Worker:
                     if wanted <= 0:
                         if not self._claiming:
                             self.retiring.set()
-                        # Both cleared, or this loop would spin without ever letting the event loop run.
-                        self._may_have_work = self._queue_deep = False
+                            if drain and not self.running:
+                                return  # retired: it may take no more jobs, so it has drained all it can
+                        # Nothing to claim until a claim under way settles, or ever once retired: wait for an
+                        # event rather than go round again, which would never let the event loop run.
+                        await self._sleep()
                         continue
                 if self._reconcile:
                     if self._claiming:
@@ -221,7 +226,8 @@ class Worker:
                 self._may_have_work = False
                 self._reserved += wanted
                 self._claiming += 1
-                task = asyncio.get_running_loop().create_task(self._claim(wanted, drain, backoff))
+                self._claims_sent += 1
+                task = asyncio.get_running_loop().create_task(self._claim(self._claims_sent, wanted, drain, backoff))
                 claims.add(task)
                 task.add_done_callback(claims.discard)
         finally:
@@ -229,7 +235,7 @@ class Worker:
                 # Let claims under way finish: their jobs are picked in the database and must run or be released.
                 await asyncio.wait(claims)
 
-    async def _claim(self, wanted: int, drain: bool, backoff: Backoff) -> None:
+    async def _claim(self, number: int, wanted: int, drain: bool, backoff: Backoff) -> None:
         try:
             result = await self.backend.claim(self.worker_id, wanted, self.limits)
         except BackendUnavailable as exc:
@@ -248,10 +254,14 @@ class Worker:
         claimed_at = time.monotonic()
         for claimed in result.jobs:
             self._start(claimed, claimed_at)
-        self._queue_deep = len(result.jobs) >= wanted
-        if self._queue_deep:
+        if len(result.jobs) >= wanted:
             self._may_have_work = True
-        self._last_claim = (len(result.jobs), result.throttled_in is not None)
+        # With two claims under way, the one sent last saw the newest state of the queue: an older one that
+        # returns after it must not overwrite what it said (say, that a rate limit holds jobs back).
+        if number > self._claims_settled:
+            self._claims_settled = number
+            self._queue_deep = len(result.jobs) >= wanted
+            self._last_claim = (len(result.jobs), result.throttled_in is not None)
         if result.throttled_in is not None:
             self._wake_after(result.throttled_in)
         if not drain and result.due_in is not None:
@@ -299,6 +309,11 @@ class Worker:
 
     # --- running jobs -------------------------------------------------------------------------------------
     def _start(self, claimed: ClaimedJob, claimed_at: float) -> None:
+        if claimed.id in self.running:
+            # Its earlier claim was undone by a database crash (claims commit without waiting for the disk) and
+            # this worker took the job again: the run under way stands for both, and its outcome settles it.
+            log.warning("claimed a job it is already running; keeping the run under way", job_id=claimed.id)
+            return
         job = Job(
             id=claimed.id,
             entrypoint=claimed.entrypoint,
@@ -344,7 +359,7 @@ class Worker:
         self.recorder.add(outcome)
         self.running.pop(run.job.id, None)
         # A freed slot matters only if there may be work to claim, or when the last job ends (drain, stop).
-        if self._may_have_work or not self.running:
+        if self._may_have_work or self._queue_deep or not self.running:
             self._wake.set()
         if outcome.error is not None or self._log_every_job:
             _log_outcome(run, outcome)
