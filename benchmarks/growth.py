@@ -48,10 +48,15 @@ async def main() -> None:
     args = p.parse_args()
     results: list[dict[str, Any]] = []
     baseline: dict[str, float] = {}
-    for kind, count in itertools.product(args.kind, args.ineligible):
-        runs = [
-            await one_run(args.server, args.jobs, count, kind, args.processes, args.batch) for _ in range(args.runs)
-        ]
+    cases = list(itertools.product(args.kind, args.ineligible))
+    # Rounds over every case rather than all runs of one case in a row: the machine's speed drifts over minutes,
+    # and interleaving keeps that drift out of the comparison with the empty table.
+    rates: dict[tuple[str, int], list[float]] = {case: [] for case in cases}
+    for _ in range(args.runs):
+        for kind, count in cases:
+            rates[kind, count].append(await one_run(args.server, args.jobs, count, kind, args.processes, args.batch))
+    for kind, count in cases:
+        runs = rates[kind, count]
         rate = median_of(runs)
         baseline.setdefault(kind, rate)
         results.append(
