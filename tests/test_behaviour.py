@@ -455,6 +455,13 @@ async def test_no_more_jobs_run_at_once_than_the_worker_concurrency(backend: Bac
     assert overlap.most == 3
 
 
+class RanJobs(list[int]):
+    """A handler that notes the id of every job it runs."""
+
+    async def __call__(self, job: Job) -> None:
+        self.append(job.id)
+
+
 class SlowClaims:
     """A backend whose claims take 20 ms, counting how many are under way at once."""
 
@@ -482,10 +489,7 @@ async def test_a_deep_queue_keeps_two_claims_under_way_and_an_idle_one_a_single_
     backend: Backend, client: Client
 ) -> None:
     slow = SlowClaims(backend)
-    ran: list[int] = []
-
-    async def handler(job: Job) -> None:
-        ran.append(job.id)
+    ran = RanJobs()
 
     async def ran_all(count: int) -> bool:
         return len(ran) == count
@@ -494,7 +498,7 @@ async def test_a_deep_queue_keeps_two_claims_under_way_and_an_idle_one_a_single_
         return slow.calls > 0 and slow.under_way == 0
 
     settings = fast_settings(concurrency=20, batch_size=5, poll_interval=5)
-    worker = Worker(slow, [Entrypoint("work", handler)], settings)  # type: ignore[arg-type]
+    worker = Worker(slow, [Entrypoint("work", ran)], settings)  # type: ignore[arg-type]
     await client.enqueue_many([JobSpec("work") for _ in range(200)])
     async with running_worker(worker):
         await wait_until(lambda: ran_all(200), timeout=10, what="200 jobs")
@@ -514,13 +518,10 @@ async def test_a_deep_queue_keeps_two_claims_under_way_and_an_idle_one_a_single_
 async def test_a_worker_with_max_jobs_runs_that_many_then_retires_with_its_loop_still_turning(
     backend: Backend, client: Client
 ) -> None:
-    ran: list[int] = []
-
-    async def handler(job: Job) -> None:
-        ran.append(job.id)
+    ran = RanJobs()
 
     await client.enqueue_many([JobSpec("work") for _ in range(100)])
-    worker = Worker(backend, [Entrypoint("work", handler)], fast_settings(concurrency=10, batch_size=5, max_jobs=20))
+    worker = Worker(backend, [Entrypoint("work", ran)], fast_settings(concurrency=10, batch_size=5, max_jobs=20))
     async with running_worker(worker):
         await asyncio.wait_for(worker.retiring.wait(), timeout=5)
         # A loop that spins without awaiting would starve this sleep and the heartbeat alike.
@@ -532,18 +533,15 @@ async def test_a_worker_with_max_jobs_runs_that_many_then_retires_with_its_loop_
 
 
 async def test_draining_with_max_jobs_returns_once_that_many_have_run(backend: Backend, client: Client) -> None:
-    ran: list[int] = []
-
-    async def handler(job: Job) -> None:
-        ran.append(job.id)
+    ran = RanJobs()
 
     ids = await client.enqueue_many([JobSpec("work") for _ in range(30)])
-    worker = Worker(backend, [Entrypoint("work", handler)], fast_settings(concurrency=10, batch_size=5, max_jobs=10))
+    worker = Worker(backend, [Entrypoint("work", ran)], fast_settings(concurrency=10, batch_size=5, max_jobs=10))
     await drain(worker, timeout=5)
     assert len(ran) == 10
     assert worker.retiring.is_set()
     states = await client.status(job_id for job_id in ids if job_id is not None)
-    assert sorted(state.status for state in states.values()).count("queued") == 20
+    assert [state.status for state in states.values()].count("queued") == 20
 
 
 async def test_jobs_of_an_entrypoint_limited_to_one_never_overlap_even_across_workers(
