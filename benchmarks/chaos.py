@@ -31,8 +31,8 @@ from typing import Any
 import asyncpg
 
 from pgqd import Client, JobSpec, install
-from pgqd.embedded import EmbeddedServer
-from pgqd.logs import configure_logging
+from pgqd.daemon.embedded import EmbeddedServer
+from pgqd.daemon.logs import configure_logging
 
 REPO = Path(__file__).resolve().parents[1]
 PGQD = str(Path(sys.executable).with_name("pgqd"))

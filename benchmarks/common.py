@@ -17,7 +17,7 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 
 from pgqd import install
-from pgqd.logs import configure_logging
+from pgqd.daemon.logs import configure_logging
 
 DEFAULT_SERVER = "postgresql://postgres@127.0.0.1:5432/postgres"
 

@@ -14,7 +14,7 @@ import pytest
 
 from pgqd import Client, MemoryBackend, PostgresBackend
 from pgqd.backend.base import Backend
-from pgqd.logs import configure_logging
+from pgqd.daemon.logs import configure_logging
 from pgqd.schema import install
 from tests.support.daemon import Daemon, StartDaemon
 from tests.support.daemon_app import CREATE_RUNS

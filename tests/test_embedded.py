@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from pgqd.embedded import running_dsn
+from pgqd.daemon.embedded import running_dsn
 from tests.support.cli import run_pgqd
 from tests.support.daemon import Daemon, daemon_config, wait_for
 

@@ -11,7 +11,7 @@ import pytest
 
 from pgqd import Client, JobSpec
 from tests.support.handlers import RUNS_TABLE
-from tests.support.processes import describe, worker_processes
+from tests.support.processes import describe, engine_subprocesses
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.slow
@@ -56,7 +56,7 @@ async def test_concurrency_limit_holds_across_worker_processes(db_dsn: str, conn
     async def all_logged() -> bool:
         return bool(await conn.fetchval("SELECT count(*) = 300 FROM pgqd_log"))
 
-    async with worker_processes(db_dsn, spec, PROCESSES, tmp_path) as workers:
+    async with engine_subprocesses(db_dsn, spec, PROCESSES, tmp_path) as workers:
         try:
             await registered(conn, PROCESSES)
             await Client(conn).enqueue_many([JobSpec("limited", {"sleep": 0.02}) for _ in range(300)])
@@ -95,7 +95,7 @@ async def test_rate_limit_holds_across_worker_processes(db_dsn: str, conn: Any, 
 
         return check
 
-    async with worker_processes(db_dsn, spec, PROCESSES, tmp_path) as workers:
+    async with engine_subprocesses(db_dsn, spec, PROCESSES, tmp_path) as workers:
         try:
             await registered(conn, PROCESSES)
             await Client(conn).enqueue_many([JobSpec("metered") for _ in range(1000)])

@@ -12,8 +12,8 @@ import asyncpg
 import pytest
 
 from pgqd import Client, Entrypoint, JobSpec, PostgresBackend, RetryPolicy, Worker, WorkerSettings
-from pgqd.grants import grant_statements
 from pgqd.identifiers import Names
+from pgqd.sql.grants import grant_statements
 from tests.support.cli import run_pgqd
 
 

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from pgqd import Client, Entrypoint, Job, JobSpec, PostgresBackend, Worker, WorkerSettings
-from tests.support.processes import describe, worker_processes
+from tests.support.processes import describe, engine_subprocesses
 from tests.support.waiting import wait_until
 
 JOBS = 200
@@ -51,7 +51,7 @@ async def test_worker_survives_killed_connections_and_loses_no_job(db_dsn: str, 
         "pool_size": 3,
     }
     client = Client(conn)
-    async with worker_processes(db_dsn, spec, 1, tmp_path) as (worker,):
+    async with engine_subprocesses(db_dsn, spec, 1, tmp_path) as (worker,):
         try:
             await wait_until(pgqd_connections(conn, 2), timeout=15, what="the worker's connections")
             await client.enqueue_many([JobSpec("nap", {"sleep": 0.05}) for _ in range(JOBS)])

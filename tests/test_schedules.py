@@ -15,8 +15,8 @@ import pytest
 
 from pgqd.backend.base import Backend
 from pgqd.backend.postgres import PostgresBackend
+from pgqd.daemon.scheduler import Scheduler, ScheduleSpec, definitions, next_tick, plan_firing
 from pgqd.models import ScheduleState
-from pgqd.scheduler import Scheduler, ScheduleSpec, definitions, next_tick, plan_firing
 from tests.support.cli import run_pgqd
 from tests.support.daemon import Daemon, daemon_config
 from tests.support.daemon_app import CREATE_RUNS

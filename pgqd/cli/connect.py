@@ -14,10 +14,10 @@ import asyncpg
 from pgqd.backend.connection import is_transient
 from pgqd.config.load import load_config
 from pgqd.config.model import Config
-from pgqd.embedded import running_dsn
+from pgqd.daemon.embedded import running_dsn
+from pgqd.daemon.logs import mask_dsn
 from pgqd.errors import BackendUnavailable, ConfigError, PgqdError
 from pgqd.identifiers import Names
-from pgqd.logs import mask_dsn
 
 DSN_HELP = "database to use (default: $PGQD_DSN, else the libpq PG* environment variables)"
 

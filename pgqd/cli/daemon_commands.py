@@ -17,14 +17,14 @@ from pgqd.cli.connect import connection
 from pgqd.config.load import config_path, import_handlers, load_config
 from pgqd.config.model import Config
 from pgqd.config.render import render_effective, starter_config
-from pgqd.embedded import EmbeddedServer
+from pgqd.daemon.embedded import EmbeddedServer
+from pgqd.daemon.logs import configure_logging, mask_dsn
+from pgqd.daemon.metrics import make_multiprocess_directory, remove_multiprocess_directory
+from pgqd.daemon.runtime import names
+from pgqd.daemon.supervisor import Supervisor
 from pgqd.errors import BackendUnavailable, ConfigError, PgqdError, SchemaVersionError
-from pgqd.logs import configure_logging, mask_dsn
-from pgqd.metrics import make_multiprocess_directory, remove_multiprocess_directory
-from pgqd.runtime import names
 from pgqd.schema import apply_upgrade, require_current
 from pgqd.sql import latest_version
-from pgqd.supervisor import Supervisor
 
 log = structlog.get_logger("pgqd")
 CONFIG_HELP = "path of the TOML config (default: $PGQD_CONFIG)"

@@ -9,7 +9,7 @@ from typing import Any
 import tomli_w
 
 from pgqd.config.model import Config, DatabaseConfig, EntrypointConfig, RetryConfig, ScheduleConfig
-from pgqd.logs import mask_dsn
+from pgqd.daemon.logs import mask_dsn
 
 # Values shown for keys that have no default, in the starter file's commented-out examples.
 _EXAMPLES: dict[str, Any] = {

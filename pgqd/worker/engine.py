@@ -23,10 +23,10 @@ import structlog
 
 from pgqd.backend.base import Backend, Subscription
 from pgqd.backoff import Backoff
+from pgqd.daemon.metrics import WorkerMetrics
 from pgqd.entrypoint import Entrypoint
 from pgqd.errors import BackendUnavailable
 from pgqd.job import Context, Job
-from pgqd.metrics import WorkerMetrics
 from pgqd.models import ClaimedJob, Event, Finished, Outcome, Requeued, WorkerInfo
 from pgqd.payload import decode_headers
 from pgqd.worker.execution import JobRun, PreparedHandler

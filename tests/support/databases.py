@@ -10,7 +10,7 @@ import tempfile
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
-from pgqd.embedded import EmbeddedServer
+from pgqd.daemon.embedded import EmbeddedServer
 
 LOCAL_SERVER = "postgresql://postgres@127.0.0.1:5432/postgres"
 

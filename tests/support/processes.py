@@ -1,4 +1,4 @@
-"""Starting and stopping real worker processes (``tests/support/worker_process.py``) for process-level tests."""
+"""Starting and stopping real worker processes (``tests/support/engine_subprocess.py``) for process-level tests."""
 
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[2]
 
 
-class WorkerProcess:
-    """One ``python -m tests.support.worker_process`` child; its output goes to ``log_path``."""
+class EngineSubprocess:
+    """One ``python -m tests.support.engine_subprocess`` child; its output goes to ``log_path``."""
 
     def __init__(self, dsn: str, spec: dict[str, Any], log_path: Path) -> None:
         self.dsn = dsn
@@ -29,7 +29,7 @@ class WorkerProcess:
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
         with self.log_path.open("wb") as out:
             self._process = subprocess.Popen(
-                [sys.executable, "-m", "tests.support.worker_process", self.dsn, json.dumps(self.spec)],
+                [sys.executable, "-m", "tests.support.engine_subprocess", self.dsn, json.dumps(self.spec)],
                 cwd=ROOT,
                 env=env,
                 stdin=subprocess.DEVNULL,
@@ -85,11 +85,11 @@ class WorkerProcess:
 
 
 @contextlib.asynccontextmanager
-async def worker_processes(
+async def engine_subprocesses(
     dsn: str, spec: dict[str, Any], count: int, log_dir: Path
-) -> AsyncIterator[list[WorkerProcess]]:
+) -> AsyncIterator[list[EngineSubprocess]]:
     """Starts ``count`` worker processes; any still running on the way out are stopped (and killed if need be)."""
-    workers = [WorkerProcess(dsn, spec, log_dir / f"worker-{n}.log") for n in range(count)]
+    workers = [EngineSubprocess(dsn, spec, log_dir / f"worker-{n}.log") for n in range(count)]
     try:
         for worker in workers:
             worker.start()
@@ -98,6 +98,6 @@ async def worker_processes(
         await asyncio.gather(*(w.stop() for w in workers if w.started and w.alive))
 
 
-def describe(workers: list[WorkerProcess]) -> str:
+def describe(workers: list[EngineSubprocess]) -> str:
     """The recent output of every process, for the message of a failed assertion."""
     return "\n".join(f"--- worker {w.pid} (exit {w.process.poll()}):\n{w.output()}" for w in workers)

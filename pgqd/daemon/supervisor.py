@@ -26,14 +26,14 @@ import structlog
 from pgqd.backend.postgres import PostgresBackend
 from pgqd.config.load import ConfigProblems, import_handlers, load_config
 from pgqd.config.model import Config
+from pgqd.daemon.health import Endpoints, SupervisorView
+from pgqd.daemon.metrics import mark_process_dead
+from pgqd.daemon.runtime import build_entrypoints, build_schedules, names, worker_settings
+from pgqd.daemon.systemd import Notifier
+from pgqd.daemon.worker_main import WorkerPlan, worker_main
 from pgqd.errors import ConfigError, PgqdError
-from pgqd.health import Endpoints, SupervisorView
-from pgqd.metrics import mark_process_dead
-from pgqd.runtime import build_entrypoints, build_schedules, names, worker_settings
-from pgqd.systemd import Notifier
-from pgqd.worker_process import WorkerPlan, run_worker_process
 
-log = structlog.get_logger("pgqd.supervisor")
+log = structlog.get_logger("pgqd.daemon.supervisor")
 
 CRASH_WINDOW = 60.0
 CRASH_LIMIT = 5
@@ -42,7 +42,9 @@ _HANDLED = ("SIGTERM", "SIGINT", "SIGHUP", "SIGTTIN", "SIGTTOU", "SIGCHLD")
 
 
 @dataclass
-class WorkerProcess:
+class Child:
+    """The supervisor's record of one forked worker process: its pipe, its last check-in, its drain state."""
+
     pid: int
     generation: int
     checkin_fd: int
@@ -88,7 +90,7 @@ class Supervisor:
         self.dsn = dsn
         self.config_path = config_path
         self.notifier = notifier or Notifier()
-        self.workers: dict[int, WorkerProcess] = {}
+        self.workers: dict[int, Child] = {}
         self.state = SupervisorState(wanted=config.workers.processes)
         self.signals: list[int] = []
         self._wake_r, self._wake_w = os.pipe()
@@ -235,7 +237,7 @@ class Supervisor:
             self._drain(max(active, key=lambda w: w.started), "scale down")
 
     # --- workers -------------------------------------------------------------------------------------------
-    def _active(self) -> list[WorkerProcess]:
+    def _active(self) -> list[Child]:
         return [w for w in self.workers.values() if not w.draining]
 
     def _spawn_missing(self) -> None:
@@ -273,13 +275,13 @@ class Supervisor:
                 os.close(read_fd)
                 os.set_blocking(write_fd, False)
                 self._close_in_child()
-                code = run_worker_process(plan)
+                code = worker_main(plan)
             finally:
                 os._exit(code)
         os.close(write_fd)
         os.set_blocking(read_fd, False)
         now = time.monotonic()
-        self.workers[pid] = WorkerProcess(pid, self.state.generation, read_fd, now, now, runs_scheduler=runs_scheduler)
+        self.workers[pid] = Child(pid, self.state.generation, read_fd, now, now, runs_scheduler=runs_scheduler)
         log.info("worker started", worker_pid=pid, generation=self.state.generation)
 
     def _close_in_child(self) -> None:
@@ -291,7 +293,7 @@ class Supervisor:
         self.workers.clear()
         self._restore_signals()
 
-    def _drain(self, worker: WorkerProcess, reason: str) -> None:
+    def _drain(self, worker: Child, reason: str) -> None:
         if worker.draining:
             return
         worker.draining = True
@@ -387,7 +389,7 @@ class Supervisor:
             code = os.waitstatus_to_exitcode(status)
             self._after_exit(worker, code)
 
-    def _after_exit(self, worker: WorkerProcess, code: int) -> None:
+    def _after_exit(self, worker: Child, code: int) -> None:
         planned = worker.draining and worker.reason in ("stop", "reload", "recycle", "scale down") and code == 0
         reason_key = worker.reason or ("exit" if code == 0 else "crash" if code > 0 else "killed")
         self.state.restarts[reason_key] = self.state.restarts.get(reason_key, 0) + 1

@@ -20,11 +20,11 @@ from croniter import croniter
 
 from pgqd.backend.base import Backend
 from pgqd.backoff import Backoff
+from pgqd.daemon.metrics import WorkerMetrics
 from pgqd.errors import BackendUnavailable
-from pgqd.metrics import WorkerMetrics
 from pgqd.models import NewJob, ScheduleDefinition, ScheduleSpec, ScheduleState
 
-log = structlog.get_logger("pgqd.scheduler")
+log = structlog.get_logger("pgqd.daemon.scheduler")
 
 # A tick fired up to this late is on time (the scheduler was busy or just started); older ones are misfires.
 ON_TIME = timedelta(seconds=60)

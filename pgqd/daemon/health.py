@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 import asyncpg
 
 from pgqd import __version__
-from pgqd.http import HttpServer, Response
+from pgqd.daemon.http import HttpServer, Response
+from pgqd.daemon.logs import mask_dsn
+from pgqd.daemon.metrics import SupervisorCollector, render_metrics
 from pgqd.identifiers import Names
-from pgqd.logs import mask_dsn
-from pgqd.metrics import SupervisorCollector, render_metrics
 from pgqd.stats import QueueStats
 
 QUEUE_TTL = 5.0

@@ -20,13 +20,13 @@ import structlog
 
 from pgqd.backend.postgres import PostgresBackend
 from pgqd.backoff import Backoff
+from pgqd.daemon.metrics import WorkerMetrics, use_multiprocess_directory
+from pgqd.daemon.scheduler import Scheduler
 from pgqd.entrypoint import Entrypoint
 from pgqd.errors import BackendUnavailable
 from pgqd.identifiers import Names
 from pgqd.imports import import_object
-from pgqd.metrics import WorkerMetrics, use_multiprocess_directory
 from pgqd.models import ScheduleSpec
-from pgqd.scheduler import Scheduler
 from pgqd.worker.engine import Worker, WorkerSettings
 
 log = structlog.get_logger("pgqd.worker")
@@ -50,7 +50,7 @@ class WorkerPlan:
     metrics_dir: str | None = None
 
 
-def run_worker_process(plan: WorkerPlan) -> int:
+def worker_main(plan: WorkerPlan) -> int:
     """Runs in the forked child; returns its exit status."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     for name in ("SIGHUP", "SIGTTIN", "SIGTTOU", "SIGCHLD", "SIGTERM"):

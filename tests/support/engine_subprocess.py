@@ -1,6 +1,6 @@
 """One real worker process for the process-level tests.
 
-    python -m tests.support.worker_process DSN SPEC
+    python -m tests.support.engine_subprocess DSN SPEC
 
 SPEC is JSON::
 
@@ -25,7 +25,7 @@ from typing import Any
 import asyncpg
 
 from pgqd import Entrypoint, PostgresBackend, Rate, Worker, WorkerSettings
-from pgqd.logs import configure_logging
+from pgqd.daemon.logs import configure_logging
 from tests.support.handlers import HANDLERS
 
 
@@ -64,7 +64,7 @@ async def serve(dsn: str, spec: dict[str, Any]) -> None:
 
 def main(argv: list[str]) -> int:
     if len(argv) != 2:
-        print("usage: python -m tests.support.worker_process DSN SPEC", file=sys.stderr)
+        print("usage: python -m tests.support.engine_subprocess DSN SPEC", file=sys.stderr)
         return 2
     configure_logging("warning", "json")
     asyncio.run(serve(argv[0], json.loads(argv[1])))
