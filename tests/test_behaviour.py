@@ -609,12 +609,12 @@ async def test_jobs_of_a_worker_whose_heartbeat_went_stale_are_rescued_and_run_a
 
     await asyncio.sleep(0.7)
     assert await backend.rescue_stale(worker_timeout=0.5) == [job_id]
-    assert (await state_of(client, job_id)).status == "queued"
+    assert (await state_of(client, job_id)).status == "suspect"
 
     await drain(Worker(backend, [Entrypoint("rescued", handler)], fast_settings()))
     state = await state_of(client, job_id)
     assert state.status == "successful"
-    assert attempts == [2]  # the lost run counts as an attempt
+    assert attempts == [1]  # the lost run was not its own doing (it did not run alone): not counted
 
 
 async def test_rescuing_a_dead_worker_requeues_its_jobs_at_once(backend: Backend, client: Client) -> None:
@@ -626,9 +626,9 @@ async def test_rescuing_a_dead_worker_requeues_its_jobs_at_once(backend: Backend
     claimed = await backend.claim(ghost, 5, [EntrypointLimit("rescued")])
     assert sorted(job.id for job in claimed.jobs) == sorted(i for i in ids if i is not None)
 
-    assert sorted(await backend.rescue_worker(ghost)) == sorted(i for i in ids if i is not None)
+    assert sorted(await backend.rescue_worker(ghost, "killed by signal 9")) == sorted(i for i in ids if i is not None)
     states = await client.status([i for i in ids if i is not None])
-    assert {state.status for state in states.values()} == {"queued"}
+    assert {state.status for state in states.values()} == {"suspect"}
 
     await drain(Worker(backend, [Entrypoint("rescued", handler)], fast_settings()))
     states = await client.status([i for i in ids if i is not None])
@@ -643,14 +643,16 @@ async def test_a_job_whose_runs_keep_dying_with_their_worker_is_given_up(backend
 
     poison_id = await client.enqueue("fragile")
     survivor_id = await client.enqueue("fragile")
-    # max_attempts=1 plus an allowance of two: three runs lost with their worker and the job is given up.
-    for lost in range(3):
+    # A death with both jobs held charges neither; then the poison, run alone, kills a second worker: with
+    # max_attempts=1 that run spends its budget and the job is given up.
+    fragile = [EntrypointLimit("fragile", max_attempts=1)]
+    for lost, isolated in enumerate((False, True)):
         ghost = await backend.register_worker(WorkerInfo("ghost-host", 999_000 + lost, ("fragile",)))
-        wanted = 2 if lost < 2 else 1
-        claimed = await backend.claim(ghost, wanted, [EntrypointLimit("fragile")])
-        assert len(claimed.jobs) == wanted
-        await backend.rescue_worker(ghost)
-    assert (await state_of(client, poison_id)).attempts == 3
+        claimed = await backend.claim(ghost, 2, fragile, isolated=isolated)
+        assert len(claimed.jobs) == (1 if isolated else 2)
+        await backend.rescue_worker(ghost, "killed by signal 11")
+        assert (await state_of(client, survivor_id)).attempts == 0
+    assert (await state_of(client, poison_id)).attempts == 1
 
     entrypoint = Entrypoint("fragile", handler, retry=RetryPolicy(max_attempts=1))
     await drain(Worker(backend, [entrypoint], fast_settings(concurrency=1, batch_size=1)))
@@ -659,10 +661,10 @@ async def test_a_job_whose_runs_keep_dying_with_their_worker_is_given_up(backend
     assert poison.status == "exception"
     assert poison.error is not None
     assert poison.error.type == "pgqd.WorkerLost"
-    assert "3 runs" in poison.error.message
+    assert "killed by signal 11" in poison.error.message
     survivor = await state_of(client, survivor_id)
     assert survivor.status == "successful"
-    assert survivor.attempts == 3
+    assert survivor.attempts == 1
     assert ran == [survivor_id]
 
 

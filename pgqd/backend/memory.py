@@ -28,6 +28,7 @@ from pgqd.models import (
     Event,
     FinalStatus,
     Finished,
+    HeartbeatReply,
     JobState,
     LiveStatus,
     NewJob,
@@ -56,7 +57,12 @@ class _Job:
     cancel_requested: bool = False
     notify_finished: bool = False
     last_error: ErrorInfo | None = None
+    # Deaths of a worker charged to this job; isolated and the budget stamped by an isolated claim (see
+    # rescue_worker).
     lost_runs: int = 0
+    isolated: bool = False
+    max_attempts: int | None = None
+    hold_failures: bool = False
     # Bumped on every change of status; heap entries carrying an older version are stale and skipped.
     version: int = 0
 
@@ -117,6 +123,7 @@ class MemoryBackend:
         self._buckets: dict[str, _Bucket] = {}
         self._dedupe: dict[str, int] = {}
         self._ready: dict[str, list[tuple[int, int, int, int]]] = {}
+        self._suspects: dict[str, list[tuple[int, int, int, int]]] = {}
         self._deferred: dict[str, list[tuple[float, int, int]]] = {}
         self._subscriptions: list[_Subscription] = []
         self._schedules: dict[str, ScheduleState] = {}
@@ -141,6 +148,8 @@ class MemoryBackend:
         job.version += 1
         if status == "queued":
             heapq.heappush(self._ready.setdefault(job.entrypoint, []), (-job.priority, job.id, job.id, job.version))
+        elif status == "suspect":
+            heapq.heappush(self._suspects.setdefault(job.entrypoint, []), (-job.priority, job.id, job.id, job.version))
         elif status == "deferred":
             heapq.heappush(
                 self._deferred.setdefault(job.entrypoint, []),
@@ -240,6 +249,7 @@ class MemoryBackend:
         for job in held:
             job.attempts = 0
             job.lost_runs = 0
+            job.isolated = False
             job.execute_after = now
             if job.dedupe_key is not None:
                 self._dedupe[job.dedupe_key] = job.id
@@ -290,15 +300,33 @@ class MemoryBackend:
         self._workers[worker_id] = _Worker(info, self._clock())
         return worker_id
 
-    async def heartbeat(self, worker_id: int, info: WorkerInfo) -> list[int]:
+    async def heartbeat(self, worker_id: int, info: WorkerInfo) -> HeartbeatReply:
         worker = self._workers.get(worker_id)
         if worker is None:
             self._workers[worker_id] = _Worker(info, self._clock())
         else:
             worker.heartbeat_at = self._clock()
-        return [
+        cancel = [
             j.id for j in self.jobs.values() if j.worker_id == worker_id and j.status == "picked" and j.cancel_requested
         ]
+        return HeartbeatReply(cancel, self._suspects_waiting(info.entrypoints) and not self._running_alone())
+
+    # --- quarantine ---------------------------------------------------------------------------------------
+    def _running_alone(self) -> bool:
+        return any(j.isolated and j.status == "picked" for j in self.jobs.values())
+
+    def _suspects_waiting(self, entrypoints: Sequence[str]) -> bool:
+        wanted = set(entrypoints)
+        return any(j.status == "suspect" and j.entrypoint in wanted for j in self.jobs.values())
+
+    def _take_heads(self, heap: list[tuple[int, int, int, int]], status: LiveStatus, allow: int) -> list[_Job]:
+        found: list[_Job] = []
+        while heap and len(found) < allow:
+            _, _, job_id, version = heapq.heappop(heap)
+            job = self.jobs.get(job_id)
+            if job is not None and job.version == version and job.status == status:
+                found.append(job)
+        return found
 
     async def deregister_worker(self, worker_id: int) -> None:
         self._workers.pop(worker_id, None)
@@ -318,13 +346,7 @@ class MemoryBackend:
 
     def _candidates(self, entrypoint: str, allow: int, now: float) -> list[_Job]:
         """Up to ``allow`` eligible jobs of one entrypoint: the ready head plus deferred jobs now due."""
-        found: list[_Job] = []
-        ready = self._ready.get(entrypoint, [])
-        while ready and len(found) < allow:
-            _, _, job_id, version = heapq.heappop(ready)
-            job = self.jobs.get(job_id)
-            if job is not None and job.version == version and job.status == "queued":
-                found.append(job)
+        found = self._take_heads(self._ready.get(entrypoint, []), "queued", allow)
         due: list[_Job] = []
         deferred = self._deferred.get(entrypoint, [])
         while deferred and deferred[0][0] <= now and len(due) < allow:
@@ -338,24 +360,39 @@ class MemoryBackend:
             self._set_status(job, job.status)
         return merged[:allow]
 
-    async def claim(self, worker_id: int, batch: int, limits: Sequence[EntrypointLimit]) -> ClaimResult:
+    async def claim(
+        self, worker_id: int, batch: int, limits: Sequence[EntrypointLimit], *, isolated: bool = False
+    ) -> ClaimResult:
         now = self._clock()
         picked_at = datetime.fromtimestamp(now, UTC)
+        if isolated:
+            if self._running_alone():
+                return ClaimResult([])  # one suspect runs alone at a time, fleet-wide
+            batch = 1
         pool: list[_Job] = []
         for limit in limits:
             allow = self._allowance(limit, batch, now)
-            if allow > 0:
+            if allow <= 0:
+                continue
+            if isolated:
+                pool.extend(self._take_heads(self._suspects.get(limit.name, []), "suspect", allow))
+            else:
                 pool.extend(self._candidates(limit.name, allow, now))
         pool.sort(key=lambda j: (-j.priority, j.id))
         taken, spare = pool[:batch], pool[batch:]
         for job in spare:
             self._set_status(job, job.status)
         claimed: list[ClaimedJob] = []
+        by_limit = {limit.name: limit for limit in limits}
         for job in taken:
             self._set_status(job, "picked")
             job.picked_at = picked_at
             job.worker_id = worker_id
             job.attempts += 1
+            job.isolated = isolated
+            if isolated:
+                job.max_attempts = by_limit[job.entrypoint].max_attempts
+                job.hold_failures = by_limit[job.entrypoint].hold_failures
             claimed.append(
                 ClaimedJob(
                     job.id,
@@ -368,17 +405,18 @@ class MemoryBackend:
                     job.execute_after,
                     picked_at,
                     job.cancel_requested,
-                    job.lost_runs,
                 )
             )
-        by_limit = {limit.name: limit for limit in limits}
         for name in {job.entrypoint for job in taken}:
             limit = by_limit[name]
             if limit.rate_per_second > 0:
                 spent = sum(1 for job in taken if job.entrypoint == name)
                 self._buckets[name] = _Bucket(self._refilled(limit, now) - spent, now)
         due_in = self._next_due_in(limits, now) if len(claimed) < batch else None
-        return ClaimResult(claimed, self._throttled_in(limits, now), due_in)
+        suspects = (isolated or len(claimed) < batch) and self._suspects_waiting([limit.name for limit in limits])
+        if suspects and not isolated:
+            suspects = not self._running_alone()
+        return ClaimResult(claimed, self._throttled_in(limits, now), due_in, suspects)
 
     def _throttled_in(self, limits: Sequence[EntrypointLimit], now: float) -> float | None:
         hints: list[float] = []
@@ -438,6 +476,7 @@ class MemoryBackend:
                 continue
             job.worker_id = None
             job.picked_at = None
+            was_isolated, job.isolated = job.isolated, False
             if outcome.error is not None:
                 job.last_error = outcome.error
             if outcome.kind == "hold":
@@ -449,7 +488,8 @@ class MemoryBackend:
                 continue
             if outcome.kind == "release":
                 job.attempts = max(job.attempts - 1, 0)
-                self._set_status(job, "queued")
+                # A suspect released unfinished (shutdown) has not shown it is harmless.
+                self._set_status(job, "suspect" if was_isolated else "queued")
                 requeued.setdefault(job.entrypoint, []).append(0.0)
             else:
                 job.execute_after = self._now() + timedelta(seconds=outcome.delay)
@@ -465,50 +505,94 @@ class MemoryBackend:
             self._emit(Event("enqueued", tuple(sorted(requeued)), due_in=due_in))
         return applied
 
-    def _requeue_picked(self, jobs: list[_Job], *, count_attempt: bool) -> list[int]:
-        for job in jobs:
-            job.worker_id = None
-            job.picked_at = None
-            if count_attempt:
-                job.lost_runs += 1
-            else:
-                job.attempts = max(job.attempts - 1, 0)
-            self._set_status(job, "queued")
-        if jobs:
-            self._emit(Event("enqueued", tuple(sorted({j.entrypoint for j in jobs}))))
-        return [j.id for j in jobs]
-
     async def release_stray(self, worker_id: int, keep: Sequence[int]) -> list[int]:
         kept = set(keep)
         stray = [
             j for j in self.jobs.values() if j.worker_id == worker_id and j.status == "picked" and j.id not in kept
         ]
-        return self._requeue_picked(stray, count_attempt=False)
+        for job in stray:
+            job.worker_id = None
+            job.picked_at = None
+            job.attempts = max(job.attempts - 1, 0)
+            self._set_status(job, "suspect" if job.isolated else "queued")
+            job.isolated = False
+        if stray:
+            self._emit(Event("enqueued", tuple(sorted({j.entrypoint for j in stray}))))
+        return [j.id for j in stray]
 
     async def rescue_stale(self, worker_timeout: float) -> list[int]:
         now = self._clock()
-        stale = {wid for wid, w in self._workers.items() if w.heartbeat_at < now - worker_timeout}
+        stale = {wid: w for wid, w in self._workers.items() if w.heartbeat_at < now - worker_timeout}
         for wid in stale:
             del self._workers[wid]
-        orphaned = [
-            j
-            for j in self.jobs.values()
-            if j.status == "picked"
-            and (
-                j.worker_id in stale
-                or (
-                    j.worker_id not in self._workers
-                    and j.picked_at is not None
-                    and j.picked_at.timestamp() < now - worker_timeout
-                )
-            )
-        ]
-        return self._requeue_picked(orphaned, count_attempt=True)
+        causes: dict[int, str] = {}
+        for job in self.jobs.values():
+            if job.status != "picked" or job.worker_id is None:
+                continue
+            dead = stale.get(job.worker_id)
+            if dead is not None:
+                causes[job.id] = f"no heartbeat for {worker_timeout:g}s from pid {dead.info.pid} on {dead.info.host}"
+            elif (
+                job.worker_id not in self._workers
+                and job.picked_at is not None
+                and job.picked_at.timestamp() < now - worker_timeout
+            ):
+                causes[job.id] = "its worker vanished"
+        return self._quarantine(causes)
 
-    async def rescue_worker(self, worker_id: int) -> list[int]:
+    async def rescue_worker(self, worker_id: int, cause: str = "worker died") -> list[int]:
         self._workers.pop(worker_id, None)
         owned = [j for j in self.jobs.values() if j.worker_id == worker_id and j.status == "picked"]
-        return self._requeue_picked(owned, count_attempt=True)
+        return self._quarantine({j.id: cause for j in owned})
+
+    def _quarantine(self, causes: dict[int, str]) -> list[int]:
+        """The jobs of dead workers, with what killed each worker, become suspects; a job its worker ran alone
+        is charged with the death, and given up once that spends its budget (as the SQL of the rescues does)."""
+        lost = [self.jobs[job_id] for job_id in causes]
+        held_by: dict[int | None, int] = {}
+        for job in lost:
+            held_by[job.worker_id] = held_by.get(job.worker_id, 0) + 1
+        finished_watched: list[int] = []
+        suspected: set[str] = set()
+        for job in lost:
+            cause = causes[job.id]
+            charged = job.isolated and held_by[job.worker_id] == 1
+            worker_id, picked_at = job.worker_id, job.picked_at
+            job.worker_id = None
+            job.picked_at = None
+            job.isolated = False
+            if not charged:
+                job.attempts = max(job.attempts - 1, 0)
+                self._set_status(job, "suspect")
+                suspected.add(job.entrypoint)
+                continue
+            job.lost_runs += 1
+            budget = job.max_attempts or 1
+            if job.attempts < budget:
+                message = f"killed its worker process ({cause}) in run {job.attempts} of {budget}, which it ran alone"
+                job.last_error = ErrorInfo("pgqd.WorkerLost", message)
+                self._set_status(job, "suspect")
+                suspected.add(job.entrypoint)
+                continue
+            given_up = ErrorInfo(
+                "pgqd.WorkerLost",
+                f"killed its worker process ({cause}) while running alone, in run {job.attempts} of {budget}: given up",
+            )
+            if job.notify_finished:
+                finished_watched.append(job.id)
+            if job.hold_failures:
+                job.last_error = given_up
+                self._set_status(job, "failed")
+                if job.dedupe_key is not None and self._dedupe.get(job.dedupe_key) == job.id:
+                    del self._dedupe[job.dedupe_key]
+            else:
+                self._remove(job)
+                self._log(job, "exception", started_at=picked_at, worker_id=worker_id, error=given_up)
+        if finished_watched:
+            self._emit(Event("finished", ids=tuple(finished_watched)))
+        if suspected:
+            self._emit(Event("enqueued", tuple(sorted(suspected))))
+        return sorted(causes)
 
     async def prune_log(self, older_than: float, limit: int) -> int:
         cutoff = self._now() - timedelta(seconds=older_than)

@@ -22,10 +22,6 @@ from pgqd.tracing import enabled as tracing_enabled
 
 StopReason = Literal["cancel", "shutdown"]
 
-# A job whose runs keep dying with their worker (a crash or a kill, so no outcome was ever written) is given
-# up after this many lost runs beyond its max_attempts, so that one poisonous payload cannot crash-loop a fleet.
-LOST_RUN_ALLOWANCE = 2
-
 
 @dataclass(frozen=True)
 class PreparedHandler:
@@ -75,7 +71,6 @@ class JobRun:
     context: Context
     claimed_at: float
     executor: Executor
-    lost_runs: int = 0
     started_at: float = 0.0
     stop_reason: StopReason | None = None
     task: asyncio.Task[Outcome] | None = field(default=None, repr=False)
@@ -96,14 +91,6 @@ class JobRun:
         entrypoint = self.handler.entrypoint
         if self.stop_reason == "cancel":
             return self._finished("canceled")
-        # Counted apart from attempts, which also grow with every RetryLater: that is a request, not a loss.
-        if self.lost_runs >= entrypoint.retry.max_attempts + LOST_RUN_ALLOWANCE:
-            lost = ErrorInfo(
-                "pgqd.WorkerLost",
-                f"given up after {self.lost_runs} runs ended with their worker process "
-                "(crash, kill or lost connection) before recording an outcome",
-            )
-            return self._exhausted(lost)
         self.started_at = time.monotonic()
         if not tracing_enabled():
             return await self._attempt(entrypoint)

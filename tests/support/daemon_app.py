@@ -71,6 +71,18 @@ async def loop_blocker(job: Job, ctx: Context) -> None:
     time.sleep(float(job.text() or 60))
 
 
+async def kills_its_process(job: Job, ctx: Context) -> None:
+    """Records its run, then ends its worker process at once, as a crash in a C extension would."""
+    await ctx.resources["pool"].execute(
+        "INSERT INTO test_runs (job_id, entrypoint, attempt, pid) VALUES ($1, $2, $3, $4)",
+        job.id,
+        job.entrypoint,
+        job.attempts,
+        os.getpid(),
+    )
+    os._exit(1)
+
+
 async def raises_system_exit(job: Job) -> None:
     raise SystemExit(3)
 
