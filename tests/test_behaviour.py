@@ -31,6 +31,7 @@ from pgqd import (
 from pgqd.backend.base import Backend
 from pgqd.models import EntrypointLimit, WorkerInfo
 from tests.support.engine import drain, fast_settings, running_worker
+from tests.support.time_passes import TimePasses
 from tests.support.waiting import wait_until
 
 
@@ -123,8 +124,13 @@ async def test_deferred_job_waits_until_its_time_and_runs_shortly_after(
         ran_at.append(time.monotonic())
 
     # With polls 30 s apart, only the job's due time can wake the worker in time.
-    async with running_worker(Worker(backend, [Entrypoint("later", handler)], fast_settings(poll_interval=30))):
-        await asyncio.sleep(0.1)  # the worker is idle and listening when the job arrives
+    worker = Worker(backend, [Entrypoint("later", handler)], fast_settings(poll_interval=30))
+    async with running_worker(worker):
+
+        async def idle() -> bool:  # listening, and its first claim found nothing
+            return worker.state.claims_settled > 0 and not worker.state.claiming
+
+        await wait_until(idle, timeout=5, what="the worker to be idle")
         enqueued_at = time.monotonic()
         when = timedelta(seconds=delay) if form == "timedelta" else datetime.now(UTC) + timedelta(seconds=delay)
         job_id = await client.enqueue("later", execute_after=when)
@@ -503,7 +509,7 @@ async def test_a_deep_queue_keeps_two_claims_under_way_and_an_idle_one_a_single_
     async with running_worker(worker):
         await wait_until(lambda: ran_all(200), timeout=10, what="200 jobs")
         assert slow.most_under_way == 2
-        await asyncio.sleep(0.2)  # the claims that found the queue empty have ended
+        await wait_until(claim_ended, timeout=5, what="the claims that found the queue empty to end")
         slow.most_under_way, slow.calls = 0, 0
         for _ in range(3):
             await client.enqueue("work")
@@ -593,7 +599,7 @@ async def test_a_rate_limit_bounds_how_many_jobs_start_per_second(backend: Backe
 
 
 async def test_jobs_of_a_worker_whose_heartbeat_went_stale_are_rescued_and_run_again(
-    backend: Backend, client: Client
+    backend: Backend, client: Client, time_passes: TimePasses
 ) -> None:
     attempts: list[int] = []
 
@@ -607,7 +613,7 @@ async def test_jobs_of_a_worker_whose_heartbeat_went_stale_are_rescued_and_run_a
     assert (await state_of(client, job_id)).status == "picked"
     assert await backend.rescue_stale(worker_timeout=30) == [], "a worker that beat recently is alive"
 
-    await asyncio.sleep(0.7)
+    await time_passes(0.7)
     assert await backend.rescue_stale(worker_timeout=0.5) == [job_id]
     assert (await state_of(client, job_id)).status == "suspect"
 
@@ -798,7 +804,9 @@ async def test_handlers_raising_systemexit_or_keyboardinterrupt_fail_their_job_a
 # --- retention ----------------------------------------------------------------------------------------------
 
 
-async def test_pruning_the_log_removes_finished_jobs_in_bounded_batches(backend: Backend, client: Client) -> None:
+async def test_pruning_the_log_removes_finished_jobs_in_bounded_batches(
+    backend: Backend, client: Client, time_passes: TimePasses
+) -> None:
     async def handler(job: Job) -> None:
         return None
 
@@ -808,7 +816,7 @@ async def test_pruning_the_log_removes_finished_jobs_in_bounded_batches(backend:
     assert {state.status for state in (await client.status(done_ids)).values()} == {"successful"}
 
     assert await backend.prune_log(older_than=3600, limit=100) == 0
-    await asyncio.sleep(0.05)
+    await time_passes(0.05)
     assert await backend.prune_log(older_than=0, limit=3) == 3
     assert len(await client.status(done_ids)) == 2
     assert await backend.prune_log(older_than=0, limit=100) == 2

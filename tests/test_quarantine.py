@@ -15,6 +15,7 @@ from pgqd import Client, Entrypoint, Job, JobSpec, Worker
 from pgqd.backend.base import Backend
 from pgqd.models import EntrypointLimit, Finished, Requeued, WorkerInfo
 from tests.support.engine import drain, fast_settings, running_worker
+from tests.support.time_passes import TimePasses
 from tests.support.waiting import wait_until
 
 KILLED = "killed by signal 9"
@@ -148,12 +149,12 @@ async def test_a_suspect_whose_worker_held_other_jobs_too_is_not_charged(backend
 
 
 async def test_the_stale_heartbeat_rescue_charges_a_culprit_and_names_its_silent_worker(
-    backend: Backend, client: Client
+    backend: Backend, client: Client, time_passes: TimePasses
 ) -> None:
     [poison] = await suspects_from_a_crash(backend, client, 1)
     silent = await ghost(backend, "silent")
     await backend.claim(silent, 1, limits(1), isolated=True)
-    await asyncio.sleep(0.3)
+    await time_passes(0.3)
 
     assert await backend.rescue_stale(worker_timeout=0.2) == [poison]
 

@@ -12,12 +12,13 @@ import itertools
 import json
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pgqd.backend.base import EventCallback
+from pgqd.backend.clock import Clock, ManualClock
 from pgqd.errors import DedupeConflict
 from pgqd.models import (
     CancelResult,
@@ -110,11 +111,25 @@ class _Subscription:
 class MemoryBackend:
     """Jobs, log, workers and limits held in dictionaries and heaps of one process.
 
-    ``clock`` returns seconds since the epoch (``time.time`` by default); tests may pass their own.
+    ``clock`` returns seconds since the epoch (``time.time`` by default). Tests of your own handlers may pass a
+    ``ManualClock`` and move time forward with its ``advance``; ``finished()`` lists the jobs that ended and how,
+    and ``reset()`` empties the backend between tests.
     """
 
-    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, clock: Clock = time.time) -> None:
         self._clock = clock
+        if isinstance(clock, ManualClock):
+            clock.on_advance(self._time_moved)
+        self._subscriptions: list[_Subscription] = []
+        self.reset()
+
+    @property
+    def clock(self) -> Clock:
+        return self._clock
+
+    def reset(self) -> None:
+        """Forgets every job, finished job, worker, limit and schedule (subscriptions stay), and starts the ids
+        again from 1."""
         self._ids = itertools.count(1)
         self._worker_ids = itertools.count(1)
         self.jobs: dict[int, _Job] = {}
@@ -125,8 +140,22 @@ class MemoryBackend:
         self._ready: dict[str, list[tuple[int, int, int, int]]] = {}
         self._suspects: dict[str, list[tuple[int, int, int, int]]] = {}
         self._deferred: dict[str, list[tuple[float, int, int]]] = {}
-        self._subscriptions: list[_Subscription] = []
         self._schedules: dict[str, ScheduleState] = {}
+
+    def finished(self, entrypoint: str | None = None, status: FinalStatus | None = None) -> list[JobState]:
+        """The jobs that ended (in the order they ended), with their final status, attempts, error and result;
+        only those of ``entrypoint`` or with ``status`` when given."""
+        rows = sorted(self.log.values(), key=lambda row: (row.finished_at, row.job_id))
+        return [
+            self._finished_state(row)
+            for row in rows
+            if (entrypoint is None or row.entrypoint == entrypoint) and (status is None or row.status == status)
+        ]
+
+    def _time_moved(self) -> None:
+        # What the passing of time makes possible (deferred jobs come due, tokens refill, retries fall due)
+        # is announced as a notification would be: workers claim again.
+        self._emit(Event("enqueued"))
 
     # --- time and events ----------------------------------------------------------------------------------
     def _now(self) -> datetime:
@@ -273,19 +302,22 @@ class MemoryBackend:
                     error=job.last_error,
                 )
             elif job_id in self.log:
-                row = self.log[job_id]
-                states[job_id] = JobState(
-                    row.job_id,
-                    row.entrypoint,
-                    row.status,
-                    row.attempts,
-                    row.priority,
-                    row.created_at,
-                    finished_at=row.finished_at,
-                    error=row.error,
-                    result=row.result,
-                )
+                states[job_id] = self._finished_state(self.log[job_id])
         return states
+
+    @staticmethod
+    def _finished_state(row: _LogRow) -> JobState:
+        return JobState(
+            row.job_id,
+            row.entrypoint,
+            row.status,
+            row.attempts,
+            row.priority,
+            row.created_at,
+            finished_at=row.finished_at,
+            error=row.error,
+            result=row.result,
+        )
 
     async def watch_finished(self, job_id: int) -> bool:
         job = self.jobs.get(job_id)
