@@ -81,7 +81,8 @@ class Worker:
         self._stop_fast = asyncio.Event()
         self._grace = self.settings.shutdown_timeout
         self._last_beat = time.monotonic()
-        self._executor = ThreadPoolExecutor(max_workers=self.settings.concurrency, thread_name_prefix="pgqd-handler")
+        self._executor_closed = False
+        self._executor = self._new_executor()
         slot_entrypoints = [lim.name for lim in self.limits if lim.concurrency > 0]
         self.recorder = OutcomeRecorder(
             backend,
@@ -112,6 +113,10 @@ class Worker:
 
     # --- main loop ----------------------------------------------------------------------------------------
     async def run(self, *, drain: bool = False) -> None:
+        # A worker may run again after a drain (a test moving a manual clock forward): it starts afresh.
+        self.state = DispatchState(stopping=self.state.stopping)
+        if self._executor_closed:
+            self._executor = self._new_executor()
         subscription: Subscription | None = None
         try:
             self.worker_id = await self._retry_until_stopped(lambda: self.backend.register_worker(self.info))
@@ -139,6 +144,11 @@ class Worker:
             if subscription is not None:
                 await subscription.close()
             self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor_closed = True
+
+    def _new_executor(self) -> ThreadPoolExecutor:
+        self._executor_closed = False
+        return ThreadPoolExecutor(max_workers=self.settings.concurrency, thread_name_prefix="pgqd-handler")
 
     async def _dispatch(self, drain: bool) -> None:
         """Takes the steps ``DispatchState.next_step`` names until stopped (or, with ``drain``, until done)."""
