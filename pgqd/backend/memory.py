@@ -19,6 +19,7 @@ from typing import Any
 
 from pgqd.backend.base import EventCallback
 from pgqd.backend.clock import Clock, ManualClock
+from pgqd.backend.memory_rows import Bucket, JobRow, LogRow, WorkerRow
 from pgqd.errors import DedupeConflict
 from pgqd.models import (
     CancelResult,
@@ -39,60 +40,6 @@ from pgqd.models import (
     ScheduleState,
     WorkerInfo,
 )
-
-
-@dataclass(slots=True)
-class _Job:
-    id: int
-    entrypoint: str
-    payload: bytes | None
-    headers: str | None
-    priority: int
-    status: LiveStatus
-    execute_after: datetime
-    dedupe_key: str | None
-    created_at: datetime
-    attempts: int = 0
-    picked_at: datetime | None = None
-    worker_id: int | None = None
-    cancel_requested: bool = False
-    notify_finished: bool = False
-    last_error: ErrorInfo | None = None
-    # Deaths of a worker charged to this job; isolated and the budget stamped by an isolated claim (see
-    # rescue_worker).
-    lost_runs: int = 0
-    isolated: bool = False
-    max_attempts: int | None = None
-    hold_failures: bool = False
-    # Bumped on every change of status; heap entries carrying an older version are stale and skipped.
-    version: int = 0
-
-
-@dataclass(slots=True)
-class _LogRow:
-    job_id: int
-    entrypoint: str
-    priority: int
-    status: FinalStatus
-    attempts: int
-    created_at: datetime
-    finished_at: datetime
-    started_at: datetime | None = None
-    worker_id: int | None = None
-    error: ErrorInfo | None = None
-    result: Any = None
-
-
-@dataclass(slots=True)
-class _Worker:
-    info: WorkerInfo
-    heartbeat_at: float
-
-
-@dataclass(slots=True)
-class _Bucket:
-    tokens: float
-    refilled_at: float
 
 
 @dataclass(slots=True)
@@ -132,10 +79,10 @@ class MemoryBackend:
         again from 1."""
         self._ids = itertools.count(1)
         self._worker_ids = itertools.count(1)
-        self.jobs: dict[int, _Job] = {}
-        self.log: dict[int, _LogRow] = {}
-        self._workers: dict[int, _Worker] = {}
-        self._buckets: dict[str, _Bucket] = {}
+        self.jobs: dict[int, JobRow] = {}
+        self.log: dict[int, LogRow] = {}
+        self._workers: dict[int, WorkerRow] = {}
+        self._buckets: dict[str, Bucket] = {}
         self._dedupe: dict[str, int] = {}
         self._ready: dict[str, list[tuple[int, int, int, int]]] = {}
         self._suspects: dict[str, list[tuple[int, int, int, int]]] = {}
@@ -172,7 +119,7 @@ class MemoryBackend:
         return sub
 
     # --- index upkeep -------------------------------------------------------------------------------------
-    def _set_status(self, job: _Job, status: LiveStatus) -> None:
+    def _set_status(self, job: JobRow, status: LiveStatus) -> None:
         job.status = status
         job.version += 1
         if status == "queued":
@@ -185,14 +132,14 @@ class MemoryBackend:
                 (job.execute_after.timestamp(), job.id, job.version),
             )
 
-    def _remove(self, job: _Job) -> None:
+    def _remove(self, job: JobRow) -> None:
         del self.jobs[job.id]
         job.version += 1
         if job.dedupe_key is not None and self._dedupe.get(job.dedupe_key) == job.id:
             del self._dedupe[job.dedupe_key]
 
-    def _log(self, job: _Job, status: FinalStatus, **fields: Any) -> None:
-        self.log[job.id] = _LogRow(
+    def _log(self, job: JobRow, status: FinalStatus, **fields: Any) -> None:
+        self.log[job.id] = LogRow(
             job_id=job.id,
             entrypoint=job.entrypoint,
             priority=job.priority,
@@ -225,7 +172,7 @@ class MemoryBackend:
                 ids.append(existing.id)
                 continue
             due = new.execute_after or (now + timedelta(seconds=new.delay))
-            job = _Job(
+            job = JobRow(
                 id=next(self._ids),
                 entrypoint=new.entrypoint,
                 payload=new.payload,
@@ -306,7 +253,7 @@ class MemoryBackend:
         return states
 
     @staticmethod
-    def _finished_state(row: _LogRow) -> JobState:
+    def _finished_state(row: LogRow) -> JobState:
         return JobState(
             row.job_id,
             row.entrypoint,
@@ -329,13 +276,13 @@ class MemoryBackend:
     # --- workers ------------------------------------------------------------------------------------------
     async def register_worker(self, info: WorkerInfo) -> int:
         worker_id = next(self._worker_ids)
-        self._workers[worker_id] = _Worker(info, self._clock())
+        self._workers[worker_id] = WorkerRow(info, self._clock())
         return worker_id
 
     async def heartbeat(self, worker_id: int, info: WorkerInfo) -> HeartbeatReply:
         worker = self._workers.get(worker_id)
         if worker is None:
-            self._workers[worker_id] = _Worker(info, self._clock())
+            self._workers[worker_id] = WorkerRow(info, self._clock())
         else:
             worker.heartbeat_at = self._clock()
         cancel = [
@@ -351,8 +298,8 @@ class MemoryBackend:
         wanted = set(entrypoints)
         return any(j.status == "suspect" and j.entrypoint in wanted for j in self.jobs.values())
 
-    def _take_heads(self, heap: list[tuple[int, int, int, int]], status: LiveStatus, allow: int) -> list[_Job]:
-        found: list[_Job] = []
+    def _take_heads(self, heap: list[tuple[int, int, int, int]], status: LiveStatus, allow: int) -> list[JobRow]:
+        found: list[JobRow] = []
         while heap and len(found) < allow:
             _, _, job_id, version = heapq.heappop(heap)
             job = self.jobs.get(job_id)
@@ -373,13 +320,13 @@ class MemoryBackend:
         return allow
 
     def _refilled(self, limit: EntrypointLimit, now: float) -> float:
-        bucket = self._buckets.setdefault(limit.name, _Bucket(limit.burst, now))
+        bucket = self._buckets.setdefault(limit.name, Bucket(limit.burst, now))
         return min(limit.burst, bucket.tokens + limit.rate_per_second * (now - bucket.refilled_at))
 
-    def _candidates(self, entrypoint: str, allow: int, now: float) -> list[_Job]:
+    def _candidates(self, entrypoint: str, allow: int, now: float) -> list[JobRow]:
         """Up to ``allow`` eligible jobs of one entrypoint: the ready head plus deferred jobs now due."""
         found = self._take_heads(self._ready.get(entrypoint, []), "queued", allow)
-        due: list[_Job] = []
+        due: list[JobRow] = []
         deferred = self._deferred.get(entrypoint, [])
         while deferred and deferred[0][0] <= now and len(due) < allow:
             _, job_id, version = heapq.heappop(deferred)
@@ -401,7 +348,7 @@ class MemoryBackend:
             if self._running_alone():
                 return ClaimResult([])  # one suspect runs alone at a time, fleet-wide
             batch = 1
-        pool: list[_Job] = []
+        pool: list[JobRow] = []
         for limit in limits:
             allow = self._allowance(limit, batch, now)
             if allow <= 0:
@@ -443,7 +390,7 @@ class MemoryBackend:
             limit = by_limit[name]
             if limit.rate_per_second > 0:
                 spent = sum(1 for job in taken if job.entrypoint == name)
-                self._buckets[name] = _Bucket(self._refilled(limit, now) - spent, now)
+                self._buckets[name] = Bucket(self._refilled(limit, now) - spent, now)
         due_in = self._next_due_in(limits, now) if len(claimed) < batch else None
         suspects = (isolated or len(claimed) < batch) and self._suspects_waiting([limit.name for limit in limits])
         if suspects and not isolated:

@@ -25,11 +25,11 @@ from pgqd.backoff import Backoff
 from pgqd.daemon.metrics import WorkerMetrics
 from pgqd.entrypoint import Entrypoint
 from pgqd.errors import BackendUnavailable
-from pgqd.job import Context, Job
-from pgqd.models import ClaimedJob, Event, Finished, Outcome, Requeued, WorkerInfo
-from pgqd.payload import decode_headers
+from pgqd.job import Job
+from pgqd.models import ClaimedJob, Event, Finished, HeartbeatReply, Outcome, Requeued, WorkerInfo
 from pgqd.worker.dispatch_state import CLAIMS_IN_FLIGHT, DispatchState, Step
 from pgqd.worker.execution import JobRun, PreparedHandler
+from pgqd.worker.liveness import Liveness
 from pgqd.worker.outcomes import OutcomeRecorder
 from pgqd.worker.settings import WorkerSettings
 
@@ -80,9 +80,17 @@ class Worker:
         self._wake = asyncio.Event()
         self._stop_fast = asyncio.Event()
         self._grace = self.settings.shutdown_timeout
-        self._last_beat = time.monotonic()
         self._executor_closed = False
         self._executor = self._new_executor()
+        self.liveness = Liveness(
+            backend,
+            self.settings,
+            self.info,
+            lambda: self.worker_id,
+            metrics,
+            on_reply=self._heartbeat_reply,
+            on_unavailable=self._heartbeat_failed,
+        )
         slot_entrypoints = [lim.name for lim in self.limits if lim.concurrency > 0]
         self.recorder = OutcomeRecorder(
             backend,
@@ -120,11 +128,11 @@ class Worker:
         subscription: Subscription | None = None
         try:
             self.worker_id = await self._retry_until_stopped(lambda: self.backend.register_worker(self.info))
-            self._last_beat = time.monotonic()
+            self.liveness.last_beat = time.monotonic()
             self.registered.set()
             subscription = await self._retry_until_stopped(lambda: self.backend.subscribe(self._on_event))
             async with asyncio.TaskGroup() as group:
-                duties = [group.create_task(self.recorder.run()), group.create_task(self._heartbeat())]
+                duties = [group.create_task(self.recorder.run()), group.create_task(self.liveness.run())]
                 try:
                     await self._dispatch(drain)
                     await self._finish_running()
@@ -325,24 +333,10 @@ class Worker:
             # this worker took the job again: the run under way stands for both, and its outcome settles it.
             log.warning("claimed a job it is already running; keeping the run under way", job_id=claimed.id)
             return
-        job = Job(
-            id=claimed.id,
-            entrypoint=claimed.entrypoint,
-            payload=claimed.payload,
-            priority=claimed.priority,
-            attempts=claimed.attempts,
-            headers=decode_headers(claimed.headers),
-            created_at=claimed.created_at,
-            execute_after=claimed.execute_after,
-            picked_at=claimed.picked_at,
+        run = JobRun.of_claim(
+            claimed, self.handlers[claimed.entrypoint], self.resources, claimed_at, self._executor, self.info.pid
         )
-        context = Context(
-            self.resources,
-            bind_log=partial(
-                log.bind, entrypoint=job.entrypoint, job_id=job.id, attempt=job.attempts, pid=self.info.pid
-            ),
-        )
-        run = JobRun(job, self.handlers[job.entrypoint], context, claimed_at, self._executor)
+        job, context = run.job, run.context
         self.running[job.id] = run
         self.jobs_started += 1
         if claimed.cancel_requested:
@@ -379,7 +373,7 @@ class Worker:
         if state.may_have_work or state.queue_deep or not self.running:
             self._wake.set()
         if outcome.error is not None or self._log_every_job:
-            _log_outcome(run, outcome)
+            run.log_outcome(outcome)
         if self.metrics is not None:
             self.metrics.job_ended(run.job.entrypoint, outcome, run.timing()[1])
         if self._on_outcome is not None:
@@ -436,47 +430,25 @@ class Worker:
             run.stop("cancel")
 
     # --- liveness -----------------------------------------------------------------------------------------
-    async def _heartbeat(self) -> None:
-        every = self.settings.beat_every
-        last_rescue = last_prune = 0.0
-        while True:
-            await asyncio.sleep(every)
-            now = time.monotonic()
-            if self.metrics is not None:
-                self.metrics.publish()
-            try:
-                reply = await self.backend.heartbeat(self.worker_id, self.info)
-                self._beat_recorded()
-                for job_id in reply.cancel:
-                    self._cancel(job_id)
-                if reply.suspects and not self.state.suspects:
-                    self.state.suspects = True
-                    self._wake.set()
-                if now - last_rescue >= self.settings.worker_timeout / 2:
-                    last_rescue = now
-                    rescued = await self.backend.rescue_stale(self.settings.worker_timeout)
-                    if self.metrics is not None:
-                        self.metrics.jobs_rescued("stale_worker", len(rescued))
-                    if rescued:
-                        log.warning("rescued jobs of silent workers", count=len(rescued), job_ids=rescued[:20])
-                if self.settings.retention is not None and now - last_prune >= 60:
-                    pruned = await self.backend.prune_log(self.settings.retention, 10_000)
-                    last_prune = now if pruned < 10_000 else 0.0
-            except BackendUnavailable as exc:
-                self._database_unavailable(exc)
-                self.state.reconcile = True
-
-    def _beat_recorded(self) -> None:
-        self._last_beat = time.monotonic()
+    def _heartbeat_reply(self, reply: HeartbeatReply) -> None:
+        for job_id in reply.cancel:
+            self._cancel(job_id)
         if not self.state.heartbeat_ok:
             self.state.heartbeat_ok = True
             log.info("heartbeat recorded again: claiming", worker_id=self.worker_id)
             self._wake.set()
+        if reply.suspects and not self.state.suspects:
+            self.state.suspects = True
+            self._wake.set()
+
+    def _heartbeat_failed(self, exc: BackendUnavailable) -> None:
+        self._database_unavailable(exc)
+        self.state.reconcile = True
 
     def _check_heartbeat(self) -> None:
         """Stops the claims once the last recorded heartbeat is so old that the fleet may soon presume this
         worker dead and hand its jobs to others: it takes no work it might not be able to record."""
-        if self.state.heartbeat_ok and time.monotonic() - self._last_beat > self.settings.claims_stop_after:
+        if self.state.heartbeat_ok and self.liveness.stale():
             self.state.heartbeat_ok = False
             log.warning("no heartbeat recorded for too long: claiming nothing until one is", worker_id=self.worker_id)
 
@@ -510,13 +482,3 @@ class Worker:
 
 class _Stopped(Exception):
     """Stop was requested before the worker could start."""
-
-
-def _log_outcome(run: JobRun, outcome: Outcome) -> None:
-    _, duration = run.timing()
-    status = outcome.status if isinstance(outcome, Finished) else outcome.kind
-    fields = {"outcome": status, "duration": round(duration, 6)}
-    if outcome.error is not None:
-        run.context.log.warning("job failed", error=f"{outcome.error.type}: {outcome.error.message}", **fields)
-    else:
-        run.context.log.debug("job done", **fields)

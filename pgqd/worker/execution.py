@@ -14,11 +14,16 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import structlog
+
 from pgqd.entrypoint import Entrypoint
 from pgqd.job import Context, Job, RetryLater
-from pgqd.models import ErrorInfo, Finished, Outcome, Requeued
+from pgqd.models import ClaimedJob, ErrorInfo, Finished, Outcome, Requeued
+from pgqd.payload import decode_headers
 from pgqd.tracing import describe_outcome, job_span
 from pgqd.tracing import enabled as tracing_enabled
+
+log = structlog.get_logger("pgqd.worker")
 
 StopReason = Literal["cancel", "shutdown"]
 
@@ -74,6 +79,39 @@ class JobRun:
     started_at: float = 0.0
     stop_reason: StopReason | None = None
     task: asyncio.Task[Outcome] | None = field(default=None, repr=False)
+
+    @classmethod
+    def of_claim(
+        cls,
+        claimed: ClaimedJob,
+        handler: PreparedHandler,
+        resources: Any,
+        claimed_at: float,
+        executor: Executor,
+        pid: int,
+    ) -> JobRun:
+        job = Job(
+            id=claimed.id,
+            entrypoint=claimed.entrypoint,
+            payload=claimed.payload,
+            priority=claimed.priority,
+            attempts=claimed.attempts,
+            headers=decode_headers(claimed.headers),
+            created_at=claimed.created_at,
+            execute_after=claimed.execute_after,
+            picked_at=claimed.picked_at,
+        )
+        bind_log = functools.partial(log.bind, entrypoint=job.entrypoint, job_id=job.id, attempt=job.attempts, pid=pid)
+        return cls(job, handler, Context(resources, bind_log=bind_log), claimed_at, executor)
+
+    def log_outcome(self, outcome: Outcome) -> None:
+        _, duration = self.timing()
+        status = outcome.status if isinstance(outcome, Finished) else outcome.kind
+        fields = {"outcome": status, "duration": round(duration, 6)}
+        if outcome.error is not None:
+            self.context.log.warning("job failed", error=f"{outcome.error.type}: {outcome.error.message}", **fields)
+        else:
+            self.context.log.debug("job done", **fields)
 
     @property
     def requested_stop(self) -> StopReason | None:
