@@ -250,3 +250,29 @@ async def test_a_worker_told_of_suspects_it_cannot_take_goes_on_with_regular_wor
     await drain(Worker(backend, [Entrypoint("work", ran)], fast_settings()))
 
     assert sorted(ran.runs) == sorted(regular)
+
+
+async def test_a_suspect_cancelled_while_its_worker_waits_to_run_it_alone_never_runs(
+    backend: Backend, client: Client
+) -> None:
+    [suspect] = await suspects_from_a_crash(backend, client, 1)
+    gate = asyncio.Event()
+    ran: list[int] = []
+
+    async def handler(job: Job) -> None:
+        ran.append(job.id)
+        await asyncio.wait_for(gate.wait(), 10)
+
+    regular = await client.enqueue("work", "regular")
+    async with running_worker(Worker(backend, [Entrypoint("work", handler)], fast_settings(concurrency=2))):
+
+        async def held() -> bool:  # claimed to run alone, waiting for the regular job to end
+            return (await client.status([suspect]))[suspect].status == "picked"
+
+        await wait_until(held, timeout=10, what="the suspect to be claimed")
+        assert (await client.cancel(suspect)).signalled == [suspect]
+        assert (await client.wait(suspect, timeout=10)).status == "canceled"
+        gate.set()
+        assert (await client.wait(regular, timeout=10)).status == "successful"
+
+    assert ran == [regular]

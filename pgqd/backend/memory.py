@@ -295,8 +295,14 @@ class MemoryBackend:
         return any(j.isolated and j.status == "picked" for j in self.jobs.values())
 
     def _suspects_waiting(self, entrypoints: Sequence[str]) -> bool:
-        wanted = set(entrypoints)
-        return any(j.status == "suspect" and j.entrypoint in wanted for j in self.jobs.values())
+        for entrypoint in entrypoints:
+            heap = self._suspects.get(entrypoint, [])
+            while heap:
+                job = self.jobs.get(heap[0][2])
+                if job is not None and job.version == heap[0][3] and job.status == "suspect":
+                    return True
+                heapq.heappop(heap)  # an entry left behind by a change of status
+        return False
 
     def _take_heads(self, heap: list[tuple[int, int, int, int]], status: LiveStatus, allow: int) -> list[JobRow]:
         found: list[JobRow] = []

@@ -424,6 +424,13 @@ class Worker:
             self._wake.set()
 
     def _cancel(self, job_id: int) -> None:
+        held = self.state.held
+        if held is not None and held.id == job_id:
+            # A suspect waiting to run alone: it never starts.
+            self.state.held = None
+            self.recorder.add(Finished(job_id, "canceled"))
+            self._wake.set()
+            return
         run = self.running.get(job_id)
         if run is not None:
             log.info("cancelling job", job_id=job_id, entrypoint=run.job.entrypoint)
