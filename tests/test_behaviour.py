@@ -29,6 +29,7 @@ from pgqd import (
     Worker,
 )
 from pgqd.backend.base import Backend
+from pgqd.errors import BackendUnavailable
 from pgqd.models import EntrypointLimit, WorkerInfo
 from tests.support.engine import drain, fast_settings, running_worker
 from tests.support.time_passes import TimePasses
@@ -596,6 +597,47 @@ async def test_a_rate_limit_bounds_how_many_jobs_start_per_second(backend: Backe
 
 
 # --- liveness and rescue ------------------------------------------------------------------------------------
+
+
+class FailingHeartbeats:
+    """A backend whose heartbeats fail while ``failing`` is set, as when the database cannot be reached."""
+
+    def __init__(self, backend: Backend) -> None:
+        self._backend = backend
+        self.failing = True
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._backend, name)
+
+    async def heartbeat(self, *args: Any) -> Any:
+        if self.failing:
+            raise BackendUnavailable("database unavailable: heartbeat refused on purpose")
+        return await self._backend.heartbeat(*args)
+
+
+async def test_a_worker_whose_heartbeat_cannot_be_written_claims_nothing_until_one_is(
+    backend: Backend, client: Client
+) -> None:
+    ran = RanJobs()
+    flaky = FailingHeartbeats(backend)
+    settings = fast_settings(worker_timeout=1.0, heartbeat_interval=0.1)
+    worker = Worker(flaky, [Entrypoint("work", ran)], settings)  # type: ignore[arg-type]
+    async with running_worker(worker):
+
+        async def stopped_claiming() -> bool:
+            return not worker.state.heartbeat_ok
+
+        await wait_until(stopped_claiming, timeout=5, what="the worker to stop claiming")
+        job_id = await client.enqueue("work")
+        claims_before = worker.state.claims_sent
+        await asyncio.sleep(0.5)  # polls and the enqueue notification come and go: no claim
+        assert worker.state.claims_sent == claims_before
+        assert ran == []
+
+        flaky.failing = False
+        assert (await final_state(client, job_id)).status == "successful"
+        assert worker.state.heartbeat_ok
+    assert ran == [job_id]
 
 
 async def test_jobs_of_a_worker_whose_heartbeat_went_stale_are_rescued_and_run_again(
