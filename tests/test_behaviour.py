@@ -510,7 +510,12 @@ async def test_a_deep_queue_keeps_two_claims_under_way_and_an_idle_one_a_single_
     async with running_worker(worker):
         await wait_until(lambda: ran_all(200), timeout=10, what="200 jobs")
         assert slow.most_under_way == 2
-        await wait_until(claim_ended, timeout=5, what="the claims that found the queue empty to end")
+
+        async def settled() -> bool:  # the newest claim found the queue empty, and none is under way
+            state = worker.state
+            return not state.claiming and not state.last_found and not worker.running and slow.under_way == 0
+
+        await wait_until(settled, timeout=5, what="the claims that found the queue empty to end")
         slow.most_under_way, slow.calls = 0, 0
         for _ in range(3):
             await client.enqueue("work")
