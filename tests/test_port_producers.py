@@ -37,11 +37,11 @@ async def test_enqueue_returns_ids_in_input_order_and_stores_what_it_was_given(b
 
 
 async def test_enqueue_raise_keeps_nothing_of_a_batch_with_a_conflicting_dedupe_key(backend: Backend) -> None:
-    [held] = await enqueue_ids(backend, [new(dedupe_key="k1")])
+    held = await enqueue_ids(backend, [new(dedupe_key="k1"), new(dedupe_key="k2")])
     with pytest.raises(DedupeConflict) as caught:
-        await backend.enqueue([new(dedupe_key="fresh"), new(dedupe_key="k1")], "raise")
-    assert caught.value.keys == ("k1",)
-    assert list(await backend.job_states(range(held, held + 5))) == [held]
+        await backend.enqueue([new(dedupe_key="fresh"), new(dedupe_key="k1"), new(dedupe_key="k2")], "raise")
+    assert sorted(caught.value.keys) == ["k1", "k2"]
+    assert sorted(await backend.job_states(range(held[0], held[0] + 6))) == held
 
 
 async def test_enqueue_skip_returns_none_for_a_conflicting_key_and_keeps_the_rest(backend: Backend) -> None:
