@@ -393,8 +393,9 @@ class Supervisor:
         planned = worker.draining and worker.reason in ("stop", "reload", "recycle", "scale down") and code == 0
         reason_key = worker.reason or ("exit" if code == 0 else "crash" if code > 0 else "killed")
         self.state.restarts[reason_key] = self.state.restarts.get(reason_key, 0) + 1
+        rescued: list[int] = []
         if worker.db_id:
-            rescued = _rescue(self.dsn, self.config, worker.db_id)
+            rescued = _rescue(self.dsn, self.config, worker.db_id, _death_cause(worker, code))
             self.state.rescued += len(rescued)
             if rescued:
                 log.warning("rescued the jobs of a dead worker", worker_pid=worker.pid, job_ids=rescued[:20])
@@ -409,6 +410,12 @@ class Supervisor:
         # error. A serving worker killed from outside (an operator, a kill drill) is replaced at once and does
         # not count, or a run of such kills would take the whole daemon down.
         if worker.db_id and code < 0 and worker.reason != "timeout":
+            self.state.next_spawn_at = now
+            return
+        # A worker that died holding jobs may have been killed by one of them, as a worker whose event loop a
+        # handler blocked was (its jobs may have been rescued already by the stale-heartbeat rescue): the
+        # quarantine deals with that job (docs/reliability.md), and the death does not count towards the crash loop.
+        if rescued or (worker.db_id and worker.reason == "timeout"):
             self.state.next_spawn_at = now
             return
         self.state.crashes = [t for t in self.state.crashes if now - t < CRASH_WINDOW] + [now]
@@ -442,13 +449,21 @@ def _rss_mb(pid: int) -> float:
     return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
-def _rescue(dsn: str | None, config: Config, worker_id: int) -> list[int]:
-    """Requeues a dead worker's jobs at once, on a short-lived connection (no event loop outlives it)."""
+def _death_cause(worker: Child, code: int) -> str:
+    if worker.reason == "timeout":
+        return "killed by the watchdog: event loop blocked"
+    if code < 0:
+        return f"killed by signal {-code}"
+    return f"exited with status {code}"
+
+
+def _rescue(dsn: str | None, config: Config, worker_id: int, cause: str) -> list[int]:
+    """Quarantines a dead worker's jobs at once, on a short-lived connection (no event loop outlives it)."""
 
     async def rescue() -> list[int]:
         backend = await PostgresBackend.open(dsn, names(config), pool_size=1, application_name="pgqd-supervisor")
         try:
-            return await backend.rescue_worker(worker_id)
+            return await backend.rescue_worker(worker_id, cause)
         finally:
             await backend.close()
 
