@@ -82,8 +82,9 @@ class Backend(Protocol):
         """Requeues the jobs of workers silent for longer than ``worker_timeout`` seconds."""
         ...
 
-    async def rescue_worker(self, worker_id: int) -> list[int]:
-        """Requeues every job of a worker known to be dead and forgets the worker."""
+    async def rescue_worker(self, worker_id: int, cause: str = "worker died") -> list[int]:
+        """Requeues every job of a worker known to be dead and forgets the worker. ``cause`` says how the
+        worker ended ("killed by signal 9", "exit status 1", ...)."""
         ...
 
     async def prune_log(self, older_than: float, limit: int) -> int:

@@ -505,7 +505,7 @@ class MemoryBackend:
         ]
         return self._requeue_picked(orphaned, count_attempt=True)
 
-    async def rescue_worker(self, worker_id: int) -> list[int]:
+    async def rescue_worker(self, worker_id: int, cause: str = "worker died") -> list[int]:
         self._workers.pop(worker_id, None)
         owned = [j for j in self.jobs.values() if j.worker_id == worker_id and j.status == "picked"]
         return self._requeue_picked(owned, count_attempt=True)

@@ -262,7 +262,7 @@ class PostgresBackend:
         ids = await guard(self._db.fetchval(self.sql.rescue_stale, worker_timeout, self._channel))
         return list(ids)
 
-    async def rescue_worker(self, worker_id: int) -> list[int]:
+    async def rescue_worker(self, worker_id: int, cause: str = "worker died") -> list[int]:
         ids = await guard(self._db.fetchval(self.sql.rescue_worker, worker_id, self._channel))
         return list(ids)
 
