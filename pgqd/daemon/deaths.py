@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 
 CRASH_WINDOW = 60.0
 CRASH_LIMIT = 5
-FIRST_RESTART_DELAY = 0.5
-MAX_RESTART_DELAY = 10.0
+FIRST_RESTART_DELAY = 0.25
+MAX_RESTART_DELAY = 5.0
 
 
 def exit_cause(code: int) -> str:
