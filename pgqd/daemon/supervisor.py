@@ -480,13 +480,17 @@ class Supervisor:
         )
         if self.state.stopping:
             return
-        # A worker killed from outside while serving (an operator, a kill drill, the OOM killer), or killed here
-        # for not finishing its drain in time, is replaced at once and judged no further.
-        from_outside = code == -signal.SIGKILL and worker.db_id and not worker.killed
-        if from_outside or (worker.draining and worker.killed):
+        # A worker SIGKILLed from outside (an operator, a kill drill, the OOM killer) did not fail by itself: it
+        # does not count. Serving, it is replaced at once, as is one killed here for not finishing its drain in
+        # time; still starting, its replacement waits for the restart backoff (a start-up that is always killed
+        # must not become a fork storm).
+        from_outside = code == -signal.SIGKILL and not worker.killed
+        if (from_outside and worker.db_id) or (worker.draining and worker.killed):
             self.state.next_spawn_at = now
             return
         self.state.next_spawn_at = now + self.state.guard.died(now)
+        if from_outside:
+            return
         if worker.running:
             return  # jobs were in flight: one of them did it, and their rescue charges it
         if worker.db_id:
