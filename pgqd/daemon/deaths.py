@@ -10,8 +10,11 @@ Every unplanned death, explained or not, delays the next start (restart backoff)
 
 from __future__ import annotations
 
+import enum
 import signal
 from dataclasses import dataclass, field
+
+from pgqd.daemon.children import Child
 
 CRASH_WINDOW = 60.0
 CRASH_LIMIT = 5
@@ -28,6 +31,35 @@ def exit_cause(code: int) -> str:
             return f"killed by signal {-code}"
         return f"killed by signal {-code} ({name})"
     return f"exit status {code}"
+
+
+class Verdict(enum.Enum):
+    # SIGKILLed from outside while serving (an operator, a kill drill, the OOM killer), or killed by the
+    # supervisor for not finishing its drain in time: replaced at once, not counted.
+    REPLACE_NOW = "replace now"
+    # SIGKILLed from outside while starting: not counted, but its replacement waits for the restart backoff, so
+    # a start-up that is always killed cannot become a fork storm.
+    KILLED_STARTING = "killed while starting"
+    # Jobs were in flight at its last check-in: one of them did it.
+    EXPLAINED = "explained by a job"
+    # Idle at its last check-in, but it may have claimed since: the rescue of its jobs will tell.
+    ASK_THE_RESCUE = "ask the rescue"
+    # Died before it registered: a start-up failure. Counts.
+    UNEXPLAINED = "unexplained"
+
+
+def judge(worker: Child, code: int) -> Verdict:
+    """The verdict on an unplanned death, from what the supervisor knows at once."""
+    from_outside = code == -signal.SIGKILL and not worker.killed
+    if (from_outside and worker.db_id) or (worker.draining and worker.killed):
+        return Verdict.REPLACE_NOW
+    if from_outside:
+        return Verdict.KILLED_STARTING
+    if worker.running:
+        return Verdict.EXPLAINED
+    if worker.db_id:
+        return Verdict.ASK_THE_RESCUE
+    return Verdict.UNEXPLAINED
 
 
 @dataclass

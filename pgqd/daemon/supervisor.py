@@ -13,9 +13,7 @@ check-ins. An unexpected exception ends the loop: the workers are stopped gracef
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
-import random
 import select
 import signal
 import time
@@ -28,46 +26,20 @@ import structlog
 
 from pgqd.config.load import ConfigProblems, import_handlers, load_config
 from pgqd.config.model import Config
-from pgqd.daemon.checkin import parse_beat
-from pgqd.daemon.deaths import CRASH_WINDOW, CrashGuard, exit_cause
+from pgqd.daemon.children import Child, stop_processes
+from pgqd.daemon.deaths import CRASH_WINDOW, CrashGuard, Verdict, exit_cause, judge
 from pgqd.daemon.health import Endpoints, SupervisorView
 from pgqd.daemon.metrics import mark_process_dead
 from pgqd.daemon.rescue import Rescuer, RescueReport
-from pgqd.daemon.runtime import build_entrypoints, build_schedules, names, worker_settings
+from pgqd.daemon.runtime import names, worker_plan
 from pgqd.daemon.systemd import Notifier
-from pgqd.daemon.worker_main import WorkerPlan, worker_main
+from pgqd.daemon.worker_main import worker_main
 from pgqd.errors import ConfigError, PgqdError
 
 log = structlog.get_logger("pgqd.daemon.supervisor")
 
 STOP_MARGIN = 5.0
 _HANDLED = ("SIGTERM", "SIGINT", "SIGHUP", "SIGTTIN", "SIGTTOU", "SIGCHLD")
-
-
-@dataclass
-class Child:
-    """The supervisor's record of one forked worker process: its pipe, its last check-in, its drain state."""
-
-    pid: int
-    generation: int
-    checkin_fd: int
-    started: float
-    last_beat: float
-    # The worker that runs the daemon's one-per-daemon duties: cron schedules and the queue gauges.
-    lead: bool = False
-    db_id: int = 0
-    jobs: int = 0
-    running: int = 0
-    # When (on this process's monotonic clock) the worker last completed a round trip to the database.
-    db_seen_at: float | None = None
-    retiring: bool = False
-    draining: bool = False
-    reason: str = ""
-    # When a draining worker must be gone; past it, it is killed and its jobs rescued.
-    deadline: float | None = None
-    # Set when the supervisor itself SIGKILLs the worker, with the reason in words.
-    killed: str = ""
-    pending: bytes = b""
 
 
 @dataclass
@@ -202,28 +174,11 @@ class Supervisor:
             handler()
 
     def _stop_after_failure(self) -> None:
-        """Stops the workers after the loop failed, without the loop: SIGTERM (they drain), wait until each has
-        exited or its time is up, then SIGKILL what is left. Their own drain releases their jobs."""
+        """Stops the workers after the loop failed, without the loop. Their own drain releases their jobs."""
         self.state.stopping = True
         self.notifier.stopping("supervisor failed: stopping the workers")
-        deadline = time.monotonic() + self.config.workers.shutdown_timeout + STOP_MARGIN
-        self._signal_all(signal.SIGTERM)
-        pids = set(self.workers) | set(self.rescuer.pids())
-        while pids and time.monotonic() < deadline:
-            pids -= self._reap_quietly()
-            time.sleep(0.05)
-        for pid in pids:
-            self._kill(pid, signal.SIGKILL)
-        while pids and time.monotonic() < deadline + STOP_MARGIN:
-            pids -= self._reap_quietly()
-            time.sleep(0.05)
-
-    def _reap_quietly(self) -> set[int]:
-        gone = set()
-        with contextlib.suppress(ChildProcessError):
-            while (pid := os.waitpid(-1, os.WNOHANG)[0]) != 0:
-                gone.add(pid)
-        return gone
+        grace = self.config.workers.shutdown_timeout + STOP_MARGIN
+        stop_processes(set(self.workers), set(self.rescuer.pids()), grace, STOP_MARGIN)
 
     # --- signals -------------------------------------------------------------------------------------------
     def _install_signals(self) -> None:
@@ -304,31 +259,20 @@ class Supervisor:
         while len(self._active()) < self.state.wanted and now >= self.state.next_spawn_at:
             self._spawn()
 
-    def _plan(self, checkin_fd: int, lead: bool) -> WorkerPlan:
-        config = self.config
-        limit = config.workers.max_jobs_per_worker
-        # Jitter spreads the recycling of workers started together, so they never all restart at once.
-        max_jobs = int(limit * random.uniform(1.0, 1.1)) if limit else 0
-        return WorkerPlan(
-            dsn=self.dsn,
-            names=names(config),
-            pool_size=config.database.pool_size,
-            entrypoints=build_entrypoints(config, self.handlers),
-            settings=replace(worker_settings(config), max_jobs=max_jobs),
-            resources=config.workers.resources,
-            checkin_fd=checkin_fd,
-            beat_every=min(1.0, config.workers.worker_timeout / 4),
-            schedules=build_schedules(config) if lead else (),
-            metrics_dir=self.metrics_dir,
-            queue_gauges=lead and self.endpoints is not None,
-        )
-
     def _spawn(self) -> None:
         read_fd, write_fd = os.pipe()
         # One worker per daemon fires the schedules and collects the queue gauges: the first one started while
         # none of the others does.
         lead = not any(w.lead for w in self._active())
-        plan = self._plan(write_fd, lead)
+        plan = worker_plan(
+            self.config,
+            self.handlers,
+            self.dsn,
+            write_fd,
+            self.metrics_dir,
+            lead=lead,
+            queue_gauges=self.endpoints is not None,
+        )
         pid = os.fork()
         if pid == 0:
             code = 1
@@ -372,31 +316,7 @@ class Supervisor:
 
     def _read_checkins(self) -> None:
         for worker in self.workers.values():
-            self._read_checkin(worker)
-
-    def _read_checkin(self, worker: Child) -> None:
-        try:
-            data = os.read(worker.checkin_fd, 65536)
-        except BlockingIOError:
-            return
-        except OSError as exc:
-            if exc.errno != errno.EBADF:
-                log.warning("check-in pipe failed", worker_pid=worker.pid, error=str(exc))
-            return
-        if not data:
-            return
-        now = time.monotonic()
-        lines = (worker.pending + data).split(b"\n")
-        worker.pending = lines.pop()
-        for line in lines:
-            beat = parse_beat(line)
-            if beat is None:
-                continue
-            worker.db_id, worker.jobs, worker.retiring = beat.worker_id, beat.jobs_started, beat.retiring
-            worker.running = beat.running
-            if beat.database_age is not None:
-                worker.db_seen_at = now - beat.database_age
-            worker.last_beat = now
+            worker.read_checkins()
 
     def _kill_silent(self) -> None:
         """SIGKILLs workers whose event loop stopped checking in, and draining workers past their deadline."""
@@ -429,7 +349,7 @@ class Supervisor:
         for worker in self._active():
             if worker.retiring:
                 why = f"ran {worker.jobs} jobs"
-            elif limit_mb and not recycling and (rss := _rss_mb(worker.pid)) > limit_mb:
+            elif limit_mb and not recycling and (rss := worker.rss_mb()) > limit_mb:
                 why = f"uses {rss:.0f} MiB"
             else:
                 continue
@@ -458,7 +378,7 @@ class Supervisor:
             worker = self.workers.pop(pid, None)
             if worker is None:
                 continue  # e.g. the embedded server's helper processes
-            self._read_checkin(worker)  # its last words, written before it died
+            worker.read_checkins()  # its last words, written before it died
             os.close(worker.checkin_fd)
             if self.metrics_dir:
                 mark_process_dead(pid, self.metrics_dir)
@@ -480,24 +400,15 @@ class Supervisor:
         )
         if self.state.stopping:
             return
-        # A worker SIGKILLed from outside (an operator, a kill drill, the OOM killer) did not fail by itself: it
-        # does not count. Serving, it is replaced at once, as is one killed here for not finishing its drain in
-        # time; still starting, its replacement waits for the restart backoff (a start-up that is always killed
-        # must not become a fork storm).
-        from_outside = code == -signal.SIGKILL and not worker.killed
-        if (from_outside and worker.db_id) or (worker.draining and worker.killed):
+        verdict = judge(worker, code)
+        if verdict is Verdict.REPLACE_NOW:
             self.state.next_spawn_at = now
             return
         self.state.next_spawn_at = now + self.state.guard.died(now)
-        if from_outside:
-            return
-        if worker.running:
-            return  # jobs were in flight: one of them did it, and their rescue charges it
-        if worker.db_id:
-            # Idle at its last check-in, but it may have claimed since: its rescue will tell.
+        if verdict is Verdict.ASK_THE_RESCUE:
             self.state.unjudged[worker.db_id] = worker.pid
-            return
-        self._crashed(worker.pid, "died before it could serve")
+        elif verdict is Verdict.UNEXPLAINED:
+            self._crashed(worker.pid, "died before it could serve")
 
     def _rescue(self) -> None:
         now = time.monotonic()
@@ -533,15 +444,6 @@ class Supervisor:
 
     def _status(self) -> str:
         return f"{len(self._active())} workers running, {len(self.config.entrypoints)} entrypoints"
-
-
-def _rss_mb(pid: int) -> float:
-    try:
-        with open(f"/proc/{pid}/statm") as statm:
-            pages = int(statm.read().split()[1])
-    except (OSError, ValueError, IndexError):
-        return 0.0
-    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
 __all__ = ["ConfigProblems", "Supervisor"]
