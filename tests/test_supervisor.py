@@ -70,8 +70,10 @@ async def test_with_the_database_frozen_endpoints_answer_at_once_and_workers_are
         config = daemon_config(processes=2, worker_timeout="4s", metrics_port=port)
         daemon = start_daemon(config, dsn=proxy.route(db_dsn)).wait_ready()
         wait_for(lambda: http_get(port, "/readyz")[0] == 200, timeout=20, what="/readyz to turn ready")
-        job_id = await Client(db).enqueue("sleeper", "0")
-        assert (await Client(db).wait(job_id, timeout=20)).status == "successful"
+        long_job = await Client(db).enqueue("sleeper", "60")
+        first_run = await wait_until(
+            lambda: db.fetchrow("SELECT pid FROM test_runs WHERE job_id = $1", long_job), timeout=15, what="job start"
+        )
 
         proxy.freeze()
         frozen_at = time.monotonic()
@@ -91,7 +93,7 @@ async def test_with_the_database_frozen_endpoints_answer_at_once_and_workers_are
         assert answers["/readyz"][1] == 503
         assert "database unreachable for" in answers["/readyz"][2]
 
-        victim = daemon.worker_pids()[0]
+        victim = first_run["pid"]
         replaced_in = seconds_until_new_worker(daemon, lambda: os.kill(victim, signal.SIGKILL), 2, timeout=10)
         assert victim not in daemon.worker_pids()
         added_in = seconds_until_new_worker(daemon, lambda: daemon.send(signal.SIGTTIN), 3, timeout=10)
@@ -108,8 +110,22 @@ async def test_with_the_database_frozen_endpoints_answer_at_once_and_workers_are
         assert replaced_in < 1.0
         assert added_in < 1.0
 
+        # The rescue of the killed worker's job cannot reach the database: it fails in its own process, and is
+        # retried, while the loop goes on serving.
+        wait_for(
+            lambda: daemon.has_event("could not rescue a dead worker's jobs now; retrying"),
+            timeout=20,
+            what="a failed rescue to be retried",
+        )
+        assert fastest_of(port, "/healthz")[0] < 0.1
+
         proxy.thaw()
         wait_for(lambda: http_get(port, "/readyz")[0] == 200, timeout=30, what="/readyz to turn ready again")
+        await wait_until(
+            lambda: db.fetchval("SELECT count(*) = 2 FROM test_runs WHERE job_id = $1", long_job),
+            timeout=30,
+            what="the killed worker's job to run again",
+        )
         job_id = await Client(db).enqueue("sleeper", "0")
         assert (await Client(db).wait(job_id, timeout=20)).status == "successful"
         assert daemon.stop() == 0

@@ -390,7 +390,9 @@ class Supervisor:
         self.state.restarts[reason_key] = self.state.restarts.get(reason_key, 0) + 1
         now = time.monotonic()
         cause = worker.killed or exit_cause(code)
-        if worker.db_id:
+        # A worker that drained at shutdown released its jobs itself; a rescue then would only delay the exit
+        # when the database is down.
+        if worker.db_id and not (planned and self.state.stopping):
             self.rescuer.request(worker.db_id, worker.pid, cause, now)
         if planned:
             log.info("worker exited", worker_pid=worker.pid, reason=worker.reason)
