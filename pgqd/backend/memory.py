@@ -20,6 +20,7 @@ from typing import Any
 from pgqd.backend.base import EventCallback
 from pgqd.errors import DedupeConflict
 from pgqd.models import (
+    PAUSE_ALL,
     CancelResult,
     ClaimedJob,
     ClaimResult,
@@ -33,6 +34,7 @@ from pgqd.models import (
     NewJob,
     OnConflict,
     Outcome,
+    PauseState,
     ScheduleDefinition,
     ScheduleState,
     WorkerInfo,
@@ -120,6 +122,7 @@ class MemoryBackend:
         self._deferred: dict[str, list[tuple[float, int, int]]] = {}
         self._subscriptions: list[_Subscription] = []
         self._schedules: dict[str, ScheduleState] = {}
+        self._pauses: dict[str, bool] = {}
 
     # --- time and events ----------------------------------------------------------------------------------
     def _now(self) -> datetime:
@@ -284,6 +287,25 @@ class MemoryBackend:
         job.notify_finished = True
         return True
 
+    async def pause(self, entrypoints: Sequence[str] | None) -> None:
+        if entrypoints is None:
+            self._pauses = {PAUSE_ALL: True}
+        else:
+            self._pauses.update(dict.fromkeys(entrypoints, True))
+
+    async def resume(self, entrypoints: Sequence[str] | None) -> None:
+        if entrypoints is None:
+            self._pauses.clear()
+        elif PAUSE_ALL in self._pauses:
+            self._pauses.update(dict.fromkeys(entrypoints, False))
+        else:
+            for name in entrypoints:
+                self._pauses.pop(name, None)
+        self._emit(Event("enqueued", tuple(sorted(set(entrypoints or ())))))
+
+    async def pauses(self) -> PauseState:
+        return PauseState.from_rows(self._pauses.items())
+
     # --- workers ------------------------------------------------------------------------------------------
     async def register_worker(self, info: WorkerInfo) -> int:
         worker_id = next(self._worker_ids)
@@ -339,6 +361,9 @@ class MemoryBackend:
         return merged[:allow]
 
     async def claim(self, worker_id: int, batch: int, limits: Sequence[EntrypointLimit]) -> ClaimResult:
+        if self._pauses:
+            paused = PauseState.from_rows(self._pauses.items())
+            limits = [limit for limit in limits if not paused.is_paused(limit.name)]
         now = self._clock()
         picked_at = datetime.fromtimestamp(now, UTC)
         pool: list[_Job] = []
