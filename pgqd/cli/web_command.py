@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import importlib.util
+import importlib
 import sys
 from pathlib import Path
 from typing import Any
@@ -33,7 +33,13 @@ def register(commands: Any) -> None:
 
 
 def missing_web_modules() -> list[str]:
-    return [name for name in WEB_MODULES if importlib.util.find_spec(name) is None]
+    missing = []
+    for name in WEB_MODULES:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            missing.append(name)
+    return missing
 
 
 def serve(args: argparse.Namespace) -> int:

@@ -1,0 +1,179 @@
+"""The web UI over plain HTTP against the real ``pgqd web`` server: who may change what, and what a page shows."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import pytest
+
+from pgqd import Client
+from tests.support.cli import run_pgqd
+from tests.support.daemon import daemon_config, free_port
+from tests.support.web import WebServer
+
+FORM = {"content-type": "application/x-www-form-urlencoded"}
+
+
+@pytest.fixture
+def config_path(tmp_path: Path) -> Path:
+    path = tmp_path / "queue.toml"
+    path.write_text(daemon_config())
+    return path
+
+
+@pytest.fixture
+def web(config_path: Path, db_dsn: str) -> Iterator[WebServer]:
+    server = WebServer(config_path, db_dsn).start()
+    yield server
+    server.stop()
+
+
+def cancel_form(job_id: int, token: str | None) -> bytes:
+    fields = {"action": "cancel", "id": str(job_id), "back": "/jobs"}
+    if token is not None:
+        fields["csrf"] = token
+    return urlencode(fields).encode()
+
+
+async def test_a_cross_site_post_is_refused_and_changes_nothing(web: WebServer, conn: Any) -> None:
+    client = Client(conn)
+    job_id = await client.enqueue("sleeper", "1")
+    session, token = web.session()
+    cookie = {"cookie": f"pgqd_session={session}"}
+
+    # A page elsewhere posting to this server: the browser marks it cross-site and names its origin.
+    forged = web.request(
+        "POST",
+        "/jobs/action",
+        cancel_form(job_id, token),
+        {**FORM, **cookie, "origin": "http://evil.example", "sec-fetch-site": "cross-site"},
+    )
+    assert forged.status == 403
+    assert "cross-site" in forged.text
+    # An older browser without Sec-Fetch-Site still sends Origin.
+    other_origin = web.request(
+        "POST", "/jobs/action", cancel_form(job_id, token), {**FORM, **cookie, "origin": "http://evil.example"}
+    )
+    assert other_origin.status == 403
+    # Without the form token (what a forged form cannot know) it is refused as well.
+    tokenless = web.request("POST", "/jobs/action", cancel_form(job_id, None), {**FORM, **cookie})
+    assert tokenless.status == 403
+    wrong = web.request("POST", "/jobs/action", cancel_form(job_id, "0" * 64), {**FORM, **cookie})
+    assert wrong.status == 403
+    assert (await client.status([job_id]))[job_id].status == "queued"
+
+    same_site = web.request(
+        "POST",
+        "/jobs/action",
+        cancel_form(job_id, token),
+        {**FORM, **cookie, "origin": web.url, "sec-fetch-site": "same-origin"},
+    )
+    assert same_site.status == 303, same_site.text
+    assert same_site.headers["location"] == "/jobs"
+    assert (await client.status([job_id]))[job_id].status == "canceled"
+
+
+async def test_read_only_mode_shows_no_controls_and_refuses_changes(config_path: Path, db_dsn: str, conn: Any) -> None:
+    client = Client(conn)
+    job_id = await client.enqueue("sleeper", "1")
+    server = WebServer(config_path, db_dsn, args=["--read-only"]).start()
+    try:
+        page = server.get("/jobs")
+        assert page.status == 200
+        assert "read-only" in page.text
+        assert 'value="cancel"' not in page.text
+        session, token = server.session()
+        refused = server.request(
+            "POST", "/jobs/action", cancel_form(job_id, token), {**FORM, "cookie": f"pgqd_session={session}"}
+        )
+        assert refused.status == 403
+        assert "read-only" in refused.text
+        paused = server.request(
+            "POST",
+            "/entrypoints/pause",
+            urlencode({"entrypoint": "sleeper", "csrf": token}).encode(),
+            {**FORM, "cookie": f"pgqd_session={session}"},
+        )
+        assert paused.status == 403
+    finally:
+        server.stop()
+    assert (await client.status([job_id]))[job_id].status == "queued"
+    assert not (await client.paused()).is_paused("sleeper")
+
+
+async def test_unknown_job_ids_and_pages_are_404(web: WebServer, conn: Any) -> None:
+    job_id = await Client(conn).enqueue("sleeper", "1")
+    assert web.get(f"/jobs/{job_id}").status == 200
+    missing = web.get(f"/jobs/{job_id + 1000}")
+    assert missing.status == 404
+    assert f"There is no job {job_id + 1000}" in missing.text
+    assert web.get("/jobs/not-a-number").status == 404
+    assert web.get("/jobs/99999999999999999999").status == 404
+    assert web.get("/no-such-page").status == 404
+
+
+async def test_bad_filters_get_a_400_that_names_the_parameter(web: WebServer) -> None:
+    bad_status = web.get("/jobs?status=exploded")
+    assert bad_status.status == 400
+    assert "unknown status &#39;exploded&#39;" in bad_status.text
+    bad_time = web.get("/jobs?from=yesterday")
+    assert bad_time.status == 400
+    assert "from: &#39;yesterday&#39; is not a date and time" in bad_time.text
+
+
+async def test_payloads_headers_and_errors_are_escaped(web: WebServer, conn: Any) -> None:
+    hostile = '<script>alert("pwned")</script>'
+    job_id = await Client(conn).enqueue("sleeper", hostile, headers={"x-note": "<img src=x onerror=alert(1)>"})
+    page = web.get(f"/jobs/{job_id}")
+    assert page.status == 200
+    assert "<script>alert" not in page.text
+    assert "&lt;script&gt;alert(&#34;pwned&#34;)&lt;/script&gt;" in page.text
+    assert "<img src=x" not in page.text
+    assert "script-src 'self'" in page.headers["content-security-policy"]
+    listing = web.get("/jobs?q=pwned")
+    assert str(job_id) in listing.text
+    assert "<script>alert" not in listing.text
+
+
+def test_a_non_loopback_address_needs_credentials_to_start(config_path: Path, db_dsn: str) -> None:
+    port = free_port()
+    refused = run_pgqd(
+        "web", "--config", str(config_path), "--listen", f"0.0.0.0:{port}", env={"PGQD_DSN": db_dsn}, timeout=30
+    )
+    assert refused.returncode == 2
+    assert "refusing to serve the web UI on 0.0.0.0 without authentication" in refused.stderr
+
+
+def test_basic_and_bearer_credentials_are_checked_on_every_request(config_path: Path, db_dsn: str) -> None:
+    env = {"PGQD_WEB_PASSWORD": "correct horse", "PGQD_WEB_TOKEN": "t0ken-for-scripts"}
+    server = WebServer(config_path, db_dsn, env=env, host="0.0.0.0").start()
+    try:
+        anonymous = server.get("/")
+        assert anonymous.headers["www-authenticate"].startswith("Basic")
+        assert server.get("/static/style.css").status == 401
+
+        def basic(user: str, password: str) -> dict[str, str]:
+            return {"authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
+
+        assert server.get("/", basic("pgqd", "correct horse")).status == 200
+        assert server.get("/", basic("pgqd", "wrong")).status == 401
+        assert server.get("/", basic("admin", "correct horse")).status == 401
+        assert server.get("/workers", {"authorization": "Bearer t0ken-for-scripts"}).status == 200
+        assert server.get("/workers", {"authorization": "Bearer nope"}).status == 401
+    finally:
+        server.stop()
+
+
+def test_without_the_web_extra_the_command_names_it(tmp_path: Path, config_path: Path) -> None:
+    # A stand-in package that fails to import, as a missing one does.
+    fake = tmp_path / "site" / "starlette"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("raise ImportError(\"No module named 'starlette'\")\n")
+    result = run_pgqd("web", "--config", str(config_path), env={"PYTHONPATH": str(tmp_path / "site")})
+    assert result.returncode == 2
+    assert "pip install 'pgqd[web]'" in result.stderr
+    assert "starlette" in result.stderr
