@@ -19,7 +19,7 @@ from pgqd.http import HttpServer, Response
 from pgqd.identifiers import Names
 from pgqd.logs import mask_dsn
 from pgqd.metrics import SupervisorCollector, render_metrics
-from pgqd.stats import QueueStats
+from pgqd.stats import QueueStats, depth_rows
 
 QUEUE_TTL = 5.0
 QUERY_TIMEOUT = 3.0
@@ -39,6 +39,7 @@ class SupervisorView:
 class _QueueCache:
     fetched_at: float = float("-inf")
     rows: list[tuple[str, str, int, float | None]] = field(default_factory=list)
+    paused: list[tuple[str, bool]] = field(default_factory=list)
     error: str | None = "not checked yet"
 
 
@@ -57,6 +58,7 @@ class Endpoints:
             restarts=lambda: self.view().restarts,
             rescued=lambda: self.view().rescued,
             queue=self._queue_rows,
+            paused=lambda: self.queue.paused if self.queue.error is None else [],
         )
         self.server = HttpServer(listen, {"/metrics": self.metrics, "/healthz": self.healthz, "/readyz": self.readyz})
 
@@ -64,18 +66,19 @@ class Endpoints:
         if time.monotonic() - self.queue.fetched_at < QUEUE_TTL:
             return
 
-        async def fetch() -> list[tuple[str, str, int, float | None]]:
+        async def fetch() -> tuple[list[tuple[str, str, int, float | None]], list[tuple[str, bool]]]:
             conn = await asyncpg.connect(
                 self.dsn, timeout=QUERY_TIMEOUT, server_settings={"application_name": "pgqd-metrics"}
             )
             try:
-                depth = await QueueStats(conn, self.names).depth()
+                queues = await QueueStats(conn, self.names).queues()
             finally:
                 await conn.close()
-            return [(d.entrypoint, d.status, d.jobs, d.oldest_age) for d in depth]
+            depth = [(d.entrypoint, d.status, d.jobs, d.oldest_age) for d in depth_rows(queues)]
+            return depth, [(q.entrypoint, q.paused) for q in queues]
 
         try:
-            self.queue.rows = asyncio.run(asyncio.wait_for(fetch(), QUERY_TIMEOUT))
+            self.queue.rows, self.queue.paused = asyncio.run(asyncio.wait_for(fetch(), QUERY_TIMEOUT))
             self.queue.error = None
         except Exception as exc:
             self.queue.error = mask_dsn(f"{type(exc).__name__}: {exc}")

@@ -215,12 +215,14 @@ class SupervisorCollector:
         restarts: Callable[[], dict[str, int]],
         rescued: Callable[[], int],
         queue: Callable[[], Iterable[tuple[str, str, int, float | None]]],
+        paused: Callable[[], Iterable[tuple[str, bool]]] = lambda: (),
     ) -> None:
         self._version = version
         self._workers = workers
         self._restarts = restarts
         self._rescued = rescued
         self._queue = queue
+        self._paused = paused
 
     def collect(self) -> Iterable[Any]:
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -259,6 +261,20 @@ class SupervisorCollector:
             age.add_metric([entrypoint], seconds)
         yield depth
         yield age
+        yield paused_gauge(self._paused())
+
+
+def paused_gauge(rows: Iterable[tuple[str, bool]]) -> Any:
+    """``pgqd_entrypoint_paused``: 1 for a paused entrypoint, 0 for one that runs, for every entrypoint known to
+    the queue (with live jobs, a running worker or a pause)."""
+    from prometheus_client.core import GaugeMetricFamily
+
+    gauge = GaugeMetricFamily(
+        "pgqd_entrypoint_paused", "1 if the entrypoint is paused fleet-wide, else 0.", labels=["entrypoint"]
+    )
+    for entrypoint, paused in rows:
+        gauge.add_metric([entrypoint], 1 if paused else 0)
+    return gauge
 
 
 def render_metrics(path: str | None, extra: Any) -> tuple[bytes, str]:

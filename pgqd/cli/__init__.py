@@ -9,7 +9,15 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from pgqd.cli import daemon_commands, dashboard, job_commands, ops_commands, schema_commands, web_command
+from pgqd.cli import (
+    daemon_commands,
+    dashboard,
+    job_commands,
+    ops_commands,
+    pause_commands,
+    schema_commands,
+    web_command,
+)
 from pgqd.errors import BackendUnavailable, ConfigError, PgqdError
 
 EXIT_FAILURE, EXIT_USAGE = 1, 2
@@ -29,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     job_commands.register(commands)
     job_commands.register_schedules(commands)
     ops_commands.register(commands)
+    pause_commands.register(commands)
     dashboard.register(commands)
     web_command.register(commands)
     daemon_commands.register(commands, parser)
