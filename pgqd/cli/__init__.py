@@ -13,6 +13,7 @@ from pgqd.cli import (
     daemon_commands,
     dashboard,
     job_commands,
+    mcp_command,
     ops_commands,
     pause_commands,
     schema_commands,
@@ -39,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     ops_commands.register(commands)
     pause_commands.register(commands)
     dashboard.register(commands)
+    mcp_command.register(commands)
     web_command.register(commands)
     daemon_commands.register(commands, parser)
     return parser
