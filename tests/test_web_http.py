@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import base64
+import json
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
 import pytest
 
-from pgqd import Client
+from pgqd import Client, JobSpec, PostgresBackend
+from pgqd.models import ScheduleDefinition, ScheduleSpec
 from tests.support.cli import run_pgqd
 from tests.support.daemon import daemon_config, free_port
 from tests.support.web import WebServer
@@ -177,3 +180,63 @@ def test_without_the_web_extra_the_command_names_it(tmp_path: Path, config_path:
     assert result.returncode == 2
     assert "pip install 'pgqd[web]'" in result.stderr
     assert "starlette" in result.stderr
+
+
+class Browser:
+    """A session as a browser holds it: the cookie, the form token, same-origin headers."""
+
+    def __init__(self, web: WebServer) -> None:
+        self.web = web
+        self.session, self.token = web.session()
+
+    def post(self, path: str, fields: dict[str, Any]) -> Any:
+        body = urlencode({**fields, "csrf": self.token}, doseq=True).encode()
+        headers = {**FORM, "cookie": f"pgqd_session={self.session}", "origin": self.web.url}
+        return self.web.request("POST", path, body, headers)
+
+
+async def test_bulk_actions_on_everything_matching_a_filter(web: WebServer, conn: Any) -> None:
+    client = Client(conn)
+    timeouts = await client.enqueue_many([JobSpec("sleeper", {"say": "timeout soon"}) for _ in range(1500)])
+    others = await client.enqueue_many([JobSpec("sleeper", {"say": "fine"}) for _ in range(3)])
+    later = await client.enqueue("sleeper", "timeout later", execute_after=timedelta(hours=1))
+    browser = Browser(web)
+
+    done = browser.post(
+        "/jobs/action", {"action": "cancel", "scope": "matching", "status": "queued", "q": "timeout", "back": "/jobs"}
+    )
+    assert done.status == 303
+    states = await client.status([*timeouts, *others, later])
+    assert {states[i].status for i in timeouts} == {"canceled"}
+    assert {states[i].status for i in others} == {"queued"}
+    assert states[later].status == "deferred"
+
+    retried = browser.post("/jobs/action", {"action": "retry", "id": [str(later), str(others[0])], "back": "/"})
+    assert retried.status == 303
+    states = await client.status([later, others[0]])
+    assert states[later].status == "queued"
+    assert states[others[0]].status == "queued"
+
+    deleted = browser.post("/jobs/action", {"action": "delete", "id": [str(i) for i in others], "back": "/jobs"})
+    assert deleted.status == 303
+    assert {s.status for s in (await client.status(others)).values()} == {"deleted"}
+
+
+async def test_schedules_can_be_run_now_disabled_and_enabled(web: WebServer, conn: Any) -> None:
+    backend = PostgresBackend(conn)
+    spec = ScheduleSpec("digest", "0 3 * * *", "sleeper", payload=b"from the schedule")
+    await backend.sync_schedules([ScheduleDefinition(spec, datetime.now(UTC) + timedelta(days=1))])
+    browser = Browser(web)
+    assert "digest" in web.get("/schedules").text
+
+    ran = browser.post("/schedules/digest/run", {"back": "/schedules"})
+    assert ran.status == 303
+    job = await conn.fetchrow("SELECT payload, headers FROM pgqd_jobs WHERE entrypoint = 'sleeper'")
+    assert job["payload"] == b"from the schedule"
+    assert json.loads(job["headers"]) == {"pgqd-schedule": "digest", "pgqd-schedule-run": "manual"}
+
+    assert browser.post("/schedules/digest/disable", {}).status == 303
+    assert not (await backend.schedule_states())[0].enabled
+    assert browser.post("/schedules/digest/enable", {}).status == 303
+    assert (await backend.schedule_states())[0].enabled
+    assert browser.post("/schedules/nope/run", {}).status == 404
