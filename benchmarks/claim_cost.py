@@ -3,10 +3,10 @@ current one, side by side in one database, interleaved.
 
     .venv/bin/python -m benchmarks.claim_cost [--claims 2000] [--runs 5]
 
-Each round swaps the claim function in place (the order of the three states rotating) (CREATE OR REPLACE from the migration's text), then times
+Each round swaps the claim function in place (CREATE OR REPLACE from the migration's text), then times
 ``--claims`` claims of 10 jobs from a deep queue through the worker's own ``PostgresBackend.claim``, in three
-states: the old function, the new one with nothing paused, and the new one with an unrelated entrypoint paused.
-It prints the median time per claim of each state.
+states: the old function, the new one with nothing paused, and the new one with an unrelated entrypoint paused;
+the order of the three rotates from round to round. It prints the median time per claim of each state.
 """
 
 from __future__ import annotations
