@@ -29,13 +29,10 @@ WARM_UP = 50
 _CLAIM_FUNCTION = re.compile(r"CREATE (?:OR REPLACE )?FUNCTION \S+claim_jobs\".*?\n\$\$;\n", re.S)
 
 
-def claim_function(version: int) -> str:
-    """The claim function as migration ``version`` defines it, as CREATE OR REPLACE."""
-    sql = next(m.sql for m in migrations(Names()) if m.version == version)
-    found = _CLAIM_FUNCTION.search(sql)
-    if found is None:
-        raise RuntimeError(f"migration {version} defines no claim function")
-    return found.group(0).replace("CREATE FUNCTION", "CREATE OR REPLACE FUNCTION", 1)
+def claim_functions() -> list[str]:
+    """The claim function as each migration that defines it has it, oldest first, as CREATE OR REPLACE."""
+    found = [_CLAIM_FUNCTION.search(m.sql) for m in migrations(Names())]
+    return [f.group(0).replace("CREATE FUNCTION", "CREATE OR REPLACE FUNCTION", 1) for f in found if f is not None]
 
 
 async def time_claims(backend: PostgresBackend, worker: int, claims: int) -> float:
@@ -63,7 +60,8 @@ async def main() -> None:
         backend = await PostgresBackend.open(dsn, pool_size=1)
         try:
             worker = await backend.register_worker(WorkerInfo("bench", 1, ["noop"]))
-            old, new = claim_function(1), claim_function(3)
+            definitions = claim_functions()
+            old, new = definitions[0], definitions[-1]
             for run in range(args.runs):
                 # The order rotates from round to round, so no state always runs on the emptier queue.
                 for state in states[run % 3 :] + states[: run % 3]:
