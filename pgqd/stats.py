@@ -16,7 +16,7 @@ from pgqd.identifiers import Names
 from pgqd.models import FINAL_STATUSES, PauseState, ScheduleState
 from pgqd.sql import render
 from pgqd.sql.statements import SCHEDULE_STATES
-from pgqd.sql.stats import StatsStatements
+from pgqd.sql.stats import WITHOUT_JIT, StatsStatements
 
 
 @dataclass(frozen=True)
@@ -147,8 +147,6 @@ class QueueStats:
         self._schedule_states = render(SCHEDULE_STATES, names)
 
     async def _fetch(self, statement: str, *args: Any) -> list[Any]:
-        # These queries are planned with high cost estimates (a count per entrypoint of unknown size), which
-        # would make PostgreSQL compile them to machine code first: half a second, where running takes ~10 ms.
         if hasattr(self.db, "acquire"):
             async with self.db.acquire() as conn:
                 return await _fetch_without_jit(conn, statement, args)
@@ -258,14 +256,15 @@ def depth_rows(summaries: Sequence[QueueSummary]) -> list[Depth]:
 
 
 async def _fetch_without_jit(conn: Any, statement: str, args: Sequence[Any]) -> list[Any]:
+    """Runs one read-side query with JIT compilation off (see ``WITHOUT_JIT``)."""
     rows: list[Any]
     if conn.is_in_transaction():
         # The caller's transaction: the setting lasts until it ends, which changes nothing but plans' speed.
-        await conn.execute("SET LOCAL jit = off")
+        await conn.execute(WITHOUT_JIT)
         rows = await conn.fetch(statement, *args)
         return rows
     async with conn.transaction(readonly=True):
-        await conn.execute("SET LOCAL jit = off")
+        await conn.execute(WITHOUT_JIT)
         rows = await conn.fetch(statement, *args)
         return rows
 
