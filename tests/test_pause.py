@@ -28,10 +28,14 @@ async def test_a_paused_entrypoint_stops_being_claimed_by_the_daemon_while_other
     client = Client(db)
     running = await client.enqueue("sleeper", "1.5")
     await wait_until(lambda: db.fetchval("SELECT count(*) FROM test_runs"), timeout=20, what="the first job to start")
+    # A backlog being worked through when the pause comes: 20 slots, 200 jobs of 0.3 s, about 3 s of work.
+    backlog = await client.enqueue_many([JobSpec("sleeper", "0.3") for _ in range(200)])
+    await wait_until(lambda: db.fetchval("SELECT count(*) > 10 FROM test_runs"), timeout=20, what="the backlog")
 
     paused = run_pgqd("pause", "sleeper", "--dsn", db_dsn)
     assert paused.returncode == 0, paused.stderr
     assert paused.stdout.strip() == "paused: sleeper"
+    paused_at = await db.fetchval("SELECT clock_timestamp()")
     held_back = await client.enqueue_many([JobSpec("sleeper", "0") for _ in range(5)])
     others = await client.enqueue_many([JobSpec("other") for _ in range(5)])
 
@@ -41,7 +45,19 @@ async def test_a_paused_entrypoint_stops_being_claimed_by_the_daemon_while_other
         what="the other entrypoint's jobs and the job running at the pause to finish",
     )
     assert await db.fetchval("SELECT status::text FROM pgqd_log WHERE job_id = $1", running) == "successful"
+    await wait_until(
+        lambda: db.fetchval("SELECT count(*) = 0 FROM pgqd_jobs WHERE status = 'picked'"),
+        timeout=20,
+        what="the jobs claimed before the pause to finish",
+    )
     assert await db.fetchval("SELECT count(*) FROM test_runs WHERE job_id = ANY ($1::bigint[])", held_back) == 0
+    late_starts = await db.fetchval(
+        "SELECT count(*) FROM test_runs WHERE entrypoint = 'sleeper' AND started > $1::timestamptz + interval '1s'",
+        paused_at,
+    )
+    assert late_starts == 0
+    waiting = await db.fetchval("SELECT count(*) FROM pgqd_jobs WHERE id = ANY ($1::bigint[])", backlog)
+    assert waiting > 0  # the pause cut into the backlog, so the check above had jobs it could have started
     statuses = await db.fetchval("SELECT array_agg(DISTINCT status::text) FROM pgqd_jobs")
     assert statuses == ["queued"]
 
@@ -54,17 +70,18 @@ async def test_a_paused_entrypoint_stops_being_claimed_by_the_daemon_while_other
     assert 'pgqd_entrypoint_paused{entrypoint="other"} 0.0' in http_get(port, "/metrics")[1]
     dashboard = run_pgqd("dashboard", "--once", "--dsn", db_dsn)
     sleeper_line = next(line for line in dashboard.stdout.splitlines() if line.strip().startswith("sleeper"))
-    assert sleeper_line.split()[1] == "5"
+    assert sleeper_line.split()[1] == str(5 + waiting)
     assert sleeper_line.split()[-1] == "paused"
 
     resumed = run_pgqd("resume", "sleeper", "--dsn", db_dsn)
     assert resumed.returncode == 0, resumed.stderr
     assert resumed.stdout.strip() == "nothing is paused"
     await wait_until(
-        lambda: db.fetchval("SELECT count(*) = 5 FROM pgqd_log WHERE job_id = ANY ($1::bigint[])", held_back),
-        timeout=15,
-        what="the held-back jobs to run after resume",
+        lambda: db.fetchval("SELECT count(*) = 0 FROM pgqd_jobs"),
+        timeout=30,
+        what="the held-back jobs and the rest of the backlog to run after resume",
     )
+    assert await db.fetchval("SELECT count(*) FROM pgqd_log WHERE job_id = ANY ($1::bigint[])", held_back) == 5
 
 
 async def test_pause_resume_and_paused_commands_store_the_state(db: Any, db_dsn: str) -> None:
