@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -119,6 +119,9 @@ class JobDetail:
     error_message: str | None
     error_traceback: str | None
     result: Any
+    # Failed attempts that were retried or held, oldest first ({type, message, traceback, attempt, at}); for a
+    # finished job, the ones before its final error.
+    errors: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def finished(self) -> bool:
@@ -217,6 +220,7 @@ class QueueStats:
         row = dict(rows[0])
         row["headers"] = None if row["headers"] is None else json.loads(row["headers"])
         row["result"] = None if row["result"] is None else json.loads(row["result"])
+        row["errors"] = [] if row["errors"] is None else json.loads(row["errors"])
         return JobDetail(**row)
 
     async def workers(self) -> list[WorkerRow]:

@@ -156,12 +156,12 @@ SELECT j.id, j.entrypoint, j.status::text AS status, j.priority, j.attempts, j.p
        j.dedupe_key, j.created_at, j.execute_after, j.picked_at AS started_at, NULL::timestamptz AS finished_at,
        j.worker_id, j.cancel_requested, j.lost_runs, j.last_error->>'type' AS error_type,
        j.last_error->>'message' AS error_message, j.last_error->>'traceback' AS error_traceback,
-       NULL::text AS result
+       NULL::text AS result, j.errors::text AS errors
 FROM {jobs} AS j WHERE j.id = $1
 UNION ALL
 SELECT l.job_id, l.entrypoint, l.status::text, l.priority, l.attempts, NULL::bytea, NULL::text, l.dedupe_key,
        l.created_at, NULL::timestamptz, l.started_at, l.finished_at, l.worker_id, false, 0, l.error_type,
-       l.error_message, l.error_traceback, l.result::text
+       l.error_message, l.error_traceback, l.result::text, l.errors::text
 FROM {log} AS l WHERE l.job_id = $1
 LIMIT 1
 """
