@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +61,12 @@ TRACEBACK = """Traceback (most recent call last):
   File "/srv/shop/shop/http.py", line 112, in post
     raise TimeoutError(f"upstream answered nothing within {timeout} s")
 TimeoutError: upstream answered nothing within 30 s"""
+
+
+RESET_TRACEBACK = """Traceback (most recent call last):
+  File "/srv/shop/shop/webhooks.py", line 58, in deliver
+    response = await session.post(hook.url, json=event, timeout=30)
+ConnectionError: connection reset by peer"""
 
 
 async def fail(_job: Any) -> None:
@@ -194,13 +201,24 @@ async def test_screenshots_of_the_overview_and_a_job(page: Any, web: WebServer, 
         headers={"traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", "source": "checkout"},
     )
     await hold_failures(db_dsn, "flaky_webhook")
-    # The error as an application's handler would leave it (this test's own file paths say nothing).
+    # Errors as an application's handler would leave them (this test's own file paths say nothing).
+    last = {"type": "TimeoutError", "message": "upstream answered nothing within 30 s", "traceback": TRACEBACK}
+    earlier = {"type": "ConnectionError", "message": "connection reset by peer", "traceback": RESET_TRACEBACK}
+    now = datetime.now(UTC)
+    history = [
+        {**earlier, "attempt": 1, "at": (now - timedelta(seconds=171)).isoformat()},
+        {**earlier, "attempt": 2, "at": (now - timedelta(seconds=168)).isoformat()},
+        {**last, "attempt": 3, "at": (now - timedelta(seconds=131)).isoformat()},
+    ]
     await conn.execute(
-        "UPDATE pgqd_jobs SET last_error = $2::jsonb WHERE id = $1",
+        """
+        UPDATE pgqd_jobs SET attempts = 3, last_error = $2::jsonb, errors = $3::jsonb,
+               created_at = now() - interval '172 seconds', execute_after = now() - interval '172 seconds'
+        WHERE id = $1
+        """,
         failing,
-        json.dumps(
-            {"type": "TimeoutError", "message": "upstream answered nothing within 30 s", "traceback": TRACEBACK}
-        ),
+        json.dumps(last),
+        json.dumps(history),
     )
     await client.pause("resize_image")
     # An hour of history in the log: a steady load with a burst of failures, as a busy queue would show.
@@ -219,6 +237,6 @@ async def test_screenshots_of_the_overview_and_a_job(page: Any, web: WebServer, 
     await page.locator('tr[data-entrypoint="send_email"]').wait_for()
     await page.screenshot(path=str(DOCS / "web-overview.png"), full_page=True)
     await page.goto(f"{web.url}/jobs/{failing}")
-    assert "TimeoutError" in await page.locator(".error-box").inner_text()
+    assert "TimeoutError" in await page.locator("details.attempt").first.inner_text()
     assert json.loads(await page.locator("#payload").inner_text())["order"] == 1042
     await page.screenshot(path=str(DOCS / "web-job.png"), full_page=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 from collections.abc import Iterator
@@ -12,10 +13,11 @@ from urllib.parse import urlencode
 
 import pytest
 
-from pgqd import Client, JobSpec, PostgresBackend
+from pgqd import Client, Entrypoint, JobSpec, PostgresBackend, RetryPolicy, Worker, WorkerSettings
 from pgqd.models import ScheduleDefinition, ScheduleSpec
 from tests.support.cli import run_pgqd
 from tests.support.daemon import daemon_config, free_port
+from tests.support.waiting import wait_until
 from tests.support.web import WebServer
 
 FORM = {"content-type": "application/x-www-form-urlencoded"}
@@ -240,3 +242,39 @@ async def test_schedules_can_be_run_now_disabled_and_enabled(web: WebServer, con
     assert browser.post("/schedules/digest/enable", {}).status == 303
     assert (await backend.schedule_states())[0].enabled
     assert browser.post("/schedules/nope/run", {}).status == 404
+
+
+async def fail_with_attempt(job: Any) -> None:
+    raise ValueError(f"failure number {job.attempts}")
+
+
+async def test_a_job_shows_the_error_of_every_attempt(web: WebServer, conn: Any, db_dsn: str) -> None:
+    client = Client(conn)
+    job_id = await client.enqueue("retried", "x")
+    backend = await PostgresBackend.open(db_dsn)
+    try:
+        policy = RetryPolicy(max_attempts=3, initial=0.05, jitter=False)
+        entry = Entrypoint("retried", fail_with_attempt, on_failure="hold", retry=policy)
+
+        async def held() -> bool:
+            # A drain returns while the retry waits out its backoff; run again until the job is held.
+            await asyncio.wait_for(Worker(backend, [entry], WorkerSettings(poll_interval=0.1)).run(drain=True), 30)
+            return (await client.status([job_id]))[job_id].status == "failed"
+
+        await wait_until(held, timeout=30, what="the job to be held after its third failure", interval=0.1)
+    finally:
+        await backend.close()
+    held = web.get(f"/jobs/{job_id}").text
+    newest_first = [held.index(f"failure number {n}") for n in (3, 2, 1)]
+    assert newest_first == sorted(newest_first)
+    assert "attempt 1" in held
+    assert "attempt 3" in held
+
+    await client.cancel([job_id])
+    finished = web.get(f"/jobs/{job_id}").text
+    assert "Final error" in finished
+    assert "Earlier errors" in finished
+    # The final error is shown once, on its own; the earlier list holds the attempts before it.
+    assert "attempt 3" not in finished
+    assert "attempt 2" in finished
+    assert "failure number 1" in finished

@@ -134,6 +134,7 @@ async def job(request: Request) -> Response:
         payload=present.payload_view(detail.payload),
         headers=sorted((detail.headers or {}).items()),
         result=present.pretty_json_value(detail.result) if detail.result is not None else None,
+        errors=present.error_history(detail),
     )
 
 

@@ -5,6 +5,7 @@ Everything returned here is plain text: the templates escape it, so a payload ca
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -109,3 +110,19 @@ def headers_of(text: str | None) -> list[tuple[str, str]]:
 
 def pretty_json_value(value: Any) -> str:
     return json.dumps(value, indent=2, ensure_ascii=False, sort_keys=True, default=str)
+
+
+def error_history(job: Any) -> list[dict[str, str]]:
+    """A job's failed attempts, newest first, without the final error a finished job shows on its own."""
+    shown = []
+    for entry in reversed(job.errors):
+        if not isinstance(entry, dict):
+            continue
+        item = {key: str(entry.get(key) or "") for key in ("type", "message", "traceback", "attempt", "at")}
+        with contextlib.suppress(ValueError):  # a time written by an older version stays as it was
+            item["at"] = when(datetime.fromisoformat(item["at"]))
+        shown.append(item)
+    final = (job.error_type, job.error_message or "", job.error_traceback or "")
+    if job.finished and shown and (shown[0]["type"], shown[0]["message"], shown[0]["traceback"]) == final:
+        shown.pop(0)
+    return shown
