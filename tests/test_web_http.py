@@ -278,3 +278,11 @@ async def test_a_job_shows_the_error_of_every_attempt(web: WebServer, conn: Any,
     assert "attempt 3" not in finished
     assert "attempt 2" in finished
     assert "failure number 1" in finished
+
+
+def test_without_credentials_only_loopback_host_names_are_answered(web: WebServer) -> None:
+    assert web.get("/", {"host": f"localhost:{web.port}"}).status == 200
+    # A site whose name was made to resolve to 127.0.0.1 (DNS rebinding) must not get a same-origin page.
+    rebound = web.get("/", {"host": f"attacker.example:{web.port}"})
+    assert rebound.status == 403
+    assert "127.0.0.1 or localhost" in rebound.text

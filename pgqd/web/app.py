@@ -25,7 +25,14 @@ from pgqd.config.load import WebCredentials
 from pgqd.identifiers import Names
 from pgqd.stats import QueueStats
 from pgqd.web import present
-from pgqd.web.security import SESSION_COOKIE, Authenticator, CsrfTokens, cross_site_reason, safe_return_path
+from pgqd.web.security import (
+    SESSION_COOKIE,
+    Authenticator,
+    CsrfTokens,
+    cross_site_reason,
+    loopback_host,
+    safe_return_path,
+)
 
 NOTICE_COOKIE = "pgqd_notice"
 # Scripts and styles come from this server only, so an injected tag could not run even if escaping failed.
@@ -136,6 +143,8 @@ class Guard(BaseHTTPMiddleware):
 
     async def dispatch(self, request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
         state = web_state(request)
+        if not state.settings.credentials.required and not loopback_host(request.headers.get("host")):
+            return refusal(403, "Forbidden", "without authentication this UI answers only to 127.0.0.1 or localhost")
         if not state.auth.allows(request.headers.get("authorization")):
             response: Response = refusal(401, "Unauthorized", "this pgqd web UI needs credentials")
             response.headers["www-authenticate"] = state.auth.challenge

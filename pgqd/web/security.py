@@ -4,6 +4,8 @@
   address, 0.0.0.0 and the rest of 127.0.0.0/8 included, needs a password or a token to start at all.
 - Authentication, once configured, applies to every request on every address: HTTP basic with the password,
   or ``Authorization: Bearer`` with the token.
+- Without authentication, only requests whose Host header names the loopback are answered (a defence against
+  DNS rebinding).
 - Changes are POSTs only, and a POST must come from a page of this server: a browser's ``Sec-Fetch-Site`` and
   ``Origin`` must say same-origin, and the form must carry the token derived from this browser's session
   cookie (a SameSite=Strict cookie, which a cross-site request does not even send).
@@ -109,6 +111,16 @@ def cross_site_reason(headers: dict[str, str], host: str | None, scheme: str) ->
     if origin is not None and (host is None or origin != f"{scheme}://{host}"):
         return f"Origin {origin} is not this server"
     return None
+
+
+def loopback_host(host_header: str | None) -> bool:
+    """Whether a Host header names this machine's loopback. Without authentication only such requests are
+    served: a page on another site whose name was made to resolve to 127.0.0.1 (DNS rebinding) would
+    otherwise be same-origin with the UI and could read and post its forms."""
+    if not host_header:
+        return False
+    host = host_header.rsplit(":", 1)[0] if not host_header.endswith("]") else host_header
+    return host.strip("[]").lower() in LOOPBACK_HOSTS
 
 
 def safe_return_path(path: str | None, fallback: str = "/") -> str:
