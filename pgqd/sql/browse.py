@@ -52,6 +52,15 @@ LEFT JOIN LATERAL (
 ) AS r ON true
 """
 
+# The job search's filters on live jobs j, shared with bulk actions: $2 entrypoint, $3 / $4 created between,
+# $5 LIKE pattern for error text, $6 LIKE pattern for payloads in "escape" encoding.
+LIVE_FILTER = """AND ($2::text IS NULL OR j.entrypoint = $2)
+  AND ($3::timestamptz IS NULL OR j.created_at >= $3)
+  AND ($4::timestamptz IS NULL OR j.created_at < $4)
+  AND ($5::text IS NULL
+       OR concat_ws(' ', j.last_error->>'type', j.last_error->>'message', j.last_error->>'traceback') ILIKE $5
+       OR encode(j.payload, 'escape') ILIKE $6)"""
+
 # Held or running jobs: few, each state with its own partial index, so no window is needed. The status is
 # written into the text (one statement per state) so that the planner can match the partial index.
 _SEARCH_LIVE_STATUS = """
@@ -61,14 +70,9 @@ SELECT NULL::bigint AS edge, j.id, j.entrypoint, j.status::text AS status, j.pri
        substring(j.payload FROM 1 FOR 160) AS payload_head
 FROM {{jobs}} AS j
 WHERE j.status = '{status}' AND j.id < $1
-  AND ($2::text IS NULL OR j.entrypoint = $2)
-  AND ($3::timestamptz IS NULL OR j.created_at >= $3)
-  AND ($4::timestamptz IS NULL OR j.created_at < $4)
-  AND ($5::text IS NULL
-       OR concat_ws(' ', j.last_error->>'type', j.last_error->>'message', j.last_error->>'traceback') ILIKE $5
-       OR encode(j.payload, 'escape') ILIKE $6)
+  {live_filter}
 ORDER BY j.id DESC
 LIMIT $7
 """
-SEARCH_HELD = _SEARCH_LIVE_STATUS.format(status="failed")
-SEARCH_RUNNING = _SEARCH_LIVE_STATUS.format(status="picked")
+SEARCH_HELD = _SEARCH_LIVE_STATUS.format(status="failed", live_filter=LIVE_FILTER)
+SEARCH_RUNNING = _SEARCH_LIVE_STATUS.format(status="picked", live_filter=LIVE_FILTER)

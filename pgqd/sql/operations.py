@@ -3,6 +3,8 @@ live jobs matching a filter for a bulk action, and turn a schedule on or off."""
 
 from __future__ import annotations
 
+from pgqd.sql.browse import LIVE_FILTER
+
 # Deferred jobs become eligible at once; one NOTIFY wakes the workers of their entrypoints.
 RUN_NOW = """
 WITH moved AS (
@@ -19,21 +21,18 @@ FROM moved AS m, (SELECT count(*) FROM announced) AS a
 """
 
 # Ids of live jobs matching a filter (the job search's, without its read window), newest first below $1, at
-# most $8: a bulk action walks them in batches. $2 entrypoint, $3 the statuses the action applies to, $4 / $5
-# created between, $6 LIKE pattern for error text, $7 LIKE pattern for payloads in "escape" encoding.
-MATCHING_LIVE_IDS = """
+# most $7, in the states $8 the action applies to: a bulk action walks them in batches.
+MATCHING_LIVE_IDS = (
+    """
 SELECT j.id FROM {jobs} AS j
-WHERE j.id < $1
-  AND ($2::text IS NULL OR j.entrypoint = $2)
-  AND j.status::text = ANY ($3::text[])
-  AND ($4::timestamptz IS NULL OR j.created_at >= $4)
-  AND ($5::timestamptz IS NULL OR j.created_at < $5)
-  AND ($6::text IS NULL
-       OR concat_ws(' ', j.last_error->>'type', j.last_error->>'message', j.last_error->>'traceback') ILIKE $6
-       OR encode(j.payload, 'escape') ILIKE $7)
+WHERE j.id < $1 AND j.status::text = ANY ($8::text[])
+  """
+    + LIVE_FILTER
+    + """
 ORDER BY j.id DESC
-LIMIT $8
+LIMIT $7
 """
+)
 
 # Turning a schedule back on starts it from its next tick ($3), so the ticks it missed while off are not fired
 # as misfires. The config's `enabled` applies again when a daemon next starts or reloads.

@@ -91,12 +91,12 @@ async def _apply_to_matching(state: WebState, action: str, form: dict[str, objec
             statement,
             cursor,
             where.entrypoint,
-            list(statuses),
             where.created_from,
             where.created_until,
             text,
             payload,
             BATCH,
+            list(statuses),
         )
         ids = [r["id"] for r in rows]
         if ids:
