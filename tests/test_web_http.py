@@ -118,7 +118,9 @@ async def test_unknown_job_ids_and_pages_are_404(web: WebServer, conn: Any) -> N
     assert f"There is no job {job_id + 1000}" in missing.text
     assert web.get("/jobs/not-a-number").status == 404
     assert web.get("/jobs/99999999999999999999").status == 404
-    assert web.get("/no-such-page").status == 404
+    unknown_page = web.get("/no-such-page")
+    assert unknown_page.status == 404
+    assert "There is no such page." in unknown_page.text
 
 
 async def test_bad_filters_get_a_400_that_names_the_parameter(web: WebServer) -> None:

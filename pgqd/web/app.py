@@ -214,7 +214,9 @@ def create_app(settings: WebSettings) -> Starlette:
         *actions.routes(),
         Mount("/static", StaticFiles(packages=[("pgqd.web", "static")]), name="static"),
     ]
-    app = Starlette(routes=routes, middleware=[Middleware(Guard)], lifespan=lifespan)
+    app = Starlette(
+        routes=routes, middleware=[Middleware(Guard)], lifespan=lifespan, exception_handlers={404: pages.unknown}
+    )
     app.state.web = state
     return app
 

@@ -159,7 +159,8 @@ async def workers(request: Request) -> Response:
     return render(request, "workers.html", title="Workers", workers=await web_state(request).stats.workers())
 
 
-async def unknown(request: Request) -> HTMLResponse:
+async def unknown(request: Request, _exc: Exception) -> HTMLResponse:
+    """Any path without a page."""
     return not_found(request, "There is no such page.")
 
 
