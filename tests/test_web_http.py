@@ -288,3 +288,21 @@ def test_without_credentials_only_loopback_host_names_are_answered(web: WebServe
     rebound = web.get("/", {"host": f"attacker.example:{web.port}"})
     assert rebound.status == 403
     assert "127.0.0.1 or localhost" in rebound.text
+
+
+async def test_payloads_show_as_json_text_or_a_hex_dump(web: WebServer, conn: Any) -> None:
+    client = Client(conn)
+    as_json, as_text, as_bytes = await client.enqueue_many(
+        [
+            JobSpec("sleeper", {"b": 1, "a": [1, 2]}),
+            JobSpec("sleeper", "plain words, not JSON"),
+            JobSpec("sleeper", b"\x00\x01\xffPNG\r\n"),
+        ]
+    )
+    pretty = web.get(f"/jobs/{as_json}").text
+    assert "<small>json, " in pretty
+    assert "&#34;a&#34;: [\n    1,\n    2\n  ]" in pretty
+    assert "plain words, not JSON" in web.get(f"/jobs/{as_text}").text
+    binary = web.get(f"/jobs/{as_bytes}").text
+    assert "binary, 8 bytes" in binary
+    assert "00000000  00 01 ff 50 4e 47 0d 0a" in binary
