@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -14,6 +15,7 @@ from urllib.parse import urlencode
 import pytest
 
 from pgqd import Client, Entrypoint, JobSpec, PostgresBackend, RetryPolicy, Worker, WorkerSettings
+from pgqd.browse import SEARCH_WINDOW
 from pgqd.models import ScheduleDefinition, ScheduleSpec
 from tests.support.cli import run_pgqd
 from tests.support.daemon import daemon_config, free_port
@@ -306,3 +308,28 @@ async def test_payloads_show_as_json_text_or_a_hex_dump(web: WebServer, conn: An
     binary = web.get(f"/jobs/{as_bytes}").text
     assert "binary, 8 bytes" in binary
     assert "00000000  00 01 ff 50 4e 47 0d 0a" in binary
+
+
+async def test_a_search_past_its_read_window_goes_on_from_where_it_stopped(web: WebServer, conn: Any) -> None:
+    oldest = await Client(conn).enqueue("sleeper", "the-oldest-needle")
+    await conn.execute(
+        "INSERT INTO pgqd_jobs (entrypoint, payload) SELECT 'sleeper', 'hay' FROM generate_series(1, $1)",
+        SEARCH_WINDOW + 10,
+    )
+    first = web.get("/jobs?q=oldest-needle")
+    assert first.status == 200
+    assert f"/jobs/{oldest}" not in first.text
+    older = re.search(r'href="(/jobs\?q=oldest-needle&amp;before=\d+)"', first.text)
+    assert older, first.text
+    second = web.get(older[1].replace("&amp;", "&"))
+    assert f'href="/jobs/{oldest}"' in second.text
+
+    newest = web.get("/jobs?limit=25")
+    ids = [int(i) for i in re.findall(r'href="/jobs/(\d+)"', newest.text)]
+    assert len(ids) == 25
+    assert ids == sorted(ids, reverse=True)
+    following = re.search(r'href="(/jobs\?limit=25&amp;before=(\d+))"', newest.text)
+    assert following
+    assert int(following[2]) == ids[-1]
+    page_two = [int(i) for i in re.findall(r'href="/jobs/(\d+)"', web.get(following[1].replace("&amp;", "&")).text)]
+    assert page_two[0] == ids[-1] - 1

@@ -10,7 +10,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
-from pgqd.browse import LIVE_STATUSES, STATUS_GROUPS, JobFilter
+from pgqd.browse import LIVE_STATUSES, SEARCH_WINDOW, STATUS_GROUPS, JobFilter
 from pgqd.models import FINAL_STATUSES
 from pgqd.web import present
 from pgqd.web.app import not_found, render, web_state
@@ -90,6 +90,7 @@ async def jobs(request: Request) -> Response:
         rows=rows,
         older=older,
         window_edge=page.window_edge,
+        window=SEARCH_WINDOW,
         newest="/jobs?" + urlencode(_kept_query(request)) if before is not None else None,
         **_jobs_form(request, where),
     )
