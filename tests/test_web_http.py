@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
+import asyncpg
 import pytest
 
 from pgqd import Client, Entrypoint, JobSpec, PostgresBackend, RetryPolicy, Worker, WorkerSettings
@@ -333,3 +334,36 @@ async def test_a_search_past_its_read_window_goes_on_from_where_it_stopped(web: 
     assert int(following[2]) == ids[-1]
     page_two = [int(i) for i in re.findall(r'href="/jobs/(\d+)"', web.get(following[1].replace("&amp;", "&")).text)]
     assert page_two[0] == ids[-1] - 1
+
+
+def test_an_unreachable_or_uninstalled_database_stops_the_start_with_a_clear_error(
+    config_path: Path, empty_dsn: str
+) -> None:
+    down = run_pgqd("web", "--config", str(config_path), env={"PGQD_DSN": "postgresql://postgres@127.0.0.1:1/x"})
+    assert down.returncode == 1
+    assert "could not connect to postgresql://postgres@127.0.0.1:1/x" in down.stderr
+    bare = run_pgqd("web", "--config", str(config_path), env={"PGQD_DSN": empty_dsn})
+    assert bare.returncode == 1
+    assert "run `pgqd install`" in bare.stderr
+
+
+async def test_pages_survive_lost_connections_and_say_503_while_the_database_is_gone(
+    web: WebServer, conn: Any, pg_server: str
+) -> None:
+    assert web.get("/").status == 200
+    killed = await conn.fetchval(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = 'pgqd-web'"
+    )
+    assert killed >= 1
+    assert [web.get("/").status for _ in range(3)] == [200, 200, 200]
+
+    database = await conn.fetchval("SELECT current_database()")
+    await conn.close()
+    admin = await asyncpg.connect(pg_server)
+    try:
+        await admin.execute(f'DROP DATABASE "{database}" WITH (FORCE)')
+    finally:
+        await admin.close()
+    gone = web.get("/workers")
+    assert gone.status == 503
+    assert "Database unavailable" in gone.text

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import importlib
 import sys
 from pathlib import Path
 from typing import Any
 
-from pgqd.cli.connect import add_connection_arguments, names_from, resolve_dsn
+from pgqd.cli.connect import add_connection_arguments, connection, names_from, resolve_dsn
 from pgqd.config.load import load_config, web_credentials
 from pgqd.config.model import Config
 from pgqd.errors import ConfigError
+from pgqd.identifiers import Names
+from pgqd.schema import require_current
 
 WEB_MODULES = ("starlette", "uvicorn", "jinja2")
 
@@ -63,9 +66,17 @@ def serve(args: argparse.Namespace) -> int:
         read_only=args.read_only or web.read_only,
         credentials=credentials,
     )
+    asyncio.run(_check_database(settings.dsn, settings.names))
     shown = f"[{host}]" if ":" in host else host
     mode = ", read-only" if settings.read_only else ""
     auth = ", authentication required" if credentials.required else ""
     print(f"pgqd web: serving http://{shown}:{port}/{mode}{auth}", file=sys.stderr, flush=True)
     uvicorn.run(create_app(settings), host=host, port=port, log_level="warning", access_log=False, lifespan="on")
     return 0
+
+
+async def _check_database(dsn: str | None, names: Names) -> None:
+    """Fails before serving anything when the database cannot be reached or its schema does not fit, with the
+    same messages as the other commands."""
+    async with connection(dsn) as conn:
+        await require_current(conn, names, allow_newer=True)

@@ -23,6 +23,7 @@ from pgqd.backend.postgres import PostgresBackend
 from pgqd.browse import JobSearch
 from pgqd.config.load import WebCredentials
 from pgqd.identifiers import Names
+from pgqd.logs import mask_dsn
 from pgqd.stats import QueueStats
 from pgqd.web import present
 from pgqd.web.security import (
@@ -215,10 +216,33 @@ def create_app(settings: WebSettings) -> Starlette:
         Mount("/static", StaticFiles(packages=[("pgqd.web", "static")]), name="static"),
     ]
     app = Starlette(
-        routes=routes, middleware=[Middleware(Guard)], lifespan=lifespan, exception_handlers={404: pages.unknown}
+        routes=routes,
+        middleware=[Middleware(Guard)],
+        lifespan=lifespan,
+        exception_handlers={
+            404: pages.unknown,
+            OSError: database_unavailable,
+            asyncpg.InterfaceError: database_unavailable,
+            asyncpg.PostgresConnectionError: database_unavailable,
+            asyncpg.CannotConnectNowError: database_unavailable,
+            asyncpg.AdminShutdownError: database_unavailable,
+            asyncpg.InvalidCatalogNameError: database_unavailable,
+        },
     )
     app.state.web = state
     return app
+
+
+async def database_unavailable(request: Request, exc: Exception) -> HTMLResponse:
+    """A page that needed the database while it was down (it reconnects by itself once it is back)."""
+    reason = mask_dsn(str(exc)) or type(exc).__name__
+    return render(
+        request,
+        "error.html",
+        status_code=503,
+        title="Database unavailable",
+        message=f"PostgreSQL did not answer ({reason}). This page works again as soon as it does.",
+    )
 
 
 def not_found(request: Request, what: str) -> HTMLResponse:
