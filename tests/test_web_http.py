@@ -156,6 +156,9 @@ def test_a_non_loopback_address_needs_credentials_to_start(config_path: Path, db
     )
     assert refused.returncode == 2
     assert "refusing to serve the web UI on 0.0.0.0 without authentication" in refused.stderr
+    garbled = run_pgqd("web", "--config", str(config_path), "--listen", "9465", env={"PGQD_DSN": db_dsn})
+    assert garbled.returncode == 2
+    assert "--listen '9465': use \"host:port\"" in garbled.stderr
 
 
 def test_basic_and_bearer_credentials_are_checked_on_every_request(config_path: Path, db_dsn: str) -> None:
