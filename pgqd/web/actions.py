@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from pgqd.browse import MAX_ID, escape_encoded, like_pattern
+from pgqd.browse import MAX_ID
 from pgqd.client import Client
 from pgqd.errors import DedupeConflict
 from pgqd.models import NewJob
@@ -82,22 +82,10 @@ async def _apply_to_matching(state: WebState, action: str, form: dict[str, objec
         statuses = tuple(s for s in statuses if s == where.status)
     if not statuses:
         return 0, True
-    text = like_pattern(where.text) if where.text else None
-    payload = like_pattern(escape_encoded(where.text)) if where.text else None
     statement = render(operations.MATCHING_LIVE_IDS, state.settings.names)
     cursor, changed, started = MAX_ID, 0, time.monotonic()
     while time.monotonic() - started < TIME_BUDGET:
-        rows = await state.pool.fetch(
-            statement,
-            cursor,
-            where.entrypoint,
-            where.created_from,
-            where.created_until,
-            text,
-            payload,
-            BATCH,
-            list(statuses),
-        )
+        rows = await state.pool.fetch(statement, cursor, *where.live_filter_args(), BATCH, list(statuses))
         ids = [r["id"] for r in rows]
         if ids:
             changed += await apply(state, action, ids)

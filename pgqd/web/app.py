@@ -227,6 +227,8 @@ def create_app(settings: WebSettings) -> Starlette:
             asyncpg.CannotConnectNowError: database_unavailable,
             asyncpg.AdminShutdownError: database_unavailable,
             asyncpg.InvalidCatalogNameError: database_unavailable,
+            # What a pooled connection whose server process was just terminated raises on its next use.
+            asyncpg.InternalClientError: database_unavailable,
         },
     )
     app.state.web = state
