@@ -18,7 +18,7 @@ from pgqd.errors import (
     SchemaVersionError,
 )
 from pgqd.job import Context, InvalidPayload, Job, RetryLater
-from pgqd.models import CancelResult, JobState
+from pgqd.models import CancelResult, JobState, PauseState
 from pgqd.schema import install
 from pgqd.units import Rate
 from pgqd.worker.engine import Worker, WorkerSettings
@@ -41,6 +41,7 @@ __all__ = [
     "JobState",
     "ManualClock",
     "MemoryBackend",
+    "PauseState",
     "PgqdError",
     "PostgresBackend",
     "Rate",

@@ -15,7 +15,7 @@ from pgqd.backend.base import Backend, Subscription
 from pgqd.backend.postgres import PostgresBackend
 from pgqd.errors import DedupeConflict, JobNotFound, PgqdError
 from pgqd.identifiers import Names
-from pgqd.models import ON_CONFLICT_CHOICES, CancelResult, Event, JobState, NewJob, OnConflict
+from pgqd.models import ON_CONFLICT_CHOICES, PAUSE_ALL, CancelResult, Event, JobState, NewJob, OnConflict, PauseState
 from pgqd.payload import encode_headers, encode_payload
 from pgqd.tracing import trace_headers
 
@@ -205,6 +205,24 @@ class Client:
         """The state of each job found, live or finished; unknown ids are absent from the result."""
         return await self.backend.job_states(_id_list(ids))
 
+    async def pause(self, *entrypoints: str, all: bool = False) -> PauseState:
+        """Stops every worker, on every host, from claiming jobs of these entrypoints until they are resumed;
+        ``all=True`` pauses every entrypoint, those that have no job yet included. Takes effect at each worker's
+        next claim (well within a second); running jobs finish and enqueueing still works. The pause is stored
+        in the database (inside the caller's transaction, if one is open). Returns what is paused now."""
+        await self.backend.pause(_pause_targets(entrypoints, all, "pause"))
+        return await self.backend.pauses()
+
+    async def resume(self, *entrypoints: str, all: bool = False) -> PauseState:
+        """Undoes ``pause``: these entrypoints (``all=True``: every one) run again, and idle workers are woken
+        to claim at once. Resuming one entrypoint while all are paused exempts it from that pause."""
+        await self.backend.resume(_pause_targets(entrypoints, all, "resume"))
+        return await self.backend.pauses()
+
+    async def paused(self) -> PauseState:
+        """What is paused now; ``.is_paused(name)`` answers for one entrypoint."""
+        return await self.backend.pauses()
+
     async def wait(self, job_id: int, timeout: float | None = None) -> JobState:
         """Waits until the job reaches a final status (or is held as failed) and returns that state.
 
@@ -264,6 +282,22 @@ def _as_spec(job: JobSpec | Mapping[str, Any]) -> JobSpec:
         except TypeError as exc:
             raise PgqdError(f"invalid job {dict(job)!r}: {exc}") from exc
     raise PgqdError(f"each job must be a JobSpec or a mapping, got {type(job).__name__}")
+
+
+def _pause_targets(entrypoints: Sequence[str], everything: bool, verb: str) -> list[str] | None:
+    """The entrypoints named, or None for all of them; refuses both, neither, and names that are not names."""
+    if everything:
+        if entrypoints:
+            raise PgqdError(f"{verb}: name entrypoints or pass all=True, not both")
+        return None
+    if not entrypoints:
+        raise PgqdError(f"{verb}: name at least one entrypoint, or pass all=True")
+    for name in entrypoints:
+        if not isinstance(name, str) or not name.strip():
+            raise PgqdError(f"{verb}: entrypoint names must be non-empty strings, got {name!r}")
+        if name == PAUSE_ALL:
+            raise PgqdError(f"{verb}: {PAUSE_ALL!r} is not an entrypoint name; pass all=True for every entrypoint")
+    return list(dict.fromkeys(entrypoints))
 
 
 def _id_list(ids: int | Iterable[int]) -> list[int]:

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.daemon import free_port
+
 REPO = Path(__file__).resolve().parents[1]
 
 pytestmark = pytest.mark.slow
@@ -20,6 +22,8 @@ SMOKE_RUNS = {
     "steady": ["--seconds", "2", "--processes", "1"],
     "latency": ["--jobs", "20", "--spacing", "0.01"],
     "growth": ["--jobs", "300", "--ineligible", "0", "2000", "--kind", "deferred", "other"],
+    "claim_cost": ["--claims", "5"],
+    "web_pages": ["--live", "2000", "--log", "2000", "--requests", "2", "--port", str(free_port())],
 }
 
 

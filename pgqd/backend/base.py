@@ -22,6 +22,7 @@ from pgqd.models import (
     NewJob,
     OnConflict,
     Outcome,
+    PauseState,
     ScheduleDefinition,
     ScheduleState,
     WorkerInfo,
@@ -57,6 +58,17 @@ class Backend(Protocol):
         ...
 
     async def subscribe(self, callback: EventCallback) -> Subscription: ...
+
+    async def pause(self, entrypoints: Sequence[str] | None) -> None:
+        """Stops every worker from claiming jobs of these entrypoints (None: of every entrypoint, those not seen
+        yet included) until resumed. Running jobs go on; enqueueing still works."""
+        ...
+
+    async def resume(self, entrypoints: Sequence[str] | None) -> None:
+        """Lets workers claim these entrypoints again (None: every entrypoint) and wakes idle ones at once."""
+        ...
+
+    async def pauses(self) -> PauseState: ...
 
     # --- workers ------------------------------------------------------------------------------------------
     async def register_worker(self, info: WorkerInfo) -> int: ...

@@ -16,7 +16,7 @@ from typing import Any
 import asyncpg
 
 from pgqd.backend.base import EventCallback
-from pgqd.backend.connection import PgSubscription, close_connection, enqueue_notice, guard
+from pgqd.backend.connection import PgSubscription, close_connection, enqueue_notice, guard, wake_notice
 from pgqd.errors import DedupeConflict
 from pgqd.identifiers import Names
 from pgqd.models import (
@@ -32,11 +32,13 @@ from pgqd.models import (
     NewJob,
     OnConflict,
     Outcome,
+    PauseState,
     Requeued,
     ScheduleDefinition,
     ScheduleState,
     WorkerInfo,
 )
+from pgqd.sql.pauses import PauseStatements
 from pgqd.sql.statements import Statements
 
 DEDUPE_CONFLICT_SQLSTATE = "PGQ01"
@@ -64,6 +66,7 @@ class PostgresBackend:
         self.names = names or Names()
         self._owns_executor = owns_executor
         self.sql = Statements(self.names)
+        self.pause_sql = PauseStatements(self.names)
         self._db = executor
         self._listen_connect = listen_connect
         self._channel = self.names.channel
@@ -177,6 +180,23 @@ class PostgresBackend:
             subscription = PgSubscription(shared, self._channel, callback, reconnect=False, close_connection=keep_open)
         await subscription.start()
         return subscription
+
+    async def pause(self, entrypoints: Sequence[str] | None) -> None:
+        if entrypoints is None:
+            await guard(self._db.execute(self.pause_sql.pause_all))
+        else:
+            await guard(self._db.execute(self.pause_sql.pause, list(entrypoints)))
+
+    async def resume(self, entrypoints: Sequence[str] | None) -> None:
+        if entrypoints is None:
+            await guard(self._db.execute(self.pause_sql.resume_all, self._channel, wake_notice(())))
+        else:
+            names = list(entrypoints)
+            await guard(self._db.execute(self.pause_sql.resume, names, self._channel, wake_notice(names)))
+
+    async def pauses(self) -> PauseState:
+        rows = await guard(self._db.fetch(self.pause_sql.pauses))
+        return PauseState.from_rows((row["entrypoint"], row["paused"]) for row in rows)
 
     # --- workers ------------------------------------------------------------------------------------------
     async def register_worker(self, info: WorkerInfo) -> int:

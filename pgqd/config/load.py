@@ -9,7 +9,7 @@ import difflib
 import os
 import tomllib
 from collections.abc import Mapping
-from dataclasses import MISSING, Field, fields, replace
+from dataclasses import MISSING, Field, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,8 @@ from pgqd.imports import ImportProblem, import_object
 
 CONFIG_ENV = "PGQD_CONFIG"
 DSN_ENV = "PGQD_DSN"
+WEB_PASSWORD_ENV = "PGQD_WEB_PASSWORD"
+WEB_TOKEN_ENV = "PGQD_WEB_TOKEN"
 
 
 class ConfigProblems(ConfigError):
@@ -138,6 +140,10 @@ def _cross_check(config: Config) -> list[str]:
                 f"[schedules.{name}] entrypoint: {schedule.entrypoint!r} is not an entrypoint of this config"
                 f"{_suggest(schedule.entrypoint, names)} (known: {known})"
             )
+    if config.web.password and config.web.password_file:
+        problems.append("[web]: set either password or password_file, not both")
+    if config.web.token and config.web.token_file:
+        problems.append("[web]: set either token or token_file, not both")
     if config.database.dsn and config.database.embedded:
         problems.append("[database]: set either dsn (an existing server) or embedded (a private one), not both")
     for name, entry in config.entrypoints.items():
@@ -174,3 +180,38 @@ def _import(entry: EntrypointConfig, name: str, problems: list[str]) -> Any:
         problems.append(f'[entrypoints.{name}] handler: "{entry.handler}" is not callable')
         return None
     return handler
+
+
+@dataclass(frozen=True)
+class WebCredentials:
+    """What ``pgqd web`` accepts: an HTTP basic user and password, a bearer token, either, or neither."""
+
+    username: str
+    password: str | None
+    token: str | None
+
+    @property
+    def required(self) -> bool:
+        return self.password is not None or self.token is not None
+
+
+def web_credentials(config: Config, env: Mapping[str, str] = os.environ) -> WebCredentials:
+    """The web UI's secrets: the environment wins over a file, which wins over the config's own value."""
+    web = config.web
+    password = env.get(WEB_PASSWORD_ENV) or _secret_file(config, "password_file", web.password_file) or web.password
+    token = env.get(WEB_TOKEN_ENV) or _secret_file(config, "token_file", web.token_file) or web.token
+    return WebCredentials(web.username, password or None, token or None)
+
+
+def _secret_file(config: Config, key: str, path: str | None) -> str | None:
+    if path is None:
+        return None
+    where = config.resolve_path(path)
+    try:
+        lines = where.read_text("utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"[web] {key}: {where} cannot be read: {exc}") from None
+    secret = lines[0].strip() if lines else ""
+    if not secret:
+        raise ConfigError(f"[web] {key}: {where} is empty")
+    return secret

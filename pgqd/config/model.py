@@ -88,6 +88,24 @@ class MetricsConfig:
 
 
 @dataclass(frozen=True)
+class WebConfig:
+    listen: str = field(
+        default="127.0.0.1:9465",
+        metadata=spec(LISTEN_ADDRESS, "address of `pgqd web`; off loopback it needs a password or a token"),
+    )
+    read_only: bool = field(default=False, metadata=spec(Boolean(), "show everything, change nothing"))
+    username: str = field(default="pgqd", metadata=spec(Text(), "user name for HTTP basic authentication"))
+    password: str | None = field(
+        default=None, metadata=spec(Text(), "HTTP basic password; $PGQD_WEB_PASSWORD overrides it")
+    )
+    password_file: str | None = field(
+        default=None, metadata=spec(Text(), "file holding the HTTP basic password (first line)")
+    )
+    token: str | None = field(default=None, metadata=spec(Text(), "bearer token; $PGQD_WEB_TOKEN overrides it"))
+    token_file: str | None = field(default=None, metadata=spec(Text(), "file holding the bearer token (first line)"))
+
+
+@dataclass(frozen=True)
 class LoggingConfig:
     level: str = field(
         default="info", metadata=spec(Choice(("debug", "info", "warning", "error")), "lowest level logged")
@@ -156,6 +174,7 @@ class Config:
     metrics: MetricsConfig = field(default_factory=MetricsConfig, metadata={"section": MetricsConfig})
     logging: LoggingConfig = field(default_factory=LoggingConfig, metadata={"section": LoggingConfig})
     retention: RetentionConfig = field(default_factory=RetentionConfig, metadata={"section": RetentionConfig})
+    web: WebConfig = field(default_factory=WebConfig, metadata={"section": WebConfig})
     entrypoints: dict[str, EntrypointConfig] = field(default_factory=dict, metadata={"table_of": EntrypointConfig})
     schedules: dict[str, ScheduleConfig] = field(default_factory=dict, metadata={"table_of": ScheduleConfig})
     # Where it was read from (relative paths in the file are relative to its folder); not a TOML key.

@@ -20,6 +20,8 @@ _EXAMPLES: dict[str, Any] = {
     "timeout": "60s",
     "payload": '{"kind": "nightly"}',
     "processes": 4,
+    "password_file": "/etc/pgqd/web-password",
+    "token_file": "/etc/pgqd/web-token",
 }
 
 
@@ -47,6 +49,9 @@ def render_effective(config: Config) -> str:
     data = _as_toml(config)
     if "dsn" in data["database"]:
         data["database"]["dsn"] = mask_dsn(data["database"]["dsn"])
+    for secret in ("password", "token"):
+        if secret in data["web"]:
+            data["web"][secret] = "********"
     return tomli_w.dumps(data)
 
 

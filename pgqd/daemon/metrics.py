@@ -231,11 +231,22 @@ class QueueGaugeSamples:
             multiprocess_mode="livemax",
             registry=reg,
         )
+        self.paused = Gauge(
+            "pgqd_entrypoint_paused",
+            "1 if the entrypoint is paused fleet-wide (pgqd pause), else 0.",
+            ["entrypoint"],
+            multiprocess_mode="livemax",
+            registry=reg,
+        )
         self._depth_seen: set[tuple[str, str]] = {(entrypoint, "queued") for entrypoint in served}
         self._age_seen: set[str] = {entrypoint for entrypoint, _ in self._depth_seen}
         self.update([])
 
-    def update(self, rows: Iterable[tuple[str, str, int, float | None]]) -> None:
+    def update(
+        self, rows: Iterable[tuple[str, str, int, float | None]], pauses: Iterable[tuple[str, bool]] = ()
+    ) -> None:
+        """``pauses`` are the rows of the pauses table: an entrypoint's own row decides, else the ``*`` row
+        (everything paused), else it runs."""
         depth: dict[tuple[str, str], int] = dict.fromkeys(self._depth_seen, 0)
         age: dict[str, float] = dict.fromkeys(self._age_seen, 0.0)
         for entrypoint, status, jobs, oldest_age in rows:
@@ -248,6 +259,10 @@ class QueueGaugeSamples:
         for entrypoint, seconds in age.items():
             self.age.labels(entrypoint).set(max(seconds, 0.0))
         self._depth_seen, self._age_seen = set(depth), set(age)
+        stored = dict(pauses)
+        everything = stored.pop("*", False)
+        for entrypoint in age.keys() | stored.keys():
+            self.paused.labels(entrypoint).set(1 if stored.get(entrypoint, everything) else 0)
 
 
 class SupervisorCollector:

@@ -132,16 +132,16 @@ removed AS (
     DELETE FROM {jobs} AS j USING done AS d
     WHERE j.id = d.id AND j.worker_id = $1 AND j.status = 'picked'
     RETURNING j.id, j.entrypoint, j.priority, j.attempts, j.dedupe_key, j.created_at, j.picked_at,
-              j.notify_finished, d.status, d.started_after, d.duration, d.error_type, d.error_message,
+              j.notify_finished, j.errors, d.status, d.started_after, d.duration, d.error_type, d.error_message,
               d.error_traceback, d.result
 ),
 logged AS (
     INSERT INTO {log} (job_id, entrypoint, priority, status, attempts, dedupe_key, worker_id, created_at,
-                       started_at, finished_at, error_type, error_message, error_traceback, result)
+                       started_at, finished_at, error_type, error_message, error_traceback, result, errors)
     SELECT r.id, r.entrypoint, r.priority, r.status::{final_status}, r.attempts, r.dedupe_key, $1, r.created_at,
            r.picked_at + make_interval(secs => r.started_after),
            r.picked_at + make_interval(secs => r.started_after + r.duration),
-           r.error_type, r.error_message, r.error_traceback, r.result::jsonb
+           r.error_type, r.error_message, r.error_traceback, r.result::jsonb, r.errors
     FROM removed AS r
 ),
 changed AS (
@@ -158,6 +158,11 @@ changed AS (
                              ELSE j.execute_after END,
         attempts = CASE WHEN c.kind = 'release' THEN greatest(j.attempts - 1, 0) ELSE j.attempts END,
         last_error = COALESCE(c.error::jsonb, j.last_error),
+        -- The error history (migration 0005): this attempt's error appended, the newest 20 kept.
+        errors = CASE WHEN c.error IS NULL THEN j.errors ELSE jsonb_path_query_array(
+                     COALESCE(j.errors, '[]'::jsonb) || jsonb_build_array(
+                         c.error::jsonb || jsonb_build_object('attempt', j.attempts, 'at', now())),
+                     '$[last - 19 to last]') END,
         worker_id = NULL,
         picked_at = NULL
     FROM unnest($10::bigint[], $11::text[], $12::double precision[], $13::text[]) AS c(id, kind, delay, error)
@@ -339,13 +344,13 @@ removed AS (
     DELETE FROM {jobs} AS j USING wanted AS w
     WHERE j.id = w.id AND j.status <> 'picked'
     RETURNING j.id, j.entrypoint, j.priority, j.attempts, j.dedupe_key, j.created_at, j.notify_finished,
-              j.last_error
+              j.last_error, j.errors
 ),
 logged AS (
     INSERT INTO {log} (job_id, entrypoint, priority, status, attempts, dedupe_key, created_at, finished_at,
-                       error_type, error_message, error_traceback)
+                       error_type, error_message, error_traceback, errors)
     SELECT r.id, r.entrypoint, r.priority, $2::{final_status}, r.attempts, r.dedupe_key, r.created_at, now(),
-           r.last_error->>'type', r.last_error->>'message', r.last_error->>'traceback'
+           r.last_error->>'type', r.last_error->>'message', r.last_error->>'traceback', r.errors
     FROM removed AS r
 ),
 signalled AS (
