@@ -1,6 +1,6 @@
-"""pgqd's statements use PostgreSQL's own ``$1`` placeholders (asyncpg and psycopg's raw cursors take them as
-they are). DB-API drivers that do not are given the same text with the placeholders rewritten into their
-``paramstyle``, once per statement and style."""
+"""pgqd's statements use PostgreSQL's own ``$1`` placeholders, which asyncpg takes as they are. DB-API drivers
+are given the same text with the placeholders rewritten into their ``paramstyle``, once per statement and
+style. ``psycopg_binary`` is psycopg 3's ``%(name)b``, which sends the value in binary format."""
 
 from __future__ import annotations
 
@@ -14,10 +14,10 @@ from pgqd.errors import PgqdError
 _PLACEHOLDER = re.compile(r"\$(\d+)")
 
 # Styles whose placeholders name a parameter (a mapping is passed) rather than take the next one in order.
-_NAMED = {"pyformat": "%(p{n})s", "named": ":p{n}"}
+_NAMED = {"pyformat": "%(p{n})s", "psycopg_binary": "%(p{n})b", "named": ":p{n}"}
 _POSITIONAL = {"format": "%s", "qmark": "?"}
 # Styles in which a literal % must be doubled.
-_PERCENT_STYLES = ("pyformat", "format")
+_PERCENT_STYLES = ("pyformat", "psycopg_binary", "format")
 
 
 class Translated(NamedTuple):

@@ -1,9 +1,11 @@
 """psycopg 3: connections and pools, blocking and asynchronous, and a connection of pgqd's own opened from a DSN.
 
-Statements go through psycopg's raw cursor, which takes PostgreSQL's ``$n`` placeholders as they are. The
-statement runs on the caller's connection, so it joins the transaction open there (or, outside one, begins
+The statement runs on the caller's connection, so it joins the transaction open there (or, outside one, begins
 it as psycopg does, or commits at once in autocommit mode). A pool lends a connection for one call and
 commits when it is given back.
+
+Parameters and results travel in binary format: in text format psycopg escapes every element of an array
+parameter in Python, which made a batch of 1,000 jobs cost 3.6 ms of client time instead of 0.7 ms.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import psycopg
 from psycopg.rows import tuple_row
 
 from pgqd.producers.operations import Rows
+from pgqd.producers.placeholders import bind
 
 if TYPE_CHECKING:
     # Only for the annotations: a plain connection works without psycopg_pool installed.
@@ -21,14 +24,17 @@ if TYPE_CHECKING:
 
 
 def fetch_on(conn: psycopg.Connection[Any], sql: str, args: tuple[Any, ...]) -> Rows:
-    with psycopg.RawCursor(conn, row_factory=tuple_row) as cursor:
-        cursor.execute(sql, args)
+    text, params = bind(sql, args, "psycopg_binary")
+    # A cursor of our own choosing, whatever cursor_factory and row_factory the connection has.
+    with psycopg.Cursor(conn, row_factory=tuple_row) as cursor:
+        cursor.execute(text, params, binary=True)
         return cursor.fetchall()
 
 
 async def fetch_on_async(conn: psycopg.AsyncConnection[Any], sql: str, args: tuple[Any, ...]) -> Rows:
-    async with psycopg.AsyncRawCursor(conn, row_factory=tuple_row) as cursor:
-        await cursor.execute(sql, args)
+    text, params = bind(sql, args, "psycopg_binary")
+    async with psycopg.AsyncCursor(conn, row_factory=tuple_row) as cursor:
+        await cursor.execute(text, params, binary=True)
         return await cursor.fetchall()
 
 

@@ -12,21 +12,30 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy.engine import Connection as SaConnection
+from sqlalchemy.engine import Dialect
 from sqlalchemy.engine import Engine as SaEngine
 from sqlalchemy.ext.asyncio import AsyncConnection as SaAsyncConnection
 from sqlalchemy.ext.asyncio import AsyncEngine as SaAsyncEngine
 
+from pgqd.errors import PgqdError
 from pgqd.producers.operations import Rows
 from pgqd.producers.placeholders import bind
 
 
+def _paramstyle(dialect: Dialect) -> str:
+    if dialect.name != "postgresql":
+        raise PgqdError(f"pgqd needs PostgreSQL, and this SQLAlchemy target speaks {dialect.name}")
+    # psycopg takes binary parameters through the same connection (see pgqd.producers.drivers.via_psycopg).
+    return "psycopg_binary" if dialect.driver == "psycopg" else dialect.paramstyle
+
+
 def fetch_on(conn: SaConnection, sql: str, args: tuple[Any, ...]) -> Rows:
-    text, params = bind(sql, args, conn.dialect.paramstyle)
+    text, params = bind(sql, args, _paramstyle(conn.dialect))
     return conn.exec_driver_sql(text, params).fetchall()
 
 
 async def fetch_on_async(conn: SaAsyncConnection, sql: str, args: tuple[Any, ...]) -> Rows:
-    text, params = bind(sql, args, conn.dialect.paramstyle)
+    text, params = bind(sql, args, _paramstyle(conn.dialect))
     result = await conn.exec_driver_sql(text, params)
     return result.fetchall()
 
