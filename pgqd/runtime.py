@@ -34,7 +34,7 @@ def build_entrypoint(name: str, entry: EntrypointConfig, handler: Any) -> Entryp
 
 
 def build_entrypoints(config: Config, handlers: Mapping[str, Any]) -> list[Entrypoint]:
-    return [build_entrypoint(name, entry, handlers[name]) for name, entry in config.entrypoints.items()]
+    return [build_entrypoint(name, entry, handlers[name]) for name, entry in config.served_entrypoints.items()]
 
 
 def worker_settings(config: Config) -> WorkerSettings:

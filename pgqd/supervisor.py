@@ -259,6 +259,7 @@ class Supervisor:
             beat_every=min(1.0, config.workers.worker_timeout / 4),
             schedules=build_schedules(config) if runs_scheduler else (),
             metrics_dir=self.metrics_dir,
+            django_settings=config.django.settings if config.django else None,
         )
 
     def _spawn(self) -> None:

@@ -48,6 +48,8 @@ class WorkerPlan:
     schedules: Sequence[ScheduleSpec] = ()
     # Where this process records its Prometheus samples for the supervisor to serve (None: not recorded).
     metrics_dir: str | None = None
+    # The Django settings module this process sets up before it runs Django tasks (None: no Django).
+    django_settings: str | None = None
 
 
 def run_worker_process(plan: WorkerPlan) -> int:
@@ -56,6 +58,14 @@ def run_worker_process(plan: WorkerPlan) -> int:
     for name in ("SIGHUP", "SIGTTIN", "SIGTTOU", "SIGCHLD", "SIGTERM"):
         signal.signal(getattr(signal, name), signal.SIG_DFL)
     structlog.contextvars.bind_contextvars(pid=os.getpid())
+    if plan.django_settings is not None:
+        from pgqd.contrib.django.worker import setup_django
+
+        try:
+            setup_django(plan.django_settings)
+        except Exception:
+            log.exception("Django could not be set up", settings=plan.django_settings)
+            return 1
     try:
         import uvloop
 

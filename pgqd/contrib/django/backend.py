@@ -1,0 +1,64 @@
+"""A backend for Django's Tasks framework that stores each task as a pgqd job, on Django's own connection.
+
+    TASKS = {"default": {"BACKEND": "pgqd.contrib.django.PgqdTaskBackend"}}
+
+Enqueueing inside ``transaction.atomic()`` makes the task part of that transaction. The pgqd daemon runs the
+tasks when its config has ``[django] settings = "..."``; a task's queue Q is the pgqd entrypoint ``django.Q``.
+OPTIONS: ``DATABASE`` (the Django database alias holding the pgqd tables, default "default"), ``SCHEMA`` and
+``PREFIX`` (of the pgqd tables, default "public" and "pgqd_").
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.utils import timezone
+
+from pgqd.config.model import DJANGO_ENTRYPOINT_PREFIX
+from pgqd.contrib.django.calls import encode_call
+from pgqd.contrib.django.compat import BaseTaskBackend, TaskResult, TaskResultStatus
+from pgqd.contrib.django.producer import client
+from pgqd.contrib.django.results import read_result, result_id
+from pgqd.identifiers import Names
+
+
+class PgqdTaskBackend(BaseTaskBackend):  # type: ignore[misc]  # Django is untyped
+    supports_defer = True
+    supports_async_task = True
+    supports_get_result = True
+    supports_priority = True
+
+    def __init__(self, alias: str, params: dict[str, Any]) -> None:
+        super().__init__(alias, params)
+        options = self.options
+        self.database: str = options.get("DATABASE", "default")
+        self.names = Names(options.get("SCHEMA", "public"), options.get("PREFIX", "pgqd_"))
+
+    def enqueue(self, task: Any, args: Any, kwargs: Any) -> Any:
+        self.validate_task(task)
+        payload = encode_call(task, args, kwargs)
+        producer = client(self.database, schema=self.names.schema, prefix=self.names.prefix)
+        job_id = producer.enqueue(
+            DJANGO_ENTRYPOINT_PREFIX + task.queue_name,
+            payload,
+            priority=task.priority,
+            execute_after=task.run_after,
+        )
+        assert job_id is not None  # no dedupe key, so never skipped
+        return TaskResult(
+            task=task,
+            id=result_id(job_id, task.module_path),
+            status=TaskResultStatus.READY,
+            enqueued_at=timezone.now(),
+            started_at=None,
+            finished_at=None,
+            last_attempted_at=None,
+            args=list(args),
+            kwargs=dict(kwargs),
+            backend=self.alias,
+            errors=[],
+            worker_ids=[],
+        )
+
+    def get_result(self, result_id: str) -> Any:
+        return read_result(self.database, self.names, self.alias, result_id)
