@@ -5,7 +5,10 @@ connection at that test's fresh database."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -18,7 +21,7 @@ pytest.importorskip("django")
 from pgqd.config.load import ConfigProblems, parse_config
 from pgqd.config.render import render_effective
 from tests.support.cli import run_pgqd
-from tests.support.daemon import Daemon, StartDaemon, wait_for
+from tests.support.daemon import REPO, Daemon, StartDaemon, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -250,4 +253,63 @@ def test_check_fails_at_start_when_the_settings_module_cannot_be_imported(tmp_pa
     path.write_text('[django]\nsettings = "no_such_project.settings"\n')
     result = run_pgqd("check", "--config", str(path))
     assert result.returncode == 2
-    assert '[django] settings: "no_such_project.settings" could not be imported: ModuleNotFoundError' in result.stderr
+    assert '[django] settings: "no_such_project.settings" could not be found: ModuleNotFoundError' in result.stderr
+
+
+def example_manage(dsn: str, *args: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "examples/django_app/manage.py", *args],
+        cwd=REPO,
+        env={**os.environ, "PGQD_DSN": dsn, "DJANGO_SETTINGS_MODULE": "examples.django_app.settings"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_the_example_project_enqueues_in_its_view_and_the_daemon_runs_its_task(
+    db_dsn: str, start_daemon: StartDaemon
+) -> None:
+    import psycopg
+
+    example_manage(db_dsn, "migrate", "--verbosity", "0")
+    start_daemon(
+        '[workers]\nprocesses = 1\n[metrics]\nenabled = false\n[django]\nsettings = "examples.django_app.settings"\n'
+    )
+    posted = example_manage(
+        db_dsn,
+        "shell",
+        "-c",
+        "from django.test import Client; browser = Client();"
+        " print(browser.post('/signup', {'email': 'nobody'}).status_code);"
+        " print(browser.post('/signup', {'email': 'ada@example.com'}).content.decode())",
+    )
+    refused, created = posted.splitlines()[-2:]
+    assert refused == "400"
+    body = json.loads(created)
+
+    def welcomed() -> list[tuple[Any, ...]]:
+        with psycopg.connect(db_dsn) as conn:
+            return conn.execute("SELECT email FROM django_app_signup WHERE welcomed_at IS NOT NULL").fetchall()
+
+    assert wait_for(welcomed, 20, "the example's welcome task to run") == [("ada@example.com",)]
+    shown = example_manage(
+        db_dsn,
+        "shell",
+        "-c",
+        f"from django.test import Client; print(Client().get('/tasks/{body['task']}').content.decode())",
+    )
+    assert json.loads(shown.splitlines()[-1]) == {
+        "status": "SUCCESSFUL",
+        "value": "welcomed ada@example.com",
+        "errors": [],
+    }
+    with psycopg.connect(db_dsn) as conn:
+        jobs = conn.execute("SELECT entrypoint, status::text FROM pgqd_jobs").fetchall()
+        signups = conn.execute("SELECT email FROM django_app_signup").fetchall()
+    # The plain pgqd job waits for a send_email handler this daemon does not have; the refused signup left none.
+    assert jobs == [("send_email", "queued")]
+    assert signups == [("ada@example.com",)]

@@ -16,7 +16,7 @@ from typing import Any
 from pgqd.config.kinds import Invalid
 from pgqd.config.model import DJANGO_ENTRYPOINT_PREFIX, DJANGO_TASK_RUNNER, Config, DjangoConfig, EntrypointConfig
 from pgqd.errors import ConfigError
-from pgqd.imports import ImportProblem, import_module, import_object
+from pgqd.imports import ImportProblem, find_module, import_object
 
 CONFIG_ENV = "PGQD_CONFIG"
 DSN_ENV = "PGQD_DSN"
@@ -174,10 +174,12 @@ def import_handlers(config: Config, source: str = "<config>") -> dict[str, Any]:
         if handler is not None:
             handlers[name] = handler
     if config.django is not None:
+        # Found, not imported: settings run in the worker processes, after the fork, so that they are read
+        # afresh on every reload and see what the daemon set up before forking (the embedded server).
         try:
-            import_module(config.django.settings)
+            find_module(config.django.settings)
         except ImportProblem as exc:
-            problems.append(f'[django] settings: "{config.django.settings}" could not be imported: {exc}')
+            problems.append(f'[django] settings: "{config.django.settings}" could not be found: {exc}')
     if config.workers.resources:
         try:
             import_object(config.workers.resources)

@@ -1,0 +1,8 @@
+"""A minimal Django project on pgqd: a signup view that enqueues inside ``transaction.atomic()``, and tasks of
+Django's Tasks framework that the example daemon runs (config/example.toml names these settings).
+
+    scripts/run-example                                               # the daemon, in one terminal
+    .venv/bin/python examples/django_app/manage.py migrate
+    .venv/bin/python examples/django_app/manage.py runserver 8000
+    curl -d email=ada@example.com http://127.0.0.1:8000/signup
+"""
