@@ -319,8 +319,9 @@ async def _sa_engine(dsn: str) -> AsyncIterator[Any]:
 
 @asynccontextmanager
 async def _asyncpg_pool(dsn: str) -> AsyncIterator[Any]:
-    async with asyncpg.create_pool(dsn, min_size=1, max_size=2) as pool:
-        yield Client(pool)
+    async with asyncpg.create_pool(dsn, min_size=1, max_size=2) as pool, Client(pool) as client:
+        # Closing the client ends the LISTEN that ``wait`` borrowed a pooled connection for.
+        yield client
 
 
 @asynccontextmanager
