@@ -14,7 +14,7 @@ from pgqd.models import CancelResult, JobState, OnConflict
 from pgqd.producers import operations
 from pgqd.producers.operations import Operation, run_sync
 from pgqd.producers.targets import sync_executor
-from pgqd.sql.statements import Statements
+from pgqd.sql.statements import statements_for
 
 T = TypeVar("T")
 
@@ -38,7 +38,7 @@ class SyncClient:
         prefix: str = "pgqd_",
         wait_poll_interval: float = 1.0,
     ) -> None:
-        self.sql = Statements(Names(schema, prefix))
+        self.sql = statements_for(Names(schema, prefix))
         self._executor = sync_executor(target)
         self._wait_poll_interval = wait_poll_interval
 

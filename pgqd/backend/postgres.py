@@ -36,7 +36,7 @@ from pgqd.models import (
 )
 from pgqd.producers import operations
 from pgqd.producers.operations import run_async
-from pgqd.sql.statements import Statements
+from pgqd.sql.statements import statements_for
 
 
 class PostgresBackend:
@@ -56,7 +56,7 @@ class PostgresBackend:
     ) -> None:
         self.names = names or Names()
         self._owns_executor = owns_executor
-        self.sql = Statements(self.names)
+        self.sql = statements_for(self.names)
         self._db = executor
         self._listen_connect = listen_connect
         self._channel = self.names.channel

@@ -14,7 +14,7 @@ from pgqd.models import CancelResult, FinalStatus, JobState, NewJob, OnConflict
 from pgqd.producers import operations
 from pgqd.producers.operations import run_async
 from pgqd.producers.targets import AsyncExecutor
-from pgqd.sql.statements import Statements
+from pgqd.sql.statements import statements_for
 
 
 class _NoEvents:
@@ -25,7 +25,7 @@ class _NoEvents:
 class DriverBackend:
     def __init__(self, executor: AsyncExecutor, names: Names) -> None:
         self.names = names
-        self.sql = Statements(names)
+        self.sql = statements_for(names)
         self._executor = executor
 
     async def enqueue(self, jobs: Sequence[NewJob], on_conflict: OnConflict) -> list[int | None]:

@@ -6,6 +6,8 @@ parameters. Render them once per install with ``Statements(names)``.
 
 from __future__ import annotations
 
+import functools
+
 from pgqd.identifiers import Names
 from pgqd.sql import render
 
@@ -435,3 +437,9 @@ class Statements:
         self.sync_schedules = render(SYNC_SCHEDULES, names)
         self.schedule_states = render(SCHEDULE_STATES, names)
         self.fire_schedule = render(FIRE_SCHEDULE, names)
+
+
+@functools.lru_cache(maxsize=64)
+def statements_for(names: Names) -> Statements:
+    """The rendered statements of an install, rendered once: producers are often built per request."""
+    return Statements(names)
