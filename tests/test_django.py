@@ -256,11 +256,12 @@ def test_check_fails_at_start_when_the_settings_module_cannot_be_imported(tmp_pa
     assert '[django] settings: "no_such_project.settings" could not be found: ModuleNotFoundError' in result.stderr
 
 
-def example_manage(dsn: str, *args: str) -> str:
+def run_python(*args: str, env: dict[str, str]) -> str:
+    """Runs Python in the repository in a fresh process (Django's settings are per process) and returns stdout."""
     done = subprocess.run(
-        [sys.executable, "examples/django_app/manage.py", *args],
+        [sys.executable, *args],
         cwd=REPO,
-        env={**os.environ, "PGQD_DSN": dsn, "DJANGO_SETTINGS_MODULE": "examples.django_app.settings"},
+        env={**os.environ, **env},
         capture_output=True,
         text=True,
         timeout=60,
@@ -268,6 +269,11 @@ def example_manage(dsn: str, *args: str) -> str:
     )
     assert done.returncode == 0, done.stderr
     return done.stdout
+
+
+def example_manage(dsn: str, *args: str) -> str:
+    env = {"PGQD_DSN": dsn, "DJANGO_SETTINGS_MODULE": "examples.django_app.settings"}
+    return run_python("examples/django_app/manage.py", *args, env=env)
 
 
 def test_the_example_project_enqueues_in_its_view_and_the_daemon_runs_its_task(
@@ -313,3 +319,37 @@ def test_the_example_project_enqueues_in_its_view_and_the_daemon_runs_its_task(
     # The plain pgqd job waits for a send_email handler this daemon does not have; the refused signup left none.
     assert jobs == [("send_email", "queued")]
     assert signups == [("ada@example.com",)]
+
+
+PSYCOPG2_CHECK = """
+import sys
+sys.modules["psycopg"] = None  # Django then uses psycopg2, as in projects that have not moved to psycopg 3
+import django
+django.setup()
+from django.db import connection
+from django.test import Client
+from tests.django_project.tasks import add
+assert connection.Database.__name__ == "psycopg2", connection.Database
+with connection.cursor() as cursor:
+    cursor.execute("CREATE TABLE test_signups (id serial PRIMARY KEY, email text NOT NULL, welcomed boolean)")
+browser = Client(raise_request_exception=False)
+print(browser.post("/signup", {"email": "gone@example.com", "fail": "1"}).status_code)
+print(browser.post("/signup", {"email": "ada@example.com"}).status_code)
+result = add.enqueue(2, 3)
+again = add.get_result(result.id)
+print(again.status, again.args)
+with connection.cursor() as cursor:
+    cursor.execute("SELECT entrypoint FROM pgqd_jobs ORDER BY id")
+    print([row[0] for row in cursor.fetchall()])
+"""
+
+
+def test_django_on_psycopg2_enqueues_in_its_transactions_too(db_dsn: str) -> None:
+    pytest.importorskip("psycopg2")
+    env = {DSN_ENV: db_dsn, "DJANGO_SETTINGS_MODULE": "tests.django_project.settings"}
+    assert run_python("-c", PSYCOPG2_CHECK, env=env).splitlines() == [
+        "500",
+        "200",
+        "READY [2, 3]",
+        "['send_email', 'django.default', 'django.default']",
+    ]
