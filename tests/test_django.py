@@ -48,6 +48,9 @@ retry = { max_attempts = 1 }
 
 [django.queues.slow]
 timeout = "300ms"
+
+[django.queues.fragile]
+retry = { max_attempts = 2, initial = "1h", max = "1h", jitter = false }
 """
 
 
@@ -192,6 +195,7 @@ def test_the_view_commit_runs_the_task_and_its_queue_limits_come_from_the_toml(
 ) -> None:
     from django.test import Client as TestClient
 
+    import pgqd.contrib.django
     from pgqd.contrib.django.compat import TaskResultStatus
     from tests.django_project import tasks
 
@@ -205,9 +209,25 @@ def test_the_view_commit_runs_the_task_and_its_queue_limits_come_from_the_toml(
     assert query("SELECT count(*) FROM pgqd_log WHERE entrypoint = 'django.default'") == [(1,)]
 
     # Queue "slow" is entrypoint "django.slow", whose timeout the config sets to 300ms.
-    slow = finished(tasks.sleepy.enqueue(2.0))
+    slow = finished(tasks.sleepy.enqueue(1.0))
     assert slow.status == TaskResultStatus.FAILED
     assert slow.errors[0].exception_class_path == "builtins.TimeoutError"
+
+    # Queue "fragile" retries after an hour: meanwhile the task is READY again, with the first attempt's error.
+    refused = tasks.refuse.enqueue()
+
+    def retry_waits() -> bool:
+        refused.refresh()
+        return bool(refused.errors)
+
+    wait_for(retry_waits, 15, "the first attempt to fail")
+    assert refused.status == TaskResultStatus.READY
+    assert refused.attempts == 1
+    assert refused.errors[0].exception_class_path == "builtins.PermissionError"
+    pgqd.contrib.django.client().cancel(int(refused.id.split(":")[0]))
+    refused.refresh()
+    assert refused.status == TaskResultStatus.FAILED
+    assert refused.errors[0].exception_class_path == "asyncio.exceptions.CancelledError"
 
 
 def test_each_django_queue_is_an_entrypoint_with_the_limits_of_its_section() -> None:

@@ -20,6 +20,6 @@ DATABASES = {"default": django_database(os.environ.get("PGQD_DJANGO_TEST_DSN", "
 TASKS = {
     "default": {
         "BACKEND": "pgqd.contrib.django.PgqdTaskBackend",
-        "QUEUES": ["default", "slow"],
+        "QUEUES": ["default", "slow", "fragile"],
     }
 }

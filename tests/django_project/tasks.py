@@ -51,3 +51,8 @@ def returns_a_set() -> set[int]:
 @task(queue_name="slow")
 def sleepy(seconds: float) -> None:
     time.sleep(seconds)
+
+
+@task(queue_name="fragile")
+def refuse() -> None:
+    raise PermissionError("not today")
