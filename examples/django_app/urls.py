@@ -4,5 +4,6 @@ from examples.django_app import views
 
 urlpatterns = [
     path("signup", views.signup),
+    path("count", views.count),
     path("tasks/<str:result_id>", views.result),
 ]

@@ -9,7 +9,7 @@ from django.views.decorators.http import require_POST
 
 import pgqd.contrib.django
 from examples.django_app.models import Signup
-from examples.django_app.tasks import send_welcome
+from examples.django_app.tasks import count_signups, send_welcome
 
 
 @csrf_exempt
@@ -30,8 +30,15 @@ def signup(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"signup": new.pk, "task": welcome.id, "job": mail_job})
 
 
+@csrf_exempt
+@require_POST
+def count(request: HttpRequest) -> JsonResponse:
+    """Enqueues the async task; its result id leads to the count: POST /count, then GET /tasks/<result id>."""
+    return JsonResponse({"task": count_signups.enqueue().id})
+
+
 def result(request: HttpRequest, result_id: str) -> JsonResponse:
-    """What became of a task: GET /tasks/<result id>."""
+    """What became of a task (any task of this backend): GET /tasks/<result id>."""
     found = send_welcome.get_backend().get_result(result_id)
     value = found.return_value if found.status == "SUCCESSFUL" else None
     return JsonResponse(
