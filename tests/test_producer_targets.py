@@ -101,7 +101,8 @@ def test_a_blocking_target_given_to_client_is_refused(sync_targets: dict[str, An
 
 async def test_an_async_target_given_to_sync_client_is_refused(async_targets: dict[str, Any]) -> None:
     for label, target in {**async_targets, "a Backend": MemoryBackend()}.items():
-        expected = f"^{'' if label == 'a Backend' else 'a '}{label} is asynchronous: pass it to pgqd.Client"
+        article = "" if label == "a Backend" else "an " if label.startswith("asyncpg") else "a "
+        expected = f"^{article}{label} is asynchronous: pass it to pgqd.Client"
         with pytest.raises(PgqdError, match=expected):
             SyncClient(target)
 

@@ -83,10 +83,14 @@ _KINDS = (
 )  # fmt: skip
 
 
+def _a(label: str) -> str:
+    return f"{'an' if label[0] in 'aeiouAEIOU' else 'a'} {label}"
+
+
 def _accepted(blocking: bool) -> str:
     labels = [kind.label for kind in _KINDS if kind.blocking == blocking]
     labels.append("a DSN string" if blocking else "a Backend such as pgqd.MemoryBackend")
-    return ", ".join(labels[:-1]) + " or " + labels[-1]
+    return _a(", ".join(labels[:-1]) + " or " + labels[-1])
 
 
 def _kind_of(target: Any) -> _Kind | None:
@@ -104,12 +108,12 @@ def _is_backend(target: Any) -> bool:
 def _adapter(kind: _Kind, target: Any) -> Any:
     for module in kind.needs:
         if importlib.util.find_spec(module) is None:
-            raise missing_extra(module, kind.extra, f"a {kind.label}")
+            raise missing_extra(module, kind.extra, _a(kind.label))
     module_name, class_name = kind.adapter.split(".")
     try:
         adapters = importlib.import_module(f"pgqd.producers.drivers.{module_name}")
     except ImportError as exc:
-        raise missing_extra(exc.name or module_name, kind.extra, f"a {kind.label}") from exc
+        raise missing_extra(exc.name or module_name, kind.extra, _a(kind.label)) from exc
     return getattr(adapters, class_name)(target)
 
 
@@ -125,9 +129,9 @@ def sync_executor(target: Any) -> SyncExecutor:
     if kind is None:
         if _is_backend(target):
             raise PgqdError("a Backend is asynchronous: pass it to pgqd.Client, not pgqd.SyncClient")
-        raise PgqdError(f"pgqd.SyncClient cannot use a {_type_name(target)}: pass a {_accepted(blocking=True)}")
+        raise PgqdError(f"pgqd.SyncClient cannot use {_a(_type_name(target))}: pass {_accepted(blocking=True)}")
     if not kind.blocking:
-        raise PgqdError(f"a {kind.label} is asynchronous: pass it to pgqd.Client, not pgqd.SyncClient")
+        raise PgqdError(f"{_a(kind.label)} is asynchronous: pass it to pgqd.Client, not pgqd.SyncClient")
     executor: SyncExecutor = _adapter(kind, target)
     return executor
 
@@ -144,9 +148,9 @@ def async_backend(target: Any, names: Names) -> ProducerBackend:
                 "pgqd.Client needs a connection or pool, not a DSN string: pass asyncpg.connect(dsn) or "
                 "asyncpg.create_pool(dsn), or use pgqd.SyncClient(dsn) for a blocking client"
             )
-        raise PgqdError(f"pgqd.Client cannot use a {_type_name(target)}: pass an {_accepted(blocking=False)}")
+        raise PgqdError(f"pgqd.Client cannot use {_a(_type_name(target))}: pass {_accepted(blocking=False)}")
     if kind.blocking:
-        raise PgqdError(f"a {kind.label} is blocking: pass it to pgqd.SyncClient, not pgqd.Client")
+        raise PgqdError(f"{_a(kind.label)} is blocking: pass it to pgqd.SyncClient, not pgqd.Client")
     if not kind.adapter:
         from pgqd.backend.postgres import PostgresBackend
 
