@@ -61,10 +61,6 @@ async def test_target_without_a_transaction_commits_each_call(
     async with AUTOCOMMIT[kind](queue_dsn) as client:
         job = await call(client.enqueue("sleeper"))
         # Visible at once to another session, so it was committed; and announced.
-        assert (
-            await queue_db.fetchval("SELECT count(*) FROM pgqd_jobs WHERE id = $1", job)
-            + await queue_db.fetchval("SELECT count(*) FROM pgqd_log WHERE job_id = $1", job)
-            == 1
-        )
+        assert await job_exists(queue_db, job)
         assert len(await notices.until_marker()) == 1
         await assert_runs_promptly(queue_db, job)
