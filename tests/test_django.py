@@ -23,8 +23,6 @@ from pgqd.config.render import render_effective
 from tests.support.cli import run_pgqd
 from tests.support.daemon import REPO, Daemon, StartDaemon, wait_for
 
-pytestmark = pytest.mark.slow
-
 DSN_ENV = "PGQD_DJANGO_TEST_DSN"
 
 DJANGO_DAEMON = """
@@ -143,6 +141,7 @@ def test_task_arguments_json_cannot_carry_fail_at_enqueue(django_db: str) -> Non
     assert query("SELECT count(*) FROM pgqd_jobs") == [(0,)]
 
 
+@pytest.mark.slow
 def test_tasks_run_in_the_daemon_and_results_come_back(django_db: str, start_daemon: StartDaemon) -> None:
     from django.utils import timezone
 
@@ -190,6 +189,7 @@ def test_tasks_run_in_the_daemon_and_results_come_back(django_db: str, start_dae
     assert later.started_at >= later.task.run_after
 
 
+@pytest.mark.slow
 def test_the_view_commit_runs_the_task_and_its_queue_limits_come_from_the_toml(
     django_db: str, start_daemon: StartDaemon
 ) -> None:
@@ -268,7 +268,7 @@ def test_invalid_django_sections_name_the_key(toml: str, problem: str) -> None:
     assert problem in str(raised.value)
 
 
-def test_check_fails_at_start_when_the_settings_module_cannot_be_imported(tmp_path: Path) -> None:
+def test_check_fails_at_start_when_the_settings_module_cannot_be_found(tmp_path: Path) -> None:
     path = tmp_path / "queue.toml"
     path.write_text('[django]\nsettings = "no_such_project.settings"\n')
     result = run_pgqd("check", "--config", str(path))
@@ -296,6 +296,7 @@ def example_manage(dsn: str, *args: str) -> str:
     return run_python("examples/django_app/manage.py", *args, env=env)
 
 
+@pytest.mark.slow
 def test_the_example_project_enqueues_in_its_view_and_the_daemon_runs_its_task(
     db_dsn: str, start_daemon: StartDaemon
 ) -> None:
@@ -369,6 +370,7 @@ with connection.cursor() as cursor:
 """
 
 
+@pytest.mark.slow
 def test_django_on_psycopg2_enqueues_in_its_transactions_too(db_dsn: str) -> None:
     pytest.importorskip("psycopg2")
     env = {DSN_ENV: db_dsn, "DJANGO_SETTINGS_MODULE": "tests.django_project.settings"}
