@@ -231,6 +231,15 @@ async def _asyncpg(dsn: str, commit: bool) -> int:
     return job
 
 
+async def _asyncpg_pooled(dsn: str, commit: bool) -> int:
+    async with asyncpg.create_pool(dsn, min_size=1, max_size=1) as pool, pool.acquire() as conn:
+        transaction = conn.transaction()
+        await transaction.start()
+        job: int = await Client(conn).enqueue("sleeper")
+        await _end(transaction, commit)
+    return job
+
+
 async def _psycopg_async(dsn: str, commit: bool) -> int:
     async with await psycopg.AsyncConnection.connect(dsn) as conn:
         job: int = await Client(conn).enqueue("sleeper")
@@ -272,6 +281,7 @@ TRANSACTIONAL: dict[str, Transactional] = {
     "sqlalchemy-session-psycopg2": _sa_session("psycopg2"),
     "sqlalchemy-scoped-session-psycopg2": _sa_scoped_session,
     "asyncpg-connection": _asyncpg,
+    "asyncpg-pooled-connection": _asyncpg_pooled,
     "psycopg-async-connection": _psycopg_async,
     "sqlalchemy-async-connection-asyncpg": _sa_async_connection,
     "sqlalchemy-async-session-asyncpg": _sa_async_session("asyncpg"),
