@@ -25,6 +25,11 @@ from tests.support.daemon import REPO, Daemon, StartDaemon, wait_for
 
 DSN_ENV = "PGQD_DJANGO_TEST_DSN"
 
+CREATE_TABLES = """
+CREATE TABLE test_signups (id serial PRIMARY KEY, email text NOT NULL, welcomed boolean DEFAULT false);
+CREATE TABLE test_task_events (id serial PRIMARY KEY, result_id text NOT NULL, event text NOT NULL, status text);
+"""
+
 DJANGO_DAEMON = """
 [workers]
 processes = 1
@@ -71,9 +76,7 @@ def django_db(django_project: None, db_dsn: str) -> Iterator[str]:
     connection.close()
     connection.settings_dict.update(django_database(db_dsn))
     with connection.cursor() as cursor:
-        cursor.execute(
-            "CREATE TABLE test_signups (id serial PRIMARY KEY, email text NOT NULL, welcomed boolean DEFAULT false)"
-        )
+        cursor.execute(CREATE_TABLES)
     yield db_dsn
     connection.close()
 
@@ -84,6 +87,11 @@ def query(sql: str, *params: Any) -> list[tuple[Any, ...]]:
     with connection.cursor() as cursor:
         cursor.execute(sql, list(params))
         return list(cursor.fetchall())
+
+
+def events(result_id: str) -> list[tuple[Any, ...]]:
+    """The task signals sent for one task, in the test process and in the daemon's workers."""
+    return query("SELECT event, status FROM test_task_events WHERE result_id = %s ORDER BY id", result_id)
 
 
 def start_django_daemon(start_daemon: StartDaemon, dsn: str, extra: str = "") -> Daemon:
@@ -158,6 +166,7 @@ def test_tasks_run_in_the_daemon_and_results_come_back(django_db: str, start_dae
     assert added.status == TaskResultStatus.READY
 
     assert finished(added).status == TaskResultStatus.SUCCESSFUL
+    assert events(added.id) == [("enqueued", "READY"), ("started", "RUNNING"), ("finished", "SUCCESSFUL")]
     assert added.return_value == 5
     assert added.args == [2, 3]
     assert added.attempts == 1
@@ -168,7 +177,9 @@ def test_tasks_run_in_the_daemon_and_results_come_back(django_db: str, start_dae
     assert "ValueError: boom" in failed.errors[0].traceback
     assert "explode" in failed.errors[0].traceback
 
+    assert events(failed.id)[-1] == ("finished", "FAILED")
     assert finished(doubled).return_value == {"double": 42, "on_loop": True}
+    assert events(doubled.id) == [("enqueued", "READY"), ("started", "RUNNING"), ("finished", "SUCCESSFUL")]
     assert finished(attempt).return_value == 1
     assert finished(unstorable).status == TaskResultStatus.FAILED
     assert unstorable.errors[0].exception_class_path == "builtins.TypeError"
@@ -347,7 +358,9 @@ def test_the_example_project_enqueues_in_its_view_and_the_daemon_runs_its_task(
     assert signups == [("ada@example.com",)]
 
 
-PSYCOPG2_CHECK = """
+PSYCOPG2_CHECK = (
+    f"CREATE_TABLES = {CREATE_TABLES!r}\n"
+    + """
 import sys
 sys.modules["psycopg"] = None  # Django then uses psycopg2, as in projects that have not moved to psycopg 3
 import django
@@ -357,7 +370,7 @@ from django.test import Client
 from tests.django_project.tasks import add
 assert connection.Database.__name__ == "psycopg2", connection.Database
 with connection.cursor() as cursor:
-    cursor.execute("CREATE TABLE test_signups (id serial PRIMARY KEY, email text NOT NULL, welcomed boolean)")
+    cursor.execute(CREATE_TABLES)
 browser = Client(raise_request_exception=False)
 print(browser.post("/signup", {"email": "gone@example.com", "fail": "1"}).status_code)
 print(browser.post("/signup", {"email": "ada@example.com"}).status_code)
@@ -368,6 +381,7 @@ with connection.cursor() as cursor:
     cursor.execute("SELECT entrypoint FROM pgqd_jobs ORDER BY id")
     print([row[0] for row in cursor.fetchall()])
 """
+)
 
 
 @pytest.mark.slow

@@ -10,6 +10,7 @@ from typing import Any
 from django.db import connection
 
 from pgqd.contrib.django.compat import TaskContext, task
+from tests.django_project import signals  # noqa: F401 - connects the receivers wherever the tasks are loaded
 
 
 @task()

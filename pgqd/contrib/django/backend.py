@@ -16,7 +16,7 @@ from django.utils import timezone
 
 from pgqd.config.model import DJANGO_ENTRYPOINT_PREFIX
 from pgqd.contrib.django.calls import encode_call
-from pgqd.contrib.django.compat import BaseTaskBackend, TaskResult, TaskResultStatus
+from pgqd.contrib.django.compat import BaseTaskBackend, TaskResult, TaskResultStatus, task_enqueued
 from pgqd.contrib.django.producer import client
 from pgqd.contrib.django.results import read_result, result_id
 from pgqd.identifiers import Names
@@ -45,7 +45,7 @@ class PgqdTaskBackend(BaseTaskBackend):  # type: ignore[misc]  # Django is untyp
             execute_after=task.run_after,
         )
         assert job_id is not None  # no dedupe key, so never skipped
-        return TaskResult(
+        result = TaskResult(
             task=task,
             id=result_id(job_id, task.module_path),
             status=TaskResultStatus.READY,
@@ -59,6 +59,8 @@ class PgqdTaskBackend(BaseTaskBackend):  # type: ignore[misc]  # Django is untyp
             errors=[],
             worker_ids=[],
         )
+        task_enqueued.send(type(self), task_result=result)
+        return result
 
     def get_result(self, result_id: str) -> Any:
         return read_result(self.database, self.names, self.alias, result_id)

@@ -23,6 +23,7 @@ def _import(django_6: str, backport: str) -> ModuleType:
 _base = _import("django.tasks.base", "django_tasks.base")
 _exceptions = _import("django.tasks.exceptions", "django_tasks.exceptions")
 _json = _import("django.utils.json", "django_tasks.utils")
+_signals = _import("django.tasks.signals", "django_tasks.signals")
 
 BaseTaskBackend: Any = _import("django.tasks.backends.base", "django_tasks.backends.base").BaseTaskBackend
 Task: Any = _base.Task
@@ -35,6 +36,9 @@ TaskResultDoesNotExist: Any = _exceptions.TaskResultDoesNotExist
 # Django 6 calls it InvalidTask; the backport InvalidTaskError.
 InvalidTaskError: Any = getattr(_exceptions, "InvalidTask", None) or _exceptions.InvalidTaskError
 normalize_json: Any = _json.normalize_json
+task_enqueued: Any = _signals.task_enqueued
+task_started: Any = _signals.task_started
+task_finished: Any = _signals.task_finished
 
 __all__ = [
     "BaseTaskBackend",
@@ -47,4 +51,7 @@ __all__ = [
     "TaskResultStatus",
     "normalize_json",
     "task",
+    "task_enqueued",
+    "task_finished",
+    "task_started",
 ]
