@@ -394,3 +394,17 @@ def test_django_on_psycopg2_enqueues_in_its_transactions_too(db_dsn: str) -> Non
         "READY [2, 3]",
         "['send_email', 'django.default', 'django.default']",
     ]
+
+
+def test_backend_options_are_checked(django_project: None) -> None:
+    from django.core.exceptions import ImproperlyConfigured
+
+    from pgqd import IdentifierError
+    from pgqd.contrib.django import PgqdTaskBackend
+
+    with pytest.raises(ImproperlyConfigured, match=r"unknown option\(s\) PREFX .*DATABASE, PREFIX, SCHEMA"):
+        PgqdTaskBackend("default", {"OPTIONS": {"PREFX": "jobs_"}})
+    with pytest.raises(IdentifierError, match="schema 'My Schema' is not a plain identifier"):
+        PgqdTaskBackend("default", {"OPTIONS": {"SCHEMA": "My Schema"}})
+    backend = PgqdTaskBackend("default", {"OPTIONS": {"DATABASE": "other", "PREFIX": "jobs_"}})
+    assert (backend.database, backend.names.table("jobs")) == ("other", '"public"."jobs_jobs"')

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.core.exceptions import ImproperlyConfigured
 from django.utils import timezone
 
 from pgqd.config.model import DJANGO_ENTRYPOINT_PREFIX
@@ -20,6 +21,8 @@ from pgqd.contrib.django.compat import BaseTaskBackend, TaskResult, TaskResultSt
 from pgqd.contrib.django.producer import client
 from pgqd.contrib.django.results import read_result, result_id
 from pgqd.identifiers import Names
+
+_OPTIONS = {"DATABASE", "SCHEMA", "PREFIX"}
 
 
 class PgqdTaskBackend(BaseTaskBackend):  # type: ignore[misc]  # Django is untyped
@@ -31,18 +34,25 @@ class PgqdTaskBackend(BaseTaskBackend):  # type: ignore[misc]  # Django is untyp
     def __init__(self, alias: str, params: dict[str, Any]) -> None:
         super().__init__(alias, params)
         options = self.options
+        unknown = sorted(set(options) - _OPTIONS)
+        if unknown:
+            raise ImproperlyConfigured(
+                f"TASKS[{alias!r}]['OPTIONS']: unknown option(s) {', '.join(unknown)} for PgqdTaskBackend "
+                f"(it takes {', '.join(sorted(_OPTIONS))})"
+            )
         self.database: str = options.get("DATABASE", "default")
         self.names = Names(options.get("SCHEMA", "public"), options.get("PREFIX", "pgqd_"))
 
     def enqueue(self, task: Any, args: Any, kwargs: Any) -> Any:
         self.validate_task(task)
         payload = encode_call(task, args, kwargs)
+        run_after = task.run_after
+        if run_after is not None and timezone.is_naive(run_after):
+            # USE_TZ = False: Django's datetimes are naive local times of settings.TIME_ZONE.
+            run_after = timezone.make_aware(run_after)
         producer = client(self.database, schema=self.names.schema, prefix=self.names.prefix)
         job_id = producer.enqueue(
-            DJANGO_ENTRYPOINT_PREFIX + task.queue_name,
-            payload,
-            priority=task.priority,
-            execute_after=task.run_after,
+            DJANGO_ENTRYPOINT_PREFIX + task.queue_name, payload, priority=task.priority, execute_after=run_after
         )
         assert job_id is not None  # no dedupe key, so never skipped
         result = TaskResult(
