@@ -20,6 +20,7 @@ from pgqd.errors import (
 from pgqd.job import Context, InvalidPayload, Job, RetryLater
 from pgqd.models import CancelResult, JobState, PauseState
 from pgqd.schema import install
+from pgqd.sync_client import SyncClient
 from pgqd.units import Rate
 from pgqd.worker.engine import Worker, WorkerSettings
 
@@ -48,6 +49,7 @@ __all__ = [
     "RetryLater",
     "RetryPolicy",
     "SchemaVersionError",
+    "SyncClient",
     "Worker",
     "WorkerSettings",
     "__version__",

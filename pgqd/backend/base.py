@@ -37,8 +37,10 @@ class Subscription(Protocol):
     async def close(self) -> None: ...
 
 
-class Backend(Protocol):
-    # --- producers and operators -------------------------------------------------------------------------
+class ProducerBackend(Protocol):
+    """What ``pgqd.Client`` needs: the producer and operator operations. Producers on drivers other than
+    asyncpg implement only this (``pgqd.producers.backend``)."""
+
     async def enqueue(self, jobs: Sequence[NewJob], on_conflict: OnConflict) -> list[int | None]:
         """Stores the jobs in one atomic step and returns their ids in input order (None where skipped)."""
         ...
@@ -70,6 +72,10 @@ class Backend(Protocol):
 
     async def pauses(self) -> PauseState: ...
 
+    async def close(self) -> None: ...
+
+
+class Backend(ProducerBackend, Protocol):
     # --- workers ------------------------------------------------------------------------------------------
     async def register_worker(self, info: WorkerInfo) -> int: ...
 
@@ -128,5 +134,3 @@ class Backend(Protocol):
         """If the schedule's next run is still ``due``, moves it to ``next_run`` and enqueues ``jobs``, at once;
         returns their ids, or None when another scheduler fired this tick first."""
         ...
-
-    async def close(self) -> None: ...

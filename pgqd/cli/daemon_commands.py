@@ -128,7 +128,7 @@ async def check_config(args: argparse.Namespace) -> int:
     config = load_config(path)
     import_handlers(config)
     if config.database.embedded:
-        print(f"{path}: OK ({len(config.entrypoints)} entrypoints; embedded database, not started by check)")
+        print(f"{path}: OK ({len(config.served_entrypoints)} entrypoints; embedded database, not started by check)")
         return 0
     try:
         async with connection(config.database.dsn) as conn:
@@ -137,7 +137,7 @@ async def check_config(args: argparse.Namespace) -> int:
         print(f"{path}: configuration valid, but: {exc}", file=sys.stderr)
         return 1
     schema = "schema current" if installed == latest_version() else f"schema version {installed}, newer than this pgqd"
-    print(f"{path}: OK ({len(config.entrypoints)} entrypoints, {len(config.schedules)} schedules; {schema})")
+    print(f"{path}: OK ({len(config.served_entrypoints)} entrypoints, {len(config.schedules)} schedules; {schema})")
     return 0
 
 

@@ -167,6 +167,35 @@ class ScheduleConfig:
     )
 
 
+# Django tasks: each Django queue is served as the entrypoint "django.<queue>", run by pgqd's own task runner.
+DJANGO_ENTRYPOINT_PREFIX = "django."
+DJANGO_TASK_RUNNER = "pgqd.contrib.django.worker:run_task"
+MODULE_PATH = Text(r"[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*", 'use a dotted module path, e.g. "mysite.settings"')
+
+
+@dataclass(frozen=True)
+class DjangoQueueConfig(EntrypointConfig):
+    """An entrypoint whose handler is pgqd's Django task runner; results are always kept for ``get_result``."""
+
+    handler: str = field(default=DJANGO_TASK_RUNNER, metadata={"internal": True})
+    store_result: bool = field(default=True, metadata={"internal": True})
+
+
+def _default_django_queues() -> dict[str, DjangoQueueConfig]:
+    return {"default": DjangoQueueConfig()}
+
+
+@dataclass(frozen=True)
+class DjangoConfig:
+    settings: str = field(
+        metadata=spec(MODULE_PATH, "Django settings module each worker process sets up (DJANGO_SETTINGS_MODULE)")
+    )
+    queues: dict[str, DjangoQueueConfig] = field(
+        default_factory=_default_django_queues,
+        metadata={"table_of": DjangoQueueConfig, "doc": 'Django queues served, each as entrypoint "django.<queue>"'},
+    )
+
+
 @dataclass(frozen=True)
 class Config:
     database: DatabaseConfig = field(default_factory=DatabaseConfig, metadata={"section": DatabaseConfig})
@@ -177,8 +206,18 @@ class Config:
     web: WebConfig = field(default_factory=WebConfig, metadata={"section": WebConfig})
     entrypoints: dict[str, EntrypointConfig] = field(default_factory=dict, metadata={"table_of": EntrypointConfig})
     schedules: dict[str, ScheduleConfig] = field(default_factory=dict, metadata={"table_of": ScheduleConfig})
+    django: DjangoConfig | None = field(default=None, metadata={"section": DjangoConfig})
     # Where it was read from (relative paths in the file are relative to its folder); not a TOML key.
     source: Path | None = field(default=None, compare=False, metadata={"internal": True})
+
+    @property
+    def served_entrypoints(self) -> dict[str, EntrypointConfig]:
+        """The entrypoints the daemon runs: the [entrypoints] sections plus one per Django queue."""
+        served = dict(self.entrypoints)
+        if self.django is not None:
+            for queue, entry in self.django.queues.items():
+                served[DJANGO_ENTRYPOINT_PREFIX + queue] = entry
+        return served
 
     def resolve_path(self, path: str) -> Path:
         candidate = Path(path).expanduser()

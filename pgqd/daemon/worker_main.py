@@ -54,6 +54,8 @@ class WorkerPlan:
     metrics_dir: str | None = None
     # Whether this process collects the queue gauges (one worker per daemon, when metrics are served).
     queue_gauges: bool = False
+    # The Django settings module this process sets up before it runs Django tasks (None: no Django).
+    django_settings: str | None = None
 
 
 def worker_main(plan: WorkerPlan) -> int:
@@ -62,6 +64,14 @@ def worker_main(plan: WorkerPlan) -> int:
     for name in ("SIGHUP", "SIGTTIN", "SIGTTOU", "SIGCHLD", "SIGTERM"):
         signal.signal(getattr(signal, name), signal.SIG_DFL)
     structlog.contextvars.bind_contextvars(pid=os.getpid())
+    if plan.django_settings is not None:
+        from pgqd.contrib.django.worker import setup_django
+
+        try:
+            setup_django(plan.django_settings)
+        except Exception:
+            log.exception("Django could not be set up", settings=plan.django_settings)
+            return 1
     try:
         import uvloop
 

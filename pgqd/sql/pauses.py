@@ -7,6 +7,8 @@ claim at once rather than at their next poll.
 
 from __future__ import annotations
 
+import functools
+
 from pgqd.identifiers import Names
 from pgqd.sql import render
 
@@ -14,6 +16,7 @@ PAUSE = """
 INSERT INTO {entrypoint_pauses} AS p (entrypoint, paused)
 SELECT DISTINCT u.ep, true FROM unnest($1::text[]) AS u(ep)
 ON CONFLICT (entrypoint) DO UPDATE SET paused = true, changed_at = now()
+RETURNING p.entrypoint
 """
 
 # Every entrypoint, those not seen yet included: the '*' row. Exceptions made by an earlier resume are dropped.
@@ -23,6 +26,7 @@ WITH cleared AS (
 )
 INSERT INTO {entrypoint_pauses} AS p (entrypoint, paused) VALUES ('*', true)
 ON CONFLICT (entrypoint) DO UPDATE SET paused = true, changed_at = now()
+RETURNING p.entrypoint
 """
 
 # While everything is paused ('*' row), resuming one entrypoint records it as an exception; otherwise its row
@@ -41,14 +45,14 @@ excepted AS (
     WHERE (SELECT e.paused FROM everything AS e)
     ON CONFLICT (entrypoint) DO UPDATE SET paused = false, changed_at = now()
 )
-SELECT pg_notify($2, $3)
+SELECT pg_notify($2::text, $3::text)
 """
 
 RESUME_ALL = """
 WITH removed AS (
     DELETE FROM {entrypoint_pauses}
 )
-SELECT pg_notify($1, $2)
+SELECT pg_notify($1::text, $2::text)
 """
 
 PAUSES = "SELECT p.entrypoint, p.paused FROM {entrypoint_pauses} AS p"
@@ -61,3 +65,8 @@ class PauseStatements:
         self.resume = render(RESUME, names)
         self.resume_all = render(RESUME_ALL, names)
         self.pauses = render(PAUSES, names)
+
+
+@functools.lru_cache(maxsize=64)
+def pause_statements_for(names: Names) -> PauseStatements:
+    return PauseStatements(names)
