@@ -11,6 +11,7 @@ from typing import Any
 
 import asyncpg
 
+from benchmarks.runners.protocol import stamp as stamp_start
 from pgqd import Context, Job
 
 
@@ -35,3 +36,8 @@ async def chaos_record(job: Job, ctx: Context) -> None:
     )
     work_ms = float((job.json() or {}).get("work_ms", 20))
     await asyncio.sleep(random.uniform(0.0, work_ms / 1000))
+
+
+async def stamp(job: Job) -> None:
+    """Records when it started (for pickup latency); the payload is the job's sequence number."""
+    stamp_start(job.payload.decode())
