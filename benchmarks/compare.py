@@ -42,7 +42,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--scenarios", nargs="+", choices=ALL_SCENARIOS, default=ALL_SCENARIOS)
     p.add_argument("--processes", type=int, nargs="+", default=[1, 2], help="drain: worker processes (1 2)")
     p.add_argument("--batch", type=int, nargs="+", default=[10, 100], help="drain: batch sizes (10 100)")
-    p.add_argument("--single", type=int, default=1_000, help="jobs enqueued one per call (1,000)")
+    p.add_argument("--single", type=int, default=500, help="jobs enqueued one per call (500)")
     p.add_argument("--drain-cap", type=float, default=10.0, help="seconds a drain may run before it is rated (10)")
     p.add_argument("--steady-seconds", type=float, default=10.0, help="length of the flooding window (10)")
     p.add_argument("--latency-jobs", type=int, default=200, help="single jobs timed for pickup latency (200)")

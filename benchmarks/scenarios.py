@@ -77,7 +77,8 @@ async def ceiling(server: str, jobs: int, processes: int, batch: int) -> dict[st
     async with empty_database(server) as dsn:
         await ceiling_client.create(dsn, jobs)
         await settle(dsn)
-        request = json.dumps({"dsn": dsn, "batch": batch, "start_at": time.time() + 2.0})
+        in_flight = concurrency_for(batch)
+        request = json.dumps({"dsn": dsn, "batch": batch, "in_flight": in_flight, "start_at": time.time() + 2.0})
         command = [sys.executable, "-m", "benchmarks.runners.ceiling_client", request]
         clients = [
             await asyncio.create_subprocess_exec(*command, cwd=REPO, env=runner_env(dsn), stdout=subprocess.PIPE)
