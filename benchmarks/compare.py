@@ -147,7 +147,8 @@ async def main(argv: list[str] | None = None) -> None:
     print(compare_report.format_table(table, date))
     print()
     print(compare_report.format_targets(found))
-    print(f"\nJSON: {output}")
+    load_after = document["environment"]["load_after"]
+    print(f"\n1-minute load average: {load_before[0]:.2f} before, {load_after[0]:.2f} after. JSON: {output}")
 
 
 if __name__ == "__main__":

@@ -69,6 +69,8 @@ async def drain(
             finished, first_start, last_finish = await conn.fetchrow(system.tables.span)
         finally:
             await conn.close()
+    if finished < 2:
+        raise RuntimeError(f"{system.label} finished {finished} of {jobs} jobs within {cap}s")
     return {"jobs_per_s": finished / (last_finish - first_start).total_seconds(), "finished": finished}
 
 
