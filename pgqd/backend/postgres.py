@@ -16,7 +16,7 @@ from typing import Any
 import asyncpg
 
 from pgqd.backend.base import EventCallback
-from pgqd.backend.connection import PgSubscription, close_connection, guard, wake_notice
+from pgqd.backend.connection import PgSubscription, close_connection, guard
 from pgqd.identifiers import Names
 from pgqd.models import (
     CancelResult,
