@@ -20,6 +20,7 @@ _EXAMPLES: dict[str, Any] = {
     "timeout": "60s",
     "payload": '{"kind": "nightly"}',
     "processes": 4,
+    "command_timeout": "7.5s",
 }
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from pgqd.backend.bounded import DatabaseTimeouts
 from pgqd.config.model import Config, EntrypointConfig
 from pgqd.entrypoint import Entrypoint, RetryPolicy
 from pgqd.identifiers import Names
@@ -47,6 +48,11 @@ def worker_settings(config: Config) -> WorkerSettings:
         shutdown_timeout=workers.shutdown_timeout,
         retention=config.retention.log or None,
     )
+
+
+def database_timeouts(config: Config) -> DatabaseTimeouts:
+    database = config.database
+    return DatabaseTimeouts.derive(config.workers.worker_timeout, database.command_timeout, database.connect_timeout)
 
 
 def build_schedules(config: Config) -> list[ScheduleSpec]:

@@ -28,7 +28,7 @@ from pgqd.config.load import ConfigProblems, import_handlers, load_config
 from pgqd.config.model import Config
 from pgqd.daemon.health import Endpoints, SupervisorView
 from pgqd.daemon.metrics import mark_process_dead
-from pgqd.daemon.runtime import build_entrypoints, build_schedules, names, worker_settings
+from pgqd.daemon.runtime import build_entrypoints, build_schedules, database_timeouts, names, worker_settings
 from pgqd.daemon.systemd import Notifier
 from pgqd.daemon.worker_main import WorkerPlan, worker_main
 from pgqd.errors import ConfigError, PgqdError
@@ -261,6 +261,7 @@ class Supervisor:
             beat_every=min(1.0, config.workers.worker_timeout / 4),
             schedules=build_schedules(config) if runs_scheduler else (),
             metrics_dir=self.metrics_dir,
+            timeouts=database_timeouts(config),
         )
 
     def _spawn(self) -> None:

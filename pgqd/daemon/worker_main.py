@@ -13,13 +13,15 @@ import contextlib
 import os
 import signal
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
 
+from pgqd.backend.bounded import DatabaseTimeouts
 from pgqd.backend.postgres import PostgresBackend
 from pgqd.backoff import Backoff
+from pgqd.daemon.logs import end_noise_episodes
 from pgqd.daemon.metrics import WorkerMetrics, use_multiprocess_directory
 from pgqd.daemon.scheduler import Scheduler
 from pgqd.entrypoint import Entrypoint
@@ -48,6 +50,8 @@ class WorkerPlan:
     schedules: Sequence[ScheduleSpec] = ()
     # Where this process records its Prometheus samples for the supervisor to serve (None: not recorded).
     metrics_dir: str | None = None
+    # The time bound of every database call (from [database] command_timeout and connect_timeout).
+    timeouts: DatabaseTimeouts = field(default_factory=DatabaseTimeouts)
 
 
 def worker_main(plan: WorkerPlan) -> int:
@@ -118,7 +122,9 @@ async def _open_backend(plan: WorkerPlan, stop: _Stop) -> PostgresBackend | None
     backoff = Backoff(maximum=10.0)
     while not stop.requested.is_set():
         try:
-            return await PostgresBackend.open(plan.dsn, plan.names, pool_size=plan.pool_size)
+            return await PostgresBackend.open(
+                plan.dsn, plan.names, pool_size=plan.pool_size, timeouts=plan.timeouts, on_recovered=end_noise_episodes
+            )
         except BackendUnavailable as exc:
             log.warning("database unavailable, retrying", error=str(exc))
             with contextlib.suppress(TimeoutError):
