@@ -125,6 +125,8 @@ class DatabaseHealth:
         self.down_since: float | None = None
         self.last_ok = time.monotonic()
         self.failed_calls = 0
+        # Called on every failure, e.g. to check the LISTEN connection at once.
+        self.on_failure: list[Callable[[], None]] = []
 
     @property
     def available(self) -> bool:
@@ -143,18 +145,20 @@ class DatabaseHealth:
 
     def failed(self, exc: BaseException, call_started: float) -> None:
         self.failed_calls += 1
+        for callback in self.on_failure:
+            callback()
         if self.down_since is not None:
             return
         # The outage began when the first failing call was sent, not when it gave up.
         self.down_since = min(call_started, time.monotonic())
-        log.warning("database unreachable", error=_describe(exc), pid=_pid())
+        log.warning("database unreachable", error=describe_error(exc), pid=_pid())
 
 
 def _pid() -> int:
     return os.getpid()
 
 
-def _describe(exc: BaseException) -> str:
+def describe_error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
@@ -229,7 +233,7 @@ class BoundedPool:
                 f"database unavailable: no answer after {waited:.1f}s {doing}"
                 f" (limit [database] command_timeout = {self.timeouts.command:g}s)"
             )
-        return BackendUnavailable(f"database unavailable: {_describe(exc)}")
+        return BackendUnavailable(f"database unavailable: {describe_error(exc)}")
 
     async def close(self) -> None:
         try:

@@ -11,11 +11,15 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
+import structlog
+
 from pgqd.backend.base import EventCallback
-from pgqd.backend.bounded import DatabaseHealth, DatabaseTimeouts, guard, is_transient
+from pgqd.backend.bounded import DatabaseHealth, DatabaseTimeouts, describe_error, guard, is_transient
 from pgqd.backoff import Backoff
 from pgqd.errors import BackendUnavailable
 from pgqd.models import Event, NewJob
+
+log = structlog.get_logger("pgqd.database")
 
 __all__ = ["PgSubscription", "close_connection", "enqueue_notice", "guard", "is_transient", "parse_event"]
 
@@ -80,7 +84,10 @@ class PgSubscription:
         self._health = health
         self._conn: Any = None
         self._closed = False
-        self._lost = asyncio.Event()
+        self._lost = False
+        self._wake = asyncio.Event()
+        if health is not None:
+            health.on_failure.append(self.check_now)
         self._watcher: asyncio.Task[None] | None = None
         self.reconnects = 0
 
@@ -105,7 +112,7 @@ class PgSubscription:
             raise
         conn.add_termination_listener(self._on_termination)
         self._conn = conn
-        self._lost.clear()
+        self._lost = False
         if self._health is not None:
             self._health.succeeded()
 
@@ -120,30 +127,33 @@ class PgSubscription:
 
     def _on_termination(self, conn: Any) -> None:
         if conn is self._conn or getattr(self._conn, "_con", None) is conn:
-            self._lost.set()
+            self._lost = True
+            self._wake.set()
+
+    def check_now(self) -> None:
+        """Another call failed: this connection may share its fate, so check it without waiting."""
+        self._wake.set()
 
     async def _watch(self) -> None:
         while not self._closed:
-            try:
-                await asyncio.wait_for(self._lost.wait(), self._timeouts.probe_every)
-            except TimeoutError:
-                if await self._answers():
-                    continue
-            await self._reopen()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self._timeouts.probe_every)
+            self._wake.clear()
+            if self._lost or not await self._answers():
+                await self._reopen()
 
     async def _answers(self) -> bool:
+        """A round trip on the listening connection. Its failure alone is not an outage (a connection can die
+        while new ones work, as after a failover): whether the database can be reached is for the reconnect to
+        find out."""
         conn = self._conn
         if conn is None or conn.is_closed():
             return False
-        started = time.monotonic()
         try:
             await conn.fetchval("SELECT 1", timeout=self._limit)
         except Exception as exc:
-            if self._health is not None and (isinstance(exc, TimeoutError) or is_transient(exc)):
-                self._health.failed(exc, started)
+            log.warning("the listening connection stopped answering; reconnecting", error=describe_error(exc))
             return False
-        if self._health is not None:
-            self._health.succeeded()
         return True
 
     async def _reopen(self) -> None:
@@ -172,6 +182,8 @@ class PgSubscription:
 
     async def close(self) -> None:
         self._closed = True
+        if self._health is not None and self.check_now in self._health.on_failure:
+            self._health.on_failure.remove(self.check_now)
         if self._watcher is not None:
             self._watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
