@@ -10,9 +10,11 @@ other connections, which share its network path, so the next call runs on a new 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import time
+import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -162,6 +164,16 @@ def describe_error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
+def _raw(conn: Any) -> Any:
+    """The asyncpg connection behind a pool's proxy (which changes with each acquire); None once released."""
+    return getattr(conn, "_con", None)
+
+
+def _terminate(conn: Any) -> None:
+    with contextlib.suppress(asyncpg.InterfaceError):
+        conn.terminate()  # unless asyncpg has already closed it and handed it back to the pool
+
+
 class CommandTimeout(BackendUnavailable):
     """A database call ran out of time (the connection it used was closed)."""
 
@@ -172,10 +184,27 @@ class BoundedPool:
     Transient failures raise ``BackendUnavailable`` (callers retry), and feed ``health``.
     """
 
-    def __init__(self, pool: Any, timeouts: DatabaseTimeouts, health: DatabaseHealth) -> None:
-        self.pool = pool
+    def __init__(self, timeouts: DatabaseTimeouts, health: DatabaseHealth) -> None:
+        self.pool: Any = None
         self.timeouts = timeouts
         self.health = health
+        self._in_flight: dict[int, tuple[Any, float]] = {}
+        # When each connection last proved alive: opened, or answered a call.
+        self._alive_at: weakref.WeakKeyDictionary[Any, float] = weakref.WeakKeyDictionary()
+
+    @classmethod
+    async def open(
+        cls, dsn: str | None, size: int, timeouts: DatabaseTimeouts, health: DatabaseHealth, **options: Any
+    ) -> BoundedPool:
+        bounded = cls(timeouts, health)
+
+        async def opened(conn: Any) -> None:
+            tune_socket(conn, timeouts)
+            bounded._alive_at[conn] = time.monotonic()
+
+        create = asyncpg.create_pool(dsn, min_size=1, max_size=size, init=opened, **options)
+        bounded.pool = await guard(asyncio.wait_for(create, timeouts.connect + timeouts.command))
+        return bounded
 
     async def fetch(self, query: str, *args: Any) -> Any:
         return await self._call("fetch", query, args)
@@ -196,28 +225,42 @@ class BoundedPool:
             conn = await self.pool.acquire(timeout=limit + self.timeouts.connect)
         except Exception as exc:
             raise self._failure(exc, started, "waiting for a connection") from exc
+        self._in_flight[id(conn)] = (conn, started)
         try:
             result = await getattr(conn, method)(query, *args, timeout=limit)
         except BaseException as exc:
             if isinstance(exc, TimeoutError) or not isinstance(exc, Exception):
                 # No answer in time, or the caller gave up: the answer may never come, and asyncpg's cancel would
-                # wait for it on the same socket. Close it now, and the idle ones that share its network path.
-                conn.terminate()
-                self._drop_idle()
+                # wait for it on the same socket. Close the connection now.
+                _terminate(conn)
+            if isinstance(exc, TimeoutError):
+                self.cut_stalled(since=started)
             await self._release(conn)
             if isinstance(exc, TimeoutError) or (isinstance(exc, Exception) and is_transient(exc)):
                 raise self._failure(exc, started, "running a statement") from exc
             raise
+        finally:
+            self._in_flight.pop(id(conn), None)
+        raw = _raw(conn)
+        if raw is not None:
+            self._alive_at[raw] = time.monotonic()
         await self._release(conn)
         self.health.succeeded()
         return result
 
-    def _drop_idle(self) -> None:
-        # asyncpg has no public call for this; expire_connections() would close them gracefully instead, which
-        # on a dead socket means waiting for a reply that never comes.
+    def cut_stalled(self, since: float) -> None:
+        """A call sent at ``since`` got no answer: the connections that have not answered since then likely
+        share its fate (a failover, a partition). Close them, idle or busy: their calls fail now and are retried
+        on new connections, rather than each waiting out its own timeout."""
+        # asyncpg has no public call for closing idle connections; expire_connections() would close them
+        # gracefully, which on a dead socket means waiting for a reply that never comes.
         for holder in getattr(self.pool, "_holders", ()):
             if holder.is_idle():
                 holder.terminate()
+        for conn, _ in list(self._in_flight.values()):
+            raw = _raw(conn)
+            if raw is not None and self._alive_at.get(raw, 0.0) < since:
+                _terminate(conn)
 
     async def _release(self, conn: Any) -> None:
         try:

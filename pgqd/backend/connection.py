@@ -74,6 +74,7 @@ class PgSubscription:
         close_connection: Callable[[Any], Awaitable[None]],
         timeouts: DatabaseTimeouts | None = None,
         health: DatabaseHealth | None = None,
+        on_stalled: Callable[[float], None] | None = None,
     ) -> None:
         self._connect = connect
         self._channel = channel
@@ -82,6 +83,7 @@ class PgSubscription:
         self._close_connection = close_connection
         self._timeouts = timeouts or DatabaseTimeouts()
         self._health = health
+        self._on_stalled = on_stalled
         self._conn: Any = None
         self._closed = False
         self._lost = False
@@ -149,10 +151,13 @@ class PgSubscription:
         conn = self._conn
         if conn is None or conn.is_closed():
             return False
+        started = time.monotonic()
         try:
             await conn.fetchval("SELECT 1", timeout=self._limit)
         except Exception as exc:
             log.warning("the listening connection stopped answering; reconnecting", error=describe_error(exc))
+            if self._on_stalled is not None:
+                self._on_stalled(started)
             return False
         return True
 

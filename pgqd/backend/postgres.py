@@ -7,7 +7,6 @@ backoff when it owns its connection.
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
@@ -164,6 +163,8 @@ class PostgresBackend:
                 close_connection=close_connection,
                 timeouts=self.timeouts,
                 health=self.health,
+                # A silent LISTEN connection hints that the pool's idle ones are dead too.
+                on_stalled=self._db.cut_stalled if isinstance(self._db, BoundedPool) else None,
             )
         elif isinstance(self._db, asyncpg.Pool):
             pool = self._db
@@ -358,17 +359,9 @@ class PostgresBackend:
             tune_socket(conn, timeouts)
             return conn
 
-        async def tune(conn: Any) -> None:
-            tune_socket(conn, timeouts)
-
         health = DatabaseHealth(on_recovered)
-        pool = await guard(
-            asyncio.wait_for(
-                asyncpg.create_pool(dsn, min_size=1, max_size=pool_size, init=tune, **connect_options),
-                timeouts.connect + timeouts.command,
-            )
-        )
-        backend = cls(BoundedPool(pool, timeouts, health), names, listen_connect=listen_connect, owns_executor=True)
+        pool = await BoundedPool.open(dsn, pool_size, timeouts, health, **connect_options)
+        backend = cls(pool, names, listen_connect=listen_connect, owns_executor=True)
         backend.timeouts = timeouts
         backend.health = health
         return backend
