@@ -7,7 +7,6 @@ handlers record their runs on a direct connection, so the only thing cut is pgqd
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
@@ -40,21 +39,8 @@ def start_through(start_daemon: StartDaemon, proxy: TcpProxy, db_dsn: str, worke
     return daemon.wait_ready()
 
 
-def log_lines(daemon: Daemon) -> list[dict[str, Any]]:
-    """Every line of the daemon's output, each of which must be one JSON object."""
-    lines = []
-    for number, line in enumerate(daemon.log_text().splitlines(), 1):
-        try:
-            parsed = json.loads(line)
-        except ValueError:
-            raise AssertionError(f"line {number} of the daemon's output is not JSON: {line!r}") from None
-        assert isinstance(parsed, dict), f"line {number} is not a JSON object: {line!r}"
-        lines.append(parsed)
-    return lines
-
-
 def events_named(daemon: Daemon, name: str) -> list[dict[str, Any]]:
-    return [line for line in log_lines(daemon) if line.get("event") == name]
+    return [line for line in daemon.json_lines() if line.get("event") == name]
 
 
 async def test_a_failover_mid_drain_resumes_within_the_bound_and_loses_no_job(
@@ -117,12 +103,19 @@ async def test_a_partition_longer_than_the_command_timeout_logs_its_start_and_en
     ended = wait_for(lambda: events_named(daemon, "database reachable again"), 30, "the end of the outage in the log")
     assert all(float(line["outage_s"]) >= command_timeout for line in ended), ended
     started = events_named(daemon, "database unreachable")
-    # One line each per worker process and episode, not one per failed call.
-    assert len(started) <= len(daemon.worker_pids())
-    assert {line["pid"] for line in started} == {line["pid"] for line in ended}
     assert all("error" in line for line in started)
+    # One line when an outage starts and one when it ends, per worker process, not one per failed call. (A
+    # call sent just before the thaw may still time out just after it: a second, short outage.)
+    per_pid: dict[int, list[str]] = {}
+    for line in daemon.json_lines():
+        if line.get("event") in ("database unreachable", "database reachable again"):
+            per_pid.setdefault(line["pid"], []).append(line["event"])
+    for pid, events in per_pid.items():
+        episodes = len(events) // 2
+        assert 1 <= episodes <= 2, (pid, events)
+        assert events == ["database unreachable", "database reachable again"] * episodes, (pid, events)
 
     after = await client.enqueue("sleeper", "0")
     assert after is not None
     assert (await client.wait(after, timeout=30)).status == "successful"
-    log_lines(daemon)
+    daemon.json_lines()

@@ -4,12 +4,10 @@
 
 from __future__ import annotations
 
-import json
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import asyncpg
 import pytest
@@ -43,20 +41,8 @@ async def private_server(tmp_path: Path) -> AsyncIterator[tuple[EmbeddedServer, 
         server.stop()
 
 
-def log_lines(daemon: Daemon) -> list[dict[str, Any]]:
-    lines = []
-    for number, line in enumerate(daemon.log_text().splitlines(), 1):
-        try:
-            parsed = json.loads(line)
-        except ValueError:
-            raise AssertionError(f"line {number} of the daemon's output is not JSON: {line!r}") from None
-        assert isinstance(parsed, dict), f"line {number} is not a JSON object: {line!r}"
-        lines.append(parsed)
-    return lines
-
-
 def outages(daemon: Daemon) -> Counter[int]:
-    return Counter(line["pid"] for line in log_lines(daemon) if line.get("event") == "database reachable again")
+    return Counter(line["pid"] for line in daemon.json_lines() if line.get("event") == "database reachable again")
 
 
 async def test_every_line_is_json_through_a_crash_and_a_connection_shortage(
@@ -121,7 +107,7 @@ async def test_every_line_is_json_through_a_crash_and_a_connection_shortage(
     finally:
         daemon.stop()
 
-    lines = log_lines(daemon)
+    lines = daemon.json_lines()
     statuses = {row[0]: row[1] for row in await admin.fetch("SELECT status::text, count(*) FROM pgqd_log GROUP BY 1")}
     assert statuses == {"successful": 300}
     assert await admin.fetchval("SELECT count(*) FROM pgqd_jobs") == 0

@@ -206,6 +206,11 @@ class BoundedPool:
         bounded.pool = await guard(asyncio.wait_for(create, timeouts.connect + timeouts.command))
         return bounded
 
+    def acquire(self) -> Any:
+        """A connection of the pool for several statements (a transaction): the wait for it is bounded, and its
+        statements by the connection's own command timeout (asyncpg's ``command_timeout``)."""
+        return self.pool.acquire(timeout=self.timeouts.command + self.timeouts.connect)
+
     async def fetch(self, query: str, *args: Any) -> Any:
         return await self._call("fetch", query, args)
 
