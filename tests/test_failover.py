@@ -100,17 +100,24 @@ async def test_a_partition_longer_than_the_command_timeout_logs_its_start_and_en
     wait_for(lambda: (datetime.now() - unreachable_since).total_seconds() > command_timeout + 2, 10, "the partition")
     proxy.thaw()
 
-    ended = wait_for(lambda: events_named(daemon, "database reachable again"), 30, "the end of the outage in the log")
+    def outages_by_pid() -> dict[int, list[str]]:
+        per_pid: dict[int, list[str]] = {}
+        for line in daemon.json_lines():
+            if line.get("event") in ("database unreachable", "database reachable again"):
+                per_pid.setdefault(line["pid"], []).append(line["event"])
+        return per_pid
+
+    def every_outage_ended() -> bool:
+        per_pid = outages_by_pid()
+        return bool(per_pid) and all(events[-1] == "database reachable again" for events in per_pid.values())
+
+    wait_for(every_outage_ended, 30, "the end of every outage in the log")
+    ended = events_named(daemon, "database reachable again")
     assert all(float(line["outage_s"]) >= command_timeout for line in ended), ended
-    started = events_named(daemon, "database unreachable")
-    assert all("error" in line for line in started)
+    assert all("error" in line for line in events_named(daemon, "database unreachable"))
     # One line when an outage starts and one when it ends, per worker process, not one per failed call. (A
     # call sent just before the thaw may still time out just after it: a second, short outage.)
-    per_pid: dict[int, list[str]] = {}
-    for line in daemon.json_lines():
-        if line.get("event") in ("database unreachable", "database reachable again"):
-            per_pid.setdefault(line["pid"], []).append(line["event"])
-    for pid, events in per_pid.items():
+    for pid, events in outages_by_pid().items():
         episodes = len(events) // 2
         assert 1 <= episodes <= 2, (pid, events)
         assert events == ["database unreachable", "database reachable again"] * episodes, (pid, events)
