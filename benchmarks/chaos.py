@@ -6,10 +6,12 @@ It runs on a private embedded PostgreSQL (so it can restart the server) and inje
 process every 2 s; pg_terminate_backend on every pgqd connection, twice; a clean restart of PostgreSQL; a crash
 of it (immediate stop: WAL not yet written is lost, and the start runs crash recovery); a SIGKILL of the
 supervisor followed by a new daemon; a failover (the daemon reaches the server through a TCP proxy, which
-black-holes every connection open at that moment: no RST, no EOF, while new connections go through). The handler
+black-holes every connection open at that moment: no RST, no EOF, while new connections go through). Among the
+jobs are poison jobs (``--poison``, default 1) whose handler ends its worker process on every run. The handler
 records every execution (job, attempt, process) in a side table, on a direct connection. At the end it reports
 jobs lost (must be 0), jobs stuck in 'picked' (must be 0), jobs run more than once (allowed for jobs in flight at
-a fault), and how long the queue took to move again after each fault.
+a fault), how long the queue took to move again after each fault, and what became of the poison jobs (each must
+be given up as pgqd.WorkerLost while the daemon lives on).
 """
 
 from __future__ import annotations
@@ -61,6 +63,10 @@ format = "json"
 [entrypoints.chaos]
 handler = "benchmarks.handlers:chaos_record"
 retry = {{ max_attempts = 1000, backoff = "exponential", initial = "100ms", max = "1s" }}
+
+[entrypoints.chaos_poison]
+handler = "benchmarks.handlers:chaos_poison"
+retry = {{ max_attempts = {poison_attempts} }}
 """
 
 # Progress (share of jobs finished) at which each one-off fault is injected.
@@ -206,11 +212,14 @@ async def run(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
             "CREATE TABLE chaos_runs (job_id bigint, attempt int, pid int, at timestamptz DEFAULT now())"
         )
         client = Client(conn)
-        for start in range(0, args.jobs, 5000):
-            batch = range(start, min(args.jobs, start + 5000))
-            await client.enqueue_many([JobSpec("chaos", {"n": n, "work_ms": args.work_ms}) for n in batch])
+        jobs = [JobSpec("chaos", {"n": n, "work_ms": args.work_ms}) for n in range(args.jobs)]
+        # Spread through the queue, so each poison job is claimed in a batch with ordinary ones.
+        for n in range(args.poison):
+            jobs.insert((n + 1) * len(jobs) // (args.poison + 1), JobSpec("chaos_poison", {"n": n}))
+        for start in range(0, len(jobs), 5000):
+            await client.enqueue_many(jobs[start : start + 5000])
         config = folder / "chaos.toml"
-        config.write_text(CONFIG.format(processes=args.processes))
+        config.write_text(CONFIG.format(processes=args.processes, poison_attempts=args.poison_attempts))
         proxy = TcpProxy.to_unix_socket(unix_socket(dsn)).start()
         chaos = Chaos(dsn, server, proxy, config, folder)
         chaos.start_daemon()
@@ -218,10 +227,11 @@ async def run(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
         plan = list(PLAN)
         next_kill = time.monotonic() + args.kill_every
         done = 0
-        while done < args.jobs and time.monotonic() - began < args.seconds:
+        total = args.jobs + args.poison
+        while done < total and time.monotonic() - began < args.seconds:
             await asyncio.sleep(0.1)
             conn, done = await finished_count(chaos, conn)
-            progress = done / args.jobs
+            progress = done / total
             if plan and progress >= plan[0][0]:
                 _, kind = plan.pop(0)
                 if kind == "terminate_connections":
@@ -266,8 +276,12 @@ async def account(conn: Any, args: argparse.Namespace, chaos: Chaos, elapsed: fl
     live = {row[0]: row[1] for row in await conn.fetch("SELECT status::text, count(*) FROM pgqd_jobs GROUP BY 1")}
     logged = {row[0]: row[1] for row in await conn.fetch("SELECT status::text, count(*) FROM pgqd_log GROUP BY 1")}
     in_log = sum(logged.values())
+    poison_ids = [row[0] for row in await conn.fetch("SELECT job_id FROM pgqd_log WHERE entrypoint = 'chaos_poison'")]
+    poison_ids += [row[0] for row in await conn.fetch("SELECT id FROM pgqd_jobs WHERE entrypoint = 'chaos_poison'")]
     ran_twice = await conn.fetchval(
-        "SELECT count(*) FROM (SELECT job_id FROM chaos_runs GROUP BY job_id HAVING count(*) > 1) AS t"
+        "SELECT count(*) FROM (SELECT job_id FROM chaos_runs WHERE NOT (job_id = ANY($1::bigint[]))"
+        " GROUP BY job_id HAVING count(*) > 1) AS t",
+        poison_ids,
     )
     never_ran = await conn.fetchval(
         "SELECT count(*) FROM pgqd_log AS l WHERE l.status = 'successful'"
@@ -278,10 +292,10 @@ async def account(conn: Any, args: argparse.Namespace, chaos: Chaos, elapsed: fl
     one_offs = [f for f in chaos.faults if f.kind != "kill_worker"]
     kills = sorted(f.recovered_after for f in chaos.faults if f.kind == "kill_worker" and f.recovered_after is not None)
     return {
-        "jobs_enqueued": args.jobs,
+        "jobs_enqueued": args.jobs + args.poison,
         "jobs_finished": in_log,
         "final_statuses": logged,
-        "jobs_lost": args.jobs - in_log - sum(live.values()),
+        "jobs_lost": args.jobs + args.poison - in_log - sum(live.values()),
         "jobs_left_in_queue": live,
         "jobs_stuck_picked": live.get("picked", 0),
         "jobs_executed_more_than_once": ran_twice,
@@ -293,8 +307,24 @@ async def account(conn: Any, args: argparse.Namespace, chaos: Chaos, elapsed: fl
             "median": kills[len(kills) // 2] if kills else None,
             "max": kills[-1] if kills else None,
         },
+        "poison": await poison_report(conn, poison_ids),
         "elapsed_s": round(elapsed, 1),
         "last_daemon_exit_code": exit_code,
+    }
+
+
+async def poison_report(conn: Any, ids: list[int]) -> dict[str, Any]:
+    """What became of the poison jobs: how each ended, after how many runs, with which error."""
+    rows = await conn.fetch(
+        "SELECT l.job_id, l.status::text AS status, l.attempts, l.error_type, l.error_message,"
+        " (SELECT count(*) FROM chaos_runs AS r WHERE r.job_id = l.job_id) AS runs"
+        " FROM pgqd_log AS l WHERE l.job_id = ANY($1::bigint[]) ORDER BY l.job_id",
+        ids,
+    )
+    return {
+        "jobs": len(ids),
+        "given_up": sum(1 for row in rows if row["status"] == "exception" and row["error_type"] == "pgqd.WorkerLost"),
+        "ended": [dict(row) for row in rows],
     }
 
 
@@ -339,11 +369,19 @@ def main() -> None:
     parser.add_argument("--processes", type=int, default=2)
     parser.add_argument("--kill-every", type=float, default=2.0, help="seconds between worker kills (default 2)")
     parser.add_argument("--work-ms", type=float, default=50, help="each job works up to this long (default 50)")
+    parser.add_argument("--poison", type=int, default=1, help="jobs that kill their worker on every run (default 1)")
+    parser.add_argument("--poison-attempts", type=int, default=3, help="their retry.max_attempts (default 3)")
     parser.add_argument("--json", action="store_true", help="print only the JSON result")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="pgqd-chaos-") as folder:
         result = asyncio.run(run(args, Path(folder)))
-    ok = result["jobs_lost"] == 0 and result["jobs_stuck_picked"] == 0 and result["jobs_finished"] == args.jobs
+    ok = (
+        result["jobs_lost"] == 0
+        and result["jobs_stuck_picked"] == 0
+        and result["jobs_finished"] == args.jobs + args.poison
+        and result["poison"]["given_up"] == args.poison
+        and result["final_statuses"].get("successful", 0) == args.jobs
+    )
     result["verdict"] = "ok" if ok else "FAILED"
     print(json.dumps(result, indent=None if args.json else 2, default=str))
     sys.exit(0 if ok else 1)

@@ -36,3 +36,11 @@ async def chaos_record(job: Job, ctx: Context) -> None:
     )
     work_ms = float((job.json() or {}).get("work_ms", 20))
     await asyncio.sleep(random.uniform(0.0, work_ms / 1000))
+
+
+async def chaos_poison(job: Job, ctx: Context) -> None:
+    """Records this execution, then ends its worker process at once: the poison job of the chaos run."""
+    await ctx.resources.execute(
+        "INSERT INTO chaos_runs (job_id, attempt, pid) VALUES ($1, $2, $3)", job.id, job.attempts, os.getpid()
+    )
+    os._exit(1)

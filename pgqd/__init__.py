@@ -3,6 +3,7 @@
 The public API is what this module exports; everything else is internal.
 """
 
+from pgqd.backend.clock import ManualClock
 from pgqd.backend.memory import MemoryBackend
 from pgqd.backend.postgres import PostgresBackend
 from pgqd.client import Client, JobSpec
@@ -38,6 +39,7 @@ __all__ = [
     "JobNotFound",
     "JobSpec",
     "JobState",
+    "ManualClock",
     "MemoryBackend",
     "PgqdError",
     "PostgresBackend",

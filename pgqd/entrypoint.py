@@ -83,4 +83,6 @@ class Entrypoint:
             concurrency=self.concurrency_limit,
             rate_per_second=rate.per_second if rate else 0.0,
             burst=rate.burst if rate else 0.0,
+            max_attempts=self.retry.max_attempts,
+            hold_failures=self.on_failure == "hold",
         )

@@ -10,7 +10,7 @@ from typing import Any, Literal, NamedTuple
 OnConflict = Literal["raise", "skip", "raise_priority"]
 ON_CONFLICT_CHOICES: tuple[OnConflict, ...] = ("raise", "skip", "raise_priority")
 
-LiveStatus = Literal["queued", "deferred", "picked", "failed"]
+LiveStatus = Literal["queued", "deferred", "suspect", "picked", "failed"]
 FinalStatus = Literal["successful", "exception", "canceled", "deleted", "timeout"]
 FINAL_STATUSES: tuple[FinalStatus, ...] = ("successful", "exception", "canceled", "deleted", "timeout")
 
@@ -46,7 +46,8 @@ class ErrorInfo:
 
 @dataclass(frozen=True, slots=True)
 class JobState:
-    """Where a job is now: live (queued, deferred, picked, failed) or finished (a final status from the log)."""
+    """Where a job is now: live (queued, deferred, suspect, picked, failed) or finished (a final status from the
+    log). ``suspect``: its worker died while holding it, and it waits to run alone (see docs/reliability.md)."""
 
     id: int
     entrypoint: str
@@ -74,12 +75,17 @@ class CancelResult:
 
 @dataclass(frozen=True, slots=True)
 class EntrypointLimit:
-    """The fleet-wide limits of one entrypoint, as the claim needs them. 0 means no limit."""
+    """The fleet-wide limits of one entrypoint, as the claim needs them. 0 means no limit.
+
+    ``max_attempts`` and ``hold_failures`` (its retry budget and ``on_failure = "hold"``) are stamped on a suspect
+    claimed to run alone, so that whoever rescues its worker can give it up if that run killed the worker."""
 
     name: str
     concurrency: int = 0
     rate_per_second: float = 0.0
     burst: float = 0.0
+    max_attempts: int = 1
+    hold_failures: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,19 +100,28 @@ class ClaimedJob:
     execute_after: datetime
     picked_at: datetime
     cancel_requested: bool
-    # Earlier runs that ended with their worker before an outcome was recorded (see execution.LOST_RUN_ALLOWANCE).
-    lost_runs: int = 0
 
 
 @dataclass(frozen=True, slots=True)
 class ClaimResult:
     """Claimed jobs, and when claiming again may find more: ``throttled_in`` seconds until a rate-limited
     entrypoint with waiting jobs has a token again; ``due_in`` seconds until the next deferred job is due
-    (reported only when the claim came back short)."""
+    (reported only when the claim came back short). ``suspects``: suspects of these entrypoints wait to run
+    alone (reported by a claim that came back short, when none runs alone yet, and by an isolated claim)."""
 
     jobs: list[ClaimedJob]
     throttled_in: float | None = None
     due_in: float | None = None
+    suspects: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class HeartbeatReply:
+    """``cancel``: running jobs of the worker that someone asked to cancel. ``suspects``: suspects of its
+    entrypoints wait to run alone and none runs alone yet."""
+
+    cancel: list[int]
+    suspects: bool = False
 
 
 @dataclass(frozen=True, slots=True)

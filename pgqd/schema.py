@@ -40,17 +40,29 @@ async def plan_upgrade(conn: Any, names: Names) -> UpgradePlan:
 
 
 async def apply_upgrade(conn: Any, names: Names) -> UpgradePlan:
-    """Applies every pending migration in one transaction, serialised against other installers by a lock."""
-    async with conn.transaction():
-        await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", names.lock_key)
+    """Applies every pending migration, serialised against other installers by a lock held throughout.
+
+    Each migration commits with its version row, so a failure leaves the schema at the last version that
+    applied whole. A migration may commit in steps (see ``Migration.steps``); its version is recorded with the
+    last one.
+    """
+    await conn.execute("SELECT pg_advisory_lock(hashtext($1))", names.lock_key)
+    try:
         plan = await plan_upgrade(conn, names)
         for migration in plan.pending:
-            await conn.execute(migration.sql)
-            await conn.execute(
-                f"INSERT INTO {names.table('schema_version')} (version, name) VALUES ($1, $2)",
-                migration.version,
-                migration.name,
-            )
+            *first_steps, last_step = migration.steps
+            for step in first_steps:
+                async with conn.transaction():
+                    await conn.execute(step)
+            async with conn.transaction():
+                await conn.execute(last_step)
+                await conn.execute(
+                    f"INSERT INTO {names.table('schema_version')} (version, name) VALUES ($1, $2)",
+                    migration.version,
+                    migration.name,
+                )
+    finally:
+        await conn.execute("SELECT pg_advisory_unlock(hashtext($1))", names.lock_key)
     return plan
 
 

@@ -12,13 +12,14 @@ from typing import Any
 import asyncpg
 import pytest
 
-from pgqd import Client, MemoryBackend, PostgresBackend
+from pgqd import Client, ManualClock, MemoryBackend, PostgresBackend
 from pgqd.backend.base import Backend
 from pgqd.daemon.logs import configure_logging
 from pgqd.schema import install
 from tests.support.daemon import Daemon, StartDaemon
 from tests.support.daemon_app import CREATE_RUNS
 from tests.support.databases import TestServer, with_database
+from tests.support.time_passes import TimePasses
 
 configure_logging("warning", "json")
 
@@ -98,7 +99,8 @@ async def conn(db_dsn: str) -> AsyncIterator[Any]:
 async def backend(request: pytest.FixtureRequest, pg_server: str, template_database: str) -> AsyncIterator[Backend]:
     """Each behavioural test runs twice: on PostgreSQL and on the in-memory backend."""
     if request.param == "memory":
-        memory = MemoryBackend()
+        # Time runs as usual, and tests that wait for it to pass skip ahead instead (the ``time_passes`` fixture).
+        memory = MemoryBackend(clock=ManualClock(running=True))
         yield memory
         await memory.close()
         return
@@ -110,6 +112,11 @@ async def backend(request: pytest.FixtureRequest, pg_server: str, template_datab
             yield postgres
         finally:
             await postgres.close()
+
+
+@pytest.fixture
+def time_passes(backend: Backend) -> TimePasses:
+    return TimePasses(backend)
 
 
 @pytest.fixture

@@ -29,8 +29,10 @@ from pgqd import (
     Worker,
 )
 from pgqd.backend.base import Backend
+from pgqd.errors import BackendUnavailable
 from pgqd.models import EntrypointLimit, WorkerInfo
 from tests.support.engine import drain, fast_settings, running_worker
+from tests.support.time_passes import TimePasses
 from tests.support.waiting import wait_until
 
 
@@ -123,8 +125,13 @@ async def test_deferred_job_waits_until_its_time_and_runs_shortly_after(
         ran_at.append(time.monotonic())
 
     # With polls 30 s apart, only the job's due time can wake the worker in time.
-    async with running_worker(Worker(backend, [Entrypoint("later", handler)], fast_settings(poll_interval=30))):
-        await asyncio.sleep(0.1)  # the worker is idle and listening when the job arrives
+    worker = Worker(backend, [Entrypoint("later", handler)], fast_settings(poll_interval=30))
+    async with running_worker(worker):
+
+        async def idle() -> bool:  # listening, and its first claim found nothing
+            return worker.state.claims_settled > 0 and not worker.state.claiming
+
+        await wait_until(idle, timeout=5, what="the worker to be idle")
         enqueued_at = time.monotonic()
         when = timedelta(seconds=delay) if form == "timedelta" else datetime.now(UTC) + timedelta(seconds=delay)
         job_id = await client.enqueue("later", execute_after=when)
@@ -503,7 +510,12 @@ async def test_a_deep_queue_keeps_two_claims_under_way_and_an_idle_one_a_single_
     async with running_worker(worker):
         await wait_until(lambda: ran_all(200), timeout=10, what="200 jobs")
         assert slow.most_under_way == 2
-        await asyncio.sleep(0.2)  # the claims that found the queue empty have ended
+
+        async def settled() -> bool:  # the newest claim found the queue empty, and none is under way
+            state = worker.state
+            return not state.claiming and not state.last_found and not worker.running and slow.under_way == 0
+
+        await wait_until(settled, timeout=5, what="the claims that found the queue empty to end")
         slow.most_under_way, slow.calls = 0, 0
         for _ in range(3):
             await client.enqueue("work")
@@ -592,8 +604,49 @@ async def test_a_rate_limit_bounds_how_many_jobs_start_per_second(backend: Backe
 # --- liveness and rescue ------------------------------------------------------------------------------------
 
 
-async def test_jobs_of_a_worker_whose_heartbeat_went_stale_are_rescued_and_run_again(
+class FailingHeartbeats:
+    """A backend whose heartbeats fail while ``failing`` is set, as when the database cannot be reached."""
+
+    def __init__(self, backend: Backend) -> None:
+        self._backend = backend
+        self.failing = True
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._backend, name)
+
+    async def heartbeat(self, *args: Any) -> Any:
+        if self.failing:
+            raise BackendUnavailable("database unavailable: heartbeat refused on purpose")
+        return await self._backend.heartbeat(*args)
+
+
+async def test_a_worker_whose_heartbeat_cannot_be_written_claims_nothing_until_one_is(
     backend: Backend, client: Client
+) -> None:
+    ran = RanJobs()
+    flaky = FailingHeartbeats(backend)
+    settings = fast_settings(worker_timeout=1.0, heartbeat_interval=0.1)
+    worker = Worker(flaky, [Entrypoint("work", ran)], settings)  # type: ignore[arg-type]
+    async with running_worker(worker):
+
+        async def stopped_claiming() -> bool:
+            return not worker.state.heartbeat_ok
+
+        await wait_until(stopped_claiming, timeout=5, what="the worker to stop claiming")
+        job_id = await client.enqueue("work")
+        claims_before = worker.state.claims_sent
+        await asyncio.sleep(0.5)  # polls and the enqueue notification come and go: no claim
+        assert worker.state.claims_sent == claims_before
+        assert ran == []
+
+        flaky.failing = False
+        assert (await final_state(client, job_id)).status == "successful"
+        assert worker.state.heartbeat_ok
+    assert ran == [job_id]
+
+
+async def test_jobs_of_a_worker_whose_heartbeat_went_stale_are_rescued_and_run_again(
+    backend: Backend, client: Client, time_passes: TimePasses
 ) -> None:
     attempts: list[int] = []
 
@@ -607,14 +660,14 @@ async def test_jobs_of_a_worker_whose_heartbeat_went_stale_are_rescued_and_run_a
     assert (await state_of(client, job_id)).status == "picked"
     assert await backend.rescue_stale(worker_timeout=30) == [], "a worker that beat recently is alive"
 
-    await asyncio.sleep(0.7)
+    await time_passes(0.7)
     assert await backend.rescue_stale(worker_timeout=0.5) == [job_id]
-    assert (await state_of(client, job_id)).status == "queued"
+    assert (await state_of(client, job_id)).status == "suspect"
 
     await drain(Worker(backend, [Entrypoint("rescued", handler)], fast_settings()))
     state = await state_of(client, job_id)
     assert state.status == "successful"
-    assert attempts == [2]  # the lost run counts as an attempt
+    assert attempts == [1]  # the lost run was not its own doing (it did not run alone): not counted
 
 
 async def test_rescuing_a_dead_worker_requeues_its_jobs_at_once(backend: Backend, client: Client) -> None:
@@ -626,9 +679,9 @@ async def test_rescuing_a_dead_worker_requeues_its_jobs_at_once(backend: Backend
     claimed = await backend.claim(ghost, 5, [EntrypointLimit("rescued")])
     assert sorted(job.id for job in claimed.jobs) == sorted(i for i in ids if i is not None)
 
-    assert sorted(await backend.rescue_worker(ghost)) == sorted(i for i in ids if i is not None)
+    assert sorted(await backend.rescue_worker(ghost, "killed by signal 9")) == sorted(i for i in ids if i is not None)
     states = await client.status([i for i in ids if i is not None])
-    assert {state.status for state in states.values()} == {"queued"}
+    assert {state.status for state in states.values()} == {"suspect"}
 
     await drain(Worker(backend, [Entrypoint("rescued", handler)], fast_settings()))
     states = await client.status([i for i in ids if i is not None])
@@ -643,14 +696,16 @@ async def test_a_job_whose_runs_keep_dying_with_their_worker_is_given_up(backend
 
     poison_id = await client.enqueue("fragile")
     survivor_id = await client.enqueue("fragile")
-    # max_attempts=1 plus an allowance of two: three runs lost with their worker and the job is given up.
-    for lost in range(3):
+    # A death with both jobs held charges neither; then the poison, run alone, kills a second worker: with
+    # max_attempts=1 that run spends its budget and the job is given up.
+    fragile = [EntrypointLimit("fragile", max_attempts=1)]
+    for lost, isolated in enumerate((False, True)):
         ghost = await backend.register_worker(WorkerInfo("ghost-host", 999_000 + lost, ("fragile",)))
-        wanted = 2 if lost < 2 else 1
-        claimed = await backend.claim(ghost, wanted, [EntrypointLimit("fragile")])
-        assert len(claimed.jobs) == wanted
-        await backend.rescue_worker(ghost)
-    assert (await state_of(client, poison_id)).attempts == 3
+        claimed = await backend.claim(ghost, 2, fragile, isolated=isolated)
+        assert len(claimed.jobs) == (1 if isolated else 2)
+        await backend.rescue_worker(ghost, "killed by signal 11")
+        assert (await state_of(client, survivor_id)).attempts == 0
+    assert (await state_of(client, poison_id)).attempts == 1
 
     entrypoint = Entrypoint("fragile", handler, retry=RetryPolicy(max_attempts=1))
     await drain(Worker(backend, [entrypoint], fast_settings(concurrency=1, batch_size=1)))
@@ -659,10 +714,10 @@ async def test_a_job_whose_runs_keep_dying_with_their_worker_is_given_up(backend
     assert poison.status == "exception"
     assert poison.error is not None
     assert poison.error.type == "pgqd.WorkerLost"
-    assert "3 runs" in poison.error.message
+    assert "killed by signal 11" in poison.error.message
     survivor = await state_of(client, survivor_id)
     assert survivor.status == "successful"
-    assert survivor.attempts == 3
+    assert survivor.attempts == 1
     assert ran == [survivor_id]
 
 
@@ -796,7 +851,9 @@ async def test_handlers_raising_systemexit_or_keyboardinterrupt_fail_their_job_a
 # --- retention ----------------------------------------------------------------------------------------------
 
 
-async def test_pruning_the_log_removes_finished_jobs_in_bounded_batches(backend: Backend, client: Client) -> None:
+async def test_pruning_the_log_removes_finished_jobs_in_bounded_batches(
+    backend: Backend, client: Client, time_passes: TimePasses
+) -> None:
     async def handler(job: Job) -> None:
         return None
 
@@ -806,7 +863,7 @@ async def test_pruning_the_log_removes_finished_jobs_in_bounded_batches(backend:
     assert {state.status for state in (await client.status(done_ids)).values()} == {"successful"}
 
     assert await backend.prune_log(older_than=3600, limit=100) == 0
-    await asyncio.sleep(0.05)
+    await time_passes(0.05)
     assert await backend.prune_log(older_than=0, limit=3) == 3
     assert len(await client.status(done_ids)) == 2
     assert await backend.prune_log(older_than=0, limit=100) == 2

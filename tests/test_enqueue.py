@@ -1,4 +1,6 @@
-"""Producer behaviour on PostgreSQL itself: transactions, round trips, notifications and concurrent producers."""
+"""Producer behaviour on PostgreSQL itself: transactions, round trips, notifications and concurrent producers.
+
+What every backend does with an enqueue (dedupe modes, deletion) is in tests/test_port_producers.py."""
 
 from __future__ import annotations
 
@@ -159,18 +161,6 @@ async def test_invalid_job_requests_are_refused_before_any_write(conn: Any, spec
     assert await conn.fetchval("SELECT count(*) FROM pgqd_jobs") == 0
 
 
-async def test_dedupe_conflict_inserts_nothing_of_the_batch_and_names_the_keys(conn: Any) -> None:
-    client = Client(conn)
-    await client.enqueue("d", dedupe_key="k1")
-    await client.enqueue("d", dedupe_key="k2")
-    with pytest.raises(DedupeConflict) as caught:
-        await client.enqueue_many(
-            [JobSpec("d", dedupe_key="fresh"), JobSpec("d", dedupe_key="k1"), JobSpec("d", dedupe_key="k2")]
-        )
-    assert sorted(caught.value.keys) == ["k1", "k2"]
-    assert await conn.fetchval("SELECT count(*) FROM pgqd_jobs") == 2
-
-
 async def test_concurrent_enqueues_of_one_dedupe_key_store_one_job(db_dsn: str) -> None:
     first = await asyncpg.connect(db_dsn)
     second = await asyncpg.connect(db_dsn)
@@ -232,16 +222,3 @@ async def test_custom_schema_and_prefix(empty_dsn: str) -> None:
         assert await conn.fetchval("SELECT payload FROM jobs_here.app_jobs WHERE id = $1", job_id) == b"y"
     finally:
         await conn.close()
-
-
-async def test_delete_logs_waiting_and_held_jobs_as_deleted(conn: Any) -> None:
-    client = Client(conn)
-    waiting = await client.enqueue("d")
-    later = await client.enqueue("d", execute_after=timedelta(hours=1))
-    assert waiting is not None
-    assert later is not None
-    result = await client.delete([waiting, later, 424242])
-    assert sorted(result.canceled) == sorted([waiting, later])
-    states = await client.status([waiting, later])
-    assert {s.status for s in states.values()} == {"deleted"}
-    assert await conn.fetchval("SELECT count(*) FROM pgqd_jobs") == 0

@@ -29,6 +29,10 @@ def samples(text: str, family: str) -> dict[str, float]:
     return found
 
 
+def _nonzero(found: dict[str, float]) -> dict[str, float]:
+    return {key: value for key, value in found.items() if value}
+
+
 async def test_metrics_add_up_across_two_worker_processes(db: Any, start_daemon: StartDaemon, tmp_path: Path) -> None:
     port = free_port()
     start_daemon(daemon_config(processes=2, metrics_port=port)).wait_ready()
@@ -56,8 +60,15 @@ async def test_metrics_add_up_across_two_worker_processes(db: Any, start_daemon:
     assert samples(text, "pgqd_jobs_in_flight") == {'{entrypoint="sleeper"}': 0.0}
     assert samples(text, "pgqd_claim_batch_size_sum")[""] == 200.0
     assert samples(text, "pgqd_workers_running") == {"": 2.0}
-    # A job for an entrypoint no worker serves stays queued, and shows.
-    assert samples(text, "pgqd_queue_depth") == {'{entrypoint="nobody_serves_this",status="queued"}': 3.0}
+    # A job for an entrypoint no worker serves stays queued, and shows once the lead worker next collects the
+    # queue gauges (every few seconds). Served entrypoints have their series from the start, at 0 when idle.
+    waiting = {'{entrypoint="nobody_serves_this",status="queued"}': 3.0}
+    text = wait_for(
+        lambda: (t := http_get(port, "/metrics")[1]) and _nonzero(samples(t, "pgqd_queue_depth")) == waiting and t,
+        timeout=15,
+        what="the queue gauges to show the 3 waiting jobs",
+    )
+    assert samples(text, "pgqd_queue_depth")['{entrypoint="sleeper",status="queued"}'] == 0.0
     assert samples(text, "pgqd_oldest_job_age_seconds")['{entrypoint="nobody_serves_this"}'] >= 0
     assert 'pgqd_build_info{python="' in text
     promtool = shutil.which("promtool")

@@ -17,6 +17,7 @@ from pgqd.models import (
     EntrypointLimit,
     Event,
     FinalStatus,
+    HeartbeatReply,
     JobState,
     NewJob,
     OnConflict,
@@ -60,14 +61,20 @@ class Backend(Protocol):
     # --- workers ------------------------------------------------------------------------------------------
     async def register_worker(self, info: WorkerInfo) -> int: ...
 
-    async def heartbeat(self, worker_id: int, info: WorkerInfo) -> list[int]:
-        """Marks the worker alive (re-registering it if it was presumed dead) and returns the ids of its
-        running jobs that someone asked to cancel."""
+    async def heartbeat(self, worker_id: int, info: WorkerInfo) -> HeartbeatReply:
+        """Marks the worker alive (re-registering it if it was presumed dead); returns the ids of its running
+        jobs that someone asked to cancel, and whether suspects of its entrypoints wait to run alone."""
         ...
 
     async def deregister_worker(self, worker_id: int) -> None: ...
 
-    async def claim(self, worker_id: int, batch: int, limits: Sequence[EntrypointLimit]) -> ClaimResult: ...
+    async def claim(
+        self, worker_id: int, batch: int, limits: Sequence[EntrypointLimit], *, isolated: bool = False
+    ) -> ClaimResult:
+        """Claims up to ``batch`` eligible jobs of these entrypoints, in priority then FIFO order, within the
+        fleet-wide limits. With ``isolated``, claims instead one suspect to run alone (the caller runs nothing
+        else until it ends), unless one already runs alone somewhere in the fleet."""
+        ...
 
     async def record(self, worker_id: int, outcomes: Sequence[Outcome], slot_entrypoints: Sequence[str]) -> int:
         """Applies outcomes of jobs this worker still owns, in one step; returns how many applied.
@@ -75,15 +82,21 @@ class Backend(Protocol):
         ...
 
     async def release_stray(self, worker_id: int, keep: Sequence[int]) -> list[int]:
-        """Requeues jobs marked as picked by this worker that it is not running (a claim whose reply was lost)."""
+        """Requeues jobs marked as picked by this worker that it is not running (a claim whose reply was lost);
+        a suspect claimed to run alone goes back to the suspects."""
         ...
 
     async def rescue_stale(self, worker_timeout: float) -> list[int]:
-        """Requeues the jobs of workers silent for longer than ``worker_timeout`` seconds."""
+        """Quarantines the jobs of workers silent for longer than ``worker_timeout`` seconds, as
+        ``rescue_worker`` does; returns their ids."""
         ...
 
-    async def rescue_worker(self, worker_id: int) -> list[int]:
-        """Requeues every job of a worker known to be dead and forgets the worker."""
+    async def rescue_worker(self, worker_id: int, cause: str = "worker died") -> list[int]:
+        """Forgets a worker known to be dead and quarantines the jobs it held; returns their ids.
+
+        They become suspects, their lost runs not counted, except a job the worker ran alone (claimed isolated,
+        no other job held): the death is charged to it as a run, and when that spends its ``max_attempts`` it
+        is given up with a ``pgqd.WorkerLost`` error naming ``cause`` (logged as exception, or held)."""
         ...
 
     async def prune_log(self, older_than: float, limit: int) -> int:

@@ -12,12 +12,14 @@ import itertools
 import json
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pgqd.backend.base import EventCallback
+from pgqd.backend.clock import Clock, ManualClock
+from pgqd.backend.memory_rows import Bucket, JobRow, LogRow, WorkerRow
 from pgqd.errors import DedupeConflict
 from pgqd.models import (
     CancelResult,
@@ -28,6 +30,7 @@ from pgqd.models import (
     Event,
     FinalStatus,
     Finished,
+    HeartbeatReply,
     JobState,
     LiveStatus,
     NewJob,
@@ -37,55 +40,6 @@ from pgqd.models import (
     ScheduleState,
     WorkerInfo,
 )
-
-
-@dataclass(slots=True)
-class _Job:
-    id: int
-    entrypoint: str
-    payload: bytes | None
-    headers: str | None
-    priority: int
-    status: LiveStatus
-    execute_after: datetime
-    dedupe_key: str | None
-    created_at: datetime
-    attempts: int = 0
-    picked_at: datetime | None = None
-    worker_id: int | None = None
-    cancel_requested: bool = False
-    notify_finished: bool = False
-    last_error: ErrorInfo | None = None
-    lost_runs: int = 0
-    # Bumped on every change of status; heap entries carrying an older version are stale and skipped.
-    version: int = 0
-
-
-@dataclass(slots=True)
-class _LogRow:
-    job_id: int
-    entrypoint: str
-    priority: int
-    status: FinalStatus
-    attempts: int
-    created_at: datetime
-    finished_at: datetime
-    started_at: datetime | None = None
-    worker_id: int | None = None
-    error: ErrorInfo | None = None
-    result: Any = None
-
-
-@dataclass(slots=True)
-class _Worker:
-    info: WorkerInfo
-    heartbeat_at: float
-
-
-@dataclass(slots=True)
-class _Bucket:
-    tokens: float
-    refilled_at: float
 
 
 @dataclass(slots=True)
@@ -104,22 +58,51 @@ class _Subscription:
 class MemoryBackend:
     """Jobs, log, workers and limits held in dictionaries and heaps of one process.
 
-    ``clock`` returns seconds since the epoch (``time.time`` by default); tests may pass their own.
+    ``clock`` returns seconds since the epoch (``time.time`` by default). Tests of your own handlers may pass a
+    ``ManualClock`` and move time forward with its ``advance``; ``finished()`` lists the jobs that ended and how,
+    and ``reset()`` empties the backend between tests.
     """
 
-    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, clock: Clock = time.time) -> None:
         self._clock = clock
+        if isinstance(clock, ManualClock):
+            clock.on_advance(self._time_moved)
+        self._subscriptions: list[_Subscription] = []
+        self.reset()
+
+    @property
+    def clock(self) -> Clock:
+        return self._clock
+
+    def reset(self) -> None:
+        """Forgets every job, finished job, worker, limit and schedule (subscriptions stay), and starts the ids
+        again from 1."""
         self._ids = itertools.count(1)
         self._worker_ids = itertools.count(1)
-        self.jobs: dict[int, _Job] = {}
-        self.log: dict[int, _LogRow] = {}
-        self._workers: dict[int, _Worker] = {}
-        self._buckets: dict[str, _Bucket] = {}
+        self.jobs: dict[int, JobRow] = {}
+        self.log: dict[int, LogRow] = {}
+        self._workers: dict[int, WorkerRow] = {}
+        self._buckets: dict[str, Bucket] = {}
         self._dedupe: dict[str, int] = {}
         self._ready: dict[str, list[tuple[int, int, int, int]]] = {}
+        self._suspects: dict[str, list[tuple[int, int, int, int]]] = {}
         self._deferred: dict[str, list[tuple[float, int, int]]] = {}
-        self._subscriptions: list[_Subscription] = []
         self._schedules: dict[str, ScheduleState] = {}
+
+    def finished(self, entrypoint: str | None = None, status: FinalStatus | None = None) -> list[JobState]:
+        """The jobs that ended (in the order they ended), with their final status, attempts, error and result;
+        only those of ``entrypoint`` or with ``status`` when given."""
+        rows = sorted(self.log.values(), key=lambda row: (row.finished_at, row.job_id))
+        return [
+            self._finished_state(row)
+            for row in rows
+            if (entrypoint is None or row.entrypoint == entrypoint) and (status is None or row.status == status)
+        ]
+
+    def _time_moved(self) -> None:
+        # What the passing of time makes possible (deferred jobs come due, tokens refill, retries fall due)
+        # is announced as a notification would be: workers claim again.
+        self._emit(Event("enqueued"))
 
     # --- time and events ----------------------------------------------------------------------------------
     def _now(self) -> datetime:
@@ -136,25 +119,27 @@ class MemoryBackend:
         return sub
 
     # --- index upkeep -------------------------------------------------------------------------------------
-    def _set_status(self, job: _Job, status: LiveStatus) -> None:
+    def _set_status(self, job: JobRow, status: LiveStatus) -> None:
         job.status = status
         job.version += 1
         if status == "queued":
             heapq.heappush(self._ready.setdefault(job.entrypoint, []), (-job.priority, job.id, job.id, job.version))
+        elif status == "suspect":
+            heapq.heappush(self._suspects.setdefault(job.entrypoint, []), (-job.priority, job.id, job.id, job.version))
         elif status == "deferred":
             heapq.heappush(
                 self._deferred.setdefault(job.entrypoint, []),
                 (job.execute_after.timestamp(), job.id, job.version),
             )
 
-    def _remove(self, job: _Job) -> None:
+    def _remove(self, job: JobRow) -> None:
         del self.jobs[job.id]
         job.version += 1
         if job.dedupe_key is not None and self._dedupe.get(job.dedupe_key) == job.id:
             del self._dedupe[job.dedupe_key]
 
-    def _log(self, job: _Job, status: FinalStatus, **fields: Any) -> None:
-        self.log[job.id] = _LogRow(
+    def _log(self, job: JobRow, status: FinalStatus, **fields: Any) -> None:
+        self.log[job.id] = LogRow(
             job_id=job.id,
             entrypoint=job.entrypoint,
             priority=job.priority,
@@ -187,7 +172,7 @@ class MemoryBackend:
                 ids.append(existing.id)
                 continue
             due = new.execute_after or (now + timedelta(seconds=new.delay))
-            job = _Job(
+            job = JobRow(
                 id=next(self._ids),
                 entrypoint=new.entrypoint,
                 payload=new.payload,
@@ -240,6 +225,7 @@ class MemoryBackend:
         for job in held:
             job.attempts = 0
             job.lost_runs = 0
+            job.isolated = False
             job.execute_after = now
             if job.dedupe_key is not None:
                 self._dedupe[job.dedupe_key] = job.id
@@ -263,19 +249,22 @@ class MemoryBackend:
                     error=job.last_error,
                 )
             elif job_id in self.log:
-                row = self.log[job_id]
-                states[job_id] = JobState(
-                    row.job_id,
-                    row.entrypoint,
-                    row.status,
-                    row.attempts,
-                    row.priority,
-                    row.created_at,
-                    finished_at=row.finished_at,
-                    error=row.error,
-                    result=row.result,
-                )
+                states[job_id] = self._finished_state(self.log[job_id])
         return states
+
+    @staticmethod
+    def _finished_state(row: LogRow) -> JobState:
+        return JobState(
+            row.job_id,
+            row.entrypoint,
+            row.status,
+            row.attempts,
+            row.priority,
+            row.created_at,
+            finished_at=row.finished_at,
+            error=row.error,
+            result=row.result,
+        )
 
     async def watch_finished(self, job_id: int) -> bool:
         job = self.jobs.get(job_id)
@@ -287,18 +276,42 @@ class MemoryBackend:
     # --- workers ------------------------------------------------------------------------------------------
     async def register_worker(self, info: WorkerInfo) -> int:
         worker_id = next(self._worker_ids)
-        self._workers[worker_id] = _Worker(info, self._clock())
+        self._workers[worker_id] = WorkerRow(info, self._clock())
         return worker_id
 
-    async def heartbeat(self, worker_id: int, info: WorkerInfo) -> list[int]:
+    async def heartbeat(self, worker_id: int, info: WorkerInfo) -> HeartbeatReply:
         worker = self._workers.get(worker_id)
         if worker is None:
-            self._workers[worker_id] = _Worker(info, self._clock())
+            self._workers[worker_id] = WorkerRow(info, self._clock())
         else:
             worker.heartbeat_at = self._clock()
-        return [
+        cancel = [
             j.id for j in self.jobs.values() if j.worker_id == worker_id and j.status == "picked" and j.cancel_requested
         ]
+        return HeartbeatReply(cancel, self._suspects_waiting(info.entrypoints) and not self._running_alone())
+
+    # --- quarantine ---------------------------------------------------------------------------------------
+    def _running_alone(self) -> bool:
+        return any(j.isolated and j.status == "picked" for j in self.jobs.values())
+
+    def _suspects_waiting(self, entrypoints: Sequence[str]) -> bool:
+        for entrypoint in entrypoints:
+            heap = self._suspects.get(entrypoint, [])
+            while heap:
+                job = self.jobs.get(heap[0][2])
+                if job is not None and job.version == heap[0][3] and job.status == "suspect":
+                    return True
+                heapq.heappop(heap)  # an entry left behind by a change of status
+        return False
+
+    def _take_heads(self, heap: list[tuple[int, int, int, int]], status: LiveStatus, allow: int) -> list[JobRow]:
+        found: list[JobRow] = []
+        while heap and len(found) < allow:
+            _, _, job_id, version = heapq.heappop(heap)
+            job = self.jobs.get(job_id)
+            if job is not None and job.version == version and job.status == status:
+                found.append(job)
+        return found
 
     async def deregister_worker(self, worker_id: int) -> None:
         self._workers.pop(worker_id, None)
@@ -313,19 +326,13 @@ class MemoryBackend:
         return allow
 
     def _refilled(self, limit: EntrypointLimit, now: float) -> float:
-        bucket = self._buckets.setdefault(limit.name, _Bucket(limit.burst, now))
+        bucket = self._buckets.setdefault(limit.name, Bucket(limit.burst, now))
         return min(limit.burst, bucket.tokens + limit.rate_per_second * (now - bucket.refilled_at))
 
-    def _candidates(self, entrypoint: str, allow: int, now: float) -> list[_Job]:
+    def _candidates(self, entrypoint: str, allow: int, now: float) -> list[JobRow]:
         """Up to ``allow`` eligible jobs of one entrypoint: the ready head plus deferred jobs now due."""
-        found: list[_Job] = []
-        ready = self._ready.get(entrypoint, [])
-        while ready and len(found) < allow:
-            _, _, job_id, version = heapq.heappop(ready)
-            job = self.jobs.get(job_id)
-            if job is not None and job.version == version and job.status == "queued":
-                found.append(job)
-        due: list[_Job] = []
+        found = self._take_heads(self._ready.get(entrypoint, []), "queued", allow)
+        due: list[JobRow] = []
         deferred = self._deferred.get(entrypoint, [])
         while deferred and deferred[0][0] <= now and len(due) < allow:
             _, job_id, version = heapq.heappop(deferred)
@@ -338,24 +345,39 @@ class MemoryBackend:
             self._set_status(job, job.status)
         return merged[:allow]
 
-    async def claim(self, worker_id: int, batch: int, limits: Sequence[EntrypointLimit]) -> ClaimResult:
+    async def claim(
+        self, worker_id: int, batch: int, limits: Sequence[EntrypointLimit], *, isolated: bool = False
+    ) -> ClaimResult:
         now = self._clock()
         picked_at = datetime.fromtimestamp(now, UTC)
-        pool: list[_Job] = []
+        if isolated:
+            if self._running_alone():
+                return ClaimResult([])  # one suspect runs alone at a time, fleet-wide
+            batch = 1
+        pool: list[JobRow] = []
         for limit in limits:
             allow = self._allowance(limit, batch, now)
-            if allow > 0:
+            if allow <= 0:
+                continue
+            if isolated:
+                pool.extend(self._take_heads(self._suspects.get(limit.name, []), "suspect", allow))
+            else:
                 pool.extend(self._candidates(limit.name, allow, now))
         pool.sort(key=lambda j: (-j.priority, j.id))
         taken, spare = pool[:batch], pool[batch:]
         for job in spare:
             self._set_status(job, job.status)
         claimed: list[ClaimedJob] = []
+        by_limit = {limit.name: limit for limit in limits}
         for job in taken:
             self._set_status(job, "picked")
             job.picked_at = picked_at
             job.worker_id = worker_id
             job.attempts += 1
+            job.isolated = isolated
+            if isolated:
+                job.max_attempts = by_limit[job.entrypoint].max_attempts
+                job.hold_failures = by_limit[job.entrypoint].hold_failures
             claimed.append(
                 ClaimedJob(
                     job.id,
@@ -368,17 +390,18 @@ class MemoryBackend:
                     job.execute_after,
                     picked_at,
                     job.cancel_requested,
-                    job.lost_runs,
                 )
             )
-        by_limit = {limit.name: limit for limit in limits}
         for name in {job.entrypoint for job in taken}:
             limit = by_limit[name]
             if limit.rate_per_second > 0:
                 spent = sum(1 for job in taken if job.entrypoint == name)
-                self._buckets[name] = _Bucket(self._refilled(limit, now) - spent, now)
+                self._buckets[name] = Bucket(self._refilled(limit, now) - spent, now)
         due_in = self._next_due_in(limits, now) if len(claimed) < batch else None
-        return ClaimResult(claimed, self._throttled_in(limits, now), due_in)
+        suspects = (isolated or len(claimed) < batch) and self._suspects_waiting([limit.name for limit in limits])
+        if suspects and not isolated:
+            suspects = not self._running_alone()
+        return ClaimResult(claimed, self._throttled_in(limits, now), due_in, suspects)
 
     def _throttled_in(self, limits: Sequence[EntrypointLimit], now: float) -> float | None:
         hints: list[float] = []
@@ -438,6 +461,7 @@ class MemoryBackend:
                 continue
             job.worker_id = None
             job.picked_at = None
+            was_isolated, job.isolated = job.isolated, False
             if outcome.error is not None:
                 job.last_error = outcome.error
             if outcome.kind == "hold":
@@ -449,7 +473,8 @@ class MemoryBackend:
                 continue
             if outcome.kind == "release":
                 job.attempts = max(job.attempts - 1, 0)
-                self._set_status(job, "queued")
+                # A suspect released unfinished (shutdown) has not shown it is harmless.
+                self._set_status(job, "suspect" if was_isolated else "queued")
                 requeued.setdefault(job.entrypoint, []).append(0.0)
             else:
                 job.execute_after = self._now() + timedelta(seconds=outcome.delay)
@@ -465,50 +490,94 @@ class MemoryBackend:
             self._emit(Event("enqueued", tuple(sorted(requeued)), due_in=due_in))
         return applied
 
-    def _requeue_picked(self, jobs: list[_Job], *, count_attempt: bool) -> list[int]:
-        for job in jobs:
-            job.worker_id = None
-            job.picked_at = None
-            if count_attempt:
-                job.lost_runs += 1
-            else:
-                job.attempts = max(job.attempts - 1, 0)
-            self._set_status(job, "queued")
-        if jobs:
-            self._emit(Event("enqueued", tuple(sorted({j.entrypoint for j in jobs}))))
-        return [j.id for j in jobs]
-
     async def release_stray(self, worker_id: int, keep: Sequence[int]) -> list[int]:
         kept = set(keep)
         stray = [
             j for j in self.jobs.values() if j.worker_id == worker_id and j.status == "picked" and j.id not in kept
         ]
-        return self._requeue_picked(stray, count_attempt=False)
+        for job in stray:
+            job.worker_id = None
+            job.picked_at = None
+            job.attempts = max(job.attempts - 1, 0)
+            self._set_status(job, "suspect" if job.isolated else "queued")
+            job.isolated = False
+        if stray:
+            self._emit(Event("enqueued", tuple(sorted({j.entrypoint for j in stray}))))
+        return [j.id for j in stray]
 
     async def rescue_stale(self, worker_timeout: float) -> list[int]:
         now = self._clock()
-        stale = {wid for wid, w in self._workers.items() if w.heartbeat_at < now - worker_timeout}
+        stale = {wid: w for wid, w in self._workers.items() if w.heartbeat_at < now - worker_timeout}
         for wid in stale:
             del self._workers[wid]
-        orphaned = [
-            j
-            for j in self.jobs.values()
-            if j.status == "picked"
-            and (
-                j.worker_id in stale
-                or (
-                    j.worker_id not in self._workers
-                    and j.picked_at is not None
-                    and j.picked_at.timestamp() < now - worker_timeout
-                )
-            )
-        ]
-        return self._requeue_picked(orphaned, count_attempt=True)
+        causes: dict[int, str] = {}
+        for job in self.jobs.values():
+            if job.status != "picked" or job.worker_id is None:
+                continue
+            dead = stale.get(job.worker_id)
+            if dead is not None:
+                causes[job.id] = f"no heartbeat for {worker_timeout:g}s from pid {dead.info.pid} on {dead.info.host}"
+            elif (
+                job.worker_id not in self._workers
+                and job.picked_at is not None
+                and job.picked_at.timestamp() < now - worker_timeout
+            ):
+                causes[job.id] = "its worker vanished"
+        return self._quarantine(causes)
 
-    async def rescue_worker(self, worker_id: int) -> list[int]:
+    async def rescue_worker(self, worker_id: int, cause: str = "worker died") -> list[int]:
         self._workers.pop(worker_id, None)
         owned = [j for j in self.jobs.values() if j.worker_id == worker_id and j.status == "picked"]
-        return self._requeue_picked(owned, count_attempt=True)
+        return self._quarantine({j.id: cause for j in owned})
+
+    def _quarantine(self, causes: dict[int, str]) -> list[int]:
+        """The jobs of dead workers, with what killed each worker, become suspects; a job its worker ran alone
+        is charged with the death, and given up once that spends its budget (as the SQL of the rescues does)."""
+        lost = [self.jobs[job_id] for job_id in causes]
+        held_by: dict[int | None, int] = {}
+        for job in lost:
+            held_by[job.worker_id] = held_by.get(job.worker_id, 0) + 1
+        finished_watched: list[int] = []
+        suspected: set[str] = set()
+        for job in lost:
+            cause = causes[job.id]
+            charged = job.isolated and held_by[job.worker_id] == 1
+            worker_id, picked_at = job.worker_id, job.picked_at
+            job.worker_id = None
+            job.picked_at = None
+            job.isolated = False
+            if not charged:
+                job.attempts = max(job.attempts - 1, 0)
+                self._set_status(job, "suspect")
+                suspected.add(job.entrypoint)
+                continue
+            job.lost_runs += 1
+            budget = job.max_attempts or 1
+            if job.attempts < budget:
+                message = f"killed its worker process ({cause}) in run {job.attempts} of {budget}, which it ran alone"
+                job.last_error = ErrorInfo("pgqd.WorkerLost", message)
+                self._set_status(job, "suspect")
+                suspected.add(job.entrypoint)
+                continue
+            given_up = ErrorInfo(
+                "pgqd.WorkerLost",
+                f"killed its worker process ({cause}) while running alone, in run {job.attempts} of {budget}: given up",
+            )
+            if job.notify_finished:
+                finished_watched.append(job.id)
+            if job.hold_failures:
+                job.last_error = given_up
+                self._set_status(job, "failed")
+                if job.dedupe_key is not None and self._dedupe.get(job.dedupe_key) == job.id:
+                    del self._dedupe[job.dedupe_key]
+            else:
+                self._remove(job)
+                self._log(job, "exception", started_at=picked_at, worker_id=worker_id, error=given_up)
+        if finished_watched:
+            self._emit(Event("finished", ids=tuple(finished_watched)))
+        if suspected:
+            self._emit(Event("enqueued", tuple(sorted(suspected))))
+        return sorted(causes)
 
     async def prune_log(self, older_than: float, limit: int) -> int:
         cutoff = self._now() - timedelta(seconds=older_than)

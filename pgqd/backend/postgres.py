@@ -27,6 +27,7 @@ from pgqd.models import (
     ErrorInfo,
     FinalStatus,
     Finished,
+    HeartbeatReply,
     JobState,
     NewJob,
     OnConflict,
@@ -195,9 +196,9 @@ class PostgresBackend:
         )
         return worker_id
 
-    async def heartbeat(self, worker_id: int, info: WorkerInfo) -> list[int]:
-        ids = await guard(self._db.fetchval(self.sql.heartbeat, worker_id, info.host, info.pid, list(info.entrypoints)))
-        return list(ids)
+    async def heartbeat(self, worker_id: int, info: WorkerInfo) -> HeartbeatReply:
+        row = await guard(self._db.fetchrow(self.sql.heartbeat, worker_id, info.host, info.pid, list(info.entrypoints)))
+        return HeartbeatReply(list(row["cancel"]), row["suspects"])
 
     async def deregister_worker(self, worker_id: int) -> None:
         await guard(self._db.execute(self.sql.deregister_worker, worker_id))
@@ -218,7 +219,9 @@ class PostgresBackend:
         )
         return ids
 
-    async def claim(self, worker_id: int, batch: int, limits: Sequence[EntrypointLimit]) -> ClaimResult:
+    async def claim(
+        self, worker_id: int, batch: int, limits: Sequence[EntrypointLimit], *, isolated: bool = False
+    ) -> ClaimResult:
         key = tuple(limits)
         arrays = self._limit_arrays.get(key)
         if arrays is None:
@@ -229,18 +232,41 @@ class PostgresBackend:
                 [limit.burst for limit in limits],
             )
             self._limit_arrays[key] = arrays
-        rows = await guard(self._db.fetch(self.sql.claim_jobs, worker_id, batch, *arrays))
+        # The retry budgets travel only with an isolated claim, the one that stamps them on the job.
+        budgets = (
+            ([limit.max_attempts for limit in limits], [limit.hold_failures for limit in limits])
+            if isolated
+            else (None, None)
+        )
+        rows = await guard(self._db.fetch(self.sql.claim_jobs, worker_id, batch, *arrays, isolated, *budgets))
         jobs: list[ClaimedJob] = []
         throttled: list[float] = []
         due: list[float] = []
+        suspects = False
         for row in rows:
-            if row[0] is not None:
-                jobs.append(ClaimedJob(*row[:11]))
-            elif row[1] is not None:
-                throttled.append(row[11])
+            hint = row["hint"]
+            if hint is None:
+                jobs.append(
+                    ClaimedJob(
+                        id=row["id"],
+                        entrypoint=row["entrypoint"],
+                        payload=row["payload"],
+                        headers=row["headers"],
+                        priority=row["priority"],
+                        attempts=row["attempts"],
+                        created_at=row["created_at"],
+                        execute_after=row["execute_after"],
+                        picked_at=row["picked_at"],
+                        cancel_requested=row["cancel_requested"],
+                    )
+                )
+            elif hint == "throttled":
+                throttled.append(row["wake_in"])
+            elif hint == "due":
+                due.append(row["wake_in"])
             else:
-                due.append(row[11])
-        return ClaimResult(jobs, min(throttled, default=None), min(due, default=None))
+                suspects = True
+        return ClaimResult(jobs, min(throttled, default=None), min(due, default=None), suspects)
 
     async def record(self, worker_id: int, outcomes: Sequence[Outcome], slot_entrypoints: Sequence[str]) -> int:
         finished = [o for o in outcomes if isinstance(o, Finished)]
@@ -273,8 +299,8 @@ class PostgresBackend:
         ids = await guard(self._db.fetchval(self.sql.rescue_stale, worker_timeout, self._channel))
         return list(ids)
 
-    async def rescue_worker(self, worker_id: int) -> list[int]:
-        ids = await guard(self._db.fetchval(self.sql.rescue_worker, worker_id, self._channel))
+    async def rescue_worker(self, worker_id: int, cause: str = "worker died") -> list[int]:
+        ids = await guard(self._db.fetchval(self.sql.rescue_worker, worker_id, self._channel, cause))
         return list(ids)
 
     async def prune_log(self, older_than: float, limit: int) -> int:

@@ -71,7 +71,7 @@ def render(snap: dict[str, Any], limit: int) -> str:
         if q["oldest_age"] is not None:
             entry["oldest"] = max(entry["oldest"] or 0.0, q["oldest_age"])
     queue_rows = [
-        [name, *(str(e.get(s, 0)) for s in ("queued", "deferred", "picked", "failed")), _age(e["oldest"])]
+        [name, *(str(e.get(s, 0)) for s in ("queued", "deferred", "suspect", "picked", "failed")), _age(e["oldest"])]
         for name, e in sorted(by_entry.items())
     ]
     rates: dict[str, dict[str, list[int]]] = {}
@@ -88,7 +88,10 @@ def render(snap: dict[str, Any], limit: int) -> str:
     ]
     lines = [f"pgqd dashboard  {snap['at']}", ""]
     lines += _table(
-        "Queues", ["entrypoint", "queued", "deferred", "running", "held", "oldest eligible"], queue_rows, limit
+        "Queues",
+        ["entrypoint", "queued", "deferred", "suspects", "running", "held", "oldest eligible"],
+        queue_rows,
+        limit,
     )
     lines.append("")
     lines += _table("Throughput", ["entrypoint", "1m", "5m", "failed 1m", "failed 5m"], rate_rows, limit)

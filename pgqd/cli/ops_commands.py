@@ -15,7 +15,7 @@ from pgqd.models import FINAL_STATUSES
 from pgqd.sql.grants import grant_statements
 from pgqd.stats import QueueStats
 
-LIVE_STATUSES = ("queued", "deferred", "picked", "failed")
+LIVE_STATUSES = ("queued", "deferred", "suspect", "picked", "failed")
 
 
 def register(commands: Any) -> None:

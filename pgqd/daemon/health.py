@@ -1,28 +1,18 @@
-"""What the supervisor serves over HTTP: /metrics, /healthz and /readyz.
+"""What the supervisor serves over HTTP: /metrics, /healthz and /readyz, all from memory.
 
-Queue gauges come from one query against the database, made at most every ``QUEUE_TTL`` seconds and only when
-someone asks, so a storm of scrapes costs the database one query per few seconds. The same query tells
-/readyz whether the database is reachable.
+Nothing here touches the database, so every answer comes at once whatever the database does. Queue gauges
+reach /metrics through the samples a worker writes (see ``queue_gauges.py``); /readyz judges the database by
+the workers' check-ins, each of which says when that worker last completed a round trip to it.
 """
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-
-import asyncpg
+from dataclasses import dataclass
 
 from pgqd import __version__
 from pgqd.daemon.http import HttpServer, Response
-from pgqd.daemon.logs import mask_dsn
 from pgqd.daemon.metrics import SupervisorCollector, render_metrics
-from pgqd.identifiers import Names
-from pgqd.stats import QueueStats
-
-QUEUE_TTL = 5.0
-QUERY_TIMEOUT = 3.0
 
 
 @dataclass(frozen=True)
@@ -33,57 +23,23 @@ class SupervisorView:
     stopping: bool
     restarts: dict[str, int]
     rescued: int
-
-
-@dataclass
-class _QueueCache:
-    fetched_at: float = float("-inf")
-    rows: list[tuple[str, str, int, float | None]] = field(default_factory=list)
-    error: str | None = "not checked yet"
+    # Seconds since the most recent database round trip of any running worker (None: none has made one yet).
+    database_silent_for: float | None
+    # Past this many seconds of silence, the database counts as unreachable.
+    database_bound: float
 
 
 class Endpoints:
-    def __init__(
-        self, listen: str, dsn: str | None, names: Names, metrics_dir: str | None, view: Callable[[], SupervisorView]
-    ) -> None:
-        self.dsn = dsn
-        self.names = names
+    def __init__(self, listen: str, metrics_dir: str | None, view: Callable[[], SupervisorView]) -> None:
         self.metrics_dir = metrics_dir
         self.view = view
-        self.queue = _QueueCache()
         self.collector = SupervisorCollector(
             __version__,
             workers=lambda: (self.view().running, self.view().wanted),
             restarts=lambda: self.view().restarts,
             rescued=lambda: self.view().rescued,
-            queue=self._queue_rows,
         )
         self.server = HttpServer(listen, {"/metrics": self.metrics, "/healthz": self.healthz, "/readyz": self.readyz})
-
-    def _refresh_queue(self) -> None:
-        if time.monotonic() - self.queue.fetched_at < QUEUE_TTL:
-            return
-
-        async def fetch() -> list[tuple[str, str, int, float | None]]:
-            conn = await asyncpg.connect(
-                self.dsn, timeout=QUERY_TIMEOUT, server_settings={"application_name": "pgqd-metrics"}
-            )
-            try:
-                depth = await QueueStats(conn, self.names).depth()
-            finally:
-                await conn.close()
-            return [(d.entrypoint, d.status, d.jobs, d.oldest_age) for d in depth]
-
-        try:
-            self.queue.rows = asyncio.run(asyncio.wait_for(fetch(), QUERY_TIMEOUT))
-            self.queue.error = None
-        except Exception as exc:
-            self.queue.error = mask_dsn(f"{type(exc).__name__}: {exc}")
-        self.queue.fetched_at = time.monotonic()
-
-    def _queue_rows(self) -> list[tuple[str, str, int, float | None]]:
-        self._refresh_queue()
-        return self.queue.rows if self.queue.error is None else []
 
     def metrics(self) -> Response:
         body, content_type = render_metrics(self.metrics_dir, self.collector)
@@ -94,15 +50,23 @@ class Endpoints:
         return Response(200, b"ok\n")
 
     def readyz(self) -> Response:
-        self._refresh_queue()
-        view = self.view()
-        problems = []
-        if self.queue.error is not None:
-            problems.append(f"database unreachable: {self.queue.error}")
-        if view.stopping:
-            problems.append("stopping")
-        if view.running < view.wanted or view.checked_in < view.wanted:
-            problems.append(f"{view.checked_in} of {view.wanted} workers running and checked in")
+        problems = readiness_problems(self.view())
         if problems:
             return Response(503, ("not ready: " + "; ".join(problems) + "\n").encode())
-        return Response(200, f"ready: {view.running} workers\n".encode())
+        return Response(200, f"ready: {self.view().running} workers\n".encode())
+
+
+def readiness_problems(view: SupervisorView) -> list[str]:
+    """Why the daemon is not ready to serve, in words (empty when it is)."""
+    problems = []
+    if view.stopping:
+        problems.append("stopping")
+    if view.running == 0:
+        problems.append("no worker running")
+    elif view.database_silent_for is None:
+        problems.append("database not reached yet by any worker")
+    elif view.database_silent_for > view.database_bound:
+        problems.append(f"database unreachable for {view.database_silent_for:.0f}s by every worker")
+    if view.running and (view.running < view.wanted or view.checked_in < view.wanted):
+        problems.append(f"{view.checked_in} of {view.wanted} workers running and checked in")
+    return problems

@@ -1,7 +1,8 @@
 """Prometheus metrics: what worker processes record, and what the supervisor serves.
 
 Worker processes write their samples to files in a shared directory (prometheus-client's multiprocess mode); the
-supervisor serves the sum over all of them, plus its own figures and gauges read from the database. Metrics are
+supervisor serves the sum over all of them, plus its own figures. The queue gauges are samples too, written by
+the one worker per daemon that collects them (``queue_gauges.py``): the supervisor never reads the database. Metrics are
 created only where they are used, after the process has chosen its mode, and label children are cached so the
 per-job cost is a few dictionary lookups and increments.
 """
@@ -205,8 +206,52 @@ class _Observations:
         total.inc(self.total)
 
 
+class QueueGaugeSamples:
+    """The queue gauges, as the worker that collects them records them. A series once seen stays, at 0 when its
+    jobs are gone (a vanished series would keep its last value in Prometheus' eyes until it goes stale)."""
+
+    def __init__(self, count_limit: int, served: Iterable[str], registry: Any = None) -> None:
+        from prometheus_client import REGISTRY, Gauge
+
+        reg = registry if registry is not None else REGISTRY
+        # livemax: the samples of a worker vanish with it, and while two collectors overlap (a reload) the larger
+        # figure wins.
+        self.depth = Gauge(
+            "pgqd_queue_depth",
+            f"Jobs in the queue, by entrypoint and status; counted up to {count_limit} per series (a value of"
+            f" {count_limit} means at least that many).",
+            ["entrypoint", "status"],
+            multiprocess_mode="livemax",
+            registry=reg,
+        )
+        self.age = Gauge(
+            "pgqd_oldest_job_age_seconds",
+            "Age of the oldest job that could run now, by entrypoint (the oldest head of each priority; 0: none).",
+            ["entrypoint"],
+            multiprocess_mode="livemax",
+            registry=reg,
+        )
+        self._depth_seen: set[tuple[str, str]] = {(entrypoint, "queued") for entrypoint in served}
+        self._age_seen: set[str] = {entrypoint for entrypoint, _ in self._depth_seen}
+        self.update([])
+
+    def update(self, rows: Iterable[tuple[str, str, int, float | None]]) -> None:
+        depth: dict[tuple[str, str], int] = dict.fromkeys(self._depth_seen, 0)
+        age: dict[str, float] = dict.fromkeys(self._age_seen, 0.0)
+        for entrypoint, status, jobs, oldest_age in rows:
+            depth[(entrypoint, status)] = jobs
+            age.setdefault(entrypoint, 0.0)
+            if oldest_age is not None:
+                age[entrypoint] = max(age[entrypoint], oldest_age)
+        for (entrypoint, status), jobs in depth.items():
+            self.depth.labels(entrypoint, status).set(jobs)
+        for entrypoint, seconds in age.items():
+            self.age.labels(entrypoint).set(max(seconds, 0.0))
+        self._depth_seen, self._age_seen = set(depth), set(age)
+
+
 class SupervisorCollector:
-    """Figures only the supervisor knows, produced at scrape time: build, workers, restarts, queue gauges."""
+    """Figures only the supervisor knows, produced at scrape time: build, workers, restarts, rescues."""
 
     def __init__(
         self,
@@ -214,13 +259,11 @@ class SupervisorCollector:
         workers: Callable[[], tuple[int, int]],
         restarts: Callable[[], dict[str, int]],
         rescued: Callable[[], int],
-        queue: Callable[[], Iterable[tuple[str, str, int, float | None]]],
     ) -> None:
         self._version = version
         self._workers = workers
         self._restarts = restarts
         self._rescued = rescued
-        self._queue = queue
 
     def collect(self) -> Iterable[Any]:
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -242,23 +285,6 @@ class SupervisorCollector:
             "Jobs of dead worker processes requeued by the supervisor.",
             value=self._rescued(),
         )
-        depth = GaugeMetricFamily(
-            "pgqd_queue_depth", "Jobs in the queue, by entrypoint and status.", labels=["entrypoint", "status"]
-        )
-        age = GaugeMetricFamily(
-            "pgqd_oldest_job_age_seconds",
-            "Age of the oldest job that could run now, by entrypoint.",
-            labels=["entrypoint"],
-        )
-        oldest: dict[str, float] = {}
-        for entrypoint, status, jobs, oldest_age in self._queue():
-            depth.add_metric([entrypoint, status], jobs)
-            if oldest_age is not None:
-                oldest[entrypoint] = max(oldest.get(entrypoint, 0.0), oldest_age)
-        for entrypoint, seconds in sorted(oldest.items()):
-            age.add_metric([entrypoint], seconds)
-        yield depth
-        yield age
 
 
 def render_metrics(path: str | None, extra: Any) -> tuple[bytes, str]:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import random
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 from pgqd.backend.bounded import DatabaseTimeouts
 from pgqd.config.model import Config, EntrypointConfig
+from pgqd.daemon.worker_main import WorkerPlan
 from pgqd.entrypoint import Entrypoint, RetryPolicy
 from pgqd.identifiers import Names
 from pgqd.models import ScheduleSpec
@@ -73,3 +76,34 @@ def build_schedules(config: Config) -> list[ScheduleSpec]:
 
 def names(config: Config) -> Names:
     return Names(config.database.schema, config.database.prefix)
+
+
+def worker_plan(
+    config: Config,
+    handlers: Mapping[str, Any],
+    dsn: str | None,
+    checkin_fd: int,
+    metrics_dir: str | None,
+    *,
+    lead: bool,
+    queue_gauges: bool,
+) -> WorkerPlan:
+    """What one worker process runs; the ``lead`` worker also fires the schedules and, with ``queue_gauges``,
+    collects the queue gauges."""
+    limit = config.workers.max_jobs_per_worker
+    # Jitter spreads the recycling of workers started together, so they never all restart at once.
+    max_jobs = int(limit * random.uniform(1.0, 1.1)) if limit else 0
+    return WorkerPlan(
+        dsn=dsn,
+        names=names(config),
+        pool_size=config.database.pool_size,
+        entrypoints=build_entrypoints(config, handlers),
+        settings=replace(worker_settings(config), max_jobs=max_jobs),
+        resources=config.workers.resources,
+        checkin_fd=checkin_fd,
+        beat_every=min(1.0, config.workers.worker_timeout / 4),
+        schedules=build_schedules(config) if lead else (),
+        metrics_dir=metrics_dir,
+        queue_gauges=lead and queue_gauges,
+        timeouts=database_timeouts(config),
+    )

@@ -2,17 +2,18 @@
 
 Signal handlers only queue the signal and wake the loop through a self-pipe. Each turn of the loop handles at
 most one signal (``handle_term``, ``handle_hup``, ...), reads the workers' check-ins, then always does the same
-three things: kill workers that stopped checking in, reap the dead ones (rescuing their jobs), and spawn up to
-the wanted number.
+three things: kill workers that stopped checking in, reap the dead ones (handing the rescue of their jobs to a
+child process), and spawn up to the wanted number.
+
+The loop does no database I/O and blocks on nothing but its ``select``: the rescue runs in a child
+(``rescue.py``), queue gauges are collected by a worker, and /readyz judges the database by the workers'
+check-ins. An unexpected exception ends the loop: the workers are stopped gracefully and the daemon exits 1.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import errno
 import os
-import random
 import select
 import signal
 import time
@@ -23,55 +24,37 @@ from typing import Any
 
 import structlog
 
-from pgqd.backend.postgres import PostgresBackend
 from pgqd.config.load import ConfigProblems, import_handlers, load_config
 from pgqd.config.model import Config
+from pgqd.daemon.children import Child, stop_processes
+from pgqd.daemon.deaths import CRASH_WINDOW, CrashGuard, Verdict, exit_cause, judge
 from pgqd.daemon.health import Endpoints, SupervisorView
 from pgqd.daemon.metrics import mark_process_dead
-from pgqd.daemon.runtime import build_entrypoints, build_schedules, database_timeouts, names, worker_settings
+from pgqd.daemon.rescue import Rescuer, RescueReport
+from pgqd.daemon.runtime import names, worker_plan
 from pgqd.daemon.systemd import Notifier
-from pgqd.daemon.worker_main import WorkerPlan, worker_main
+from pgqd.daemon.worker_main import worker_main
 from pgqd.errors import ConfigError, PgqdError
 
 log = structlog.get_logger("pgqd.daemon.supervisor")
 
-CRASH_WINDOW = 60.0
-CRASH_LIMIT = 5
 STOP_MARGIN = 5.0
 _HANDLED = ("SIGTERM", "SIGINT", "SIGHUP", "SIGTTIN", "SIGTTOU", "SIGCHLD")
-
-
-@dataclass
-class Child:
-    """The supervisor's record of one forked worker process: its pipe, its last check-in, its drain state."""
-
-    pid: int
-    generation: int
-    checkin_fd: int
-    started: float
-    last_beat: float
-    db_id: int = 0
-    jobs: int = 0
-    retiring: bool = False
-    runs_scheduler: bool = False
-    draining: bool = False
-    reason: str = ""
-    # When a draining worker must be gone; past it, it is killed and its jobs rescued.
-    deadline: float | None = None
-    killed: bool = False
-    pending: bytes = b""
 
 
 @dataclass
 class SupervisorState:
     wanted: int
     generation: int = 0
-    crashes: list[float] = field(default_factory=list)
+    guard: CrashGuard = field(default_factory=CrashGuard)
     next_spawn_at: float = 0.0
     stopping: bool = False
     exit_code: int = 0
     restarts: dict[str, int] = field(default_factory=dict)
     rescued: int = 0
+    # Deaths of registered workers that were idle at their last check-in, judged once their rescue tells
+    # whether they held jobs: database worker id -> worker pid.
+    unjudged: dict[int, int] = field(default_factory=dict)
 
 
 class Supervisor:
@@ -98,15 +81,17 @@ class Supervisor:
             os.set_blocking(fd, False)
         self._previous_handlers: dict[int, Any] = {}
         self.metrics_dir = metrics_dir
+        self.rescuer = Rescuer(dsn, names(config), self._close_in_child)
         self.endpoints: Endpoints | None = None
         if config.metrics.enabled:
             try:
-                self.endpoints = Endpoints(config.metrics.listen, dsn, names(config), metrics_dir, self.view)
+                self.endpoints = Endpoints(config.metrics.listen, metrics_dir, self.view)
             except OSError as exc:
                 raise PgqdError(f"[metrics] listen: cannot serve on {config.metrics.listen}: {exc.strerror}") from None
 
     def view(self) -> SupervisorView:
         active = self._active()
+        seen = [w.db_seen_at for w in active if w.db_seen_at is not None]
         return SupervisorView(
             running=len(active),
             wanted=self.state.wanted,
@@ -114,26 +99,20 @@ class Supervisor:
             stopping=self.state.stopping,
             restarts=dict(self.state.restarts),
             rescued=self.state.rescued,
+            database_silent_for=time.monotonic() - max(seen) if seen else None,
+            database_bound=self.config.workers.worker_timeout / 2,
         )
 
     # --- the loop ------------------------------------------------------------------------------------------
     def run(self) -> int:
         self._install_signals()
         try:
-            self._spawn_missing()
-            self.notifier.ready(self._status())
-            log.info("supervisor ready", workers=len(self.workers), pid=os.getpid())
-            while self.workers or not self.state.stopping:
-                self._sleep()
-                if self.signals:
-                    self._dispatch(self.signals.pop(0))
-                self._read_checkins()
-                self._kill_silent()
-                self._reap()
-                if not self.state.stopping:
-                    self._recycle()
-                    self._spawn_missing()
-                self._watchdog()
+            try:
+                self._serve()
+            except Exception:
+                log.exception("supervisor failed: stopping the workers")
+                self.state.exit_code = 1
+                self._stop_after_failure()
             return self.state.exit_code
         finally:
             self._restore_signals()
@@ -141,15 +120,29 @@ class Supervisor:
             if self.endpoints is not None:
                 self.endpoints.server.close()
 
+    def _serve(self) -> None:
+        self._spawn_missing()
+        self.notifier.ready(self._status())
+        log.info("supervisor ready", workers=len(self.workers), pid=os.getpid())
+        while self.workers or self.rescuer.busy or not self.state.stopping:
+            self._sleep()
+            if self.signals:
+                self._dispatch(self.signals.pop(0))
+            self._read_checkins()
+            self._kill_silent()
+            self._reap()
+            self._rescue()
+            if not self.state.stopping:
+                self._recycle()
+                self._spawn_missing()
+            self._watchdog()
+
     def _sleep(self) -> None:
         fds = [self._wake_r, *(w.checkin_fd for w in self.workers.values())]
         if self.endpoints is not None:
             fds += self.endpoints.server.filenos()
-        timeout = 1.0
-        if self.notifier.watchdog_interval is not None:
-            timeout = min(timeout, self.notifier.watchdog_interval / 2)
         try:
-            ready, _, _ = select.select(fds, [], [], timeout)
+            ready, _, _ = select.select(fds, [], [], self._timeout())
         except InterruptedError:
             return
         if self.endpoints is not None:
@@ -161,11 +154,31 @@ class Supervisor:
             except BlockingIOError:
                 pass
 
+    def _timeout(self) -> float:
+        """Until the next thing the loop must do on its own: at most a second, less when a spawn, a rescue
+        or a watchdog ping falls due sooner."""
+        now = time.monotonic()
+        due = [now + 1.0]
+        if self.notifier.watchdog_interval is not None:
+            due.append(now + self.notifier.watchdog_interval / 2)
+        if not self.state.stopping and len(self._active()) < self.state.wanted:
+            due.append(self.state.next_spawn_at)
+        if (rescue_due := self.rescuer.next_due()) is not None:
+            due.append(rescue_due)
+        return max(min(due) - now, 0.0)
+
     def _dispatch(self, signum: int) -> None:
         name = signal.Signals(signum).name
         handler: Callable[[], None] | None = getattr(self, f"handle_{name[3:].lower()}", None)
         if handler is not None:
             handler()
+
+    def _stop_after_failure(self) -> None:
+        """Stops the workers after the loop failed, without the loop. Their own drain releases their jobs."""
+        self.state.stopping = True
+        self.notifier.stopping("supervisor failed: stopping the workers")
+        grace = self.config.workers.shutdown_timeout + STOP_MARGIN
+        stop_processes(set(self.workers), set(self.rescuer.pids()), grace, STOP_MARGIN)
 
     # --- signals -------------------------------------------------------------------------------------------
     def _install_signals(self) -> None:
@@ -194,6 +207,7 @@ class Supervisor:
         log.info("stopping: draining workers", grace=self.config.workers.shutdown_timeout)
         self.notifier.stopping(f"draining {len(self.workers)} workers")
         self.state.stopping = True
+        self.rescuer.drop_retries()
         for worker in self.workers.values():
             self._drain(worker, "stop")
 
@@ -245,30 +259,20 @@ class Supervisor:
         while len(self._active()) < self.state.wanted and now >= self.state.next_spawn_at:
             self._spawn()
 
-    def _plan(self, checkin_fd: int, runs_scheduler: bool) -> WorkerPlan:
-        config = self.config
-        limit = config.workers.max_jobs_per_worker
-        # Jitter spreads the recycling of workers started together, so they never all restart at once.
-        max_jobs = int(limit * random.uniform(1.0, 1.1)) if limit else 0
-        return WorkerPlan(
-            dsn=self.dsn,
-            names=names(config),
-            pool_size=config.database.pool_size,
-            entrypoints=build_entrypoints(config, self.handlers),
-            settings=replace(worker_settings(config), max_jobs=max_jobs),
-            resources=config.workers.resources,
-            checkin_fd=checkin_fd,
-            beat_every=min(1.0, config.workers.worker_timeout / 4),
-            schedules=build_schedules(config) if runs_scheduler else (),
-            metrics_dir=self.metrics_dir,
-            timeouts=database_timeouts(config),
-        )
-
     def _spawn(self) -> None:
         read_fd, write_fd = os.pipe()
-        # One worker per daemon fires the schedules: the first one started while none of the others does.
-        runs_scheduler = not any(w.runs_scheduler for w in self._active())
-        plan = self._plan(write_fd, runs_scheduler)
+        # One worker per daemon fires the schedules and collects the queue gauges: the first one started while
+        # none of the others does.
+        lead = not any(w.lead for w in self._active())
+        plan = worker_plan(
+            self.config,
+            self.handlers,
+            self.dsn,
+            write_fd,
+            self.metrics_dir,
+            lead=lead,
+            queue_gauges=self.endpoints is not None,
+        )
         pid = os.fork()
         if pid == 0:
             code = 1
@@ -282,7 +286,7 @@ class Supervisor:
         os.close(write_fd)
         os.set_blocking(read_fd, False)
         now = time.monotonic()
-        self.workers[pid] = Child(pid, self.state.generation, read_fd, now, now, runs_scheduler=runs_scheduler)
+        self.workers[pid] = Child(pid, self.state.generation, read_fd, now, now, lead=lead)
         log.info("worker started", worker_pid=pid, generation=self.state.generation)
 
     def _close_in_child(self) -> None:
@@ -311,25 +315,8 @@ class Supervisor:
             os.kill(pid, signum)
 
     def _read_checkins(self) -> None:
-        now = time.monotonic()
         for worker in self.workers.values():
-            try:
-                data = os.read(worker.checkin_fd, 65536)
-            except BlockingIOError:
-                continue
-            except OSError as exc:
-                if exc.errno != errno.EBADF:
-                    log.warning("check-in pipe failed", worker_pid=worker.pid, error=str(exc))
-                continue
-            if not data:
-                continue
-            lines = (worker.pending + data).split(b"\n")
-            worker.pending = lines.pop()
-            for line in lines:
-                parts = line.split()
-                if len(parts) == 4 and parts[0] == b"beat":
-                    worker.db_id, worker.jobs, worker.retiring = int(parts[1]), int(parts[2]), parts[3] == b"1"
-                    worker.last_beat = now
+            worker.read_checkins()
 
     def _kill_silent(self) -> None:
         """SIGKILLs workers whose event loop stopped checking in, and draining workers past their deadline."""
@@ -338,18 +325,20 @@ class Supervisor:
         for worker in self.workers.values():
             if worker.killed:
                 continue
-            if now - worker.last_beat > timeout:
+            silent_for = now - worker.last_beat
+            if silent_for > timeout:
                 log.error(
                     "worker stopped checking in (blocked event loop?): killing it",
                     worker_pid=worker.pid,
-                    silent_for=round(now - worker.last_beat, 1),
+                    silent_for=round(silent_for, 1),
                 )
                 worker.reason = worker.reason if worker.draining else "timeout"
+                worker.killed = f"killed by the watchdog: event loop blocked for {silent_for:.0f}s"
             elif worker.deadline is not None and now > worker.deadline:
                 log.error("worker did not stop in time: killing it", worker_pid=worker.pid)
+                worker.killed = "killed for not stopping within shutdown_timeout"
             else:
                 continue
-            worker.killed = True
             self._kill(worker.pid, signal.SIGKILL)
 
     def _recycle(self) -> None:
@@ -360,7 +349,7 @@ class Supervisor:
         for worker in self._active():
             if worker.retiring:
                 why = f"ran {worker.jobs} jobs"
-            elif limit_mb and not recycling and (rss := _rss_mb(worker.pid)) > limit_mb:
+            elif limit_mb and not recycling and (rss := worker.rss_mb()) > limit_mb:
                 why = f"uses {rss:.0f} MiB"
             else:
                 continue
@@ -381,49 +370,74 @@ class Supervisor:
                 return
             if pid == 0:
                 return
+            if self.rescuer.owns(pid):
+                report = self.rescuer.reaped(pid, status, time.monotonic())
+                if report is not None:
+                    self._rescue_reported(report)
+                continue
             worker = self.workers.pop(pid, None)
             if worker is None:
                 continue  # e.g. the embedded server's helper processes
+            worker.read_checkins()  # its last words, written before it died
             os.close(worker.checkin_fd)
             if self.metrics_dir:
                 mark_process_dead(pid, self.metrics_dir)
-            code = os.waitstatus_to_exitcode(status)
-            self._after_exit(worker, code)
+            self._after_exit(worker, os.waitstatus_to_exitcode(status))
 
     def _after_exit(self, worker: Child, code: int) -> None:
         planned = worker.draining and worker.reason in ("stop", "reload", "recycle", "scale down") and code == 0
         reason_key = worker.reason or ("exit" if code == 0 else "crash" if code > 0 else "killed")
         self.state.restarts[reason_key] = self.state.restarts.get(reason_key, 0) + 1
-        if worker.db_id:
-            rescued = _rescue(self.dsn, self.config, worker.db_id)
-            self.state.rescued += len(rescued)
-            if rescued:
-                log.warning("rescued the jobs of a dead worker", worker_pid=worker.pid, job_ids=rescued[:20])
+        now = time.monotonic()
+        cause = worker.killed or exit_cause(code)
+        # A worker that drained at shutdown released its jobs itself; a rescue then would only delay the exit
+        # when the database is down.
+        if worker.db_id and not (planned and self.state.stopping):
+            self.rescuer.request(worker.db_id, worker.pid, cause, now)
         if planned:
             log.info("worker exited", worker_pid=worker.pid, reason=worker.reason)
             return
-        log.error("worker died", worker_pid=worker.pid, exit_code=code, reason=reason_key)
+        log.error(
+            "worker died", worker_pid=worker.pid, exit_code=code, reason=reason_key, cause=cause, running=worker.running
+        )
         if self.state.stopping:
             return
-        now = time.monotonic()
-        # A crash loop is workers failing by themselves: dying before they ever served, or exiting with an
-        # error. A serving worker killed from outside (an operator, a kill drill) is replaced at once and does
-        # not count, or a run of such kills would take the whole daemon down.
-        if worker.db_id and code < 0 and worker.reason != "timeout":
+        verdict = judge(worker, code)
+        if verdict is Verdict.REPLACE_NOW:
             self.state.next_spawn_at = now
             return
-        self.state.crashes = [t for t in self.state.crashes if now - t < CRASH_WINDOW] + [now]
-        if len(self.state.crashes) >= CRASH_LIMIT:
-            log.critical(
-                "workers are crashing in a loop: giving up",
-                crashes=len(self.state.crashes),
-                window=CRASH_WINDOW,
-            )
-            self.state.exit_code = 1
-            self.handle_term()
+        self.state.next_spawn_at = now + self.state.guard.died(now)
+        if verdict is Verdict.ASK_THE_RESCUE:
+            self.state.unjudged[worker.db_id] = worker.pid
+        elif verdict is Verdict.UNEXPLAINED:
+            self._crashed(worker.pid, "died before it could serve")
+
+    def _rescue(self) -> None:
+        now = time.monotonic()
+        self.rescuer.kill_overdue(now)
+        self.rescuer.start_due(now)
+
+    def _rescue_reported(self, report: RescueReport) -> None:
+        self.state.rescued += report.jobs or 0
+        if self.state.unjudged.pop(report.worker_id, None) is None or self.state.stopping:
             return
-        delay = min(0.5 * 2 ** (len(self.state.crashes) - 1), 10.0)
-        self.state.next_spawn_at = now + delay
+        if report.jobs is None:
+            self._crashed(report.worker_pid, "died with nothing running (as far as could be told)")
+        elif not report.jobs:
+            self._crashed(report.worker_pid, "died with nothing running")
+
+    def _crashed(self, pid: int, why: str) -> None:
+        """A death no job explains: it counts towards the crash-loop guard."""
+        log.warning("worker death counts towards the crash-loop guard", worker_pid=pid, why=why)
+        if not self.state.guard.crashed(time.monotonic()):
+            return
+        log.critical(
+            "workers are crashing in a loop: giving up",
+            crashes=len(self.state.guard.crashes),
+            window=CRASH_WINDOW,
+        )
+        self.state.exit_code = 1
+        self.handle_term()
 
     def _watchdog(self) -> None:
         now = time.monotonic()
@@ -432,33 +446,6 @@ class Supervisor:
 
     def _status(self) -> str:
         return f"{len(self._active())} workers running, {len(self.config.entrypoints)} entrypoints"
-
-
-def _rss_mb(pid: int) -> float:
-    try:
-        with open(f"/proc/{pid}/statm") as statm:
-            pages = int(statm.read().split()[1])
-    except (OSError, ValueError, IndexError):
-        return 0.0
-    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
-
-
-def _rescue(dsn: str | None, config: Config, worker_id: int) -> list[int]:
-    """Requeues a dead worker's jobs at once, on a short-lived connection (no event loop outlives it)."""
-
-    async def rescue() -> list[int]:
-        backend = await PostgresBackend.open(dsn, names(config), pool_size=1, application_name="pgqd-supervisor")
-        try:
-            return await backend.rescue_worker(worker_id)
-        finally:
-            await backend.close()
-
-    try:
-        return asyncio.run(asyncio.wait_for(rescue(), 10.0))
-    except (PgqdError, OSError, TimeoutError) as exc:
-        # The others' stale-heartbeat rescue will pick these jobs up after worker_timeout.
-        log.warning("could not rescue a dead worker's jobs now", worker_id=worker_id, error=str(exc))
-        return []
 
 
 __all__ = ["ConfigProblems", "Supervisor"]

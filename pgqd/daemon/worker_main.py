@@ -1,9 +1,10 @@
 """The life of one forked worker process: an event loop, a database pool, the resources, the engine.
 
-It checks in with the supervisor over a pipe (``beat <worker id> <jobs started> <retiring>``) from its event
-loop, so a
-loop blocked by a handler stops the beats and the supervisor replaces the process. SIGTERM drains; a second
-SIGTERM stops at once. SIGINT is left to the supervisor, which forwards what it decides.
+It checks in with the supervisor over a pipe (``checkin.py``) from its event loop, from the moment it starts:
+a loop blocked by a handler stops the beats and the supervisor replaces the process. The beats also carry what
+the supervisor cannot learn otherwise without talking to the database: the jobs in flight, and when this worker
+last completed a round trip to the database. SIGTERM drains; a second SIGTERM stops at once. SIGINT is left to
+the supervisor, which forwards what it decides.
 """
 
 from __future__ import annotations
@@ -21,9 +22,12 @@ import structlog
 from pgqd.backend.bounded import DatabaseTimeouts
 from pgqd.backend.postgres import PostgresBackend
 from pgqd.backoff import Backoff
+from pgqd.daemon.checkin import Beat
 from pgqd.daemon.logs import end_noise_episodes
-from pgqd.daemon.metrics import WorkerMetrics, use_multiprocess_directory
+from pgqd.daemon.metrics import QueueGaugeSamples, WorkerMetrics, use_multiprocess_directory
+from pgqd.daemon.queue_gauges import COUNT_LIMIT, QueueGaugeCollector
 from pgqd.daemon.scheduler import Scheduler
+from pgqd.daemon.timed_backend import TimedBackend
 from pgqd.entrypoint import Entrypoint
 from pgqd.errors import BackendUnavailable
 from pgqd.identifiers import Names
@@ -52,6 +56,8 @@ class WorkerPlan:
     metrics_dir: str | None = None
     # The time bound of every database call (from [database] command_timeout and connect_timeout).
     timeouts: DatabaseTimeouts = field(default_factory=DatabaseTimeouts)
+    # Whether this process collects the queue gauges (one worker per daemon, when metrics are served).
+    queue_gauges: bool = False
 
 
 def worker_main(plan: WorkerPlan) -> int:
@@ -90,9 +96,22 @@ async def _serve(plan: WorkerPlan) -> int:
     loop = asyncio.get_running_loop()
     stop = _Stop()
     loop.add_signal_handler(signal.SIGTERM, stop)
-    backend = await _open_backend(plan, stop)
-    if backend is None:
+    check_in = _CheckIn(plan, stop)
+    beats = loop.create_task(check_in.run())
+    try:
+        return await _serve_checked_in(plan, stop, check_in)
+    finally:
+        beats.cancel()
+        await asyncio.gather(beats, return_exceptions=True)
+
+
+async def _serve_checked_in(plan: WorkerPlan, stop: _Stop, check_in: _CheckIn) -> int:
+    loop = asyncio.get_running_loop()
+    opened = await _open_backend(plan, stop)
+    if opened is None:
         return 0
+    timed = check_in.timed = TimedBackend(opened)
+    backend = timed
     try:
         metrics = None
         if plan.metrics_dir:
@@ -101,12 +120,13 @@ async def _serve(plan: WorkerPlan) -> int:
         async with _resources(plan.resources) as resources:
             worker = Worker(backend, plan.entrypoints, plan.settings, resources=resources, metrics=metrics)
             stop.worker = worker
+            check_in.attach(worker)
             if stop.requested.is_set():
                 return 0
-            duties = [
-                loop.create_task(_check_in(plan, worker)),
-                loop.create_task(Scheduler(backend, plan.schedules, metrics).run()),
-            ]
+            duties = [loop.create_task(Scheduler(backend, plan.schedules, metrics).run())]
+            if plan.queue_gauges and metrics is not None:
+                samples = QueueGaugeSamples(COUNT_LIMIT, (e.name for e in plan.entrypoints))
+                duties.append(loop.create_task(QueueGaugeCollector(plan.dsn, plan.names, samples).run()))
             try:
                 await worker.run()
             finally:
@@ -114,7 +134,7 @@ async def _serve(plan: WorkerPlan) -> int:
                     duty.cancel()
                 await asyncio.gather(*duties, return_exceptions=True)
     finally:
-        await backend.close()
+        await opened.close()
     return 0
 
 
@@ -142,22 +162,49 @@ async def _resources(factory_path: str | None) -> AsyncIterator[Any]:
         yield resources
 
 
-async def _check_in(plan: WorkerPlan, worker: Worker) -> None:
-    # Report the database id as soon as it exists, so a crash right after the first claim is rescued at once.
-    await worker.registered.wait()
-    while True:
-        retiring = int(worker.retiring.is_set())
-        try:
-            os.write(plan.checkin_fd, f"beat {worker.worker_id} {worker.jobs_started} {retiring}\n".encode())
-        except BlockingIOError:
-            pass
-        except OSError:
-            # The supervisor is gone: drain and exit rather than run unsupervised.
-            worker.stop()
+class _CheckIn:
+    """Beats to the supervisor every ``beat_every`` seconds from the start, and at once when the worker
+    registers (so a crash right after its first claim is rescued at once) or spends its job budget (so its
+    replacement starts without delay)."""
+
+    def __init__(self, plan: WorkerPlan, stop: _Stop) -> None:
+        self.fd = plan.checkin_fd
+        self.every = plan.beat_every
+        self.stop = stop
+        self.worker: Worker | None = None
+        self.timed: TimedBackend | None = None
+        self._attached = asyncio.Event()
+
+    def attach(self, worker: Worker) -> None:
+        self.worker = worker
+        self._attached.set()
+
+    async def run(self) -> None:
+        while True:
+            try:
+                os.write(self.fd, self.beat().encode())
+            except BlockingIOError:
+                pass
+            except OSError:
+                # The supervisor is gone: drain and exit rather than run unsupervised.
+                self.stop()
+                return
+            await self._until_next_beat()
+
+    def beat(self) -> Beat:
+        worker, timed = self.worker, self.timed
+        age = timed.age() if timed is not None else None
+        if worker is None:
+            return Beat(0, 0, False, 0, age)
+        return Beat(worker.worker_id, worker.jobs_started, worker.retiring.is_set(), len(worker.running), age)
+
+    async def _until_next_beat(self) -> None:
+        worker = self.worker
+        events = [self._attached] if worker is None else [worker.registered, worker.retiring]
+        waits = [asyncio.ensure_future(event.wait()) for event in events if not event.is_set()]
+        if not waits:
+            await asyncio.sleep(self.every)
             return
-        if retiring:
-            await asyncio.sleep(plan.beat_every)
-        else:
-            # Tell the supervisor at once when the job budget is spent, so the replacement starts without delay.
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(worker.retiring.wait(), plan.beat_every)
+        _, pending = await asyncio.wait(waits, timeout=self.every, return_when=asyncio.FIRST_COMPLETED)
+        for wait in pending:
+            wait.cancel()

@@ -9,6 +9,9 @@ from importlib import resources
 from pgqd.identifiers import Names
 
 _MIGRATION_FILE = re.compile(r"(\d{4})_(\w+)\.sql")
+# Splits a migration into steps committed one after the other: PostgreSQL lets some changes (a new enum value)
+# be used only once committed. Every step but the last must be safe to run again (IF NOT EXISTS).
+_COMMIT_MARKER = re.compile(r"^-- pgqd: commit$", re.MULTILINE)
 
 
 @dataclass(frozen=True)
@@ -16,6 +19,10 @@ class Migration:
     version: int
     name: str
     sql: str
+
+    @property
+    def steps(self) -> list[str]:
+        return [step for step in _COMMIT_MARKER.split(self.sql) if step.strip()]
 
 
 def render(template: str, names: Names) -> str:

@@ -10,7 +10,9 @@ from __future__ import annotations
 from pgqd.identifiers import Names, validate_role
 
 FUNCTIONS = {
-    "claim_jobs": "bigint, integer, text[], integer[], double precision[], double precision[]",
+    "claim_jobs": (
+        "bigint, integer, text[], integer[], double precision[], double precision[], boolean, integer[], boolean[]"
+    ),
     "raise_dedupe_conflict": "text[]",
     "notify_ids": "text, text, bigint[]",
 }

@@ -115,7 +115,8 @@ ENQUEUE_UNIFORM = _ENQUEUE_PLAIN.format(
 # This saves a disk flush per claim: 1 process at batch 10 went from 12.9k to 15.2k jobs/s.
 CLAIM_JOBS = """
 SELECT c.* FROM set_config('synchronous_commit', 'off', true) AS s,
-    {claim_jobs}($1, $2, $3::text[], $4::integer[], $5::double precision[], $6::double precision[]) AS c
+    {claim_jobs}($1, $2, $3::text[], $4::integer[], $5::double precision[], $6::double precision[],
+                 $7::boolean, $8::integer[], $9::boolean[]) AS c
 """
 
 # One round trip per flush: finished jobs move from jobs to the log, retried/held/released ones are updated in
@@ -148,8 +149,11 @@ changed AS (
     SET status = (CASE
                      WHEN c.kind = 'hold' THEN 'failed'
                      WHEN c.kind = 'retry' AND c.delay > 0 THEN 'deferred'
+                     -- A suspect released unfinished (shutdown) has not shown it is harmless.
+                     WHEN c.kind = 'release' AND j.isolated THEN 'suspect'
                      ELSE 'queued'
                  END)::{job_status},
+        isolated = false,
         execute_after = CASE WHEN c.kind = 'retry' THEN now() + make_interval(secs => c.delay)
                              ELSE j.execute_after END,
         attempts = CASE WHEN c.kind = 'release' THEN greatest(j.attempts - 1, 0) ELSE j.attempts END,
@@ -191,12 +195,17 @@ INSERT INTO {workers} (host, pid, entrypoints) VALUES ($1, $2, $3::text[]) RETUR
 """
 
 # Re-inserts the row when it is gone (the worker was presumed dead and forgotten, or the table was emptied).
+# Also tells a busy worker (whose full claims do not look) whether suspects of its entrypoints wait for an
+# isolated run and none runs yet: two probes of small partial indexes, once per beat.
 HEARTBEAT = """
 WITH beat AS (
     INSERT INTO {workers} AS w (id, host, pid, entrypoints) VALUES ($1, $2, $3, $4::text[])
     ON CONFLICT (id) DO UPDATE SET heartbeat_at = now()
 )
-SELECT COALESCE(array_agg(j.id), ARRAY[]::bigint[]) FROM {jobs} AS j
+SELECT COALESCE(array_agg(j.id), ARRAY[]::bigint[]) AS cancel,
+       EXISTS (SELECT 1 FROM {jobs} AS s WHERE s.status = 'suspect' AND s.entrypoint = ANY ($4::text[]))
+       AND NOT EXISTS (SELECT 1 FROM {jobs} AS i WHERE i.isolated AND i.status = 'picked') AS suspects
+FROM {jobs} AS j
 WHERE j.worker_id = $1 AND j.status = 'picked' AND j.cancel_requested
 """
 
@@ -214,25 +223,89 @@ RELEASE_STRAY = (
     """
 WITH rescued AS (
     UPDATE {jobs} AS j
-    SET status = 'queued', worker_id = NULL, picked_at = NULL, attempts = greatest(j.attempts - 1, 0)
+    SET status = (CASE WHEN j.isolated THEN 'suspect' ELSE 'queued' END)::{job_status}, isolated = false,
+        worker_id = NULL, picked_at = NULL, attempts = greatest(j.attempts - 1, 0)
     WHERE j.worker_id = $1 AND j.status = 'picked' AND NOT (j.id = ANY ($3::bigint[]))
     RETURNING j.id, j.entrypoint
 ),"""
     + _REQUEUE_AND_ANNOUNCE
 )
 
+# The quarantine of a dead worker's jobs ($2: the events channel). ``lost`` (defined by each rescue below) locks
+# the picked jobs of the dead workers and says, per job, whether the death is charged to it (it ran alone: it
+# was claimed isolated and its worker held no other job) and what the death was. A charged run counts as an
+# attempt; when that spends the budget stamped by the isolated claim, the job is given up: logged as
+# 'exception' or held as 'failed'. Every other job becomes a suspect, its lost run not counted when not charged.
+_LOST_MESSAGE = "'killed its worker process (%s) while running alone, in run %s of %s: given up'"
+_QUARANTINE = """
+given_up AS (
+    DELETE FROM {jobs} AS j USING lost AS l
+    WHERE j.id = l.id AND l.charged AND j.attempts >= COALESCE(j.max_attempts, 1) AND NOT j.hold_failures
+    RETURNING j.id, j.entrypoint, j.priority, j.attempts, j.dedupe_key, j.worker_id, j.created_at, j.picked_at,
+              j.notify_finished, j.max_attempts, l.cause
+),
+logged AS (
+    INSERT INTO {log} (job_id, entrypoint, priority, status, attempts, dedupe_key, worker_id, created_at,
+                       started_at, finished_at, error_type, error_message, error_traceback)
+    SELECT g.id, g.entrypoint, g.priority, 'exception', g.attempts, g.dedupe_key, g.worker_id, g.created_at,
+           g.picked_at, now(), 'pgqd.WorkerLost', format({lost_message}, g.cause, g.attempts, g.max_attempts), ''
+    FROM given_up AS g
+),
+held AS (
+    UPDATE {jobs} AS j
+    SET status = 'failed', isolated = false, worker_id = NULL, picked_at = NULL, lost_runs = j.lost_runs + 1,
+        last_error = jsonb_build_object('type', 'pgqd.WorkerLost', 'traceback', '',
+                                        'message', format({lost_message}, l.cause, j.attempts, j.max_attempts))
+    FROM lost AS l
+    WHERE j.id = l.id AND l.charged AND j.attempts >= COALESCE(j.max_attempts, 1) AND j.hold_failures
+    RETURNING j.id, j.notify_finished
+),
+suspected AS (
+    UPDATE {jobs} AS j
+    SET status = 'suspect', isolated = false, worker_id = NULL, picked_at = NULL,
+        attempts = CASE WHEN l.charged THEN j.attempts ELSE greatest(j.attempts - 1, 0) END,
+        lost_runs = j.lost_runs + l.charged::integer,
+        last_error = CASE WHEN l.charged THEN jsonb_build_object(
+            'type', 'pgqd.WorkerLost', 'traceback', '',
+            'message', format('killed its worker process (%s) in run %s of %s, which it ran alone',
+                              l.cause, j.attempts, j.max_attempts)
+        ) ELSE j.last_error END
+    FROM lost AS l
+    WHERE j.id = l.id AND NOT (l.charged AND j.attempts >= COALESCE(j.max_attempts, 1))
+    RETURNING j.id, j.entrypoint
+),
+finished_notice AS (
+    SELECT {notify_ids}($2, 'finished', array_agg(f.id)) AS sent
+    FROM (SELECT g.id FROM given_up AS g WHERE g.notify_finished
+          UNION ALL SELECT h.id FROM held AS h WHERE h.notify_finished) AS f
+),
+announced AS (
+    SELECT pg_notify($2, json_build_object('t', 'enqueued', 'e', array_agg(DISTINCT r.entrypoint))::text)
+    FROM suspected AS r HAVING count(*) > 0
+)
+SELECT COALESCE(array_agg(l.id ORDER BY l.id), ARRAY[]::bigint[])
+FROM lost AS l, (SELECT count(*) FROM announced) AS a, (SELECT count(*) FROM finished_notice) AS f
+""".replace("{lost_message}", _LOST_MESSAGE)
+# Charged: the job was claimed to run alone and it is the only job its worker held.
+_CHARGED = """j.isolated AND NOT EXISTS (
+               SELECT 1 FROM {jobs} AS o WHERE o.worker_id = j.worker_id AND o.status = 'picked' AND o.id <> j.id
+           )"""
+
+# $1: the dead worker's id, $3: what killed it (e.g. "killed by signal 9").
 RESCUE_WORKER = (
     """
 WITH forgotten AS (
     DELETE FROM {workers} WHERE id = $1
 ),
-rescued AS (
-    UPDATE {jobs} AS j
-    SET status = 'queued', worker_id = NULL, picked_at = NULL, lost_runs = j.lost_runs + 1
+lost AS MATERIALIZED (
+    SELECT j.id, """
+    + _CHARGED
+    + """ AS charged, $3::text AS cause
+    FROM {jobs} AS j
     WHERE j.worker_id = $1 AND j.status = 'picked'
-    RETURNING j.id, j.entrypoint
+    FOR UPDATE
 ),"""
-    + _REQUEUE_AND_ANNOUNCE
+    + _QUARANTINE
 )
 
 # Jobs of silent workers, and picked jobs whose worker row is missing altogether (for longer than the timeout,
@@ -240,18 +313,22 @@ rescued AS (
 RESCUE_STALE = (
     """
 WITH stale AS (
-    DELETE FROM {workers} WHERE heartbeat_at < now() - make_interval(secs => $1) RETURNING id
+    DELETE FROM {workers} WHERE heartbeat_at < now() - make_interval(secs => $1) RETURNING id, host, pid
 ),
-rescued AS (
-    UPDATE {jobs} AS j
-    SET status = 'queued', worker_id = NULL, picked_at = NULL, lost_runs = j.lost_runs + 1
+lost AS MATERIALIZED (
+    SELECT j.id, """
+    + _CHARGED
+    + """ AS charged,
+           COALESCE(format('no heartbeat for %ss from pid %s on %s', $1, s.pid, s.host),
+                    'its worker vanished') AS cause
+    FROM {jobs} AS j LEFT JOIN stale AS s ON s.id = j.worker_id
     WHERE j.status = 'picked'
-      AND (j.worker_id IN (SELECT s.id FROM stale AS s)
+      AND (s.id IS NOT NULL
            OR (j.picked_at < now() - make_interval(secs => $1)
                AND NOT EXISTS (SELECT 1 FROM {workers} AS w WHERE w.id = j.worker_id)))
-    RETURNING j.id, j.entrypoint
+    FOR UPDATE OF j
 ),"""
-    + _REQUEUE_AND_ANNOUNCE
+    + _QUARANTINE
 )
 
 CANCEL_JOBS = """

@@ -1,6 +1,9 @@
 -- Removes every object that pgqd migrations create (the schema itself is left in place).
 -- Keep in step with migrations/: a test checks the catalogs are clean after uninstall.
 DROP FUNCTION IF EXISTS {claim_jobs}(bigint, integer, text[], integer[], double precision[], double precision[]);
+DROP FUNCTION IF EXISTS {claim_jobs}(
+    bigint, integer, text[], integer[], double precision[], double precision[], boolean, integer[], boolean[]
+);
 DROP FUNCTION IF EXISTS {raise_dedupe_conflict}(text[]);
 DROP FUNCTION IF EXISTS {notify_ids}(text, text, bigint[]);
 DROP TABLE IF EXISTS {jobs}, {log}, {workers}, {entrypoint_limits}, {schedules}, {schema_version};

@@ -15,7 +15,6 @@ import socket
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -26,46 +25,17 @@ from pgqd.backoff import Backoff
 from pgqd.daemon.metrics import WorkerMetrics
 from pgqd.entrypoint import Entrypoint
 from pgqd.errors import BackendUnavailable
-from pgqd.job import Context, Job
-from pgqd.models import ClaimedJob, Event, Finished, Outcome, Requeued, WorkerInfo
-from pgqd.payload import decode_headers
+from pgqd.job import Job
+from pgqd.models import ClaimedJob, Event, Finished, HeartbeatReply, Outcome, Requeued, WorkerInfo
+from pgqd.worker.dispatch_state import CLAIMS_IN_FLIGHT, DispatchState, Step
 from pgqd.worker.execution import JobRun, PreparedHandler
+from pgqd.worker.liveness import Liveness
 from pgqd.worker.outcomes import OutcomeRecorder
+from pgqd.worker.settings import WorkerSettings
 
 log = structlog.get_logger("pgqd.worker")
 
-# A worker keeps a second claim on its way while the jobs of the last one run, so neither the claim's round trip
-# nor the jobs wait for each other. Measured with no-op jobs (docs/performance.md): 1 process at batch 10 went
-# from 9.1k to 12.5k jobs/s, 2 processes at batch 100 from 39k to 46k.
-CLAIMS_IN_FLIGHT = 2
-
-
-@dataclass(frozen=True)
-class WorkerSettings:
-    """How one worker runs. Durations are in seconds."""
-
-    concurrency: int = 32
-    batch_size: int = 10
-    poll_interval: float = 5.0
-    worker_timeout: float = 30.0
-    shutdown_timeout: float = 30.0
-    heartbeat_interval: float | None = None
-    retention: float | None = None
-    flush_linger: float = 0.005
-    flush_max_batch: int = 500
-    # Stop claiming after this many jobs (0 = never), so the process can be replaced (see ``retiring``).
-    max_jobs: int = 0
-
-    def __post_init__(self) -> None:
-        if self.concurrency < 1 or self.batch_size < 1:
-            raise ValueError("concurrency and batch_size must be at least 1")
-        if min(self.poll_interval, self.worker_timeout) <= 0 or self.shutdown_timeout < 0:
-            raise ValueError("poll_interval and worker_timeout must be positive, shutdown_timeout not negative")
-
-    @property
-    def beat_every(self) -> float:
-        # Several beats per timeout, so one slow beat never makes a live worker look dead.
-        return self.heartbeat_interval or min(self.worker_timeout / 4, 5.0)
+__all__ = ["CLAIMS_IN_FLIGHT", "Worker", "WorkerSettings"]
 
 
 class Worker:
@@ -106,20 +76,21 @@ class Worker:
         self.retiring = asyncio.Event()
         self.running: dict[int, JobRun] = {}
         self.jobs_started = 0
-        self._may_have_work = True
+        self.state = DispatchState()
         self._wake = asyncio.Event()
-        self._wake_at: float | None = None
-        self._stopping = False
         self._stop_fast = asyncio.Event()
         self._grace = self.settings.shutdown_timeout
-        self._reconcile = False
-        self._reserved = 0
-        self._claiming = 0
-        self._last_claim = (1, False)
-        self._queue_deep = False
-        self._claims_sent = 0
-        self._claims_settled = 0
-        self._executor = ThreadPoolExecutor(max_workers=self.settings.concurrency, thread_name_prefix="pgqd-handler")
+        self._executor_closed = False
+        self._executor = self._new_executor()
+        self.liveness = Liveness(
+            backend,
+            self.settings,
+            self.info,
+            lambda: self.worker_id,
+            metrics,
+            on_reply=self._heartbeat_reply,
+            on_unavailable=self._heartbeat_failed,
+        )
         slot_entrypoints = [lim.name for lim in self.limits if lim.concurrency > 0]
         self.recorder = OutcomeRecorder(
             backend,
@@ -135,9 +106,9 @@ class Worker:
     def stop(self, grace: float | None = None) -> None:
         """Stop claiming; give running jobs ``grace`` seconds (default ``shutdown_timeout``) to finish, then
         cancel them and release them to the queue. Calling it again stops at once."""
-        if self._stopping:
+        if self.state.stopping:
             self._stop_fast.set()
-        self._stopping = True
+        self.state.stopping = True
         if grace is not None:
             self._grace = grace
             if grace <= 0:
@@ -146,17 +117,22 @@ class Worker:
 
     @property
     def stopping(self) -> bool:
-        return self._stopping
+        return self.state.stopping
 
     # --- main loop ----------------------------------------------------------------------------------------
     async def run(self, *, drain: bool = False) -> None:
+        # A worker may run again after a drain (a test moving a manual clock forward): it starts afresh.
+        self.state = DispatchState(stopping=self.state.stopping)
+        if self._executor_closed:
+            self._executor = self._new_executor()
         subscription: Subscription | None = None
         try:
             self.worker_id = await self._retry_until_stopped(lambda: self.backend.register_worker(self.info))
+            self.liveness.last_beat = time.monotonic()
             self.registered.set()
             subscription = await self._retry_until_stopped(lambda: self.backend.subscribe(self._on_event))
             async with asyncio.TaskGroup() as group:
-                duties = [group.create_task(self.recorder.run()), group.create_task(self._heartbeat())]
+                duties = [group.create_task(self.recorder.run()), group.create_task(self.liveness.run())]
                 try:
                     await self._dispatch(drain)
                     await self._finish_running()
@@ -176,77 +152,97 @@ class Worker:
             if subscription is not None:
                 await subscription.close()
             self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor_closed = True
+
+    def _new_executor(self) -> ThreadPoolExecutor:
+        self._executor_closed = False
+        return ThreadPoolExecutor(max_workers=self.settings.concurrency, thread_name_prefix="pgqd-handler")
 
     async def _dispatch(self, drain: bool) -> None:
-        """Claims while there are free slots and maybe work; while the queue is deep two claims run at once, so
-        the next batch is on its way while the last one runs."""
+        """Takes the steps ``DispatchState.next_step`` names until stopped (or, with ``drain``, until done)."""
         claims: set[asyncio.Task[None]] = set()
         backoff = Backoff()
+        state = self.state
         try:
-            while not self._stopping:
-                free = self.settings.concurrency - len(self.running) - self._reserved
-                # Counted by the claims themselves as they end, not by the tasks' done callbacks, which run a
-                # turn of the loop later and would let this loop see a finished claim as still under way.
-                # While claims come back full the queue is deep: the next claim goes out before the last one
-                # returns, rather than waiting for it to say there is more.
-                may_claim = self._may_have_work or (self._claiming > 0 and self._queue_deep)
-                if free <= 0 or not may_claim or self._claiming >= CLAIMS_IN_FLIGHT:
-                    if drain and not self._claiming and not self.running:
+            while True:
+                self._check_heartbeat()
+                free = self.settings.concurrency - len(self.running) - state.reserved
+                step = state.next_step(len(self.running), free)
+                if step == "claim":
+                    wanted = self._claim_size(free)
+                    if wanted <= 0:
+                        step = "retire"
+                    else:
+                        number = state.claim_sent(wanted)
+                        task = asyncio.get_running_loop().create_task(self._claim(number, wanted, drain, backoff))
+                        claims.add(task)
+                        task.add_done_callback(claims.discard)
+                        continue
+                if step == "stop":
+                    return
+                if step == "idle":
+                    if drain and not state.claiming and not self.running:
                         if await self._drained():
                             return
-                        if self._may_have_work:
+                        if state.may_have_work:
                             continue
                     await self._sleep()
-                    continue
-                wanted = min(self.settings.batch_size, free)
-                if self.settings.max_jobs:
-                    wanted = min(wanted, self.settings.max_jobs - self.jobs_started - self._reserved)
-                    if wanted <= 0:
-                        if not self._claiming:
-                            self.retiring.set()
-                            if drain and not self.running:
-                                return  # retired: it may take no more jobs, so it has drained all it can
-                        # Nothing to claim until a claim under way settles, or ever once retired: wait for an
-                        # event rather than go round again, which would never let the event loop run.
-                        await self._sleep()
-                        continue
-                if self._reconcile:
-                    if self._claiming:
-                        # Jobs of a claim still on its way would look stray: settle once none is.
-                        await self._sleep()
-                        continue
-                    try:
-                        await self._release_stray()
-                    except BackendUnavailable as exc:
-                        self._database_unavailable(exc)
-                        await self._sleep(backoff.next())
-                        continue
-                # Cleared before the claim rather than after it: an event that arrives while the claim runs (a
-                # job committed after its snapshot) sets it again and is not lost.
-                self._may_have_work = False
-                self._reserved += wanted
-                self._claiming += 1
-                self._claims_sent += 1
-                task = asyncio.get_running_loop().create_task(self._claim(self._claims_sent, wanted, drain, backoff))
-                claims.add(task)
-                task.add_done_callback(claims.discard)
+                elif step == "retire":
+                    if not state.claiming:
+                        self.retiring.set()
+                        if drain and not self.running:
+                            return  # retired: it may take no more jobs, so it has drained all it can
+                    # Nothing to claim until a claim under way settles, or ever once retired: wait for an event
+                    # rather than go round again, which would never let the event loop run.
+                    await self._sleep()
+                elif step == "wait":
+                    await self._sleep()
+                elif not await self._database_step(step):
+                    await self._sleep(backoff.next())
         finally:
             if claims:
                 # Let claims under way finish: their jobs are picked in the database and must run or be released.
                 await asyncio.wait(claims)
 
+    def _claim_size(self, free: int) -> int:
+        wanted = min(self.settings.batch_size, free)
+        if self.settings.max_jobs:
+            wanted = min(wanted, self.settings.max_jobs - self.jobs_started - self.state.reserved)
+        return wanted
+
+    async def _database_step(self, step: Step) -> bool:
+        """The steps that wait for the database; False when it could not be reached."""
+        try:
+            if step == "reconcile":
+                await self._release_stray()
+            elif step == "flush":
+                await self.recorder.flush()
+                self.state.flush_first = False
+                self.state.may_have_work = True
+            elif step == "claim_suspect":
+                await self._claim_suspect()
+            elif step == "run_alone":
+                await self._run_alone()
+        except BackendUnavailable as exc:
+            self._database_unavailable(exc)
+            return False
+        return True
+
     async def _claim(self, number: int, wanted: int, drain: bool, backoff: Backoff) -> None:
+        state = self.state
         try:
             result = await self.backend.claim(self.worker_id, wanted, self.limits)
         except BackendUnavailable as exc:
             self._database_unavailable(exc)
-            self._reconcile = True
-            self._may_have_work = True
+            state.reconcile = True
+            state.may_have_work = True
             await asyncio.sleep(backoff.next())
             return
         finally:
-            self._reserved -= wanted
-            self._claiming -= 1
+            # Counted here as the claim ends, not by the task's done callback, which runs a turn of the loop
+            # later and would let the loop see a finished claim as still under way.
+            state.reserved -= wanted
+            state.claiming -= 1
             self._wake.set()
         backoff.reset()
         if self.metrics is not None:
@@ -254,56 +250,79 @@ class Worker:
         claimed_at = time.monotonic()
         for claimed in result.jobs:
             self._start(claimed, claimed_at)
-        if len(result.jobs) >= wanted:
-            self._may_have_work = True
-        # With two claims under way, the one sent last saw the newest state of the queue: an older one that
-        # returns after it must not overwrite what it said (say, that a rate limit holds jobs back).
-        if number > self._claims_settled:
-            self._claims_settled = number
-            self._queue_deep = len(result.jobs) >= wanted
-            self._last_claim = (len(result.jobs), result.throttled_in is not None)
+        state.settle(number, len(result.jobs), wanted, result.throttled_in is not None)
+        if result.suspects:
+            state.suspects = True
         if result.throttled_in is not None:
             self._wake_after(result.throttled_in)
         if not drain and result.due_in is not None:
             self._wake_after(result.due_in)
 
+    # --- the quarantine of suspects -----------------------------------------------------------------------
+    async def _claim_suspect(self) -> None:
+        """Claims one suspect to run alone, unless one runs alone somewhere already. It is held until the jobs
+        under way have ended, and nothing else is claimed meanwhile."""
+        state = self.state
+        state.suspects = False
+        try:
+            result = await self.backend.claim(self.worker_id, 1, self.limits, isolated=True)
+        except BackendUnavailable:
+            state.reconcile = True  # it may have been claimed: the reconcile step puts it back
+            raise
+        if result.jobs:
+            state.held = result.jobs[0]
+            state.more_suspects = result.suspects
+            log.warning("running a suspect alone", job_id=state.held.id, worker_id=self.worker_id)
+
+    async def _run_alone(self) -> None:
+        """Starts the suspect held, now that nothing else runs. Outcomes still buffered go out first: a job
+        whose outcome is not written still counts as held by this worker, and the suspect would not be alone."""
+        state = self.state
+        if self.recorder.unwritten:
+            await self.recorder.flush()
+        held, state.held = state.held, None
+        if held is not None:
+            state.alone = held.id
+            self._start(held, time.monotonic())
+
     async def _drained(self) -> bool:
         """In drain mode, with nothing running or being claimed: done when the last claim found nothing (and
         was not held back by a rate limit) and no outcome waits to be written (a retry must become visible)."""
+        state = self.state
         if self.recorder.unwritten:
             await self.recorder.flush()
-            self._may_have_work = True
+            state.may_have_work = True
             return False
-        found, throttled = self._last_claim
-        if throttled:
+        if state.last_throttled:
             return False
-        if found:
-            self._may_have_work = True  # look once more rather than wait for the poll
+        if state.last_found:
+            state.may_have_work = True  # look once more rather than wait for the poll
             return False
         return True
 
     async def _sleep(self, timeout: float | None = None) -> None:
         """Waits for an event, a freed slot, the next wake-up time or the poll interval, whichever is first."""
         loop = asyncio.get_running_loop()
+        state = self.state
         pause = self.settings.poll_interval if timeout is None else timeout
-        if self._wake_at is not None:
-            pause = min(pause, max(self._wake_at - loop.time(), 0.0))
+        if state.wake_at is not None:
+            pause = min(pause, max(state.wake_at - loop.time(), 0.0))
         try:
             # asyncio.timeout rather than wait_for: no task is made per sleep, and the loop sleeps often.
             async with asyncio.timeout(pause):
                 await self._wake.wait()
         except TimeoutError:
             # A poll: the backup for a missed notification, and how deferred jobs are noticed.
-            self._may_have_work = True
-            if self._wake_at is not None and self._wake_at <= loop.time():
-                self._wake_at = None
+            state.may_have_work = True
+            if state.wake_at is not None and state.wake_at <= loop.time():
+                state.wake_at = None
         self._wake.clear()
 
     def _wake_after(self, seconds: float) -> bool:
         """Sets the next wake-up time; True if it moved earlier (a sleep under way was timed for later)."""
         at = asyncio.get_running_loop().time() + max(seconds, 0.0)
-        if self._wake_at is None or at < self._wake_at:
-            self._wake_at = at
+        if self.state.wake_at is None or at < self.state.wake_at:
+            self.state.wake_at = at
             return True
         return False
 
@@ -314,24 +333,10 @@ class Worker:
             # this worker took the job again: the run under way stands for both, and its outcome settles it.
             log.warning("claimed a job it is already running; keeping the run under way", job_id=claimed.id)
             return
-        job = Job(
-            id=claimed.id,
-            entrypoint=claimed.entrypoint,
-            payload=claimed.payload,
-            priority=claimed.priority,
-            attempts=claimed.attempts,
-            headers=decode_headers(claimed.headers),
-            created_at=claimed.created_at,
-            execute_after=claimed.execute_after,
-            picked_at=claimed.picked_at,
+        run = JobRun.of_claim(
+            claimed, self.handlers[claimed.entrypoint], self.resources, claimed_at, self._executor, self.info.pid
         )
-        context = Context(
-            self.resources,
-            bind_log=partial(
-                log.bind, entrypoint=job.entrypoint, job_id=job.id, attempt=job.attempts, pid=self.info.pid
-            ),
-        )
-        run = JobRun(job, self.handlers[job.entrypoint], context, claimed_at, self._executor, claimed.lost_runs)
+        job, context = run.job, run.context
         self.running[job.id] = run
         self.jobs_started += 1
         if claimed.cancel_requested:
@@ -358,11 +363,17 @@ class Worker:
             outcome = task.result()
         self.recorder.add(outcome)
         self.running.pop(run.job.id, None)
+        state = self.state
+        if state.alone == run.job.id:
+            # Its outcome is written before anything else is claimed: until then the job still counts as held.
+            state.alone = None
+            state.flush_first = True
+            state.suspects = state.suspects or state.more_suspects
         # A freed slot matters only if there may be work to claim, or when the last job ends (drain, stop).
-        if self._may_have_work or self._queue_deep or not self.running:
+        if state.may_have_work or state.queue_deep or not self.running:
             self._wake.set()
         if outcome.error is not None or self._log_every_job:
-            _log_outcome(run, outcome)
+            run.log_outcome(outcome)
         if self.metrics is not None:
             self.metrics.job_ended(run.job.entrypoint, outcome, run.timing()[1])
         if self._on_outcome is not None:
@@ -380,6 +391,9 @@ class Worker:
             finally:
                 everything.cancel()
                 fast.cancel()
+        held, self.state.held = self.state.held, None
+        if held is not None:
+            self.recorder.add(Requeued(held.id, "release"))  # back to the suspects, its attempt not counted
         leftovers = list(self.running.values())
         for run in leftovers:
             run.stop("shutdown")
@@ -398,7 +412,7 @@ class Worker:
                     # The current sleep was timed before this due time was known: start it again.
                     self._wake.set()
                 return
-            self._may_have_work = True
+            self.state.may_have_work = True
             self._wake.set()
         elif event.kind == "cancel":
             for job_id in event.ids:
@@ -406,47 +420,53 @@ class Worker:
         elif event.kind == "reconnected":
             if self.metrics is not None:
                 self.metrics.reconnected()
-            self._may_have_work = True
+            self.state.may_have_work = True
             self._wake.set()
 
     def _cancel(self, job_id: int) -> None:
+        held = self.state.held
+        if held is not None and held.id == job_id:
+            # A suspect waiting to run alone: it never starts.
+            self.state.held = None
+            self.recorder.add(Finished(job_id, "canceled"))
+            self._wake.set()
+            return
         run = self.running.get(job_id)
         if run is not None:
             log.info("cancelling job", job_id=job_id, entrypoint=run.job.entrypoint)
             run.stop("cancel")
 
     # --- liveness -----------------------------------------------------------------------------------------
-    async def _heartbeat(self) -> None:
-        every = self.settings.beat_every
-        last_rescue = last_prune = 0.0
-        while True:
-            await asyncio.sleep(every)
-            now = time.monotonic()
-            if self.metrics is not None:
-                self.metrics.publish()
-            try:
-                for job_id in await self.backend.heartbeat(self.worker_id, self.info):
-                    self._cancel(job_id)
-                if now - last_rescue >= self.settings.worker_timeout / 2:
-                    last_rescue = now
-                    rescued = await self.backend.rescue_stale(self.settings.worker_timeout)
-                    if self.metrics is not None:
-                        self.metrics.jobs_rescued("stale_worker", len(rescued))
-                    if rescued:
-                        log.warning("rescued jobs of silent workers", count=len(rescued), job_ids=rescued[:20])
-                if self.settings.retention is not None and now - last_prune >= 60:
-                    pruned = await self.backend.prune_log(self.settings.retention, 10_000)
-                    last_prune = now if pruned < 10_000 else 0.0
-            except BackendUnavailable as exc:
-                self._database_unavailable(exc)
-                self._reconcile = True
+    def _heartbeat_reply(self, reply: HeartbeatReply) -> None:
+        for job_id in reply.cancel:
+            self._cancel(job_id)
+        if not self.state.heartbeat_ok:
+            self.state.heartbeat_ok = True
+            log.info("heartbeat recorded again: claiming", worker_id=self.worker_id)
+            self._wake.set()
+        if reply.suspects and not self.state.suspects:
+            self.state.suspects = True
+            self._wake.set()
+
+    def _heartbeat_failed(self, exc: BackendUnavailable) -> None:
+        self._database_unavailable(exc)
+        self.state.reconcile = True
+
+    def _check_heartbeat(self) -> None:
+        """Stops the claims once the last recorded heartbeat is so old that the fleet may soon presume this
+        worker dead and hand its jobs to others: it takes no work it might not be able to record."""
+        if self.state.heartbeat_ok and self.liveness.stale():
+            self.state.heartbeat_ok = False
+            log.warning("no heartbeat recorded for too long: claiming nothing until one is", worker_id=self.worker_id)
 
     async def _release_stray(self) -> None:
         keep = set(self.running) | self.recorder.unwritten_ids()
+        if self.state.held is not None:
+            keep.add(self.state.held.id)
         released = await self.backend.release_stray(self.worker_id, sorted(keep))
         if self.metrics is not None:
             self.metrics.jobs_rescued("lost_claim", len(released))
-        self._reconcile = False
+        self.state.reconcile = False
         if released:
             log.warning("released jobs claimed while the connection was lost", job_ids=released)
 
@@ -459,7 +479,7 @@ class Worker:
     async def _retry_until_stopped(self, call: Callable[[], Any]) -> Any:
         backoff = Backoff()
         while True:
-            if self._stopping:
+            if self.state.stopping:
                 raise _Stopped
             try:
                 return await call()
@@ -470,13 +490,3 @@ class Worker:
 
 class _Stopped(Exception):
     """Stop was requested before the worker could start."""
-
-
-def _log_outcome(run: JobRun, outcome: Outcome) -> None:
-    _, duration = run.timing()
-    status = outcome.status if isinstance(outcome, Finished) else outcome.kind
-    fields = {"outcome": status, "duration": round(duration, 6)}
-    if outcome.error is not None:
-        run.context.log.warning("job failed", error=f"{outcome.error.type}: {outcome.error.message}", **fields)
-    else:
-        run.context.log.debug("job done", **fields)

@@ -14,17 +14,18 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import structlog
+
 from pgqd.entrypoint import Entrypoint
 from pgqd.job import Context, Job, RetryLater
-from pgqd.models import ErrorInfo, Finished, Outcome, Requeued
+from pgqd.models import ClaimedJob, ErrorInfo, Finished, Outcome, Requeued
+from pgqd.payload import decode_headers
 from pgqd.tracing import describe_outcome, job_span
 from pgqd.tracing import enabled as tracing_enabled
 
-StopReason = Literal["cancel", "shutdown"]
+log = structlog.get_logger("pgqd.worker")
 
-# A job whose runs keep dying with their worker (a crash or a kill, so no outcome was ever written) is given
-# up after this many lost runs beyond its max_attempts, so that one poisonous payload cannot crash-loop a fleet.
-LOST_RUN_ALLOWANCE = 2
+StopReason = Literal["cancel", "shutdown"]
 
 
 @dataclass(frozen=True)
@@ -75,10 +76,42 @@ class JobRun:
     context: Context
     claimed_at: float
     executor: Executor
-    lost_runs: int = 0
     started_at: float = 0.0
     stop_reason: StopReason | None = None
     task: asyncio.Task[Outcome] | None = field(default=None, repr=False)
+
+    @classmethod
+    def of_claim(
+        cls,
+        claimed: ClaimedJob,
+        handler: PreparedHandler,
+        resources: Any,
+        claimed_at: float,
+        executor: Executor,
+        pid: int,
+    ) -> JobRun:
+        job = Job(
+            id=claimed.id,
+            entrypoint=claimed.entrypoint,
+            payload=claimed.payload,
+            priority=claimed.priority,
+            attempts=claimed.attempts,
+            headers=decode_headers(claimed.headers),
+            created_at=claimed.created_at,
+            execute_after=claimed.execute_after,
+            picked_at=claimed.picked_at,
+        )
+        bind_log = functools.partial(log.bind, entrypoint=job.entrypoint, job_id=job.id, attempt=job.attempts, pid=pid)
+        return cls(job, handler, Context(resources, bind_log=bind_log), claimed_at, executor)
+
+    def log_outcome(self, outcome: Outcome) -> None:
+        _, duration = self.timing()
+        status = outcome.status if isinstance(outcome, Finished) else outcome.kind
+        fields = {"outcome": status, "duration": round(duration, 6)}
+        if outcome.error is not None:
+            self.context.log.warning("job failed", error=f"{outcome.error.type}: {outcome.error.message}", **fields)
+        else:
+            self.context.log.debug("job done", **fields)
 
     @property
     def requested_stop(self) -> StopReason | None:
@@ -96,14 +129,6 @@ class JobRun:
         entrypoint = self.handler.entrypoint
         if self.stop_reason == "cancel":
             return self._finished("canceled")
-        # Counted apart from attempts, which also grow with every RetryLater: that is a request, not a loss.
-        if self.lost_runs >= entrypoint.retry.max_attempts + LOST_RUN_ALLOWANCE:
-            lost = ErrorInfo(
-                "pgqd.WorkerLost",
-                f"given up after {self.lost_runs} runs ended with their worker process "
-                "(crash, kill or lost connection) before recording an outcome",
-            )
-            return self._exhausted(lost)
         self.started_at = time.monotonic()
         if not tracing_enabled():
             return await self._attempt(entrypoint)

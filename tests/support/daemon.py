@@ -198,7 +198,9 @@ class Daemon:
 
 
 def _is_python(pid: int) -> bool:
+    """A worker process: forked from the daemon, and not one of its short-lived rescue processes."""
     try:
-        return b"pgqd" in Path(f"/proc/{pid}/cmdline").read_bytes()
+        forked = b"pgqd" in Path(f"/proc/{pid}/cmdline").read_bytes()
+        return forked and Path(f"/proc/{pid}/comm").read_text().strip() != "pgqd-rescue"
     except OSError:
         return False

@@ -62,8 +62,7 @@ async def other(job: Job, ctx: Context) -> None:
     await _record(ctx, job, 0.0)
 
 
-async def loop_blocker(job: Job, ctx: Context) -> None:
-    """Blocks the event loop (the bug the supervisor must catch) for the payload's seconds."""
+async def _record_start(ctx: Context, job: Job) -> None:
     await ctx.resources["pool"].execute(
         "INSERT INTO test_runs (job_id, entrypoint, attempt, pid) VALUES ($1, $2, $3, $4)",
         job.id,
@@ -71,7 +70,18 @@ async def loop_blocker(job: Job, ctx: Context) -> None:
         job.attempts,
         os.getpid(),
     )
+
+
+async def loop_blocker(job: Job, ctx: Context) -> None:
+    """Blocks the event loop (the bug the supervisor must catch) for the payload's seconds."""
+    await _record_start(ctx, job)
     time.sleep(float(job.text() or 60))
+
+
+async def kills_its_process(job: Job, ctx: Context) -> None:
+    """Records its run, then ends its worker process at once, as a crash in a C extension would."""
+    await _record_start(ctx, job)
+    os._exit(1)
 
 
 async def raises_system_exit(job: Job) -> None:
@@ -89,3 +99,15 @@ def returns_unserialisable(job: Job) -> object:
 async def measures_payload(job: Job) -> dict[str, Any]:
     payload = job.payload or b""
     return {"bytes": len(payload), "sha256": hashlib.sha256(payload).hexdigest(), "pid": os.getpid()}
+
+
+async def exits_process(job: Job, ctx: Context) -> None:
+    """A poison job: records its run, then ends its worker process at once, as a crash in a C extension would."""
+    await ctx.resources["pool"].execute(
+        "INSERT INTO test_runs (job_id, entrypoint, attempt, pid) VALUES ($1, $2, $3, $4)",
+        job.id,
+        job.entrypoint,
+        job.attempts,
+        os.getpid(),
+    )
+    os._exit(1)

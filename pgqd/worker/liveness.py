@@ -1,0 +1,77 @@
+"""The heartbeat duty of a worker: it marks the worker alive, hears of cancellations and waiting suspects,
+rescues the jobs of silent workers, and prunes the log."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+import structlog
+
+from pgqd.backend.base import Backend
+from pgqd.daemon.metrics import WorkerMetrics
+from pgqd.errors import BackendUnavailable
+from pgqd.models import HeartbeatReply, WorkerInfo
+from pgqd.worker.settings import WorkerSettings
+
+log = structlog.get_logger("pgqd.worker")
+
+PRUNE_BATCH = 10_000
+
+
+class Liveness:
+    """Beats every ``settings.beat_every`` seconds until cancelled. ``last_beat`` is the monotonic time of the
+    last heartbeat written (or of the registration)."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        settings: WorkerSettings,
+        info: WorkerInfo,
+        worker_id: Callable[[], int],
+        metrics: WorkerMetrics | None,
+        *,
+        on_reply: Callable[[HeartbeatReply], None],
+        on_unavailable: Callable[[BackendUnavailable], None],
+    ) -> None:
+        self._backend = backend
+        self._settings = settings
+        self._info = info
+        self._worker_id = worker_id
+        self._metrics = metrics
+        self._on_reply = on_reply
+        self._on_unavailable = on_unavailable
+        self.last_beat = time.monotonic()
+
+    def stale(self) -> bool:
+        """True once the last heartbeat written is so old that the fleet may soon presume this worker dead."""
+        return time.monotonic() - self.last_beat > self._settings.claims_stop_after
+
+    async def run(self) -> None:
+        settings = self._settings
+        last_rescue = last_prune = 0.0
+        while True:
+            await asyncio.sleep(settings.beat_every)
+            now = time.monotonic()
+            if self._metrics is not None:
+                self._metrics.publish()
+            try:
+                reply = await self._backend.heartbeat(self._worker_id(), self._info)
+                self.last_beat = time.monotonic()
+                self._on_reply(reply)
+                if now - last_rescue >= settings.worker_timeout / 2:
+                    last_rescue = now
+                    await self._rescue_stale()
+                if settings.retention is not None and now - last_prune >= 60:
+                    pruned = await self._backend.prune_log(settings.retention, PRUNE_BATCH)
+                    last_prune = now if pruned < PRUNE_BATCH else 0.0
+            except BackendUnavailable as exc:
+                self._on_unavailable(exc)
+
+    async def _rescue_stale(self) -> None:
+        rescued = await self._backend.rescue_stale(self._settings.worker_timeout)
+        if self._metrics is not None:
+            self._metrics.jobs_rescued("stale_worker", len(rescued))
+        if rescued:
+            log.warning("quarantined the jobs of silent workers", count=len(rescued), job_ids=rescued[:20])
