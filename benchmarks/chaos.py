@@ -5,11 +5,13 @@
 It runs on a private embedded PostgreSQL (so it can restart the server) and injects: SIGKILL of a random worker
 process every 2 s; pg_terminate_backend on every pgqd connection, twice; a clean restart of PostgreSQL; a crash
 of it (immediate stop: WAL not yet written is lost, and the start runs crash recovery); a SIGKILL of the
-supervisor followed by a new daemon. Among the jobs are poison jobs (``--poison``, default 1) whose handler ends
-its worker process on every run. The handler records every execution (job, attempt, process) in a side table.
-At the end it reports jobs lost (must be 0), jobs stuck in 'picked' (must be 0), jobs run more than once
-(allowed for jobs in flight at a fault), how long the queue took to move again after each fault, and what became
-of the poison jobs (each must be given up as pgqd.WorkerLost while the daemon lives on).
+supervisor followed by a new daemon; a failover (the daemon reaches the server through a TCP proxy, which
+black-holes every connection open at that moment: no RST, no EOF, while new connections go through). Among the
+jobs are poison jobs (``--poison``, default 1) whose handler ends its worker process on every run. The handler
+records every execution (job, attempt, process) in a side table, on a direct connection. At the end it reports
+jobs lost (must be 0), jobs stuck in 'picked' (must be 0), jobs run more than once (allowed for jobs in flight at
+a fault), how long the queue took to move again after each fault, and what became of the poison jobs (each must
+be given up as pgqd.WorkerLost while the daemon lives on).
 """
 
 from __future__ import annotations
@@ -29,12 +31,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import asyncpg
 
 from pgqd import Client, JobSpec, install
 from pgqd.daemon.embedded import EmbeddedServer
 from pgqd.daemon.logs import configure_logging
+from tests.support.tcp_proxy import TcpProxy
 
 REPO = Path(__file__).resolve().parents[1]
 PGQD = str(Path(sys.executable).with_name("pgqd"))
@@ -72,6 +76,7 @@ PLAN = [
     (0.45, "crash_postgres"),
     (0.60, "terminate_connections"),
     (0.75, "kill_supervisor"),
+    (0.85, "failover"),
 ]
 
 
@@ -87,6 +92,7 @@ class Fault:
 class Chaos:
     dsn: str
     server: EmbeddedServer
+    proxy: TcpProxy
     config: Path
     log_folder: Path
     daemons: list[subprocess.Popen[bytes]] = field(default_factory=list)
@@ -99,7 +105,9 @@ class Chaos:
             subprocess.Popen(
                 [PGQD, "--config", str(self.config)],
                 cwd=REPO,
-                env={**os.environ, "PGQD_DSN": self.dsn},
+                # pgqd goes through the proxy; the handlers record on a direct line, so that the failover cuts
+                # pgqd's own connections only.
+                env={**os.environ, "PGQD_DSN": through(self.proxy, self.dsn), "CHAOS_RECORD_DSN": self.dsn},
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
@@ -134,11 +142,26 @@ class Chaos:
         )
         self.faults.append(Fault("terminate_connections", await self.now(conn), f"{killed} connections"))
 
+    async def failover(self, conn: Any) -> None:
+        cut = self.proxy.blackhole_open()
+        self.faults.append(Fault("failover", await self.now(conn), f"{cut} connections black-holed"))
+
     def kill_supervisor(self) -> None:
         self.orphans.extend(self.workers())
         self.supervisor.send_signal(signal.SIGKILL)
         self.supervisor.wait(10)
         self.start_daemon()
+
+
+def through(proxy: TcpProxy, dsn: str) -> str:
+    """The embedded server's DSN (a Unix socket) as a TCP DSN through the proxy."""
+    user = urlsplit(dsn).username or "postgres"
+    return f"postgresql://{user}@127.0.0.1:{proxy.port}/postgres"
+
+
+def unix_socket(dsn: str) -> str:
+    query = parse_qs(urlsplit(dsn).query)
+    return f"{query['host'][0]}/.s.PGSQL.{query.get('port', ['5432'])[0]}"
 
 
 def with_suppressed(call: Any, *args: Any) -> None:
@@ -181,6 +204,7 @@ async def finished_count(chaos: Chaos, conn: Any) -> tuple[Any, int]:
 async def run(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
     server = EmbeddedServer(folder / "pgdata")
     dsn = server.start()
+    chaos: Chaos | None = None
     try:
         conn = await asyncpg.connect(dsn)
         await install(conn)
@@ -196,7 +220,8 @@ async def run(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
             await client.enqueue_many(jobs[start : start + 5000])
         config = folder / "chaos.toml"
         config.write_text(CONFIG.format(processes=args.processes, poison_attempts=args.poison_attempts))
-        chaos = Chaos(dsn, server, config, folder)
+        proxy = TcpProxy.to_unix_socket(unix_socket(dsn)).start()
+        chaos = Chaos(dsn, server, proxy, config, folder)
         chaos.start_daemon()
         began = time.monotonic()
         plan = list(PLAN)
@@ -218,6 +243,11 @@ async def run(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
                     # Measured from the moment the server is back: how fast do the workers find it again?
                     down = f"down and up again in {time.monotonic() - stopped:.2f}s"
                     chaos.faults.append(Fault(kind, await chaos.now(conn), down))
+                elif kind == "failover":
+                    await chaos.failover(conn)
+                    # No worker kill for a while: the recovery measured is the running workers', on new
+                    # connections, not a fresh worker's.
+                    next_kill = time.monotonic() + 10
                 else:
                     at = await chaos.now(conn)
                     chaos.kill_supervisor()
@@ -237,6 +267,8 @@ async def run(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
         conn = await connect(dsn)
         return await account(conn, args, chaos, elapsed, exit_code)
     finally:
+        if chaos is not None:
+            chaos.proxy.stop()
         server.stop()
 
 
@@ -299,8 +331,9 @@ async def poison_report(conn: Any, ids: list[int]) -> dict[str, Any]:
 async def recovery(conn: Any, fault: Fault) -> float | None:
     """Seconds until the fault stopped mattering.
 
-    For a killed worker: until the last of the jobs it was running had started again on another process. For
-    the others: until the first execution recorded after the fault, so the queue was moving again.
+    For a killed worker: until the last of the jobs it was running had started again on another process. For a
+    failover: until the first job claimed after it started. For the others: until the first execution recorded
+    after the fault, so the queue was moving again.
     """
     if fault.kind == "kill_worker":
         pid = int(fault.detail.split()[-1])
@@ -316,6 +349,12 @@ async def recovery(conn: Any, fault: Fault) -> float | None:
             """,
             pid,
             fault.at,
+        )
+    elif fault.kind == "failover":
+        # Jobs running at the cut go on recording on their direct line: what counts is the first job claimed
+        # after it, on a new connection.
+        seconds = await conn.fetchval(
+            "SELECT extract(epoch FROM min(started_at) - $1) FROM pgqd_log WHERE started_at > $1", fault.at
         )
     else:
         seconds = await conn.fetchval("SELECT extract(epoch FROM min(at) - $1) FROM chaos_runs WHERE at > $1", fault.at)

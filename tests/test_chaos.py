@@ -1,5 +1,5 @@
-"""A short chaos run: killed workers, killed connections, a database restart and crash, and a killed supervisor
-lose no job and leave none stuck, and a poison job among them is given up while the daemon lives on
+"""A short chaos run: killed workers, killed connections, a database restart and crash, a killed supervisor and a
+failover lose no job and leave none stuck, and a poison job among them is given up while the daemon lives on
 (benchmarks/chaos.py at a small scale; the full run's figures are in docs/reliability.md)."""
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ def test_short_chaos_run_loses_nothing() -> None:
     assert report["workers_killed"] >= 1
     assert sorted({f["kind"] for f in report["faults"]}) == [
         "crash_postgres",
+        "failover",
         "kill_supervisor",
         "restart_postgres",
         "terminate_connections",

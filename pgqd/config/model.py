@@ -50,6 +50,14 @@ class DatabaseConfig:
         metadata=spec(Text(), "data directory of a private PostgreSQL started with the daemon (needs pgqd[embedded])"),
     )
     pool_size: int = field(default=3, metadata=spec(Integer(2, 100), "connections per worker process, besides LISTEN"))
+    command_timeout: float | None = field(
+        default=None,
+        metadata=spec(
+            Duration(0.1),
+            "bound on every database call; unset: worker_timeout / 4, kept between 1s and 15s",
+        ),
+    )
+    connect_timeout: float = field(default=5.0, metadata=spec(Duration(0.1), "bound on opening a connection"))
 
 
 @dataclass(frozen=True)

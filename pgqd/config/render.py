@@ -30,6 +30,7 @@ _EXAMPLES: dict[str, Any] = {
     "processes": 4,
     "password_file": "/etc/pgqd/web-password",
     "token_file": "/etc/pgqd/web-token",
+    "command_timeout": "7.5s",
 }
 
 

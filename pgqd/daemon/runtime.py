@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
+from pgqd.backend.bounded import DatabaseTimeouts
 from pgqd.config.model import Config, EntrypointConfig
 from pgqd.daemon.worker_main import WorkerPlan
 from pgqd.entrypoint import Entrypoint, RetryPolicy
@@ -50,6 +51,11 @@ def worker_settings(config: Config) -> WorkerSettings:
         shutdown_timeout=workers.shutdown_timeout,
         retention=config.retention.log or None,
     )
+
+
+def database_timeouts(config: Config) -> DatabaseTimeouts:
+    database = config.database
+    return DatabaseTimeouts.derive(config.workers.worker_timeout, database.command_timeout, database.connect_timeout)
 
 
 def build_schedules(config: Config) -> list[ScheduleSpec]:
@@ -100,4 +106,5 @@ def worker_plan(
         metrics_dir=metrics_dir,
         queue_gauges=lead and queue_gauges,
         django_settings=config.django.settings if config.django else None,
+        timeouts=database_timeouts(config),
     )

@@ -14,14 +14,16 @@ import contextlib
 import os
 import signal
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
 
+from pgqd.backend.bounded import DatabaseTimeouts
 from pgqd.backend.postgres import PostgresBackend
 from pgqd.backoff import Backoff
 from pgqd.daemon.checkin import Beat
+from pgqd.daemon.logs import end_noise_episodes
 from pgqd.daemon.metrics import QueueGaugeSamples, WorkerMetrics, use_multiprocess_directory
 from pgqd.daemon.queue_gauges import COUNT_LIMIT, QueueGaugeCollector
 from pgqd.daemon.scheduler import Scheduler
@@ -52,6 +54,8 @@ class WorkerPlan:
     schedules: Sequence[ScheduleSpec] = ()
     # Where this process records its Prometheus samples for the supervisor to serve (None: not recorded).
     metrics_dir: str | None = None
+    # The time bound of every database call (from [database] command_timeout and connect_timeout).
+    timeouts: DatabaseTimeouts = field(default_factory=DatabaseTimeouts)
     # Whether this process collects the queue gauges (one worker per daemon, when metrics are served).
     queue_gauges: bool = False
     # The Django settings module this process sets up before it runs Django tasks (None: no Django).
@@ -148,7 +152,9 @@ async def _open_backend(plan: WorkerPlan, stop: _Stop) -> PostgresBackend | None
     backoff = Backoff(maximum=10.0)
     while not stop.requested.is_set():
         try:
-            return await PostgresBackend.open(plan.dsn, plan.names, pool_size=plan.pool_size)
+            return await PostgresBackend.open(
+                plan.dsn, plan.names, pool_size=plan.pool_size, timeouts=plan.timeouts, on_recovered=end_noise_episodes
+            )
         except BackendUnavailable as exc:
             log.warning("database unavailable, retrying", error=str(exc))
             with contextlib.suppress(TimeoutError):

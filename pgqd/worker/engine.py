@@ -473,7 +473,8 @@ class Worker:
     def _database_unavailable(self, exc: BackendUnavailable) -> None:
         if self.metrics is not None:
             self.metrics.database_error()
-        log.warning("database unavailable, retrying", error=str(exc), worker_id=self.worker_id)
+        # Each failed call, at debug: the backend logs one line when an outage starts and one when it ends.
+        log.debug("database unavailable, retrying", error=str(exc), worker_id=self.worker_id)
 
     async def _retry_until_stopped(self, call: Callable[[], Any]) -> Any:
         backoff = Backoff()

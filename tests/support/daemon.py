@@ -12,7 +12,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol, Self, TypeVar
+from typing import Any, Protocol, Self, TypeVar
 
 from tests.support.cli import PGQD
 
@@ -139,6 +139,18 @@ class Daemon:
                 except ValueError:
                     continue
         return found
+
+    def json_lines(self) -> list[dict[str, Any]]:
+        """Every line of the output, each of which must be one JSON object (the test fails otherwise)."""
+        lines = []
+        for number, line in enumerate(self.log_text().splitlines(), 1):
+            try:
+                parsed = json.loads(line)
+            except ValueError:
+                raise AssertionError(f"line {number} of the daemon's output is not JSON: {line!r}") from None
+            assert isinstance(parsed, dict), f"line {number} is not a JSON object: {line!r}"
+            lines.append(parsed)
+        return lines
 
     def has_event(self, event: str) -> bool:
         return any(e.get("event") == event for e in self.events())

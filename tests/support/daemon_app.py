@@ -27,7 +27,10 @@ CREATE TABLE IF NOT EXISTS test_runs (
 async def lifespan() -> AsyncIterator[dict[str, Any]]:
     if os.environ.get("PGQD_TEST_BROKEN_RESOURCES"):
         raise RuntimeError("the test resources are broken on purpose")
-    pool = await asyncpg.create_pool(os.environ["PGQD_DSN"], min_size=1, max_size=4)
+    # Fault tests cut the daemon's own connections; the handlers then record on a direct line, if given one.
+    pool = await asyncpg.create_pool(
+        os.environ.get("PGQD_TEST_RECORD_DSN") or os.environ["PGQD_DSN"], min_size=1, max_size=4
+    )
     try:
         yield {"pool": pool}
     finally:

@@ -36,7 +36,8 @@ class _Link:
 
 class TcpProxy:
     def __init__(self, host: str, port: int) -> None:
-        self.target = (host, port)
+        # (host, port), or the path of a Unix socket (see ``to_unix_socket``).
+        self.target: tuple[str, int] | str = (host, port)
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.port: int = self._listener.getsockname()[1]
         self._links: list[_Link] = []
@@ -49,6 +50,13 @@ class TcpProxy:
     def for_dsn(cls, dsn: str) -> TcpProxy:
         parts = urlsplit(dsn)
         return cls(parts.hostname or "127.0.0.1", parts.port or 5432)
+
+    @classmethod
+    def to_unix_socket(cls, path: str) -> TcpProxy:
+        """A proxy listening on TCP for a server that listens on a Unix socket only (the embedded one)."""
+        proxy = cls("", 0)
+        proxy.target = path
+        return proxy
 
     def start(self) -> TcpProxy:
         self._acceptor.start()
@@ -107,7 +115,7 @@ class TcpProxy:
             except OSError:
                 return
             try:
-                upstream = socket.create_connection(self.target, timeout=5)
+                upstream = self._connect_upstream()
             except OSError:
                 client.close()
                 continue
@@ -117,6 +125,18 @@ class TcpProxy:
                 self._links.append(link)
             for source, sink in ((client, upstream), (upstream, client)):
                 threading.Thread(target=self._pump, args=(link, source, sink), daemon=True).start()
+
+    def _connect_upstream(self) -> socket.socket:
+        if isinstance(self.target, tuple):
+            return socket.create_connection(self.target, timeout=5)
+        upstream = socket.socket(socket.AF_UNIX)
+        try:
+            upstream.settimeout(5)
+            upstream.connect(self.target)
+        except OSError:
+            upstream.close()
+            raise
+        return upstream
 
     def _pump(self, link: _Link, source: socket.socket, sink: socket.socket) -> None:
         # Neither side is read while frozen or cut: its bytes stay in the kernel's buffers and the peer sees a

@@ -1,0 +1,293 @@
+"""Database calls with a time bound: a pool that never hands out a connection left waiting on a dead socket, TCP
+keepalives, and one log line at the start and one at the end of each database outage.
+
+A failover or a partition leaves connections open but silent: no RST, no EOF, and a statement sent on one never
+returns. Every call made here is bounded by ``DatabaseTimeouts.command``; a call that runs out of time closes
+its connection at once (asyncpg's cancel would wait for an answer on the same dead socket) and retires the pool's
+other connections, which share its network path, so the next call runs on a new connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import time
+import weakref
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import asyncpg
+import structlog
+
+from pgqd.errors import BackendUnavailable
+
+log = structlog.get_logger("pgqd.database")
+T = TypeVar("T")
+
+# Errors after which the same call may succeed on a new connection: the server went away, is starting or
+# shutting down, is out of connections, or the connection broke under us.
+_TRANSIENT_SQLSTATE_CLASSES = ("08", "53", "57")
+
+_TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    asyncio.TimeoutError,
+    asyncpg.InterfaceError,
+    asyncpg.PostgresConnectionError,
+    # A pooled connection whose server process was terminated while it sat idle gets the termination notice
+    # before the socket closes; a query sent in between fails with "another operation is in progress".
+    asyncpg.InternalClientError,
+)
+
+
+def is_transient(exc: BaseException) -> bool:
+    if isinstance(exc, asyncpg.PostgresError):
+        sqlstate = getattr(exc, "sqlstate", "") or ""
+        return sqlstate[:2] in _TRANSIENT_SQLSTATE_CLASSES or isinstance(exc, asyncpg.PostgresConnectionError)
+    return isinstance(exc, _TRANSIENT_ERRORS)
+
+
+async def guard(call: Awaitable[T]) -> T:
+    """Runs one database call, turning connection-level failures into BackendUnavailable."""
+    try:
+        return await call
+    except Exception as exc:
+        if is_transient(exc):
+            raise BackendUnavailable(f"database unavailable: {type(exc).__name__}: {exc}") from exc
+        raise
+
+
+# The command timeout derived from worker_timeout: several heartbeats fit in a worker_timeout, and a heartbeat
+# that times out must leave time for the next one on a new connection before the worker counts as dead.
+COMMAND_SHARE_OF_WORKER_TIMEOUT = 0.25
+MIN_DERIVED_COMMAND = 1.0
+MAX_DERIVED_COMMAND = 15.0
+DEFAULT_CONNECT = 5.0
+
+
+@dataclass(frozen=True)
+class DatabaseTimeouts:
+    """How long a database call may take, in seconds.
+
+    ``command`` bounds every statement, a wait for a pooled connection, and a close; the server cancels a
+    statement after it too (``statement_timeout``). ``connect`` bounds opening a connection. The LISTEN
+    connection makes a round trip every ``probe_every`` seconds to notice a dead peer.
+    """
+
+    command: float = 7.5
+    connect: float = DEFAULT_CONNECT
+    probe_every: float = 5.0
+
+    @classmethod
+    def derive(
+        cls, worker_timeout: float, command: float | None = None, connect: float | None = None
+    ) -> DatabaseTimeouts:
+        """The timeouts for a worker: explicit values win; unset ones follow from ``worker_timeout``."""
+        if command is None:
+            share = worker_timeout * COMMAND_SHARE_OF_WORKER_TIMEOUT
+            command = min(max(share, MIN_DERIVED_COMMAND), MAX_DERIVED_COMMAND)
+        return cls(command=command, connect=connect or DEFAULT_CONNECT, probe_every=min(command, 5.0))
+
+    @property
+    def server_settings(self) -> dict[str, str]:
+        return {"statement_timeout": f"{round(self.command * 1000)}ms"}
+
+
+def tune_socket(conn: Any, timeouts: DatabaseTimeouts) -> None:
+    """TCP keepalives and a user timeout on a connection's socket, where the platform has them, so that the
+    kernel gives up on a peer that vanished instead of waiting for hours (Linux: about 15 minutes)."""
+    transport = getattr(conn, "_transport", None)  # asyncpg has no public accessor for it
+    sock = transport.get_extra_info("socket") if transport is not None else None
+    if sock is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return  # a Unix socket: the peer is on this host and its death closes the socket
+    idle = max(1, round(timeouts.command))
+    options = [
+        (socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1),
+        (socket.IPPROTO_TCP, getattr(socket, "TCP_KEEPIDLE", None), idle),
+        (socket.IPPROTO_TCP, getattr(socket, "TCP_KEEPINTVL", None), max(1, idle // 3)),
+        (socket.IPPROTO_TCP, getattr(socket, "TCP_KEEPCNT", None), 3),
+        # Unacknowledged data older than this ends the connection (it also caps the keepalive probing).
+        (socket.IPPROTO_TCP, getattr(socket, "TCP_USER_TIMEOUT", None), round(timeouts.command * 2000)),
+    ]
+    for level, option, value in options:
+        if option is not None:
+            try:
+                sock.setsockopt(level, option, value)
+            except OSError:
+                continue
+
+
+class DatabaseHealth:
+    """Whether this process reaches the database: one line when an outage starts, one when it ends."""
+
+    def __init__(self, on_recovered: Callable[[], None] | None = None) -> None:
+        self._on_recovered = on_recovered
+        self.down_since: float | None = None
+        self.last_ok = time.monotonic()
+        self.failed_calls = 0
+        # Called on every failure, e.g. to check the LISTEN connection at once.
+        self.on_failure: list[Callable[[], None]] = []
+
+    @property
+    def available(self) -> bool:
+        return self.down_since is None
+
+    def succeeded(self) -> None:
+        self.last_ok = time.monotonic()
+        if self.down_since is None:
+            return
+        outage = self.last_ok - self.down_since
+        log.warning("database reachable again", outage_s=round(outage, 3), failed_calls=self.failed_calls, pid=_pid())
+        self.down_since = None
+        self.failed_calls = 0
+        if self._on_recovered is not None:
+            self._on_recovered()
+
+    def failed(self, exc: BaseException, call_started: float) -> None:
+        self.failed_calls += 1
+        for callback in self.on_failure:
+            callback()
+        if self.down_since is not None:
+            return
+        # The outage began when the first failing call was sent, not when it gave up.
+        self.down_since = min(call_started, time.monotonic())
+        log.warning("database unreachable", error=describe_error(exc), pid=_pid())
+
+
+def _pid() -> int:
+    return os.getpid()
+
+
+def describe_error(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+def _raw(conn: Any) -> Any:
+    """The asyncpg connection behind a pool's proxy (which changes with each acquire); None once released."""
+    return getattr(conn, "_con", None)
+
+
+def _terminate(conn: Any) -> None:
+    with contextlib.suppress(asyncpg.InterfaceError):
+        conn.terminate()  # unless asyncpg has already closed it and handed it back to the pool
+
+
+class CommandTimeout(BackendUnavailable):
+    """A database call ran out of time (the connection it used was closed)."""
+
+
+class BoundedPool:
+    """An asyncpg pool behind the four calls the PostgreSQL adapter makes, each bounded in time.
+
+    Transient failures raise ``BackendUnavailable`` (callers retry), and feed ``health``.
+    """
+
+    def __init__(self, timeouts: DatabaseTimeouts, health: DatabaseHealth) -> None:
+        self.pool: Any = None
+        self.timeouts = timeouts
+        self.health = health
+        self._in_flight: dict[int, tuple[Any, float]] = {}
+        # When each connection last proved alive: opened, or answered a call.
+        self._alive_at: weakref.WeakKeyDictionary[Any, float] = weakref.WeakKeyDictionary()
+
+    @classmethod
+    async def open(
+        cls, dsn: str | None, size: int, timeouts: DatabaseTimeouts, health: DatabaseHealth, **options: Any
+    ) -> BoundedPool:
+        bounded = cls(timeouts, health)
+
+        async def opened(conn: Any) -> None:
+            tune_socket(conn, timeouts)
+            bounded._alive_at[conn] = time.monotonic()
+
+        create = asyncpg.create_pool(dsn, min_size=1, max_size=size, init=opened, **options)
+        bounded.pool = await guard(asyncio.wait_for(create, timeouts.connect + timeouts.command))
+        return bounded
+
+    def acquire(self) -> Any:
+        """A connection of the pool for several statements (a transaction): the wait for it is bounded, and its
+        statements by the connection's own command timeout (asyncpg's ``command_timeout``)."""
+        return self.pool.acquire(timeout=self.timeouts.command + self.timeouts.connect)
+
+    async def fetch(self, query: str, *args: Any) -> Any:
+        return await self._call("fetch", query, args)
+
+    async def fetchrow(self, query: str, *args: Any) -> Any:
+        return await self._call("fetchrow", query, args)
+
+    async def fetchval(self, query: str, *args: Any) -> Any:
+        return await self._call("fetchval", query, args)
+
+    async def execute(self, query: str, *args: Any) -> Any:
+        return await self._call("execute", query, args)
+
+    async def _call(self, method: str, query: str, args: tuple[Any, ...]) -> Any:
+        limit = self.timeouts.command
+        started = time.monotonic()
+        try:
+            conn = await self.pool.acquire(timeout=limit + self.timeouts.connect)
+        except Exception as exc:
+            raise self._failure(exc, started, "waiting for a connection") from exc
+        self._in_flight[id(conn)] = (conn, started)
+        try:
+            result = await getattr(conn, method)(query, *args, timeout=limit)
+        except BaseException as exc:
+            if isinstance(exc, TimeoutError) or not isinstance(exc, Exception):
+                # No answer in time, or the caller gave up: the answer may never come, and asyncpg's cancel would
+                # wait for it on the same socket. Close the connection now.
+                _terminate(conn)
+            if isinstance(exc, TimeoutError):
+                self.cut_stalled(since=started)
+            await self._release(conn)
+            if isinstance(exc, TimeoutError) or (isinstance(exc, Exception) and is_transient(exc)):
+                raise self._failure(exc, started, "running a statement") from exc
+            raise
+        finally:
+            self._in_flight.pop(id(conn), None)
+        raw = _raw(conn)
+        if raw is not None:
+            self._alive_at[raw] = time.monotonic()
+        await self._release(conn)
+        self.health.succeeded()
+        return result
+
+    def cut_stalled(self, since: float) -> None:
+        """A call sent at ``since`` got no answer: the connections that have not answered since then likely
+        share its fate (a failover, a partition). Close them, idle or busy: their calls fail now and are retried
+        on new connections, rather than each waiting out its own timeout."""
+        # asyncpg has no public call for closing idle connections; expire_connections() would close them
+        # gracefully, which on a dead socket means waiting for a reply that never comes.
+        for holder in getattr(self.pool, "_holders", ()):
+            if holder.is_idle():
+                holder.terminate()
+        for conn, _ in list(self._in_flight.values()):
+            raw = _raw(conn)
+            if raw is not None and self._alive_at.get(raw, 0.0) < since:
+                _terminate(conn)
+
+    async def _release(self, conn: Any) -> None:
+        try:
+            await self.pool.release(conn, timeout=self.timeouts.command)
+        except Exception:
+            conn.terminate()
+
+    def _failure(self, exc: BaseException, started: float, doing: str) -> BackendUnavailable:
+        self.health.failed(exc, started)
+        if isinstance(exc, TimeoutError):
+            waited = time.monotonic() - started
+            return CommandTimeout(
+                f"database unavailable: no answer after {waited:.1f}s {doing}"
+                f" (limit [database] command_timeout = {self.timeouts.command:g}s)"
+            )
+        return BackendUnavailable(f"database unavailable: {describe_error(exc)}")
+
+    async def close(self) -> None:
+        try:
+            await asyncio.wait_for(self.pool.close(), self.timeouts.command)
+        except Exception:
+            self.pool.terminate()
+
+    def terminate(self) -> None:
+        self.pool.terminate()

@@ -1,0 +1,91 @@
+"""Every database call of a worker has a time bound, and a connection that stops answering is replaced."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from pgqd import PostgresBackend
+from pgqd.backend.bounded import DatabaseTimeouts
+from pgqd.config.load import parse_config
+from pgqd.daemon.runtime import database_timeouts
+from pgqd.errors import BackendUnavailable
+from pgqd.models import Event, WorkerInfo
+from tests.support.tcp_proxy import TcpProxy
+from tests.support.waiting import wait_until
+
+TIMEOUTS = DatabaseTimeouts(command=1.0, connect=2.0, probe_every=0.5)
+HANDLER = '[entrypoints.a]\nhandler = "tests.support.daemon_app:sleeper"\n'
+
+
+@pytest.fixture
+async def proxied(db_dsn: str) -> AsyncIterator[tuple[TcpProxy, PostgresBackend]]:
+    with TcpProxy.for_dsn(db_dsn) as proxy:
+        backend = await PostgresBackend.open(proxy.route(db_dsn), pool_size=2, timeouts=TIMEOUTS)
+        try:
+            yield proxy, backend
+        finally:
+            await asyncio.wait_for(backend.close(), 10)
+
+
+def test_the_command_timeout_follows_worker_timeout_unless_set() -> None:
+    assert database_timeouts(parse_config(HANDLER)).command == 7.5
+    assert database_timeouts(parse_config('[workers]\nworker_timeout = "2s"\n' + HANDLER)).command == 1.0
+    assert database_timeouts(parse_config('[workers]\nworker_timeout = "10m"\n' + HANDLER)).command == 15.0
+    chosen = database_timeouts(parse_config('[database]\ncommand_timeout = "3s"\nconnect_timeout = "1s"\n' + HANDLER))
+    assert (chosen.command, chosen.connect) == (3.0, 1.0)
+
+
+async def test_worker_connections_carry_a_statement_timeout_and_tcp_keepalives(
+    proxied: tuple[TcpProxy, PostgresBackend],
+) -> None:
+    _, backend = proxied
+    assert await backend._db.fetchval("SHOW statement_timeout") == "1s"
+    async with backend._db.pool.acquire() as conn:
+        sock = conn._con._transport.get_extra_info("socket")
+        assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+        if hasattr(socket, "TCP_USER_TIMEOUT"):
+            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT) == 2000
+        if hasattr(socket, "TCP_KEEPIDLE"):
+            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == 1
+
+
+async def test_a_heartbeat_on_a_dead_connection_fails_in_time_and_the_next_uses_a_new_one(
+    proxied: tuple[TcpProxy, PostgresBackend],
+) -> None:
+    proxy, backend = proxied
+    info = WorkerInfo("host", 1, ("a",))
+    worker_id = await backend.register_worker(info)
+    assert proxy.blackhole_open() >= 1
+    started = time.monotonic()
+    with pytest.raises(BackendUnavailable, match="command_timeout"):
+        await asyncio.wait_for(backend.heartbeat(worker_id, info), 10)
+    assert time.monotonic() - started < TIMEOUTS.command + 1.0
+    assert not backend.health.available
+    # The dead connection was closed, not handed out again: the next call succeeds at once.
+    started = time.monotonic()
+    assert (await asyncio.wait_for(backend.heartbeat(worker_id, info), 10)).cancel == []
+    assert time.monotonic() - started < TIMEOUTS.command
+    assert backend.health.available
+
+
+async def test_the_listener_notices_a_silent_connection_and_says_it_reconnected(
+    proxied: tuple[TcpProxy, PostgresBackend],
+) -> None:
+    proxy, backend = proxied
+    events: list[Event] = []
+    subscription = await backend.subscribe(events.append)
+    try:
+        proxy.blackhole_open()
+
+        async def reconnected() -> Any:
+            return [e for e in events if e.kind == "reconnected"]
+
+        await wait_until(reconnected, timeout=TIMEOUTS.probe_every + TIMEOUTS.command + 5, what="a reconnect")
+    finally:
+        await asyncio.wait_for(subscription.close(), 10)
