@@ -22,11 +22,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pgqd.logs import configure_logging
-
 from benchmarks import compare_report, scenarios
 from benchmarks.common import DEFAULT_SERVER, concurrency_for, environment
 from benchmarks.systems import SYSTEMS, System
+from pgqd.daemon.logs import configure_logging
 
 RESULTS = Path(__file__).resolve().parent / "results"
 ALL_SYSTEMS = ["pgqd", "pgqueuer", "procrastinate", "ceiling"]

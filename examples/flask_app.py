@@ -14,10 +14,10 @@ import os
 from pathlib import Path
 
 from flask import Flask, abort, request
-from pgqd.embedded import running_dsn
 from psycopg_pool import ConnectionPool
 
 from pgqd import SyncClient
+from pgqd.daemon.embedded import running_dsn
 
 CREATE_SIGNUPS = "CREATE TABLE IF NOT EXISTS flask_signups (id bigserial PRIMARY KEY, email text UNIQUE NOT NULL)"
 

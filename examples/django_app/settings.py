@@ -7,9 +7,9 @@ import os
 from pathlib import Path
 
 import django
-from pgqd.embedded import running_dsn
 
 from examples.django_app.database import django_database
+from pgqd.daemon.embedded import running_dsn
 
 REPO = Path(__file__).resolve().parents[2]
 DSN = (
