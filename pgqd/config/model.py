@@ -134,7 +134,10 @@ class RetentionConfig:
 
 @dataclass(frozen=True)
 class RetryConfig:
-    max_attempts: int = field(default=1, metadata=spec(Integer(1, 1_000_000), "runs in all, the first included"))
+    max_attempts: int = field(
+        default=1,
+        metadata=spec(Integer(1, 1_000_000), "runs that count, the first included (not one lost beside other jobs)"),
+    )
     backoff: str = field(
         default="exponential", metadata=spec(Choice(("exponential", "linear", "constant")), "growth of the wait")
     )
