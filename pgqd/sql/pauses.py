@@ -1,4 +1,4 @@
-"""Statements that pause and resume entrypoints fleet-wide (table ``entrypoint_pauses``, migration 0004).
+"""Statements that pause and resume entrypoints fleet-wide (table ``entrypoint_pauses``, migration 0003).
 
 The claim function reads the same table, so a pause takes effect at the next claim of every worker, whether or
 not it heard a notification. Resuming announces the entrypoints as if jobs had been enqueued, so idle workers

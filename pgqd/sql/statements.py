@@ -160,7 +160,7 @@ changed AS (
                              ELSE j.execute_after END,
         attempts = CASE WHEN c.kind = 'release' THEN greatest(j.attempts - 1, 0) ELSE j.attempts END,
         last_error = COALESCE(c.error::jsonb, j.last_error),
-        -- The error history (migration 0005): this attempt's error appended, the newest 20 kept.
+        -- The error history (migration 0004): this attempt's error appended, the newest 20 kept.
         errors = CASE WHEN c.error IS NULL THEN j.errors ELSE jsonb_path_query_array(
                      COALESCE(j.errors, '[]'::jsonb) || jsonb_build_array(
                          c.error::jsonb || jsonb_build_object('attempt', j.attempts, 'at', now())),

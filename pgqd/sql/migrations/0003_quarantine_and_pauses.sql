@@ -1,4 +1,32 @@
--- pgqd schema version 4: entrypoints paused fleet-wide, and the claim that honours the pause.
+-- pgqd schema version 3: quarantine of suspects, and entrypoints paused fleet-wide (both read by the claim).
+--
+-- The jobs a dead worker held are suspects: one of them may have killed it. A suspect waits in a state of its
+-- own (so the regular claim never reads it) until a worker runs it alone: claimed with nothing else running,
+-- flagged as isolated, and nothing else claimed until it ends. A worker that dies holding one isolated job and
+-- nothing else was killed by that job: the death is charged to it as a run, and once its runs reach the
+-- max_attempts stamped on it by the isolated claim, the rescue gives it up. Jobs of a worker that died holding
+-- several are not charged. One isolated run at a time across the fleet, so at most one worker pauses for it.
+
+-- PostgreSQL lets a new enum value be used only once it is committed: this part runs in its own transaction.
+ALTER TYPE {job_status} ADD VALUE IF NOT EXISTS 'suspect';
+
+-- pgqd: commit
+
+ALTER TABLE {jobs}
+    -- Claimed as a suspect, to run alone (true only while picked).
+    ADD COLUMN isolated boolean NOT NULL DEFAULT false,
+    -- The entrypoint's retry budget and failure rule, stamped by the isolated claim: the rescue of a worker that
+    -- died running it alone decides with them whether the job is given up.
+    ADD COLUMN max_attempts integer,
+    ADD COLUMN hold_failures boolean NOT NULL DEFAULT false;
+
+COMMENT ON COLUMN {jobs}.lost_runs IS 'deaths of a worker charged to this job (it ran alone and its worker died)';
+
+-- Suspects, per entrypoint in claim order. Empty unless a worker died with jobs: it costs the hot path nothing.
+CREATE INDEX "{prefix}jobs_suspect_idx" ON {jobs} (entrypoint, priority DESC, id) WHERE status = 'suspect';
+
+-- The isolated run under way, if any (at most one across the fleet).
+CREATE INDEX "{prefix}jobs_isolated_idx" ON {jobs} (worker_id) WHERE isolated;
 
 -- One row per paused entrypoint. The row '*' (written by `pgqd pause --all`) pauses every entrypoint, those
 -- with no row yet included; while it is there, a row with paused = false is an entrypoint resumed on its own.
@@ -10,8 +38,16 @@ CREATE TABLE {entrypoint_pauses} (
     changed_at timestamptz NOT NULL DEFAULT now()
 );
 
--- The claim of version 3 (the quarantine), with the pause check at the start.
-CREATE OR REPLACE FUNCTION {claim_jobs}(
+-- The claim of migration 0001, with the quarantine (marked "quarantine" below) and the pause check at its start. New parameters:
+-- p_isolated: NULL from callers that predate the quarantine; false for a regular claim, which then also reports
+-- (when it comes back short) whether suspects wait for these entrypoints; true to claim one suspect to run
+-- alone, which also reports whether more suspects wait. p_max_attempts[i] / p_hold[i]: entrypoint i's retry
+-- budget and on_failure = "hold", stamped on an isolated claim. The hint column names what a hint row means:
+-- 'throttled' (an entrypoint's next token, in wake_in), 'due' (the next deferred job, in wake_in) or
+-- 'suspects' (suspects wait).
+DROP FUNCTION {claim_jobs}(bigint, integer, text[], integer[], double precision[], double precision[]);
+
+CREATE FUNCTION {claim_jobs}(
     p_worker_id bigint,
     p_batch integer,
     p_entrypoints text[],

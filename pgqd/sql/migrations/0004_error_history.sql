@@ -1,4 +1,4 @@
--- pgqd schema version 5: the errors of earlier attempts, so that an operator sees every failure of a job.
+-- pgqd schema version 4: the errors of earlier attempts, so that an operator sees every failure of a job.
 
 -- A JSON array of objects (type, message, traceback, attempt, at), one per attempt that failed and was retried
 -- or held, the newest last, at most 20 kept. A finished job's final error stays in the log's error_* columns;
