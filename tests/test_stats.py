@@ -12,7 +12,7 @@ import pytest
 from pgqd import Client, JobSpec, PostgresBackend
 from pgqd.identifiers import Names
 from pgqd.models import EntrypointLimit, ErrorInfo, Finished, Requeued, WorkerInfo
-from pgqd.stats import QueueStats
+from pgqd.ops.stats import QueueStats
 
 
 async def fill(db_dsn: str) -> dict[str, Any]:

@@ -16,8 +16,8 @@ import asyncpg
 import pytest
 
 from pgqd import Client, Entrypoint, JobSpec, PostgresBackend, RetryPolicy, Worker, WorkerSettings
-from pgqd.browse import SEARCH_WINDOW
 from pgqd.models import ScheduleDefinition, ScheduleSpec
+from pgqd.ops.browse import SEARCH_WINDOW
 from tests.support.cli import run_pgqd
 from tests.support.daemon import daemon_config, free_port
 from tests.support.waiting import wait_until

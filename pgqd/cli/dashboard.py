@@ -12,7 +12,7 @@ from typing import Any
 
 from pgqd.cli.connect import add_connection_arguments, connection, names_from, resolve_dsn
 from pgqd.errors import ConfigError
-from pgqd.stats import QueueStats
+from pgqd.ops.stats import QueueStats
 
 CLEAR = "\x1b[H\x1b[2J"
 

@@ -29,7 +29,7 @@ async def serve(args: argparse.Namespace) -> int:
         importlib.import_module("mcp")
     except ImportError as exc:
         raise ConfigError(f"pgqd mcp needs the mcp extra: pip install 'pgqd[mcp]' ({exc})") from None
-    from pgqd import mcp_server
+    from pgqd.ops import mcp_server
 
     await mcp_server.serve(resolve_dsn(args), names_from(args))
     return 0

@@ -12,8 +12,8 @@ from pgqd.backend.postgres import PostgresBackend
 from pgqd.cli.connect import add_connection_arguments, connection, names_from, resolve_dsn
 from pgqd.errors import ConfigError
 from pgqd.models import FINAL_STATUSES
+from pgqd.ops.stats import QueueStats
 from pgqd.sql.grants import grant_statements
-from pgqd.stats import QueueStats
 
 LIVE_STATUSES = ("queued", "deferred", "suspect", "picked", "failed")
 

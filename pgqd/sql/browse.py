@@ -1,6 +1,6 @@
 """The job search's statements: live and finished jobs by entrypoint, status, creation time and text in the
 payload or the error, newest first, in pages. It answers in bounded time whatever the table sizes, as it reads
-a bounded window of the newest rows (see ``pgqd.browse``)."""
+a bounded window of the newest rows (see ``pgqd.ops.browse``)."""
 
 from __future__ import annotations
 

@@ -15,11 +15,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from pgqd.browse import MAX_ID
 from pgqd.client import Client
 from pgqd.daemon.scheduler import next_tick
 from pgqd.errors import DedupeConflict
 from pgqd.models import NewJob
+from pgqd.ops.browse import MAX_ID
 from pgqd.sql import operations, render
 from pgqd.web.app import WebState, redirect_with_notice, refusal, request_form, web_state
 from pgqd.web.filters import FilterProblem, job_filter

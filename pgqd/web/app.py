@@ -20,11 +20,11 @@ from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
 
 from pgqd.backend.postgres import PostgresBackend
-from pgqd.browse import JobSearch
 from pgqd.config.load import WebCredentials
 from pgqd.daemon.logs import mask_dsn
 from pgqd.identifiers import Names
-from pgqd.stats import QueueStats
+from pgqd.ops.browse import JobSearch
+from pgqd.ops.stats import QueueStats
 from pgqd.web import present
 from pgqd.web.security import (
     SESSION_COOKIE,

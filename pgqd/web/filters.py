@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import UTC, datetime
 
-from pgqd.browse import JobFilter
+from pgqd.ops.browse import JobFilter
 
 PAGE_SIZES = (25, 50, 100, 200)
 MAX_TEXT = 200

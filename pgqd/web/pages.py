@@ -10,8 +10,8 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
-from pgqd.browse import LIVE_STATUSES, SEARCH_WINDOW, STATUS_GROUPS, JobFilter
 from pgqd.models import FINAL_STATUSES
+from pgqd.ops.browse import LIVE_STATUSES, SEARCH_WINDOW, STATUS_GROUPS, JobFilter
 from pgqd.web import present
 from pgqd.web.app import not_found, render, web_state
 from pgqd.web.chart import throughput_chart

@@ -1,6 +1,6 @@
 """``pgqd mcp``: read-only MCP tools over stdio, for AI assistants looking at a queue (needs the ``mcp`` extra).
 
-Every tool is one read-side query of ``pgqd.stats`` (the ones the dashboards use) and returns JSON. Nothing here
+Every tool is one read-side query of ``pgqd.ops.stats`` (the ones the dashboards use) and returns JSON. Nothing here
 changes the queue: there is no tool to enqueue, cancel, requeue, pause or resume.
 """
 
@@ -20,7 +20,7 @@ from mcp.types import ToolAnnotations
 from pgqd import __version__
 from pgqd.cli.connect import connection
 from pgqd.identifiers import Names
-from pgqd.stats import QueueStats
+from pgqd.ops.stats import QueueStats
 
 # Payloads can be large and are untrusted: a tool shows at most this many bytes of one.
 PAYLOAD_PREVIEW_BYTES = 4096

@@ -1,6 +1,6 @@
 """The job search: live and finished jobs matching a filter, newest first, in pages of bounded cost.
 
-Read-only, on an asyncpg connection or pool, like ``pgqd.stats``.
+Read-only, on an asyncpg connection or pool, like ``pgqd.ops.stats``.
 """
 
 from __future__ import annotations
