@@ -117,6 +117,16 @@ class Chaos:
     def supervisor(self) -> subprocess.Popen[bytes]:
         return self.daemons[-1]
 
+    def wait_ready(self, timeout: float) -> None:
+        """Waits until the last daemon started says it is ready (or has exited): before that, it has not yet
+        installed its signal handlers, and a SIGTERM would kill it outright."""
+        log = self.log_folder / f"daemon{len(self.daemons) - 1}.log"
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and self.supervisor.poll() is None:
+            if b'"supervisor ready"' in log.read_bytes():
+                return
+            time.sleep(0.05)
+
     def workers(self) -> list[int]:
         try:
             pid = self.supervisor.pid
@@ -256,6 +266,8 @@ async def run(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
                 next_kill = time.monotonic() + args.kill_every
                 await chaos.kill_worker(conn)
         elapsed = time.monotonic() - began
+        # The orphans of a killed supervisor can finish the run while its successor is still starting.
+        await asyncio.to_thread(chaos.wait_ready, 60)
         chaos.supervisor.send_signal(signal.SIGTERM)
         try:
             exit_code = chaos.supervisor.wait(60)

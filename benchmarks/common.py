@@ -37,22 +37,34 @@ def with_database(dsn: str, database: str) -> str:
 
 
 @contextlib.asynccontextmanager
-async def fresh_database(server: str) -> AsyncIterator[str]:
-    """A new database with pgqd installed, dropped afterwards."""
+async def empty_database(server: str) -> AsyncIterator[str]:
+    """A new, empty database on ``server``, dropped afterwards; yields its DSN."""
     name = f"pgqd_bench_{uuid.uuid4().hex[:10]}"
     admin = await asyncpg.connect(server)
     try:
         await admin.execute(f'CREATE DATABASE "{name}"')
-        dsn = with_database(server, name)
+        yield with_database(server, name)
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+
+
+@contextlib.asynccontextmanager
+async def fresh_database(server: str) -> AsyncIterator[str]:
+    """A new database with pgqd installed, dropped afterwards."""
+    async with empty_database(server) as dsn:
         conn = await asyncpg.connect(dsn)
         try:
             await install(conn)
         finally:
             await conn.close()
         yield dsn
-    finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
+
+
+def concurrency_for(batch: int) -> int:
+    """Jobs in flight per process for a batch size: pgqd's default (32), or twice the batch when that is more,
+    so that a process can claim its next batch while the last one runs (PgQueuer requires at least that)."""
+    return max(32, 2 * batch)
 
 
 async def environment(server: str) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from typing import Any
 
 import asyncpg
 
-from benchmarks.common import environment, fresh_database, median_of, parser, report
+from benchmarks.common import concurrency_for, environment, fresh_database, median_of, parser, report
 from benchmarks.daemon import running_daemon
 from benchmarks.handlers import noop
 from pgqd import Client, Entrypoint, JobSpec, PostgresBackend, Worker, WorkerSettings
@@ -68,7 +68,7 @@ async def in_process(server: str, jobs: int, batch: int) -> float:
         await fill(dsn, jobs)
         backend = await PostgresBackend.open(dsn, pool_size=3)
         try:
-            settings = WorkerSettings(concurrency=max(2 * batch, 20), batch_size=batch, poll_interval=1.0)
+            settings = WorkerSettings(concurrency=concurrency_for(batch), batch_size=batch)
             await asyncio.wait_for(Worker(backend, [Entrypoint("noop", noop)], settings).run(drain=True), 600)
         finally:
             await backend.close()

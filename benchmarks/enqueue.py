@@ -1,45 +1,69 @@
-"""Enqueue rate through the public client: batches of 1,000 (one statement each) and single jobs.
+"""Enqueue rate through the public clients on every kind of producer target, side by side in one run:
+batches of 1,000 (one statement each) and single jobs (one commit each), and each target's rate as a ratio to
+asyncpg's measured in the same run. The targets take turns throughout the run (see ``one_run``).
 
-.venv/bin/python -m benchmarks.enqueue [--jobs 50000] [--single 2000] [--runs 3]
+.venv/bin/python -m benchmarks.enqueue [--jobs 50000] [--single 2000] [--runs 3] [--targets asyncpg psycopg ...]
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
+import statistics
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg
 
 from benchmarks.common import environment, fresh_database, median_of, parser, report
-from pgqd import Client, JobSpec
+from benchmarks.enqueue_targets import BASELINE, TARGETS
+from pgqd import JobSpec
+
+WARM_UP_CALLS = 5  # psycopg prepares a statement on its fifth run; SQLAlchemy compiles and caches on the first
+BATCHES_PER_TURN = 5
+SINGLES_PER_TURN = 100
 
 
-async def batched(dsn: str, jobs: int, batch: int) -> float:
-    conn = await asyncpg.connect(dsn)
+async def timed(calls: int, call: Callable[[], Awaitable[None]]) -> float:
+    began = time.perf_counter()
+    for _ in range(calls):
+        await call()
+    return time.perf_counter() - began
+
+
+async def one_run(dsn: str, targets: list[str], jobs: int, batch: int, singles: int) -> dict[str, tuple[float, float]]:
+    """Every target, taking turns: a few batches each, then a few single jobs each, over and over, so that
+    whatever else the machine does at a given moment weighs on every target alike. The jobs table is emptied
+    between turns."""
+    specs = [JobSpec("bench", b"{}") for _ in range(batch)]
+    admin = await asyncpg.connect(dsn)
+    spent = {name: [0.0, 0.0] for name in targets}
     try:
-        client = Client(conn)
-        await client.enqueue("warm-up")
-        specs = [JobSpec("bench", b"{}") for _ in range(batch)]
-        began = time.perf_counter()
-        for _ in range(jobs // batch):
-            await client.enqueue_many(specs)
-        return (jobs // batch) * batch / (time.perf_counter() - began)
+        async with contextlib.AsyncExitStack() as stack:
+            producers = {name: await stack.enter_async_context(TARGETS[name](dsn)) for name in targets}
+            for producer in producers.values():
+                await timed(WARM_UP_CALLS, functools.partial(producer.enqueue_many, specs))
+                await timed(WARM_UP_CALLS, producer.enqueue)
+            for turn in range(max(jobs // batch // BATCHES_PER_TURN, 1)):
+                for name in _rotated(targets, turn):
+                    await admin.execute("TRUNCATE pgqd_jobs")
+                    batch_call = functools.partial(producers[name].enqueue_many, specs)
+                    spent[name][0] += await timed(BATCHES_PER_TURN, batch_call)
+            for turn in range(max(singles // SINGLES_PER_TURN, 1)):
+                for name in _rotated(targets, turn):
+                    spent[name][1] += await timed(min(SINGLES_PER_TURN, singles), producers[name].enqueue)
     finally:
-        await conn.close()
+        await admin.close()
+    batched_jobs = max(jobs // batch // BATCHES_PER_TURN, 1) * BATCHES_PER_TURN * batch
+    single_jobs = max(singles // SINGLES_PER_TURN, 1) * min(SINGLES_PER_TURN, singles)
+    return {name: (batched_jobs / batched, single_jobs / one) for name, (batched, one) in spent.items()}
 
 
-async def single(dsn: str, jobs: int) -> float:
-    conn = await asyncpg.connect(dsn)
-    try:
-        client = Client(conn)
-        await client.enqueue("warm-up")
-        began = time.perf_counter()
-        for _ in range(jobs):
-            await client.enqueue("bench", b"{}")
-        return jobs / (time.perf_counter() - began)
-    finally:
-        await conn.close()
+def _rotated(targets: list[str], turn: int) -> list[str]:
+    shift = turn % len(targets)
+    return targets[shift:] + targets[:shift]
 
 
 async def main() -> None:
@@ -47,20 +71,32 @@ async def main() -> None:
     p.add_argument("--jobs", type=int, default=50_000)
     p.add_argument("--batch", type=int, default=1_000)
     p.add_argument("--single", type=int, default=2_000)
+    p.add_argument("--targets", nargs="+", choices=sorted(TARGETS), default=list(TARGETS))
     args = p.parse_args()
-    batched_runs: list[float] = []
-    single_runs: list[float] = []
+    targets = [BASELINE] + [t for t in args.targets if t != BASELINE]
+    runs: list[dict[str, tuple[float, float]]] = []
     for _ in range(args.runs):
         async with fresh_database(args.server) as dsn:
-            batched_runs.append(await batched(dsn, args.jobs, args.batch))
-            single_runs.append(await single(dsn, args.single))
-    results: list[dict[str, Any]] = [
-        {"scenario": f"enqueue_many, batches of {args.batch}", "jobs": args.jobs, "jobs_per_s": median_of(batched_runs),
-         "runs": [round(r) for r in batched_runs]},
-        {"scenario": "enqueue, one job per call", "jobs": args.single, "jobs_per_s": median_of(single_runs),
-         "runs": [round(r) for r in single_runs]},
-    ]  # fmt: skip
+            runs.append(await one_run(dsn, targets, args.jobs, args.batch, args.single))
+    results: list[dict[str, Any]] = []
+    for name in targets:
+        batched_runs = [run[name][0] for run in runs]
+        single_runs = [run[name][1] for run in runs]
+        results.append({
+            "target": name,
+            f"batches_of_{args.batch}_jobs_per_s": median_of(batched_runs),
+            "single_jobs_per_s": median_of(single_runs),
+            # Ratios are taken within each run (the same minute on the same machine), then the median.
+            "batched_vs_asyncpg": _ratio(runs, name, 0),
+            "single_vs_asyncpg": _ratio(runs, name, 1),
+            "batched_runs": [round(r) for r in batched_runs],
+            "single_runs": [round(r) for r in single_runs],
+        })  # fmt: skip
     report("enqueue", results, await environment(args.server), args.json)
+
+
+def _ratio(runs: list[dict[str, tuple[float, float]]], name: str, column: int) -> float:
+    return round(statistics.median(run[name][column] / run[BASELINE][column] for run in runs), 2)
 
 
 if __name__ == "__main__":

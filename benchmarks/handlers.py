@@ -11,6 +11,7 @@ from typing import Any
 
 import asyncpg
 
+from benchmarks.runners.protocol import stamp as stamp_start
 from pgqd import Context, Job
 
 
@@ -44,3 +45,8 @@ async def chaos_poison(job: Job, ctx: Context) -> None:
         "INSERT INTO chaos_runs (job_id, attempt, pid) VALUES ($1, $2, $3)", job.id, job.attempts, os.getpid()
     )
     os._exit(1)
+
+
+async def stamp(job: Job) -> None:
+    """Records when it started (for pickup latency); the payload is the job's sequence number."""
+    stamp_start(job.payload.decode())

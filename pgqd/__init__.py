@@ -18,8 +18,9 @@ from pgqd.errors import (
     SchemaVersionError,
 )
 from pgqd.job import Context, InvalidPayload, Job, RetryLater
-from pgqd.models import CancelResult, JobState
+from pgqd.models import CancelResult, JobState, PauseState
 from pgqd.schema import install
+from pgqd.sync_client import SyncClient
 from pgqd.units import Rate
 from pgqd.worker.engine import Worker, WorkerSettings
 
@@ -41,12 +42,14 @@ __all__ = [
     "JobState",
     "ManualClock",
     "MemoryBackend",
+    "PauseState",
     "PgqdError",
     "PostgresBackend",
     "Rate",
     "RetryLater",
     "RetryPolicy",
     "SchemaVersionError",
+    "SyncClient",
     "Worker",
     "WorkerSettings",
     "__version__",

@@ -9,14 +9,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-import asyncpg
-
-from pgqd.backend.base import Backend, Subscription
-from pgqd.backend.postgres import PostgresBackend
+from pgqd.backend.base import ProducerBackend, Subscription
 from pgqd.errors import DedupeConflict, JobNotFound, PgqdError
 from pgqd.identifiers import Names
-from pgqd.models import ON_CONFLICT_CHOICES, CancelResult, Event, JobState, NewJob, OnConflict
+from pgqd.models import ON_CONFLICT_CHOICES, PAUSE_ALL, CancelResult, Event, JobState, NewJob, OnConflict, PauseState
 from pgqd.payload import encode_headers, encode_payload
+from pgqd.producers.targets import async_backend
 from pgqd.tracing import trace_headers
 
 _INT32 = 2**31 - 1
@@ -65,6 +63,37 @@ def build_job(spec: JobSpec, trace: Mapping[str, str] | None = None) -> NewJob:
         dedupe_key=spec.dedupe_key,
         headers=encode_headers({**trace, **(spec.headers or {})} if trace else spec.headers),
     )
+
+
+def prepare_batch(
+    jobs: Iterable[JobSpec | Mapping[str, Any]], on_conflict: OnConflict
+) -> tuple[list[NewJob], list[int | None]]:
+    """Validates and encodes the jobs of one enqueue call and settles dedupe keys repeated among them; returns
+    what ``fold_duplicate_keys`` returns."""
+    if on_conflict not in ON_CONFLICT_CHOICES:
+        raise PgqdError(f"on_conflict must be one of {', '.join(ON_CONFLICT_CHOICES)}, got {on_conflict!r}")
+    # One trace context for the batch: every job of one call is enqueued inside the same span.
+    trace = trace_headers()
+    built = [build_job(as_spec(job), trace) for job in jobs]
+    return fold_duplicate_keys(built, on_conflict)
+
+
+def in_input_order(ids: Sequence[int | None], position: Sequence[int | None]) -> list[int | None]:
+    """The id of each input job, from the ids of the jobs sent and ``prepare_batch``'s positions."""
+    return [None if index is None else ids[index] for index in position]
+
+
+def settled(state: JobState) -> bool:
+    """Whether ``wait`` is over for a job: it reached a final status, or is held as failed."""
+    return state.finished or state.status == "failed"
+
+
+def poll_pauses(longest: float) -> Iterator[float]:
+    """Pauses between looks at a job's state: short at first (most waits are short), then ``longest``."""
+    pause = min(0.02, longest)
+    while True:
+        yield pause
+        pause = min(pause * 2, longest)
 
 
 def fold_duplicate_keys(jobs: Sequence[NewJob], on_conflict: OnConflict) -> tuple[list[NewJob], list[int | None]]:
@@ -134,8 +163,10 @@ class _FinishWatch:
 class Client:
     """Enqueues and manages jobs.
 
-    ``target`` is an asyncpg Connection (enqueues then join whatever transaction is open on it), an asyncpg
-    Pool, or any ``Backend`` such as ``pgqd.MemoryBackend`` for tests without a database.
+    ``target`` is an asyncpg Connection or Pool, a psycopg 3 AsyncConnection or AsyncConnectionPool, a
+    SQLAlchemy AsyncConnection, AsyncSession or AsyncEngine, or any ``Backend`` such as ``pgqd.MemoryBackend``
+    for tests without a database. On a connection or session, an enqueue joins the transaction open there;
+    on a pool or engine, each call commits by itself. ``pgqd.SyncClient`` is the blocking twin.
     """
 
     def __init__(
@@ -146,10 +177,7 @@ class Client:
         prefix: str = "pgqd_",
         wait_poll_interval: float = 1.0,
     ) -> None:
-        if isinstance(target, asyncpg.Connection | asyncpg.Pool):
-            self.backend: Backend = PostgresBackend(target, Names(schema, prefix))
-        else:
-            self.backend = target
+        self.backend: ProducerBackend = async_backend(target, Names(schema, prefix))
         self._wait_poll_interval = wait_poll_interval
         self._watch: _FinishWatch | None = None
         self._watch_lock = asyncio.Lock()
@@ -179,31 +207,43 @@ class Client:
         self, jobs: Iterable[JobSpec | Mapping[str, Any]], *, on_conflict: OnConflict = "raise"
     ) -> list[int | None]:
         """Stores many jobs in one statement, all or nothing; ids come back in input order."""
-        if on_conflict not in ON_CONFLICT_CHOICES:
-            raise PgqdError(f"on_conflict must be one of {', '.join(ON_CONFLICT_CHOICES)}, got {on_conflict!r}")
-        # One trace context for the batch: every job of one call is enqueued inside the same span.
-        trace = trace_headers()
-        built = [build_job(_as_spec(job), trace) for job in jobs]
-        sent, position = fold_duplicate_keys(built, on_conflict)
-        ids = await self.backend.enqueue(sent, on_conflict)
-        return [None if index is None else ids[index] for index in position]
+        sent, position = prepare_batch(jobs, on_conflict)
+        return in_input_order(await self.backend.enqueue(sent, on_conflict), position)
 
     async def cancel(self, ids: int | Iterable[int]) -> CancelResult:
         """Waiting and held jobs are logged as canceled at once; running jobs are told to stop (their handler
         is cancelled, or ``ctx.cancelled`` set for a plain function) and logged as canceled when they do."""
-        return await self.backend.cancel(_id_list(ids))
+        return await self.backend.cancel(id_list(ids))
 
     async def delete(self, ids: int | Iterable[int]) -> CancelResult:
         """Like ``cancel``, but the log records the jobs as deleted (an operator's clean-up)."""
-        return await self.backend.cancel(_id_list(ids), status="deleted")
+        return await self.backend.cancel(id_list(ids), status="deleted")
 
     async def requeue(self, ids: int | Iterable[int]) -> list[int]:
         """Puts held (failed) jobs back in the queue with a fresh attempt budget; returns the ids requeued."""
-        return await self.backend.requeue(_id_list(ids))
+        return await self.backend.requeue(id_list(ids))
 
     async def status(self, ids: int | Iterable[int]) -> dict[int, JobState]:
         """The state of each job found, live or finished; unknown ids are absent from the result."""
-        return await self.backend.job_states(_id_list(ids))
+        return await self.backend.job_states(id_list(ids))
+
+    async def pause(self, *entrypoints: str, all: bool = False) -> PauseState:
+        """Stops every worker, on every host, from claiming jobs of these entrypoints until they are resumed;
+        ``all=True`` pauses every entrypoint, those that have no job yet included. Takes effect at each worker's
+        next claim (well within a second); running jobs finish and enqueueing still works. The pause is stored
+        in the database (inside the caller's transaction, if one is open). Returns what is paused now."""
+        await self.backend.pause(pause_targets(entrypoints, all, "pause"))
+        return await self.backend.pauses()
+
+    async def resume(self, *entrypoints: str, all: bool = False) -> PauseState:
+        """Undoes ``pause``: these entrypoints (``all=True``: every one) run again, and idle workers are woken
+        to claim at once. Resuming one entrypoint while all are paused exempts it from that pause."""
+        await self.backend.resume(pause_targets(entrypoints, all, "resume"))
+        return await self.backend.pauses()
+
+    async def paused(self) -> PauseState:
+        """What is paused now; ``.is_paused(name)`` answers for one entrypoint."""
+        return await self.backend.pauses()
 
     async def wait(self, job_id: int, timeout: float | None = None) -> JobState:
         """Waits until the job reaches a final status (or is held as failed) and returns that state.
@@ -215,13 +255,12 @@ class Client:
         watch = await self._finish_watch()
         with watch.watching(job_id) as woken:
             await self.backend.watch_finished(job_id)
-            while True:
+            for pause in poll_pauses(self._wait_poll_interval):
                 state = (await self.backend.job_states([job_id])).get(job_id)
                 if state is None:
                     raise JobNotFound(job_id)
-                if state.finished or state.status == "failed":
+                if settled(state):
                     return state
-                pause = self._wait_poll_interval
                 if deadline is not None:
                     remaining = deadline - loop.time()
                     if remaining <= 0:
@@ -230,6 +269,7 @@ class Client:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(woken.wait(), pause)
                 woken.clear()
+        raise AssertionError("unreachable: poll_pauses never ends")
 
     async def _finish_watch(self) -> _FinishWatch:
         async with self._watch_lock:
@@ -252,7 +292,7 @@ class Client:
         await self.close()
 
 
-def _as_spec(job: JobSpec | Mapping[str, Any]) -> JobSpec:
+def as_spec(job: JobSpec | Mapping[str, Any]) -> JobSpec:
     if isinstance(job, JobSpec):
         return job
     if isinstance(job, Mapping):
@@ -266,7 +306,23 @@ def _as_spec(job: JobSpec | Mapping[str, Any]) -> JobSpec:
     raise PgqdError(f"each job must be a JobSpec or a mapping, got {type(job).__name__}")
 
 
-def _id_list(ids: int | Iterable[int]) -> list[int]:
+def pause_targets(entrypoints: Sequence[str], everything: bool, verb: str) -> list[str] | None:
+    """The entrypoints named, or None for all of them; refuses both, neither, and names that are not names."""
+    if everything:
+        if entrypoints:
+            raise PgqdError(f"{verb}: name entrypoints or pass all=True, not both")
+        return None
+    if not entrypoints:
+        raise PgqdError(f"{verb}: name at least one entrypoint, or pass all=True")
+    for name in entrypoints:
+        if not isinstance(name, str) or not name.strip():
+            raise PgqdError(f"{verb}: entrypoint names must be non-empty strings, got {name!r}")
+        if name == PAUSE_ALL:
+            raise PgqdError(f"{verb}: {PAUSE_ALL!r} is not an entrypoint name; pass all=True for every entrypoint")
+    return list(dict.fromkeys(entrypoints))
+
+
+def id_list(ids: int | Iterable[int]) -> list[int]:
     if isinstance(ids, int):
         return [ids]
     return [int(i) for i in ids]

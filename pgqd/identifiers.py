@@ -77,6 +77,7 @@ class Names:
                 "workers",
                 "schedules",
                 "entrypoint_limits",
+                "entrypoint_pauses",
                 "schema_version",
                 "job_status",
                 "final_status",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, NamedTuple
@@ -209,3 +209,34 @@ class ScheduleState:
     last_run: datetime | None
     last_job_id: int | None
     last_status: str | None
+
+
+PAUSE_ALL = "*"
+
+
+@dataclass(frozen=True, slots=True)
+class PauseState:
+    """What is paused fleet-wide. ``all_paused``: every entrypoint (``pause --all``), except those in ``excepted``
+    (resumed on their own since); otherwise the entrypoints in ``paused``."""
+
+    all_paused: bool = False
+    paused: frozenset[str] = frozenset()
+    excepted: frozenset[str] = frozenset()
+
+    def is_paused(self, entrypoint: str) -> bool:
+        if entrypoint in self.paused:
+            return True
+        return self.all_paused and entrypoint not in self.excepted
+
+    @classmethod
+    def from_rows(cls, rows: Iterable[tuple[str, bool]]) -> PauseState:
+        """From stored (entrypoint, paused) rows, where entrypoint ``*`` stands for every entrypoint."""
+        stored = dict(rows)
+        return cls(
+            all_paused=stored.pop(PAUSE_ALL, False),
+            paused=frozenset(name for name, paused in stored.items() if paused),
+            excepted=frozenset(name for name, paused in stored.items() if not paused),
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"all_paused": self.all_paused, "paused": sorted(self.paused), "excepted": sorted(self.excepted)}

@@ -1,71 +1,44 @@
-"""Read-only views of a queue for operators: depth and age, throughput, workers, job listings.
+"""The read side of a queue, in one place: what ``pgqd dashboard``, ``pgqd jobs``, the web UI, the MCP tools and
+the queue gauges of ``/metrics`` show. Each method is one query (SQL in ``pgqd.sql.stats``).
 
-Used by ``pgqd dashboard``, ``pgqd jobs`` and the supervisor's database-derived metrics. Each is one query.
+``QueueStats`` runs on an asyncpg connection or pool. It only reads.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from pgqd.identifiers import Names
-from pgqd.models import FINAL_STATUSES
+from pgqd.models import FINAL_STATUSES, PauseState, ScheduleState
 from pgqd.sql import render
+from pgqd.sql.statements import SCHEDULE_STATES
+from pgqd.sql.stats import WITHOUT_JIT, StatsStatements
 
-# Eligible means it could run now: queued, or deferred and due. A full pass over the live table, so callers
-# cache the result for a few seconds rather than run it per scrape.
-QUEUE_DEPTH = """
-SELECT j.entrypoint, j.status::text AS status, count(*) AS jobs,
-       extract(epoch FROM now() - min(j.execute_after)
-           FILTER (WHERE j.status = 'queued' OR (j.status = 'deferred' AND j.execute_after <= now()))) AS oldest_age
-FROM {jobs} AS j
-GROUP BY 1, 2
-ORDER BY 1, 2
-"""
 
-# The log's block-range index on finished_at keeps this to the last few minutes' pages.
-THROUGHPUT = """
-SELECT l.entrypoint, l.status::text AS status,
-       count(*) FILTER (WHERE l.finished_at > now() - interval '1 minute') AS last_1m,
-       count(*) AS last_5m
-FROM {log} AS l
-WHERE l.finished_at > now() - interval '5 minutes'
-GROUP BY 1, 2
-ORDER BY 1, 2
-"""
+@dataclass(frozen=True)
+class QueueSummary:
+    """One entrypoint's live jobs. ``running`` is status picked, ``held`` status failed. Ages are in seconds:
+    how long the longest-waiting queued job, and the longest-overdue deferred one, have been eligible."""
 
-WORKERS = """
-SELECT w.id, w.host, w.pid, w.entrypoints, w.started_at, w.heartbeat_at,
-       extract(epoch FROM now() - w.heartbeat_at) AS silent_for,
-       (SELECT count(*) FROM {jobs} AS j WHERE j.worker_id = w.id AND j.status = 'picked') AS running
-FROM {workers} AS w
-ORDER BY w.host, w.pid
-"""
+    entrypoint: str
+    queued: int
+    deferred: int
+    running: int
+    held: int
+    oldest_queued_age: float | None
+    oldest_due_age: float | None
+    paused: bool
+    # Jobs of a dead worker waiting to run again alone (docs/reliability.md, the quarantine of suspects).
+    suspects: int = 0
 
-LIST_LIVE_JOBS = """
-SELECT j.id, j.entrypoint, j.status::text AS status, j.priority, j.attempts, j.created_at, j.execute_after,
-       j.picked_at, j.worker_id, j.dedupe_key, j.last_error->>'type' AS error_type,
-       j.last_error->>'message' AS error_message
-FROM {jobs} AS j
-WHERE ($1::text IS NULL OR j.entrypoint = $1) AND ($2::text IS NULL OR j.status::text = $2)
-ORDER BY j.id
-LIMIT $3
-"""
-
-LIST_FINISHED_JOBS = """
-SELECT l.job_id AS id, l.entrypoint, l.status::text AS status, l.priority, l.attempts, l.created_at,
-       l.started_at, l.finished_at, l.worker_id, l.dedupe_key, l.error_type, l.error_message
-FROM {log} AS l
-WHERE ($1::text IS NULL OR l.entrypoint = $1) AND l.status::text = $2
-ORDER BY l.finished_at DESC
-LIMIT $3
-"""
-
-HELD_JOB_IDS = """
-SELECT array_agg(j.id ORDER BY j.id) FROM {jobs} AS j
-WHERE j.status = 'failed' AND ($1::text IS NULL OR j.entrypoint = $1)
-"""
+    @property
+    def oldest_eligible_age(self) -> float | None:
+        ages = [a for a in (self.oldest_queued_age, self.oldest_due_age) if a is not None]
+        return max(ages, default=None)
 
 
 @dataclass(frozen=True)
@@ -85,6 +58,79 @@ class Throughput:
 
 
 @dataclass(frozen=True)
+class ThroughputBucket:
+    """Jobs of one entrypoint that finished in ``[start, start + bucket seconds)``; ``failed`` counts exceptions
+    and timeouts, ``other`` cancellations and deletions."""
+
+    start: datetime
+    entrypoint: str
+    succeeded: int
+    failed: int
+    other: int
+
+
+@dataclass(frozen=True)
+class HeldJob:
+    id: int
+    entrypoint: str
+    priority: int
+    attempts: int
+    created_at: datetime
+    execute_after: datetime
+    dedupe_key: str | None
+    error_type: str | None
+    error_message: str | None
+
+
+@dataclass(frozen=True)
+class FailedRun:
+    """A run that ended in an exception or a timeout (from the log)."""
+
+    id: int
+    entrypoint: str
+    status: str
+    attempts: int
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime
+    error_type: str | None
+    error_message: str | None
+
+
+@dataclass(frozen=True)
+class JobDetail:
+    """One job, live or finished. Finished jobs have no payload or headers (the log does not keep them) and
+    may have a result; ``error_*`` is the last error of a live job, or the final one of a finished job."""
+
+    id: int
+    entrypoint: str
+    status: str
+    priority: int
+    attempts: int
+    payload: bytes | None
+    headers: dict[str, Any] | None
+    dedupe_key: str | None
+    created_at: datetime
+    execute_after: datetime | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    worker_id: int | None
+    cancel_requested: bool
+    lost_runs: int
+    error_type: str | None
+    error_message: str | None
+    error_traceback: str | None
+    result: Any
+    # Failed attempts that were retried or held, oldest first ({type, message, traceback, attempt, at}); for a
+    # finished job, the ones before its final error.
+    errors: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def finished(self) -> bool:
+        return self.finished_at is not None
+
+
+@dataclass(frozen=True)
 class WorkerRow:
     id: int
     host: str
@@ -97,35 +143,138 @@ class WorkerRow:
 
 
 class QueueStats:
-    """The queries above, for one install, on an asyncpg connection or pool."""
+    """The read-side queries for one install, on an asyncpg connection or pool."""
 
     def __init__(self, db: Any, names: Names) -> None:
         self.db = db
         self.names = names
+        self.sql = StatsStatements(names)
+        self._schedule_states = render(SCHEDULE_STATES, names)
+
+    async def _fetch(self, statement: str, *args: Any) -> list[Any]:
+        if hasattr(self.db, "acquire"):
+            async with self.db.acquire() as conn:
+                return await _fetch_without_jit(conn, statement, args)
+        return await _fetch_without_jit(self.db, statement, args)
+
+    async def queues(self, count_limit: int | None = None) -> list[QueueSummary]:
+        """Every entrypoint with live jobs, a running worker or a pause, by name. ``count_limit`` caps each count
+        (a count stops there; exact when None): an exact count of a million queued jobs takes ~100 ms."""
+        rows = await self._fetch(self.sql.queues, count_limit)
+        return [
+            QueueSummary(
+                r["entrypoint"],
+                r["queued"],
+                r["deferred"],
+                r["running"],
+                r["held"],
+                _float(r["oldest_queued_age"]),
+                _float(r["oldest_due_age"]),
+                r["paused"],
+                r["suspects"],
+            )
+            for r in rows
+        ]
 
     async def depth(self) -> list[Depth]:
-        rows = await self.db.fetch(render(QUEUE_DEPTH, self.names))
-        return [Depth(r["entrypoint"], r["status"], r["jobs"], _float(r["oldest_age"])) for r in rows]
+        """Exact job counts per entrypoint and live status (statuses with no job left out), for the gauges."""
+        return depth_rows(await self.queues())
+
+    async def pauses(self) -> PauseState:
+        """What is paused: every entrypoint (``pause --all``) and the exceptions, or the ones named."""
+        rows = await self._fetch(self.sql.pauses)
+        return PauseState.from_rows((r["entrypoint"], r["paused"]) for r in rows)
 
     async def throughput(self) -> list[Throughput]:
-        rows = await self.db.fetch(render(THROUGHPUT, self.names))
+        rows = await self._fetch(self.sql.throughput)
         return [Throughput(r["entrypoint"], r["status"], r["last_1m"], r["last_5m"]) for r in rows]
 
+    async def throughput_series(
+        self, window: float = 3600.0, bucket: float = 60.0, entrypoint: str | None = None
+    ) -> list[ThroughputBucket]:
+        """Finished jobs per entrypoint in ``bucket``-second slices of the last ``window`` seconds (empty slices
+        are left out), oldest first."""
+        if window <= 0 or bucket <= 0:
+            raise ValueError("window and bucket must be positive")
+        rows = await self._fetch(self.sql.throughput_series, float(window), float(bucket), entrypoint)
+        return [
+            ThroughputBucket(r["bucket_start"], r["entrypoint"], r["succeeded"], r["failed"], r["other"]) for r in rows
+        ]
+
+    async def held_jobs(
+        self, entrypoint: str | None = None, *, after_id: int | None = None, limit: int = 50
+    ) -> list[HeldJob]:
+        """Held (failed) jobs in id order, ``limit`` at a time; pass the last id seen as ``after_id`` for more."""
+        rows = await self._fetch(self.sql.held_jobs, entrypoint, after_id, limit)
+        return [HeldJob(**dict(r)) for r in rows]
+
+    async def recent_failures(
+        self, window: float = 3600.0, entrypoint: str | None = None, limit: int = 50
+    ) -> list[FailedRun]:
+        """Runs that ended in an exception or a timeout in the last ``window`` seconds, newest first."""
+        rows = await self._fetch(self.sql.recent_failures, float(window), entrypoint, limit)
+        return [FailedRun(**dict(r)) for r in rows]
+
+    async def job(self, job_id: int) -> JobDetail | None:
+        """One job by id, live or finished; None if it is unknown (or pruned from the log)."""
+        rows = await self._fetch(self.sql.job_detail, job_id)
+        if not rows:
+            return None
+        row = dict(rows[0])
+        row["headers"] = None if row["headers"] is None else json.loads(row["headers"])
+        row["result"] = None if row["result"] is None else json.loads(row["result"])
+        row["errors"] = [] if row["errors"] is None else json.loads(row["errors"])
+        return JobDetail(**row)
+
     async def workers(self) -> list[WorkerRow]:
-        rows = await self.db.fetch(render(WORKERS, self.names))
+        rows = await self._fetch(self.sql.workers)
         return [WorkerRow(**{**dict(r), "entrypoints": list(r["entrypoints"]), "silent_for": float(r["silent_for"])})
                 for r in rows]  # fmt: skip
 
+    async def schedules(self) -> list[ScheduleState]:
+        rows = await self._fetch(self._schedule_states)
+        return [ScheduleState(*row) for row in rows]
+
     async def jobs(self, entrypoint: str | None, status: str | None, limit: int) -> list[dict[str, Any]]:
         if status in FINAL_STATUSES:
-            rows = await self.db.fetch(render(LIST_FINISHED_JOBS, self.names), entrypoint, status, limit)
+            rows = await self._fetch(self.sql.list_finished_jobs, entrypoint, status, limit)
         else:
-            rows = await self.db.fetch(render(LIST_LIVE_JOBS, self.names), entrypoint, status, limit)
+            rows = await self._fetch(self.sql.list_live_jobs, entrypoint, status, limit)
         return [dict(r) for r in rows]
 
     async def held_ids(self, entrypoint: str | None) -> list[int]:
-        ids = await self.db.fetchval(render(HELD_JOB_IDS, self.names), entrypoint)
-        return list(ids or [])
+        rows = await self._fetch(self.sql.held_job_ids, entrypoint)
+        return list(rows[0][0] or [])
+
+
+def depth_rows(summaries: Sequence[QueueSummary]) -> list[Depth]:
+    """Summaries as rows per entrypoint and live status, with the age of the jobs eligible in each."""
+    rows = []
+    for s in summaries:
+        for status, jobs, age in (
+            ("deferred", s.deferred, s.oldest_due_age),
+            ("failed", s.held, None),
+            ("picked", s.running, None),
+            ("queued", s.queued, s.oldest_queued_age),
+            ("suspect", s.suspects, None),
+        ):
+            if jobs:
+                rows.append(Depth(s.entrypoint, status, jobs, age))
+    return rows
+
+
+async def _fetch_without_jit(conn: Any, statement: str, args: Sequence[Any]) -> list[Any]:
+    """Runs one read-side query with JIT compilation off (see ``WITHOUT_JIT``)."""
+    rows: list[Any]
+    if conn.is_in_transaction():
+        # The caller's transaction: the setting lasts until it ends, which changes nothing but plans' speed.
+        await conn.execute(WITHOUT_JIT)
+        rows = await conn.fetch(statement, *args)
+        return rows
+    async with conn.transaction(readonly=True):
+        await conn.execute(WITHOUT_JIT)
+        rows = await conn.fetch(statement, *args)
+        return rows
 
 
 def _float(value: Any) -> float | None:

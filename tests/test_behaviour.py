@@ -23,6 +23,8 @@ from pgqd import (
     Job,
     JobSpec,
     JobState,
+    PauseState,
+    PgqdError,
     Rate,
     RetryLater,
     RetryPolicy,
@@ -869,3 +871,108 @@ async def test_pruning_the_log_removes_finished_jobs_in_bounded_batches(
     assert await backend.prune_log(older_than=0, limit=100) == 2
     assert await client.status(done_ids) == {}
     assert (await state_of(client, waiting_id)).status == "queued"
+
+
+# --- pause and resume ---------------------------------------------------------------------------------------
+
+
+async def test_a_paused_entrypoint_waits_while_others_run_and_resuming_wakes_an_idle_worker_at_once(
+    backend: Backend, client: Client
+) -> None:
+    ran: list[tuple[str, int]] = []
+
+    async def record(job: Job) -> None:
+        ran.append((job.entrypoint, job.json()))
+
+    await client.enqueue_many([JobSpec("mail", n) for n in range(3)] + [JobSpec("report", n) for n in range(3)])
+    state = await client.pause("mail")
+    assert state.is_paused("mail")
+    assert not state.is_paused("report")
+    # A poll far longer than the test: only the wake-up sent by resume can make the worker claim again.
+    settings = fast_settings(poll_interval=60.0)
+    entrypoints = [Entrypoint(name, record) for name in ("mail", "report")]
+    async with running_worker(Worker(backend, entrypoints, settings)):
+        await wait_until(lambda: _done(ran, "report", 3), timeout=10, what="the report jobs to run")
+        late = await client.enqueue("mail", 3)  # enqueueing into a paused entrypoint still works
+        assert (await state_of(client, late)).status == "queued"
+        assert [e for e, _ in ran] == ["report"] * 3
+
+        assert not (await client.resume("mail")).is_paused("mail")
+        await wait_until(lambda: _done(ran, "mail", 4), timeout=5, what="the mail jobs to run after resume")
+    assert sorted(n for e, n in ran if e == "mail") == [0, 1, 2, 3]
+
+
+async def _done(ran: list[tuple[str, int]], entrypoint: str, count: int) -> bool:
+    return sum(1 for e, _ in ran if e == entrypoint) >= count
+
+
+async def test_pause_all_covers_entrypoints_not_seen_yet_and_resuming_one_exempts_it(
+    backend: Backend, client: Client
+) -> None:
+    worker = await backend.register_worker(WorkerInfo("h", 1, ["a", "b"]))
+    limits = [EntrypointLimit("a"), EntrypointLimit("b")]
+    state = await client.pause(all=True)
+    assert state.all_paused
+    assert state.is_paused("never-seen")
+    await client.enqueue_many([JobSpec("a"), JobSpec("b"), JobSpec("b", execute_after=timedelta(seconds=0.1))])
+    await asyncio.sleep(0.2)  # the deferred job is due now
+    nothing = await backend.claim(worker, 10, limits)
+    # Nothing claimed, and no wake-up hint for the due job of a paused entrypoint (an idle worker would spin).
+    assert (nothing.jobs, nothing.due_in, nothing.throttled_in) == ([], None, None)
+
+    state = await client.resume("a")
+    assert (state.all_paused, state.is_paused("a"), state.is_paused("b")) == (True, False, True)
+    assert [j.entrypoint for j in (await backend.claim(worker, 10, limits)).jobs] == ["a"]
+
+    assert (await client.pause("a")).is_paused("a")
+    state = await client.resume(all=True)
+    assert (state.all_paused, state.paused, state.excepted) == (False, frozenset(), frozenset())
+    assert [j.entrypoint for j in (await backend.claim(worker, 10, limits)).jobs] == ["b", "b"]
+
+
+async def test_pausing_all_again_drops_the_exceptions_and_named_pauses_stack_on_it(client: Client) -> None:
+    await client.pause(all=True)
+    await client.resume("a")
+    state = await client.pause(all=True)
+    assert state.is_paused("a")
+    assert state.excepted == frozenset()
+    state = await client.pause("b", "b", "c")
+    assert state.paused == {"b", "c"}
+    state = await client.resume("b", all=False)  # while all are paused, b is exempted; c stays paused
+    assert (state.all_paused, state.is_paused("b"), state.is_paused("c")) == (True, False, True)
+    assert (await client.resume(all=True)) == await client.paused()
+    assert not (await client.paused()).is_paused("c")
+
+
+async def test_jobs_running_when_their_entrypoint_is_paused_finish(backend: Backend, client: Client) -> None:
+    started, release = asyncio.Event(), asyncio.Event()
+
+    async def handler(job: Job) -> str:
+        started.set()
+        await asyncio.wait_for(release.wait(), 10)
+        return "done"
+
+    job_id = await client.enqueue("slow")
+    async with running_worker(Worker(backend, [Entrypoint("slow", handler)], fast_settings())):
+        await asyncio.wait_for(started.wait(), 10)
+        await client.pause("slow")
+        release.set()
+        assert (await final_state(client, job_id)).status == "successful"
+
+
+@pytest.mark.parametrize(
+    ("names", "everything", "message"),
+    [
+        ((), False, "name at least one entrypoint"),
+        (("a",), True, "not both"),
+        (("",), False, "non-empty strings"),
+        (("*",), False, "pass all=True"),
+    ],
+)
+async def test_pause_and_resume_refuse_unclear_targets(
+    client: Client, names: tuple[str, ...], everything: bool, message: str
+) -> None:
+    for call in (client.pause, client.resume):
+        with pytest.raises(PgqdError, match=message):
+            await call(*names, all=everything)
+    assert await client.paused() == PauseState()

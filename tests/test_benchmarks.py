@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.daemon import free_port
+
 REPO = Path(__file__).resolve().parents[1]
 
 pytestmark = pytest.mark.slow
@@ -20,6 +22,8 @@ SMOKE_RUNS = {
     "steady": ["--seconds", "2", "--processes", "1"],
     "latency": ["--jobs", "20", "--spacing", "0.01"],
     "growth": ["--jobs", "300", "--ineligible", "0", "2000", "--kind", "deferred", "other"],
+    "claim_cost": ["--claims", "5"],
+    "web_pages": ["--live", "2000", "--log", "2000", "--requests", "2", "--port", str(free_port())],
 }
 
 
@@ -44,3 +48,24 @@ def test_drain_through_the_daemon_runs(pg_server: str) -> None:
     assert result.returncode == 0, result.stderr[-3000:]
     rows = json.loads(result.stdout.strip().splitlines()[-1])["results"]
     assert rows[0]["jobs_per_s"] > 0
+
+
+def test_compare_runs_pgqd_against_the_ceiling_and_writes_ratios(pg_server: str, tmp_path: Path) -> None:
+    # The peers are installed only when compare.py is run by hand; here pgqd and the plain-SQL ceiling run.
+    output = tmp_path / "compare.json"
+    command = [sys.executable, "-m", "benchmarks.compare", "--server", pg_server, "--quick", "--systems", "pgqd",
+               "ceiling", "--jobs", "300", "--processes", "1", "--batch", "10", "--single", "20",
+               "--steady-seconds", "1", "--latency-jobs", "10", "--output", str(output)]  # fmt: skip
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=240, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "drain 1p b10" in result.stderr  # a progress line per scenario
+    document = json.loads(output.read_text())
+    rows = {row["scenario"]: row for row in document["table"]}
+    drain = rows["drain, 1 process, batch 10 (jobs/s)"]
+    assert drain["figures"]["pgqd"] > 0
+    assert drain["figures"]["ceiling"] > 0
+    assert drain["ratios"]["ceiling"] == drain["figures"]["pgqd"] / drain["figures"]["ceiling"]
+    assert document["medians"]["drain 1p b10"]["pgqd"]["finished"] == 300
+    assert rows["pickup latency p99 (ms, lower is better)"]["figures"]["pgqd"] > 0
+    assert rows["steady state under a flooding producer (completed jobs/s)"]["figures"]["pgqd"] > 0
+    assert "| drain, 1 process, batch 10 (jobs/s) |" in result.stdout

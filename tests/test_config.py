@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from pgqd.config import parse_config
-from pgqd.config.load import ConfigProblems
+from pgqd.config.load import ConfigProblems, WebCredentials, web_credentials
 from pgqd.config.render import render_effective, starter_config
+from pgqd.errors import ConfigError
 from tests.support.cli import run_pgqd
 
 GOOD = """
@@ -172,3 +173,26 @@ def test_init_writes_a_commented_starter_that_validates(tmp_path: Path) -> None:
 def test_the_reference_config_in_the_repository_is_current() -> None:
     reference = Path(__file__).resolve().parents[1] / "config" / "reference.toml"
     assert reference.read_text() == starter_config(), "regenerate config/reference.toml with `pgqd init --force`"
+
+
+def test_web_secrets_come_from_the_environment_then_a_file_then_the_config(tmp_path: Path) -> None:
+    secret = tmp_path / "web-password"
+    secret.write_text("from-file\n")
+    text = '[entrypoints.a]\nhandler = "m:f"\n[web]\npassword_file = "web-password"\ntoken = "s3cret-tok"\n'
+    config = parse_config(text, tmp_path / "queue.toml", env={})
+    assert web_credentials(config, env={}) == WebCredentials("pgqd", "from-file", "s3cret-tok")
+    overridden = web_credentials(config, env={"PGQD_WEB_PASSWORD": "from-env", "PGQD_WEB_TOKEN": "env-tok"})
+    assert (overridden.password, overridden.token) == ("from-env", "env-tok")
+    assert "s3cret-tok" not in render_effective(config)
+
+
+def test_web_secret_given_twice_or_in_an_empty_file_is_refused(tmp_path: Path) -> None:
+    both = '[entrypoints.a]\nhandler = "m:f"\n[web]\npassword = "a"\npassword_file = "p"\n'
+    with pytest.raises(ConfigError, match=r"\[web\]: set either password or password_file"):
+        parse_config(both, env={})
+    (tmp_path / "empty").write_text("\n")
+    config = parse_config(
+        '[entrypoints.a]\nhandler = "m:f"\n[web]\ntoken_file = "empty"\n', tmp_path / "q.toml", env={}
+    )
+    with pytest.raises(ConfigError, match=r"\[web\] token_file: .*empty is empty"):
+        web_credentials(config, env={})

@@ -89,3 +89,18 @@ async def test_the_listener_notices_a_silent_connection_and_says_it_reconnected(
         await wait_until(reconnected, timeout=TIMEOUTS.probe_every + TIMEOUTS.command + 5, what="a reconnect")
     finally:
         await asyncio.wait_for(subscription.close(), 10)
+
+
+async def test_the_workers_pool_gives_connections_back_without_a_reset_round_trip(db_dsn: str, conn: Any) -> None:
+    # asyncpg's default reset sends a statement after every use; pgqd's pool keeps no session state to undo.
+    backend = await PostgresBackend.open(db_dsn, pool_size=1, application_name="pgqd-reset-check", timeouts=TIMEOUTS)
+    try:
+        await backend.job_states([1])
+        last = await conn.fetchval(
+            "SELECT query FROM pg_stat_activity WHERE application_name = 'pgqd-reset-check' AND state = 'idle'"
+        )
+        assert last is not None
+        assert "RESET ALL" not in last
+        assert "job_id" in last or "FROM" in last
+    finally:
+        await asyncio.wait_for(backend.close(), 10)

@@ -22,6 +22,7 @@ from pgqd.models import (
     NewJob,
     OnConflict,
     Outcome,
+    PauseState,
     ScheduleDefinition,
     ScheduleState,
     WorkerInfo,
@@ -36,8 +37,10 @@ class Subscription(Protocol):
     async def close(self) -> None: ...
 
 
-class Backend(Protocol):
-    # --- producers and operators -------------------------------------------------------------------------
+class ProducerBackend(Protocol):
+    """What ``pgqd.Client`` needs: the producer and operator operations. Producers on drivers other than
+    asyncpg implement only this (``pgqd.producers.backend``)."""
+
     async def enqueue(self, jobs: Sequence[NewJob], on_conflict: OnConflict) -> list[int | None]:
         """Stores the jobs in one atomic step and returns their ids in input order (None where skipped)."""
         ...
@@ -58,6 +61,21 @@ class Backend(Protocol):
 
     async def subscribe(self, callback: EventCallback) -> Subscription: ...
 
+    async def pause(self, entrypoints: Sequence[str] | None) -> None:
+        """Stops every worker from claiming jobs of these entrypoints (None: of every entrypoint, those not seen
+        yet included) until resumed. Running jobs go on; enqueueing still works."""
+        ...
+
+    async def resume(self, entrypoints: Sequence[str] | None) -> None:
+        """Lets workers claim these entrypoints again (None: every entrypoint) and wakes idle ones at once."""
+        ...
+
+    async def pauses(self) -> PauseState: ...
+
+    async def close(self) -> None: ...
+
+
+class Backend(ProducerBackend, Protocol):
     # --- workers ------------------------------------------------------------------------------------------
     async def register_worker(self, info: WorkerInfo) -> int: ...
 
@@ -116,5 +134,3 @@ class Backend(Protocol):
         """If the schedule's next run is still ``due``, moves it to ``next_run`` and enqueues ``jobs``, at once;
         returns their ids, or None when another scheduler fired this tick first."""
         ...
-
-    async def close(self) -> None: ...

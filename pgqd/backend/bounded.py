@@ -202,7 +202,7 @@ class BoundedPool:
             tune_socket(conn, timeouts)
             bounded._alive_at[conn] = time.monotonic()
 
-        create = asyncpg.create_pool(dsn, min_size=1, max_size=size, init=opened, **options)
+        create = asyncpg.create_pool(dsn, min_size=1, max_size=size, init=opened, reset=_keep_session_state, **options)
         bounded.pool = await guard(asyncio.wait_for(create, timeouts.connect + timeouts.command))
         return bounded
 
@@ -291,3 +291,12 @@ class BoundedPool:
 
     def terminate(self) -> None:
         self.pool.terminate()
+
+
+async def _keep_session_state(_connection: Any) -> None:
+    """Replaces asyncpg's reset of a connection given back to the pool, which is one more statement and round
+    trip after every claim and every flush ("SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET
+    ALL"): 12 % of a worker's time at batch 100 (docs/performance.md). A connection of pgqd's own pool keeps no
+    session state to undo: it never LISTENs (the listener has a connection of its own), takes only
+    transaction-scoped advisory locks and settings, and opens no cursor. asyncpg still rolls back a transaction
+    left open before it calls this."""

@@ -39,6 +39,12 @@ def parse_event(payload: str) -> Event | None:
     return Event(kind=kind, entrypoints=entrypoints, ids=ids, due_in=due_in)
 
 
+def wake_notice(entrypoints: Sequence[str]) -> str:
+    """The NOTIFY payload that sends idle workers of these entrypoints (all when empty) to claim at once."""
+    text = json.dumps({"t": "enqueued", "e": sorted(set(entrypoints))}, separators=(",", ":"))
+    return text if len(text) <= 7000 else json.dumps({"t": "enqueued"})
+
+
 def enqueue_notice(jobs: Sequence[NewJob]) -> str:
     """The NOTIFY payload for one enqueue statement: which entrypoints got work, and when it is due."""
     entrypoints = sorted({job.entrypoint for job in jobs})

@@ -22,6 +22,7 @@ from pgqd.backend.clock import Clock, ManualClock
 from pgqd.backend.memory_rows import Bucket, JobRow, LogRow, WorkerRow
 from pgqd.errors import DedupeConflict
 from pgqd.models import (
+    PAUSE_ALL,
     CancelResult,
     ClaimedJob,
     ClaimResult,
@@ -36,6 +37,7 @@ from pgqd.models import (
     NewJob,
     OnConflict,
     Outcome,
+    PauseState,
     ScheduleDefinition,
     ScheduleState,
     WorkerInfo,
@@ -88,6 +90,7 @@ class MemoryBackend:
         self._suspects: dict[str, list[tuple[int, int, int, int]]] = {}
         self._deferred: dict[str, list[tuple[float, int, int]]] = {}
         self._schedules: dict[str, ScheduleState] = {}
+        self._pauses: dict[str, bool] = {}
 
     def finished(self, entrypoint: str | None = None, status: FinalStatus | None = None) -> list[JobState]:
         """The jobs that ended (in the order they ended), with their final status, attempts, error and result;
@@ -273,6 +276,25 @@ class MemoryBackend:
         job.notify_finished = True
         return True
 
+    async def pause(self, entrypoints: Sequence[str] | None) -> None:
+        if entrypoints is None:
+            self._pauses = {PAUSE_ALL: True}
+        else:
+            self._pauses.update(dict.fromkeys(entrypoints, True))
+
+    async def resume(self, entrypoints: Sequence[str] | None) -> None:
+        if entrypoints is None:
+            self._pauses.clear()
+        elif PAUSE_ALL in self._pauses:
+            self._pauses.update(dict.fromkeys(entrypoints, False))
+        else:
+            for name in entrypoints:
+                self._pauses.pop(name, None)
+        self._emit(Event("enqueued", tuple(sorted(set(entrypoints or ())))))
+
+    async def pauses(self) -> PauseState:
+        return PauseState.from_rows(self._pauses.items())
+
     # --- workers ------------------------------------------------------------------------------------------
     async def register_worker(self, info: WorkerInfo) -> int:
         worker_id = next(self._worker_ids)
@@ -348,6 +370,9 @@ class MemoryBackend:
     async def claim(
         self, worker_id: int, batch: int, limits: Sequence[EntrypointLimit], *, isolated: bool = False
     ) -> ClaimResult:
+        if self._pauses:
+            paused = PauseState.from_rows(self._pauses.items())
+            limits = [limit for limit in limits if not paused.is_paused(limit.name)]
         now = self._clock()
         picked_at = datetime.fromtimestamp(now, UTC)
         if isolated:

@@ -16,15 +16,13 @@ import asyncpg
 
 from pgqd.backend.base import EventCallback
 from pgqd.backend.bounded import BoundedPool, DatabaseHealth, DatabaseTimeouts, guard, tune_socket
-from pgqd.backend.connection import PgSubscription, close_connection, enqueue_notice
-from pgqd.errors import DedupeConflict
+from pgqd.backend.connection import PgSubscription, close_connection
 from pgqd.identifiers import Names
 from pgqd.models import (
     CancelResult,
     ClaimedJob,
     ClaimResult,
     EntrypointLimit,
-    ErrorInfo,
     FinalStatus,
     Finished,
     HeartbeatReply,
@@ -32,18 +30,15 @@ from pgqd.models import (
     NewJob,
     OnConflict,
     Outcome,
+    PauseState,
     Requeued,
     ScheduleDefinition,
     ScheduleState,
     WorkerInfo,
 )
-from pgqd.sql.statements import Statements
-
-DEDUPE_CONFLICT_SQLSTATE = "PGQ01"
-
-
-# Batches at least this big of one entrypoint and one priority send those once (see ENQUEUE_UNIFORM).
-UNIFORM_BATCH_MIN = 40
+from pgqd.producers import operations
+from pgqd.producers.operations import run_async
+from pgqd.sql.statements import statements_for
 
 
 class PostgresBackend:
@@ -63,7 +58,7 @@ class PostgresBackend:
     ) -> None:
         self.names = names or Names()
         self._owns_executor = owns_executor
-        self.sql = Statements(self.names)
+        self.sql = statements_for(self.names)
         self._db = executor
         self._listen_connect = listen_connect
         self._channel = self.names.channel
@@ -73,86 +68,25 @@ class PostgresBackend:
         self.health = DatabaseHealth()
 
     # --- producers and operators ---------------------------------------------------------------------------
+    # The statements and the reading of their rows are shared with every other driver (pgqd.producers).
+    async def _fetch(self, sql: str, args: tuple[Any, ...]) -> list[Any]:
+        rows: list[Any] = await self._db.fetch(sql, *args)
+        return rows
+
     async def enqueue(self, jobs: Sequence[NewJob], on_conflict: OnConflict) -> list[int | None]:
-        if not jobs:
-            return []
-        if all(j.dedupe_key is None and j.headers is None and not j.delay and j.execute_after is None for j in jobs):
-            return list(await guard(self._enqueue_plain(jobs)))
-        statement = {
-            "raise": self.sql.enqueue_or_raise,
-            "skip": self.sql.enqueue_or_skip,
-            "raise_priority": self.sql.enqueue_or_raise_priority,
-        }[on_conflict]
-        try:
-            rows = await guard(
-                self._db.fetch(
-                    statement,
-                    [job.entrypoint for job in jobs],
-                    [job.payload for job in jobs],
-                    [job.headers for job in jobs],
-                    [job.priority for job in jobs],
-                    [job.delay for job in jobs],
-                    [job.execute_after for job in jobs],
-                    [job.dedupe_key for job in jobs],
-                    self._channel,
-                    enqueue_notice(jobs),
-                )
-            )
-        except asyncpg.PostgresError as exc:
-            if getattr(exc, "sqlstate", None) == DEDUPE_CONFLICT_SQLSTATE:
-                raise DedupeConflict(json.loads(getattr(exc, "detail", None) or "[]")) from None
-            raise
-        return [row[0] for row in rows]
+        return await run_async(operations.enqueue(self.sql, jobs, on_conflict), self._fetch)
 
     async def cancel(self, ids: Sequence[int], status: FinalStatus = "canceled") -> CancelResult:
-        canceled: list[int] = []
-        signalled: list[int] = []
-        pending = list(dict.fromkeys(ids))
-        # A job being claimed at this very moment is neither waiting nor visibly running to this statement's
-        # snapshot; a second pass over the ids still live settles it.
-        for _ in range(2):
-            if not pending:
-                break
-            row = await guard(self._db.fetchrow(self.sql.cancel_jobs, pending, status, self._channel))
-            canceled.extend(row["canceled"])
-            signalled.extend(row["signalled"])
-            handled = set(row["canceled"]) | set(row["signalled"])
-            unhandled = [i for i in pending if i not in handled]
-            if not unhandled:
-                break
-            states = await self.job_states(unhandled)
-            pending = [i for i in unhandled if i in states and not states[i].finished]
-        return CancelResult(canceled=canceled, signalled=signalled)
+        return await run_async(operations.cancel(self.sql, ids, status), self._fetch)
 
     async def requeue(self, ids: Sequence[int]) -> list[int]:
-        try:
-            found = await guard(self._db.fetchval(self.sql.requeue_held, list(ids), self._channel))
-        except asyncpg.UniqueViolationError as exc:
-            raise DedupeConflict([_key_from_detail(getattr(exc, "detail", "") or "")]) from None
-        return list(found)
+        return await run_async(operations.requeue(self.sql, ids), self._fetch)
 
     async def job_states(self, ids: Sequence[int]) -> dict[int, JobState]:
-        rows = await guard(self._db.fetch(self.sql.job_states, list(ids)))
-        states: dict[int, JobState] = {}
-        for row in rows:
-            error = None
-            if row["error_type"] is not None:
-                error = ErrorInfo(row["error_type"], row["error_message"] or "", row["error_traceback"] or "")
-            states[row["id"]] = JobState(
-                id=row["id"],
-                entrypoint=row["entrypoint"],
-                status=row["status"],
-                attempts=row["attempts"],
-                priority=row["priority"],
-                created_at=row["created_at"],
-                finished_at=row["finished_at"],
-                error=error,
-                result=None if row["result"] is None else json.loads(row["result"]),
-            )
-        return states
+        return await run_async(operations.job_states(self.sql, ids), self._fetch)
 
     async def watch_finished(self, job_id: int) -> bool:
-        return await guard(self._db.fetchval(self.sql.watch_finished, job_id, self._channel)) is not None
+        return await run_async(operations.watch_finished(self.sql, job_id), self._fetch)
 
     async def subscribe(self, callback: EventCallback) -> PgSubscription:
         if self._listen_connect is not None:
@@ -189,6 +123,15 @@ class PostgresBackend:
         await subscription.start()
         return subscription
 
+    async def pause(self, entrypoints: Sequence[str] | None) -> None:
+        await run_async(operations.pause(self.sql, entrypoints), self._fetch)
+
+    async def resume(self, entrypoints: Sequence[str] | None) -> None:
+        await run_async(operations.resume(self.sql, entrypoints), self._fetch)
+
+    async def pauses(self) -> PauseState:
+        return await run_async(operations.pauses(self.sql), self._fetch)
+
     # --- workers ------------------------------------------------------------------------------------------
     async def register_worker(self, info: WorkerInfo) -> int:
         worker_id: int = await guard(
@@ -202,22 +145,6 @@ class PostgresBackend:
 
     async def deregister_worker(self, worker_id: int) -> None:
         await guard(self._db.execute(self.sql.deregister_worker, worker_id))
-
-    async def _enqueue_plain(self, jobs: Sequence[NewJob]) -> list[int]:
-        first = jobs[0]
-        # Filling the arrays in the server costs ~20 µs a call, what the driver saves on about 40 jobs.
-        uniform = len(jobs) >= UNIFORM_BATCH_MIN and all(
-            j.entrypoint == first.entrypoint and j.priority == first.priority for j in jobs
-        )
-        ids: list[int] = await self._db.fetchval(
-            self.sql.enqueue_uniform if uniform else self.sql.enqueue_plain,
-            first.entrypoint if uniform else [job.entrypoint for job in jobs],
-            [job.payload for job in jobs],
-            first.priority if uniform else [job.priority for job in jobs],
-            self._channel,
-            enqueue_notice(jobs),
-        )
-        return ids
 
     async def claim(
         self, worker_id: int, batch: int, limits: Sequence[EntrypointLimit], *, isolated: bool = False
@@ -396,12 +323,6 @@ class PostgresBackend:
         """Closes the pool this backend opened itself; a caller's connection or pool is left alone."""
         if self._owns_executor:
             await self._db.close()
-
-
-def _key_from_detail(detail: str) -> str:
-    # "Key (dedupe_key)=(abc) already exists."
-    start, end = detail.find(")=("), detail.rfind(") already exists")
-    return detail[start + 3 : end] if start >= 0 and end > start else detail
 
 
 def _nullable(values: list[Any]) -> list[Any] | None:

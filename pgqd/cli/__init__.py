@@ -9,7 +9,16 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from pgqd.cli import daemon_commands, dashboard, job_commands, ops_commands, schema_commands
+from pgqd.cli import (
+    daemon_commands,
+    dashboard,
+    job_commands,
+    mcp_command,
+    ops_commands,
+    pause_commands,
+    schema_commands,
+    web_command,
+)
 from pgqd.errors import BackendUnavailable, ConfigError, PgqdError
 
 EXIT_FAILURE, EXIT_USAGE = 1, 2
@@ -29,7 +38,10 @@ def build_parser() -> argparse.ArgumentParser:
     job_commands.register(commands)
     job_commands.register_schedules(commands)
     ops_commands.register(commands)
+    pause_commands.register(commands)
     dashboard.register(commands)
+    mcp_command.register(commands)
+    web_command.register(commands)
     daemon_commands.register(commands, parser)
     return parser
 

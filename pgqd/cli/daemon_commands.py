@@ -65,20 +65,22 @@ def _raise_stop(_signum: int, _frame: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    path = config_path(args.config)
-    config = load_config(path)
-    configure_logging(config.logging.level, config.logging.format)  # type: ignore[arg-type]
-    handlers = import_handlers(config)
-    embedded = EmbeddedServer(config.resolve_path(config.database.embedded)) if config.database.embedded else None
+    # From the first moment to the supervisor's own handlers, SIGTERM and SIGINT end start-up cleanly (exit 0)
+    # rather than killing the process by the signal: a daemon told to stop while it loads its config, imports
+    # the handlers or waits for its database has nothing to drain.
     previous = {s: signal.signal(s, _raise_stop) for s in (signal.SIGTERM, signal.SIGINT)}
+    embedded: EmbeddedServer | None = None
     try:
+        path = config_path(args.config)
+        config = load_config(path)
+        configure_logging(config.logging.level, config.logging.format)  # type: ignore[arg-type]
+        handlers = import_handlers(config)
         dsn = config.database.dsn
-        if embedded is not None:
+        if config.database.embedded:
+            embedded = EmbeddedServer(config.resolve_path(config.database.embedded))
             dsn = embedded.start()
             log.info("embedded PostgreSQL running", pgdata=str(embedded.pgdata))
         _wait_for_schema(config, dsn, install=embedded is not None)
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
         metrics_dir = make_multiprocess_directory()
         try:
             return Supervisor(config, handlers, dsn, config_path=path, metrics_dir=metrics_dir).run()
@@ -128,7 +130,7 @@ async def check_config(args: argparse.Namespace) -> int:
     config = load_config(path)
     import_handlers(config)
     if config.database.embedded:
-        print(f"{path}: OK ({len(config.entrypoints)} entrypoints; embedded database, not started by check)")
+        print(f"{path}: OK ({len(config.served_entrypoints)} entrypoints; embedded database, not started by check)")
         return 0
     try:
         async with connection(config.database.dsn) as conn:
@@ -137,7 +139,7 @@ async def check_config(args: argparse.Namespace) -> int:
         print(f"{path}: configuration valid, but: {exc}", file=sys.stderr)
         return 1
     schema = "schema current" if installed == latest_version() else f"schema version {installed}, newer than this pgqd"
-    print(f"{path}: OK ({len(config.entrypoints)} entrypoints, {len(config.schedules)} schedules; {schema})")
+    print(f"{path}: OK ({len(config.served_entrypoints)} entrypoints, {len(config.schedules)} schedules; {schema})")
     return 0
 
 

@@ -1,4 +1,4 @@
-"""``pgqd dashboard``: a live terminal view of queue depth, throughput, failures and workers."""
+"""``pgqd dashboard``: a live terminal view of queue depth, paused entrypoints, throughput, failures and workers."""
 
 from __future__ import annotations
 
@@ -32,10 +32,10 @@ def register(commands: Any) -> None:
 
 
 async def snapshot(stats: QueueStats) -> dict[str, Any]:
-    depth, throughput, workers = await stats.depth(), await stats.throughput(), await stats.workers()
+    queues, throughput, workers = await stats.queues(), await stats.throughput(), await stats.workers()
     return {
         "at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "queues": [asdict(d) for d in depth],
+        "queues": [{**asdict(q), "oldest_eligible_age": q.oldest_eligible_age} for q in queues],
         "throughput": [asdict(t) for t in throughput],
         "workers": [asdict(w) for w in workers],
     }
@@ -64,15 +64,14 @@ def _table(title: str, header: list[str], rows: list[list[str]], limit: int) -> 
 
 
 def render(snap: dict[str, Any], limit: int) -> str:
-    by_entry: dict[str, dict[str, Any]] = {}
-    for q in snap["queues"]:
-        entry = by_entry.setdefault(q["entrypoint"], {"oldest": None})
-        entry[q["status"]] = q["jobs"]
-        if q["oldest_age"] is not None:
-            entry["oldest"] = max(entry["oldest"] or 0.0, q["oldest_age"])
     queue_rows = [
-        [name, *(str(e.get(s, 0)) for s in ("queued", "deferred", "suspect", "picked", "failed")), _age(e["oldest"])]
-        for name, e in sorted(by_entry.items())
+        [
+            q["entrypoint"],
+            *(str(q[column]) for column in ("queued", "deferred", "suspects", "running", "held")),
+            _age(q["oldest_eligible_age"]),
+            "paused" if q["paused"] else "",
+        ]
+        for q in snap["queues"]
     ]
     rates: dict[str, dict[str, list[int]]] = {}
     for t in snap["throughput"]:
@@ -89,7 +88,7 @@ def render(snap: dict[str, Any], limit: int) -> str:
     lines = [f"pgqd dashboard  {snap['at']}", ""]
     lines += _table(
         "Queues",
-        ["entrypoint", "queued", "deferred", "suspects", "running", "held", "oldest eligible"],
+        ["entrypoint", "queued", "deferred", "suspects", "running", "held", "oldest eligible", "state"],
         queue_rows,
         limit,
     )

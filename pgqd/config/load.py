@@ -9,17 +9,19 @@ import difflib
 import os
 import tomllib
 from collections.abc import Mapping
-from dataclasses import MISSING, Field, fields, replace
+from dataclasses import MISSING, Field, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
 from pgqd.config.kinds import Invalid
-from pgqd.config.model import Config, EntrypointConfig
+from pgqd.config.model import DJANGO_ENTRYPOINT_PREFIX, DJANGO_TASK_RUNNER, Config, DjangoConfig, EntrypointConfig
 from pgqd.errors import ConfigError
-from pgqd.imports import ImportProblem, import_object
+from pgqd.imports import ImportProblem, find_module, import_object
 
 CONFIG_ENV = "PGQD_CONFIG"
 DSN_ENV = "PGQD_DSN"
+WEB_PASSWORD_ENV = "PGQD_WEB_PASSWORD"
+WEB_TOKEN_ENV = "PGQD_WEB_TOKEN"
 
 
 class ConfigProblems(ConfigError):
@@ -128,21 +130,44 @@ def _build_table(cls: type[Any], data: Any, path: tuple[str, ...], problems: lis
 
 def _cross_check(config: Config) -> list[str]:
     problems = []
-    if not config.entrypoints:
+    served = config.served_entrypoints
+    if not served:
         problems.append('no entrypoints: add at least one [entrypoints.NAME] section with handler = "module:function"')
-    names = list(config.entrypoints)
+    names = list(served)
     for name, schedule in config.schedules.items():
-        if schedule.entrypoint not in config.entrypoints:
+        if schedule.entrypoint not in served:
             known = ", ".join(names) or "none"
             problems.append(
                 f"[schedules.{name}] entrypoint: {schedule.entrypoint!r} is not an entrypoint of this config"
                 f"{_suggest(schedule.entrypoint, names)} (known: {known})"
             )
+    if config.web.password and config.web.password_file:
+        problems.append("[web]: set either password or password_file, not both")
+    if config.web.token and config.web.token_file:
+        problems.append("[web]: set either token or token_file, not both")
     if config.database.dsn and config.database.embedded:
         problems.append("[database]: set either dsn (an existing server) or embedded (a private one), not both")
     for name, entry in config.entrypoints.items():
         if entry.retry.initial > entry.retry.max:
             problems.append(f"[entrypoints.{name}.retry] initial: must not exceed max")
+    if config.django is not None:
+        problems.extend(_check_django_queues(config.django, config.entrypoints))
+    return problems
+
+
+def _check_django_queues(django: DjangoConfig, entrypoints: Mapping[str, EntrypointConfig]) -> list[str]:
+    problems = []
+    if not django.queues:
+        problems.append("[django.queues]: serve at least one Django queue, e.g. [django.queues.default]")
+    for queue, entry in django.queues.items():
+        name = DJANGO_ENTRYPOINT_PREFIX + queue
+        if name in entrypoints:
+            problems.append(
+                f'[django.queues.{queue}]: the queue is served as entrypoint "{name}", which [entrypoints."{name}"] '
+                "defines too: set its limits in one of the two places"
+            )
+        if entry.retry.initial > entry.retry.max:
+            problems.append(f"[django.queues.{queue}.retry] initial: must not exceed max")
     return problems
 
 
@@ -150,10 +175,17 @@ def import_handlers(config: Config, source: str = "<config>") -> dict[str, Any]:
     """Imports every handler (and the resources factory) so that a typo fails at start-up, before any fork."""
     problems: list[str] = []
     handlers: dict[str, Any] = {}
-    for name, entry in config.entrypoints.items():
+    for name, entry in config.served_entrypoints.items():
         handler = _import(entry, name, problems)
         if handler is not None:
             handlers[name] = handler
+    if config.django is not None:
+        # Found, not imported: settings run in the worker processes, after the fork, so that they are read
+        # afresh on every reload and see what the daemon set up before forking (the embedded server).
+        try:
+            find_module(config.django.settings)
+        except ImportProblem as exc:
+            problems.append(f'[django] settings: "{config.django.settings}" could not be found: {exc}')
     if config.workers.resources:
         try:
             import_object(config.workers.resources)
@@ -168,9 +200,47 @@ def _import(entry: EntrypointConfig, name: str, problems: list[str]) -> Any:
     try:
         handler = import_object(entry.handler)
     except ImportProblem as exc:
+        if entry.handler == DJANGO_TASK_RUNNER:
+            problems.append(f"[django]: Django tasks need Django: pip install 'pgqd[django]' ({exc})")
+            return None
         problems.append(f'[entrypoints.{name}] handler: "{entry.handler}" could not be imported: {exc}')
         return None
     if not callable(handler):
         problems.append(f'[entrypoints.{name}] handler: "{entry.handler}" is not callable')
         return None
     return handler
+
+
+@dataclass(frozen=True)
+class WebCredentials:
+    """What ``pgqd web`` accepts: an HTTP basic user and password, a bearer token, either, or neither."""
+
+    username: str
+    password: str | None
+    token: str | None
+
+    @property
+    def required(self) -> bool:
+        return self.password is not None or self.token is not None
+
+
+def web_credentials(config: Config, env: Mapping[str, str] = os.environ) -> WebCredentials:
+    """The web UI's secrets: the environment wins over a file, which wins over the config's own value."""
+    web = config.web
+    password = env.get(WEB_PASSWORD_ENV) or _secret_file(config, "password_file", web.password_file) or web.password
+    token = env.get(WEB_TOKEN_ENV) or _secret_file(config, "token_file", web.token_file) or web.token
+    return WebCredentials(web.username, password or None, token or None)
+
+
+def _secret_file(config: Config, key: str, path: str | None) -> str | None:
+    if path is None:
+        return None
+    where = config.resolve_path(path)
+    try:
+        lines = where.read_text("utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"[web] {key}: {where} cannot be read: {exc}") from None
+    secret = lines[0].strip() if lines else ""
+    if not secret:
+        raise ConfigError(f"[web] {key}: {where} is empty")
+    return secret

@@ -96,6 +96,24 @@ class MetricsConfig:
 
 
 @dataclass(frozen=True)
+class WebConfig:
+    listen: str = field(
+        default="127.0.0.1:9465",
+        metadata=spec(LISTEN_ADDRESS, "address of `pgqd web`; off loopback it needs a password or a token"),
+    )
+    read_only: bool = field(default=False, metadata=spec(Boolean(), "show everything, change nothing"))
+    username: str = field(default="pgqd", metadata=spec(Text(), "user name for HTTP basic authentication"))
+    password: str | None = field(
+        default=None, metadata=spec(Text(), "HTTP basic password; $PGQD_WEB_PASSWORD overrides it")
+    )
+    password_file: str | None = field(
+        default=None, metadata=spec(Text(), "file holding the HTTP basic password (first line)")
+    )
+    token: str | None = field(default=None, metadata=spec(Text(), "bearer token; $PGQD_WEB_TOKEN overrides it"))
+    token_file: str | None = field(default=None, metadata=spec(Text(), "file holding the bearer token (first line)"))
+
+
+@dataclass(frozen=True)
 class LoggingConfig:
     level: str = field(
         default="info", metadata=spec(Choice(("debug", "info", "warning", "error")), "lowest level logged")
@@ -116,7 +134,10 @@ class RetentionConfig:
 
 @dataclass(frozen=True)
 class RetryConfig:
-    max_attempts: int = field(default=1, metadata=spec(Integer(1, 1_000_000), "runs in all, the first included"))
+    max_attempts: int = field(
+        default=1,
+        metadata=spec(Integer(1, 1_000_000), "runs that count, the first included (not one lost beside other jobs)"),
+    )
     backoff: str = field(
         default="exponential", metadata=spec(Choice(("exponential", "linear", "constant")), "growth of the wait")
     )
@@ -157,6 +178,35 @@ class ScheduleConfig:
     )
 
 
+# Django tasks: each Django queue is served as the entrypoint "django.<queue>", run by pgqd's own task runner.
+DJANGO_ENTRYPOINT_PREFIX = "django."
+DJANGO_TASK_RUNNER = "pgqd.contrib.django.worker:run_task"
+MODULE_PATH = Text(r"[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*", 'use a dotted module path, e.g. "mysite.settings"')
+
+
+@dataclass(frozen=True)
+class DjangoQueueConfig(EntrypointConfig):
+    """An entrypoint whose handler is pgqd's Django task runner; results are always kept for ``get_result``."""
+
+    handler: str = field(default=DJANGO_TASK_RUNNER, metadata={"internal": True})
+    store_result: bool = field(default=True, metadata={"internal": True})
+
+
+def _default_django_queues() -> dict[str, DjangoQueueConfig]:
+    return {"default": DjangoQueueConfig()}
+
+
+@dataclass(frozen=True)
+class DjangoConfig:
+    settings: str = field(
+        metadata=spec(MODULE_PATH, "Django settings module each worker process sets up (DJANGO_SETTINGS_MODULE)")
+    )
+    queues: dict[str, DjangoQueueConfig] = field(
+        default_factory=_default_django_queues,
+        metadata={"table_of": DjangoQueueConfig, "doc": 'Django queues served, each as entrypoint "django.<queue>"'},
+    )
+
+
 @dataclass(frozen=True)
 class Config:
     database: DatabaseConfig = field(default_factory=DatabaseConfig, metadata={"section": DatabaseConfig})
@@ -164,10 +214,21 @@ class Config:
     metrics: MetricsConfig = field(default_factory=MetricsConfig, metadata={"section": MetricsConfig})
     logging: LoggingConfig = field(default_factory=LoggingConfig, metadata={"section": LoggingConfig})
     retention: RetentionConfig = field(default_factory=RetentionConfig, metadata={"section": RetentionConfig})
+    web: WebConfig = field(default_factory=WebConfig, metadata={"section": WebConfig})
     entrypoints: dict[str, EntrypointConfig] = field(default_factory=dict, metadata={"table_of": EntrypointConfig})
     schedules: dict[str, ScheduleConfig] = field(default_factory=dict, metadata={"table_of": ScheduleConfig})
+    django: DjangoConfig | None = field(default=None, metadata={"section": DjangoConfig})
     # Where it was read from (relative paths in the file are relative to its folder); not a TOML key.
     source: Path | None = field(default=None, compare=False, metadata={"internal": True})
+
+    @property
+    def served_entrypoints(self) -> dict[str, EntrypointConfig]:
+        """The entrypoints the daemon runs: the [entrypoints] sections plus one per Django queue."""
+        served = dict(self.entrypoints)
+        if self.django is not None:
+            for queue, entry in self.django.queues.items():
+                served[DJANGO_ENTRYPOINT_PREFIX + queue] = entry
+        return served
 
     def resolve_path(self, path: str) -> Path:
         candidate = Path(path).expanduser()

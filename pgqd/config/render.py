@@ -8,7 +8,15 @@ from typing import Any
 
 import tomli_w
 
-from pgqd.config.model import Config, DatabaseConfig, EntrypointConfig, RetryConfig, ScheduleConfig
+from pgqd.config.model import (
+    Config,
+    DatabaseConfig,
+    DjangoConfig,
+    DjangoQueueConfig,
+    EntrypointConfig,
+    RetryConfig,
+    ScheduleConfig,
+)
 from pgqd.daemon.logs import mask_dsn
 
 # Values shown for keys that have no default, in the starter file's commented-out examples.
@@ -20,6 +28,8 @@ _EXAMPLES: dict[str, Any] = {
     "timeout": "60s",
     "payload": '{"kind": "nightly"}',
     "processes": 4,
+    "password_file": "/etc/pgqd/web-password",
+    "token_file": "/etc/pgqd/web-token",
     "command_timeout": "7.5s",
 }
 
@@ -48,6 +58,9 @@ def render_effective(config: Config) -> str:
     data = _as_toml(config)
     if "dsn" in data["database"]:
         data["database"]["dsn"] = mask_dsn(data["database"]["dsn"])
+    for secret in ("password", "token"):
+        if secret in data["web"]:
+            data["web"][secret] = "********"
     return tomli_w.dumps(data)
 
 
@@ -78,7 +91,8 @@ def starter_config() -> str:
     ]
     for f in fields(Config):
         section = f.metadata.get("section")
-        if section is None:
+        # Optional sections (default None) are shown commented out at the end.
+        if section is None or f.default is None:
             continue
         lines = _section_lines(section(), f.name)
         if section is DatabaseConfig:
@@ -93,4 +107,16 @@ def starter_config() -> str:
     parts.extend(
         line if line.startswith("#") else f"# {line}" for line in _section_lines(schedule, "schedules.nightly")
     )
+    parts.append("")
+    parts.append("# Django tasks (needs pgqd[django]): each worker process sets up these settings and runs the tasks")
+    parts.append(
+        '# enqueued through pgqd.contrib.django.PgqdTaskBackend. Queue Q is entrypoint "django.Q"; its section takes'
+    )
+    parts.append(
+        "# the keys of an entrypoint except handler and store_result. Without [django.queues.*]: queue default."
+    )
+    django = DjangoConfig(settings="mysite.settings")
+    parts.extend(f"# {line}" for line in _section_lines(django, "django"))
+    queue = _section_lines(DjangoQueueConfig(timeout=300.0), "django.queues.default")
+    parts.extend(f"# {line}" for line in queue if not line.startswith("#"))
     return "\n".join(parts) + "\n"

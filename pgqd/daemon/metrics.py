@@ -19,7 +19,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from pgqd.models import Finished, Outcome
+from pgqd.models import PAUSE_ALL, Finished, Outcome, PauseState
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 DURATION_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
@@ -231,11 +231,21 @@ class QueueGaugeSamples:
             multiprocess_mode="livemax",
             registry=reg,
         )
+        self.paused = Gauge(
+            "pgqd_entrypoint_paused",
+            "1 if the entrypoint is paused fleet-wide (pgqd pause), else 0.",
+            ["entrypoint"],
+            multiprocess_mode="livemax",
+            registry=reg,
+        )
         self._depth_seen: set[tuple[str, str]] = {(entrypoint, "queued") for entrypoint in served}
         self._age_seen: set[str] = {entrypoint for entrypoint, _ in self._depth_seen}
         self.update([])
 
-    def update(self, rows: Iterable[tuple[str, str, int, float | None]]) -> None:
+    def update(
+        self, rows: Iterable[tuple[str, str, int, float | None]], pauses: Iterable[tuple[str, bool]] = ()
+    ) -> None:
+        """``pauses`` are the rows of the pauses table (see ``PauseState``)."""
         depth: dict[tuple[str, str], int] = dict.fromkeys(self._depth_seen, 0)
         age: dict[str, float] = dict.fromkeys(self._age_seen, 0.0)
         for entrypoint, status, jobs, oldest_age in rows:
@@ -248,6 +258,10 @@ class QueueGaugeSamples:
         for entrypoint, seconds in age.items():
             self.age.labels(entrypoint).set(max(seconds, 0.0))
         self._depth_seen, self._age_seen = set(depth), set(age)
+        stored = list(pauses)
+        state = PauseState.from_rows(stored)
+        for entrypoint in age.keys() | {name for name, _ in stored if name != PAUSE_ALL}:
+            self.paused.labels(entrypoint).set(1 if state.is_paused(entrypoint) else 0)
 
 
 class SupervisorCollector:

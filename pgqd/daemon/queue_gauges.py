@@ -19,6 +19,7 @@ from pgqd.daemon.logs import mask_dsn
 from pgqd.daemon.metrics import QueueGaugeSamples
 from pgqd.identifiers import Names
 from pgqd.sql import render
+from pgqd.sql.pauses import PAUSES
 from pgqd.sql.queue_gauges import QUEUE_GAUGES
 
 log = structlog.get_logger("pgqd.daemon.queue_gauges")
@@ -34,6 +35,7 @@ class QueueGaugeCollector:
     def __init__(self, dsn: str | None, names: Names, samples: QueueGaugeSamples) -> None:
         self.dsn = dsn
         self.statement = render(QUEUE_GAUGES, names)
+        self.pauses_statement = render(PAUSES, names)
         self.samples = samples
         self.collected = 0
         self._conn: Any = None
@@ -54,6 +56,7 @@ class QueueGaugeCollector:
                     self.dsn, timeout=TIMEOUT, server_settings={"application_name": "pgqd-gauges"}
                 )
             rows = await self._conn.fetch(self.statement, COUNT_LIMIT, MAX_GROUPS, timeout=TIMEOUT)
+            pauses = await self._conn.fetch(self.pauses_statement, timeout=TIMEOUT)
         except Exception as exc:  # whatever the database or the network does, try again next time
             self._drop_connection()
             if not self._failing:
@@ -64,7 +67,10 @@ class QueueGaugeCollector:
         if self._failing:
             log.info("queue gauges collected again")
         self._failing = False
-        self.samples.update((r["entrypoint"], r["status"], r["jobs"], r["oldest_age"]) for r in rows)
+        self.samples.update(
+            [(r["entrypoint"], r["status"], r["jobs"], r["oldest_age"]) for r in rows],
+            [(r["entrypoint"], r["paused"]) for r in pauses],
+        )
         self.collected += 1
 
     def _drop_connection(self) -> None:

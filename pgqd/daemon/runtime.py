@@ -38,7 +38,7 @@ def build_entrypoint(name: str, entry: EntrypointConfig, handler: Any) -> Entryp
 
 
 def build_entrypoints(config: Config, handlers: Mapping[str, Any]) -> list[Entrypoint]:
-    return [build_entrypoint(name, entry, handlers[name]) for name, entry in config.entrypoints.items()]
+    return [build_entrypoint(name, entry, handlers[name]) for name, entry in config.served_entrypoints.items()]
 
 
 def worker_settings(config: Config) -> WorkerSettings:
@@ -105,5 +105,6 @@ def worker_plan(
         schedules=build_schedules(config) if lead else (),
         metrics_dir=metrics_dir,
         queue_gauges=lead and queue_gauges,
+        django_settings=config.django.settings if config.django else None,
         timeouts=database_timeouts(config),
     )

@@ -6,6 +6,8 @@ parameters. Render them once per install with ``Statements(names)``.
 
 from __future__ import annotations
 
+import functools
+
 from pgqd.identifiers import Names
 from pgqd.sql import render
 
@@ -29,7 +31,7 @@ inserted AS (
     ON CONFLICT (dedupe_key) WHERE dedupe_key IS NOT NULL AND status <> 'failed'
 """
 
-_ENQUEUE_NOTIFY = "notified AS (SELECT pg_notify($8, $9) AS sent)"
+_ENQUEUE_NOTIFY = "notified AS (SELECT pg_notify($8::text, $9::text) AS sent)"
 
 # on_conflict="raise": a conflicting key fails the whole statement, so nothing of the batch is kept.
 ENQUEUE_OR_RAISE = (
@@ -98,7 +100,7 @@ inserted AS (
     INSERT INTO {{jobs}} (id, entrypoint, payload, priority)
     SELECT i.id, i.entrypoint, i.payload, i.priority FROM input AS i
 ),
-notified AS (SELECT pg_notify($4, $5) AS sent)
+notified AS (SELECT pg_notify($4::text, $5::text) AS sent)
 SELECT array_agg(i.id ORDER BY i.ord) FROM input AS i, notified
 """
 ENQUEUE_PLAIN = _ENQUEUE_PLAIN.format(entrypoints="$1::text[]", priorities="$3::integer[]")
@@ -115,7 +117,7 @@ ENQUEUE_UNIFORM = _ENQUEUE_PLAIN.format(
 # This saves a disk flush per claim: 1 process at batch 10 went from 12.9k to 15.2k jobs/s.
 CLAIM_JOBS = """
 SELECT c.* FROM set_config('synchronous_commit', 'off', true) AS s,
-    {claim_jobs}($1, $2, $3::text[], $4::integer[], $5::double precision[], $6::double precision[],
+    {claim_jobs}($1::bigint, $2::integer, $3::text[], $4::integer[], $5::double precision[], $6::double precision[],
                  $7::boolean, $8::integer[], $9::boolean[]) AS c
 """
 
@@ -130,18 +132,18 @@ WITH done AS (
 ),
 removed AS (
     DELETE FROM {jobs} AS j USING done AS d
-    WHERE j.id = d.id AND j.worker_id = $1 AND j.status = 'picked'
+    WHERE j.id = d.id AND j.worker_id = $1::bigint AND j.status = 'picked'
     RETURNING j.id, j.entrypoint, j.priority, j.attempts, j.dedupe_key, j.created_at, j.picked_at,
-              j.notify_finished, d.status, d.started_after, d.duration, d.error_type, d.error_message,
+              j.notify_finished, j.errors, d.status, d.started_after, d.duration, d.error_type, d.error_message,
               d.error_traceback, d.result
 ),
 logged AS (
     INSERT INTO {log} (job_id, entrypoint, priority, status, attempts, dedupe_key, worker_id, created_at,
-                       started_at, finished_at, error_type, error_message, error_traceback, result)
-    SELECT r.id, r.entrypoint, r.priority, r.status::{final_status}, r.attempts, r.dedupe_key, $1, r.created_at,
+                       started_at, finished_at, error_type, error_message, error_traceback, result, errors)
+    SELECT r.id, r.entrypoint, r.priority, r.status::{final_status}, r.attempts, r.dedupe_key, $1::bigint, r.created_at,
            r.picked_at + make_interval(secs => r.started_after),
            r.picked_at + make_interval(secs => r.started_after + r.duration),
-           r.error_type, r.error_message, r.error_traceback, r.result::jsonb
+           r.error_type, r.error_message, r.error_traceback, r.result::jsonb, r.errors
     FROM removed AS r
 ),
 changed AS (
@@ -158,26 +160,31 @@ changed AS (
                              ELSE j.execute_after END,
         attempts = CASE WHEN c.kind = 'release' THEN greatest(j.attempts - 1, 0) ELSE j.attempts END,
         last_error = COALESCE(c.error::jsonb, j.last_error),
+        -- The error history (migration 0004): this attempt's error appended, the newest 20 kept.
+        errors = CASE WHEN c.error IS NULL THEN j.errors ELSE jsonb_path_query_array(
+                     COALESCE(j.errors, '[]'::jsonb) || jsonb_build_array(
+                         c.error::jsonb || jsonb_build_object('attempt', j.attempts, 'at', now())),
+                     '$[last - 19 to last]') END,
         worker_id = NULL,
         picked_at = NULL
     FROM unnest($10::bigint[], $11::text[], $12::double precision[], $13::text[]) AS c(id, kind, delay, error)
-    WHERE j.id = c.id AND j.worker_id = $1 AND j.status = 'picked'
+    WHERE j.id = c.id AND j.worker_id = $1::bigint AND j.status = 'picked'
     RETURNING j.id, j.entrypoint, j.status, j.notify_finished, c.delay
 ),
 finished_notice AS (
-    SELECT {notify_ids}($14, 'finished', array_agg(f.id)) AS sent
+    SELECT {notify_ids}($14::text, 'finished', array_agg(f.id)) AS sent
     FROM (SELECT r.id FROM removed AS r WHERE r.notify_finished
           UNION ALL
           SELECT c.id FROM changed AS c WHERE c.notify_finished AND c.status = 'failed') AS f
 ),
 slot_notice AS (
-    SELECT pg_notify($14, json_build_object('t', 'slot', 'e', array_agg(DISTINCT s.entrypoint))::text) AS sent
+    SELECT pg_notify($14::text, json_build_object('t', 'slot', 'e', array_agg(DISTINCT s.entrypoint))::text) AS sent
     FROM (SELECT r.entrypoint FROM removed AS r UNION ALL SELECT c.entrypoint FROM changed AS c) AS s
     WHERE s.entrypoint = ANY ($15::text[])
     HAVING count(*) > 0
 ),
 requeue_notice AS (
-    SELECT pg_notify($14, json_build_object(
+    SELECT pg_notify($14::text, json_build_object(
                't', 'enqueued',
                'e', array_agg(DISTINCT c.entrypoint),
                'd', CASE WHEN bool_and(c.status = 'deferred') THEN min(c.delay) END
@@ -191,7 +198,7 @@ SELECT (SELECT count(*) FROM removed) + (SELECT count(*) FROM changed) AS applie
 """
 
 REGISTER_WORKER = """
-INSERT INTO {workers} (host, pid, entrypoints) VALUES ($1, $2, $3::text[]) RETURNING id
+INSERT INTO {workers} (host, pid, entrypoints) VALUES ($1::text, $2::integer, $3::text[]) RETURNING id
 """
 
 # Re-inserts the row when it is gone (the worker was presumed dead and forgotten, or the table was emptied).
@@ -199,21 +206,21 @@ INSERT INTO {workers} (host, pid, entrypoints) VALUES ($1, $2, $3::text[]) RETUR
 # isolated run and none runs yet: two probes of small partial indexes, once per beat.
 HEARTBEAT = """
 WITH beat AS (
-    INSERT INTO {workers} AS w (id, host, pid, entrypoints) VALUES ($1, $2, $3, $4::text[])
+    INSERT INTO {workers} AS w (id, host, pid, entrypoints) VALUES ($1::bigint, $2::text, $3::integer, $4::text[])
     ON CONFLICT (id) DO UPDATE SET heartbeat_at = now()
 )
 SELECT COALESCE(array_agg(j.id), ARRAY[]::bigint[]) AS cancel,
        EXISTS (SELECT 1 FROM {jobs} AS s WHERE s.status = 'suspect' AND s.entrypoint = ANY ($4::text[]))
        AND NOT EXISTS (SELECT 1 FROM {jobs} AS i WHERE i.isolated AND i.status = 'picked') AS suspects
 FROM {jobs} AS j
-WHERE j.worker_id = $1 AND j.status = 'picked' AND j.cancel_requested
+WHERE j.worker_id = $1::bigint AND j.status = 'picked' AND j.cancel_requested
 """
 
-DEREGISTER_WORKER = "DELETE FROM {workers} WHERE id = $1"
+DEREGISTER_WORKER = "DELETE FROM {workers} WHERE id = $1::bigint"
 
 _REQUEUE_AND_ANNOUNCE = """
 announced AS (
-    SELECT pg_notify($2, json_build_object('t', 'enqueued', 'e', array_agg(DISTINCT r.entrypoint))::text)
+    SELECT pg_notify($2::text, json_build_object('t', 'enqueued', 'e', array_agg(DISTINCT r.entrypoint))::text)
     FROM rescued AS r HAVING count(*) > 0
 )
 SELECT COALESCE(array_agg(r.id), ARRAY[]::bigint[]) FROM rescued AS r, (SELECT count(*) FROM announced) AS a
@@ -225,7 +232,7 @@ WITH rescued AS (
     UPDATE {jobs} AS j
     SET status = (CASE WHEN j.isolated THEN 'suspect' ELSE 'queued' END)::{job_status}, isolated = false,
         worker_id = NULL, picked_at = NULL, attempts = greatest(j.attempts - 1, 0)
-    WHERE j.worker_id = $1 AND j.status = 'picked' AND NOT (j.id = ANY ($3::bigint[]))
+    WHERE j.worker_id = $1::bigint AND j.status = 'picked' AND NOT (j.id = ANY ($3::bigint[]))
     RETURNING j.id, j.entrypoint
 ),"""
     + _REQUEUE_AND_ANNOUNCE
@@ -275,12 +282,12 @@ suspected AS (
     RETURNING j.id, j.entrypoint
 ),
 finished_notice AS (
-    SELECT {notify_ids}($2, 'finished', array_agg(f.id)) AS sent
+    SELECT {notify_ids}($2::text, 'finished', array_agg(f.id)) AS sent
     FROM (SELECT g.id FROM given_up AS g WHERE g.notify_finished
           UNION ALL SELECT h.id FROM held AS h WHERE h.notify_finished) AS f
 ),
 announced AS (
-    SELECT pg_notify($2, json_build_object('t', 'enqueued', 'e', array_agg(DISTINCT r.entrypoint))::text)
+    SELECT pg_notify($2::text, json_build_object('t', 'enqueued', 'e', array_agg(DISTINCT r.entrypoint))::text)
     FROM suspected AS r HAVING count(*) > 0
 )
 SELECT COALESCE(array_agg(l.id ORDER BY l.id), ARRAY[]::bigint[])
@@ -295,14 +302,14 @@ _CHARGED = """j.isolated AND NOT EXISTS (
 RESCUE_WORKER = (
     """
 WITH forgotten AS (
-    DELETE FROM {workers} WHERE id = $1
+    DELETE FROM {workers} WHERE id = $1::bigint
 ),
 lost AS MATERIALIZED (
     SELECT j.id, """
     + _CHARGED
     + """ AS charged, $3::text AS cause
     FROM {jobs} AS j
-    WHERE j.worker_id = $1 AND j.status = 'picked'
+    WHERE j.worker_id = $1::bigint AND j.status = 'picked'
     FOR UPDATE
 ),"""
     + _QUARANTINE
@@ -313,18 +320,19 @@ lost AS MATERIALIZED (
 RESCUE_STALE = (
     """
 WITH stale AS (
-    DELETE FROM {workers} WHERE heartbeat_at < now() - make_interval(secs => $1) RETURNING id, host, pid
+    DELETE FROM {workers} WHERE heartbeat_at < now() - make_interval(secs => $1::double precision)
+    RETURNING id, host, pid
 ),
 lost AS MATERIALIZED (
     SELECT j.id, """
     + _CHARGED
     + """ AS charged,
-           COALESCE(format('no heartbeat for %ss from pid %s on %s', $1, s.pid, s.host),
+           COALESCE(format('no heartbeat for %ss from pid %s on %s', $1::double precision, s.pid, s.host),
                     'its worker vanished') AS cause
     FROM {jobs} AS j LEFT JOIN stale AS s ON s.id = j.worker_id
     WHERE j.status = 'picked'
       AND (s.id IS NOT NULL
-           OR (j.picked_at < now() - make_interval(secs => $1)
+           OR (j.picked_at < now() - make_interval(secs => $1::double precision)
                AND NOT EXISTS (SELECT 1 FROM {workers} AS w WHERE w.id = j.worker_id)))
     FOR UPDATE OF j
 ),"""
@@ -339,13 +347,13 @@ removed AS (
     DELETE FROM {jobs} AS j USING wanted AS w
     WHERE j.id = w.id AND j.status <> 'picked'
     RETURNING j.id, j.entrypoint, j.priority, j.attempts, j.dedupe_key, j.created_at, j.notify_finished,
-              j.last_error
+              j.last_error, j.errors
 ),
 logged AS (
     INSERT INTO {log} (job_id, entrypoint, priority, status, attempts, dedupe_key, created_at, finished_at,
-                       error_type, error_message, error_traceback)
+                       error_type, error_message, error_traceback, errors)
     SELECT r.id, r.entrypoint, r.priority, $2::{final_status}, r.attempts, r.dedupe_key, r.created_at, now(),
-           r.last_error->>'type', r.last_error->>'message', r.last_error->>'traceback'
+           r.last_error->>'type', r.last_error->>'message', r.last_error->>'traceback', r.errors
     FROM removed AS r
 ),
 signalled AS (
@@ -356,8 +364,8 @@ signalled AS (
 )
 SELECT COALESCE((SELECT array_agg(r.id) FROM removed AS r), ARRAY[]::bigint[]) AS canceled,
        COALESCE((SELECT array_agg(s.id) FROM signalled AS s), ARRAY[]::bigint[]) AS signalled,
-       {notify_ids}($3, 'finished', (SELECT array_agg(r.id) FROM removed AS r WHERE r.notify_finished)),
-       {notify_ids}($3, 'cancel', (SELECT array_agg(s.id) FROM signalled AS s))
+       {notify_ids}($3::text, 'finished', (SELECT array_agg(r.id) FROM removed AS r WHERE r.notify_finished)),
+       {notify_ids}($3::text, 'cancel', (SELECT array_agg(s.id) FROM signalled AS s))
 """
 
 REQUEUE_HELD = """
@@ -368,7 +376,7 @@ WITH requeued AS (
     RETURNING j.id, j.entrypoint
 ),
 announced AS (
-    SELECT pg_notify($2, json_build_object('t', 'enqueued', 'e', array_agg(DISTINCT r.entrypoint))::text)
+    SELECT pg_notify($2::text, json_build_object('t', 'enqueued', 'e', array_agg(DISTINCT r.entrypoint))::text)
     FROM requeued AS r HAVING count(*) > 0
 )
 SELECT COALESCE(array_agg(r.id ORDER BY r.id), ARRAY[]::bigint[])
@@ -391,11 +399,11 @@ FROM {log} AS l WHERE l.job_id = ANY ($1::bigint[])
 # nothing to do, so a claimable job is announced again: claimers look once more after this commits.
 WATCH_FINISHED = """
 WITH watched AS (
-    UPDATE {jobs} SET notify_finished = true WHERE id = $1
+    UPDATE {jobs} SET notify_finished = true WHERE id = $1::bigint
     RETURNING id, entrypoint, status, execute_after
 ),
 announced AS (
-    SELECT pg_notify($2, json_build_object('t', 'enqueued', 'e', ARRAY[w.entrypoint])::text) AS sent
+    SELECT pg_notify($2::text, json_build_object('t', 'enqueued', 'e', ARRAY[w.entrypoint])::text) AS sent
     FROM watched AS w
     WHERE w.status = 'queued' OR (w.status = 'deferred' AND w.execute_after <= now())
 )
@@ -405,12 +413,12 @@ SELECT w.id FROM watched AS w, (SELECT count(*) FROM announced) AS a
 # One pruner at a time across the fleet: whoever gets the advisory lock deletes a bounded batch.
 PRUNE_LOG = """
 WITH turn AS MATERIALIZED (
-    SELECT pg_try_advisory_xact_lock(hashtext($3)) AS mine
+    SELECT pg_try_advisory_xact_lock(hashtext($3::text)) AS mine
 ),
 batch AS (
     SELECT l.job_id FROM {log} AS l, turn AS t
-    WHERE t.mine AND l.finished_at < now() - make_interval(secs => $1)
-    LIMIT $2
+    WHERE t.mine AND l.finished_at < now() - make_interval(secs => $1::double precision)
+    LIMIT $2::integer
 )
 DELETE FROM {log} AS l USING batch AS b WHERE l.job_id = b.job_id
 """
@@ -463,9 +471,9 @@ WITH input AS MATERIALIZED (
 ),
 moved AS (
     UPDATE {schedules}
-    SET next_run = $3, last_run = COALESCE($8, last_run),
+    SET next_run = $3::timestamptz, last_run = COALESCE($8::timestamptz, last_run),
         last_job_id = COALESCE((SELECT max(i.id) FROM input AS i), last_job_id), updated_at = now()
-    WHERE name = $1 AND next_run = $2
+    WHERE name = $1::text AND next_run = $2::timestamptz
     RETURNING name
 ),
 inserted AS (
@@ -476,7 +484,7 @@ inserted AS (
     RETURNING id, entrypoint
 ),
 announced AS (
-    SELECT pg_notify($9, json_build_object('t', 'enqueued', 'e', array_agg(DISTINCT n.entrypoint))::text)
+    SELECT pg_notify($9::text, json_build_object('t', 'enqueued', 'e', array_agg(DISTINCT n.entrypoint))::text)
     FROM inserted AS n HAVING count(*) > 0
 )
 SELECT (SELECT count(*) FROM moved) AS won,
@@ -511,3 +519,9 @@ class Statements:
         self.sync_schedules = render(SYNC_SCHEDULES, names)
         self.schedule_states = render(SCHEDULE_STATES, names)
         self.fire_schedule = render(FIRE_SCHEDULE, names)
+
+
+@functools.lru_cache(maxsize=64)
+def statements_for(names: Names) -> Statements:
+    """The rendered statements of an install, rendered once: producers are often built per request."""
+    return Statements(names)

@@ -1,4 +1,4 @@
--- pgqd schema version 3: quarantine of suspects.
+-- pgqd schema version 3: quarantine of suspects, and entrypoints paused fleet-wide (both read by the claim).
 --
 -- The jobs a dead worker held are suspects: one of them may have killed it. A suspect waits in a state of its
 -- own (so the regular claim never reads it) until a worker runs it alone: claimed with nothing else running,
@@ -28,7 +28,17 @@ CREATE INDEX "{prefix}jobs_suspect_idx" ON {jobs} (entrypoint, priority DESC, id
 -- The isolated run under way, if any (at most one across the fleet).
 CREATE INDEX "{prefix}jobs_isolated_idx" ON {jobs} (worker_id) WHERE isolated;
 
--- The claim of migration 0001, with the quarantine (marked "quarantine" below). New parameters:
+-- One row per paused entrypoint. The row '*' (written by `pgqd pause --all`) pauses every entrypoint, those
+-- with no row yet included; while it is there, a row with paused = false is an entrypoint resumed on its own.
+-- An entrypoint is paused if its own row says so, else if the '*' row exists. Written only by operators, read
+-- by every claim, so it stays a few rows and its absence costs the claim nothing.
+CREATE TABLE {entrypoint_pauses} (
+    entrypoint text PRIMARY KEY,
+    paused     boolean NOT NULL,
+    changed_at timestamptz NOT NULL DEFAULT now()
+);
+
+-- The claim of migration 0001, with the quarantine (marked "quarantine" below) and the pause check at its start. New parameters:
 -- p_isolated: NULL from callers that predate the quarantine; false for a regular claim, which then also reports
 -- (when it comes back short) whether suspects wait for these entrypoints; true to claim one suspect to run
 -- alone, which also reports whether more suspects wait. p_max_attempts[i] / p_hold[i]: entrypoint i's retry
@@ -70,6 +80,24 @@ DECLARE
     v_limited text[];
     v_claimed integer;
 BEGIN
+    -- Paused entrypoints are dropped from the request before anything else, so they are neither claimed nor
+    -- named in wake-up hints. The flag is read here, in the claim itself, so a worker that missed a notification
+    -- still cannot claim a paused entrypoint. With nothing paused (no row) this is one look at an empty table.
+    PERFORM 1 FROM {entrypoint_pauses} LIMIT 1;
+    IF FOUND THEN
+        SELECT array_agg(u.ep ORDER BY u.ord), array_agg(u.conc ORDER BY u.ord),
+               array_agg(u.rate ORDER BY u.ord), array_agg(u.burst ORDER BY u.ord)
+        INTO p_entrypoints, p_concurrency, p_rate, p_burst
+        FROM unnest(p_entrypoints, p_concurrency, p_rate, p_burst) WITH ORDINALITY AS u(ep, conc, rate, burst, ord)
+        WHERE NOT COALESCE(
+            (SELECT p.paused FROM {entrypoint_pauses} AS p WHERE p.entrypoint = u.ep),
+            (SELECT p.paused FROM {entrypoint_pauses} AS p WHERE p.entrypoint = '*'),
+            false);
+        IF p_entrypoints IS NULL THEN
+            RETURN;
+        END IF;
+    END IF;
+
     -- quarantine: claimers of suspects take turns, and the check runs on a snapshot taken after the lock, so
     -- two workers never run suspects alone at the same time.
     IF p_isolated THEN

@@ -1,0 +1,147 @@
+"""Where a drain's time goes: the CPU of pgqd's worker processes against that of their PostgreSQL backends,
+and (with --py-spy) the functions a worker spends its samples in.
+
+    .venv/bin/python -m benchmarks.profile_drain [--jobs 100000] [--processes 1] [--batch 100] [--py-spy [--native]]
+
+Drains pre-queued no-op jobs through the real daemon in its default configuration. CPU is read from /proc
+for the worker processes and for the server processes serving this database, over the drain only; so it
+needs the server on this machine. --py-spy needs py-spy on PATH or in the virtualenv
+(``pip install py-spy``) and the right to trace (root, or ptrace allowed); it records one worker in the
+collapsed format and prints the functions with the most samples, on their own and with what they call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from benchmarks.common import environment, fresh_database, parser, report
+from benchmarks.daemon import running_daemon
+from benchmarks.drain import fill, measured_rate, wait_for_log
+
+
+def stat_fields(pid: int) -> list[str]:
+    text = Path(f"/proc/{pid}/stat").read_text()
+    return text[text.rindex(")") + 2 :].split()  # the fields after the command name, from the state on
+
+
+def cpu_times(pids: list[int]) -> dict[int, float]:
+    """User + system CPU seconds of each process still alive."""
+    tick = os.sysconf("SC_CLK_TCK")
+    times = {}
+    for pid in pids:
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+            fields = stat_fields(pid)
+            times[pid] = (int(fields[11]) + int(fields[12])) / tick
+    return times
+
+
+def used(before: dict[int, float], after: dict[int, float]) -> float:
+    """CPU used between two readings; a process that appeared in between counts from its start."""
+    return sum(value - before.get(pid, 0.0) for pid, value in after.items())
+
+
+BACKENDS = "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+WAL_WRITER = "SELECT pid FROM pg_stat_activity WHERE backend_type = 'walwriter'"
+
+
+def top_functions(collapsed: str, count: int = 15) -> dict[str, list[tuple[str, float]]]:
+    """Shares of all samples per function (lines merged): where the sample was taken (self), and anywhere on
+    the stack (inclusive; the frames every sample shares, from the process's start, are left out)."""
+    own: collections.Counter[str] = collections.Counter()
+    anywhere: collections.Counter[str] = collections.Counter()
+    samples = 0
+    for line in collapsed.splitlines():
+        stack, _, weight = line.rpartition(" ")
+        frames = [re.sub(r"\((?:.*/)?([^/:]+)(?::\d+)?\)$", r"(\1)", frame) for frame in stack.split(";")]
+        n = int(weight)
+        samples += n
+        own[frames[-1]] += n
+        for frame in set(frames):
+            anywhere[frame] += n
+    share = 100.0 / max(samples, 1)
+    return {
+        "self": [(f, round(n * share, 1)) for f, n in own.most_common(count)],
+        "inclusive": [(f, round(n * share, 1)) for f, n in anywhere.most_common() if n < 0.9 * samples][:count],
+    }
+
+
+async def profile(
+    server: str, jobs: int, processes: int, batch: int, py_spy: str | None, native: bool, save: Path | None
+) -> dict[str, Any]:
+    async with fresh_database(server) as dsn:
+        await fill(dsn, jobs)
+        conn = await asyncpg.connect(dsn)
+        try:
+            async with running_daemon(dsn, processes, batch):
+                workers = [r["pid"] for r in await conn.fetch("SELECT pid FROM pgqd_workers")]
+                supervisor = [int(stat_fields(workers[0])[1])]
+                walwriter = [r["pid"] for r in await conn.fetch(WAL_WRITER)]
+                groups = {"workers": workers, "supervisor": supervisor, "walwriter": walwriter}
+                groups["backends"] = [r["pid"] for r in await conn.fetch(BACKENDS)]
+                before = {name: cpu_times(pids) for name, pids in groups.items()}
+                began = asyncio.get_running_loop().time()
+                recorder = None
+                with tempfile.TemporaryDirectory() as folder:
+                    out = Path(folder) / "worker.txt"
+                    if py_spy:
+                        recorder = subprocess.Popen(
+                            [py_spy, "record", "--pid", str(workers[0]), "--format", "raw", "--rate", "200",
+                             *(["--native"] if native else ["--nonblocking"]), "--output", str(out)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                        )  # fmt: skip
+                    await wait_for_log(dsn, jobs, timeout=900)
+                    elapsed = asyncio.get_running_loop().time() - began
+                    groups["backends"] = sorted({*groups["backends"], *(r["pid"] for r in await conn.fetch(BACKENDS))})
+                    spent = {name: used(before[name], cpu_times(pids)) for name, pids in groups.items()}
+                    if recorder:
+                        recorder.send_signal(2)  # py-spy writes its file on SIGINT
+                        recorder.wait(30)
+                    functions = top_functions(out.read_text()) if out.exists() else {}
+                    if save and out.exists():
+                        shutil.copyfile(out, save)
+        finally:
+            await conn.close()
+        rate = await measured_rate(dsn, jobs)
+    return {
+        "jobs": jobs, "processes": processes, "batch": batch, "jobs_per_s": round(rate), "wall_s": round(elapsed, 2),
+        **{f"{name}_cpu_s": round(seconds, 2) for name, seconds in spent.items()},
+        **{f"{name}_us_per_job": round(seconds / jobs * 1e6, 1) for name, seconds in spent.items()},
+        "functions": functions,
+    }  # fmt: skip
+
+
+async def main() -> None:
+    p = parser(__doc__ or "")
+    p.add_argument("--jobs", type=int, default=100_000)
+    p.add_argument("--processes", type=int, default=1)
+    p.add_argument("--batch", type=int, default=100)
+    p.add_argument("--py-spy", action="store_true", help="also sample one worker with py-spy")
+    p.add_argument("--save", type=Path, help="with --py-spy: keep the collapsed stacks in this file")
+    p.add_argument("--native", action="store_true", help="with --py-spy: C frames too (pauses the worker per sample)")
+    args = p.parse_args()
+    py_spy = None
+    if args.py_spy:
+        py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    result = await profile(args.server, args.jobs, args.processes, args.batch, py_spy, args.native, args.save)
+    functions = result.pop("functions")
+    report("drain profile", [result], await environment(args.server), args.json)
+    for kind, rows in functions.items():
+        print(f"\n{kind} (% of samples):")
+        for name, share in rows:
+            print(f"  {share:5.1f}  {name}")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

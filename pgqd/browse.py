@@ -1,0 +1,113 @@
+"""The job search: live and finished jobs matching a filter, newest first, in pages of bounded cost.
+
+Read-only, on an asyncpg connection or pool, like ``pgqd.stats``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from pgqd.identifiers import Names
+from pgqd.models import FINAL_STATUSES
+from pgqd.sql import browse, render
+
+LIVE_STATUSES = ("queued", "deferred", "picked", "failed")
+# Status filters besides single statuses: every live job, or every finished one.
+STATUS_GROUPS = ("live", "finished")
+# The job search reads at most this many of the newest rows of each table per page.
+SEARCH_WINDOW = 20_000
+MAX_ID = 2**63 - 1
+
+
+@dataclass(frozen=True)
+class JobFilter:
+    """What the job search looks for; every field is optional."""
+
+    entrypoint: str | None = None
+    status: str | None = None  # a live or final status, "live", "finished", or None for all
+    created_from: datetime | None = None
+    created_until: datetime | None = None
+    text: str | None = None  # in the payload or the error, case-insensitive
+
+    def __post_init__(self) -> None:
+        allowed = (*LIVE_STATUSES, *FINAL_STATUSES, *STATUS_GROUPS)
+        if self.status is not None and self.status not in allowed:
+            raise ValueError(f"unknown status {self.status!r}: use one of {', '.join(allowed)}")
+
+    def live_filter_args(self) -> tuple[Any, ...]:
+        """Parameters $2 to $6 of ``pgqd.sql.browse.LIVE_FILTER``: entrypoint, created between, and the text as
+        LIKE patterns for error text and for payloads in "escape" encoding."""
+        text = like_pattern(self.text) if self.text else None
+        payload = like_pattern(escape_encoded(self.text)) if self.text else None
+        return self.entrypoint, self.created_from, self.created_until, text, payload
+
+
+@dataclass(frozen=True)
+class JobPage:
+    """One page of the job search, newest first. ``next_before`` continues it (None: nothing older);
+    ``window_edge`` is set when the search stopped at its read window rather than at the end of the tables."""
+
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    next_before: int | None = None
+    window_edge: int | None = None
+
+
+def like_pattern(text: str) -> str:
+    """``text`` as a LIKE pattern matching it anywhere, with LIKE's own wildcards taken literally."""
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+def escape_encoded(text: str) -> str:
+    """``text`` as PostgreSQL's ``encode(bytes, 'escape')`` writes its UTF-8 bytes: backslashes doubled, zero
+    and high-bit bytes as octal. Payloads are bytes; searching their escape encoding finds UTF-8 text in any."""
+    out = []
+    for byte in text.encode("utf-8"):
+        if byte == 0x5C:
+            out.append("\\\\")
+        elif byte == 0 or byte >= 0x80:
+            out.append(f"\\{byte:03o}")
+        else:
+            out.append(chr(byte))
+    return "".join(out)
+
+
+class JobSearch:
+    """The statements of ``pgqd.sql.browse`` for one install."""
+
+    def __init__(self, db: Any, names: Names) -> None:
+        self.db = db
+        self.names = names
+
+    async def page(
+        self, where: JobFilter, before: int | None = None, limit: int = 50, window: int = SEARCH_WINDOW
+    ) -> JobPage:
+        cursor = MAX_ID if before is None else before
+        if where.status in ("failed", "picked"):
+            statement = browse.SEARCH_HELD if where.status == "failed" else browse.SEARCH_RUNNING
+            rows = await self.db.fetch(render(statement, self.names), cursor, *where.live_filter_args(), limit)
+        else:
+            _, _, _, text, payload = where.live_filter_args()
+            finished = where.status in FINAL_STATUSES or where.status == "finished"
+            live = where.status in LIVE_STATUSES or where.status == "live"
+            rows = await self.db.fetch(
+                render(browse.SEARCH_JOBS, self.names),
+                cursor,
+                window,
+                where.status is None or live,
+                where.status is None or finished,
+                where.entrypoint,
+                where.status if where.status not in STATUS_GROUPS else None,
+                where.created_from,
+                where.created_until,
+                text,
+                payload,
+                limit,
+            )
+        edge = rows[0]["edge"] if rows else None
+        found = [{k: v for k, v in r.items() if k != "edge"} for r in rows if r["id"] is not None]
+        if len(found) >= limit:
+            return JobPage(found, found[-1]["id"], None)
+        return JobPage(found, edge, edge)

@@ -1,0 +1,172 @@
+"""``pgqd mcp``: read-only MCP tools over stdio, for AI assistants looking at a queue (needs the ``mcp`` extra).
+
+Every tool is one read-side query of ``pgqd.stats`` (the ones the dashboards use) and returns JSON. Nothing here
+changes the queue: there is no tool to enqueue, cancel, requeue, pause or resume.
+"""
+
+from __future__ import annotations
+
+import binascii
+import json
+from dataclasses import asdict, fields, is_dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
+from mcp.types import ToolAnnotations
+
+from pgqd import __version__
+from pgqd.cli.connect import connection
+from pgqd.identifiers import Names
+from pgqd.stats import QueueStats
+
+# Payloads can be large and are untrusted: a tool shows at most this many bytes of one.
+PAYLOAD_PREVIEW_BYTES = 4096
+MAX_ROWS = 500
+READ_ONLY = ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=False)
+
+INSTRUCTIONS = (
+    "Read-only views of a pgqd job queue on PostgreSQL: per entrypoint how many jobs wait, run or are held after "
+    "failing and how old the oldest waiting job is; jobs finished per minute; held and recently failed jobs; one "
+    "job in full; worker processes; cron schedules; paused entrypoints. Times are UTC ISO 8601, ages in seconds."
+)
+
+
+def plain(value: Any) -> Any:
+    """A JSON-ready copy: dataclasses as dicts, times as ISO strings, sets as sorted lists."""
+    if is_dataclass(value) and not isinstance(value, type):
+        return {f.name: plain(getattr(value, f.name)) for f in fields(value)}
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, dict):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [plain(v) for v in value]
+    if isinstance(value, frozenset | set):
+        return sorted(plain(v) for v in value)
+    if isinstance(value, bytes):
+        return describe_payload(value)
+    return value
+
+
+def describe_payload(payload: bytes | None) -> dict[str, Any] | None:
+    """How a payload is shown: parsed JSON, else UTF-8 text, else a hex preview; cut at PAYLOAD_PREVIEW_BYTES."""
+    if payload is None:
+        return None
+    shown = payload[:PAYLOAD_PREVIEW_BYTES]
+    described: dict[str, Any] = {"bytes": len(payload), "truncated": len(payload) > len(shown)}
+    try:
+        text = shown.decode("utf-8")
+    except UnicodeDecodeError:
+        described["hex"] = binascii.hexlify(shown).decode()
+        return described
+    if not described["truncated"]:
+        try:
+            described["json"] = json.loads(text)
+            return described
+        except ValueError:
+            pass
+    described["text"] = text
+    return described
+
+
+def _limit(limit: int) -> int:
+    if not 1 <= limit <= MAX_ROWS:
+        raise ToolError(f"limit must be between 1 and {MAX_ROWS}, got {limit}")
+    return limit
+
+
+def _minutes(name: str, minutes: float) -> float:
+    if not 0 < minutes <= 60 * 24 * 31:
+        raise ToolError(f"{name} must be more than 0 and at most 44640 minutes (31 days), got {minutes}")
+    return minutes * 60.0
+
+
+def build_server(stats: QueueStats) -> MCPServer[Any]:
+    """The MCP server with its tools, reading through ``stats``."""
+    server: MCPServer[Any] = MCPServer("pgqd", version=__version__, instructions=INSTRUCTIONS)
+
+    @server.tool(annotations=READ_ONLY)
+    async def queue_depth() -> dict[str, Any]:
+        """Per entrypoint: jobs queued (eligible now), deferred (waiting for their time), running, and held
+        (failed, waiting for an operator); the age in seconds of the job that has waited longest since it became
+        eligible; and whether the entrypoint is paused."""
+        queues = await stats.queues()
+        return {"entrypoints": [{**asdict(q), "oldest_eligible_age": q.oldest_eligible_age} for q in queues]}
+
+    @server.tool(annotations=READ_ONLY)
+    async def throughput(
+        window_minutes: float = 60, bucket_minutes: float = 5, entrypoint: str | None = None
+    ) -> dict[str, Any]:
+        """Jobs finished over the last window_minutes, per entrypoint: succeeded, failed (an exception or a
+        timeout) and other (canceled or deleted), in total and in buckets of bucket_minutes (oldest first;
+        buckets with nothing finished are left out). Optionally for one entrypoint only."""
+        window, bucket = _minutes("window_minutes", window_minutes), _minutes("bucket_minutes", bucket_minutes)
+        series = await stats.throughput_series(window, bucket, entrypoint)
+        totals: dict[str, dict[str, int]] = {}
+        for b in series:
+            total = totals.setdefault(b.entrypoint, {"succeeded": 0, "failed": 0, "other": 0})
+            total["succeeded"] += b.succeeded
+            total["failed"] += b.failed
+            total["other"] += b.other
+        return {
+            "window_minutes": window_minutes,
+            "bucket_minutes": bucket_minutes,
+            "totals": totals,
+            "buckets": plain(series),
+        }
+
+    @server.tool(annotations=READ_ONLY)
+    async def failed_jobs(entrypoint: str | None = None, window_minutes: float = 60, limit: int = 20) -> dict[str, Any]:
+        """Jobs held after failing (they wait for an operator to requeue them), oldest first, with their last
+        error; and runs that ended in an exception or a timeout in the last window_minutes, newest first. At
+        most limit of each; optionally for one entrypoint only."""
+        window = _minutes("window_minutes", window_minutes)
+        held = await stats.held_jobs(entrypoint, limit=_limit(limit))
+        recent = await stats.recent_failures(window, entrypoint, limit)
+        return {"held": plain(held), "recent_failures": plain(recent)}
+
+    @server.tool(annotations=READ_ONLY)
+    async def job_detail(job_id: int) -> dict[str, Any]:
+        """One job by id, live or finished: status, entrypoint, priority, attempts, payload (parsed JSON, text or
+        a hex preview; finished jobs keep none), headers, timeline (created, due, started, finished), worker,
+        last or final error with its traceback, and the result of a finished job."""
+        job = await stats.job(job_id)
+        if job is None:
+            raise ToolError(f"no job {job_id}: it never existed, or it finished and was pruned from the log")
+        return plain(job)  # type: ignore[no-any-return]
+
+    @server.tool(annotations=READ_ONLY)
+    async def workers() -> dict[str, Any]:
+        """Worker processes alive now: host, pid, entrypoints served, start time, last heartbeat (and seconds
+        since), and jobs running."""
+        return {"workers": plain(await stats.workers())}
+
+    @server.tool(annotations=READ_ONLY)
+    async def schedules() -> dict[str, Any]:
+        """Cron schedules: name, cron expression, time zone, entrypoint, enabled, next and last run, and the
+        status of the job the last run enqueued."""
+        return {"schedules": plain(await stats.schedules())}
+
+    @server.tool(annotations=READ_ONLY)
+    async def paused_entrypoints() -> dict[str, Any]:
+        """Which entrypoints are paused fleet-wide (workers claim none of their jobs): all_paused is true after
+        `pgqd pause --all`, with excepted listing entrypoints resumed since; otherwise paused lists them."""
+        return (await stats.pauses()).as_dict()
+
+    return server
+
+
+async def serve(dsn: str | None, names: Names) -> None:
+    """Serves the tools on stdin/stdout until the client closes them."""
+    async with connection(dsn):
+        pass  # fails early, and says why, when the database cannot be reached
+    pool = await asyncpg.create_pool(
+        dsn, min_size=1, max_size=2, server_settings={"application_name": "pgqd-mcp"}, timeout=10
+    )
+    try:
+        await build_server(QueueStats(pool, names)).run_stdio_async()
+    finally:
+        await pool.close()

@@ -1,0 +1,60 @@
+"""The producer half of the storage port on any asynchronous driver adapter, for ``pgqd.Client``.
+
+It delivers no events (there is no LISTEN connection of its own to receive them on), so ``Client.wait``
+finds out that a job finished by polling.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from pgqd.backend.base import EventCallback
+from pgqd.identifiers import Names
+from pgqd.models import CancelResult, FinalStatus, JobState, NewJob, OnConflict, PauseState
+from pgqd.producers import operations
+from pgqd.producers.operations import run_async
+from pgqd.producers.targets import AsyncExecutor
+from pgqd.sql.statements import statements_for
+
+
+class _NoEvents:
+    async def close(self) -> None:
+        return None
+
+
+class DriverBackend:
+    def __init__(self, executor: AsyncExecutor, names: Names) -> None:
+        self.names = names
+        self.sql = statements_for(names)
+        self._executor = executor
+
+    async def enqueue(self, jobs: Sequence[NewJob], on_conflict: OnConflict) -> list[int | None]:
+        return await run_async(operations.enqueue(self.sql, jobs, on_conflict), self._executor.fetch)
+
+    async def cancel(self, ids: Sequence[int], status: FinalStatus = "canceled") -> CancelResult:
+        return await run_async(operations.cancel(self.sql, ids, status), self._executor.fetch)
+
+    async def requeue(self, ids: Sequence[int]) -> list[int]:
+        return await run_async(operations.requeue(self.sql, ids), self._executor.fetch)
+
+    async def job_states(self, ids: Sequence[int]) -> dict[int, JobState]:
+        return await run_async(operations.job_states(self.sql, ids), self._executor.fetch)
+
+    async def pause(self, entrypoints: Sequence[str] | None) -> None:
+        await run_async(operations.pause(self.sql, entrypoints), self._executor.fetch)
+
+    async def resume(self, entrypoints: Sequence[str] | None) -> None:
+        await run_async(operations.resume(self.sql, entrypoints), self._executor.fetch)
+
+    async def pauses(self) -> PauseState:
+        return await run_async(operations.pauses(self.sql), self._executor.fetch)
+
+    async def watch_finished(self, job_id: int) -> bool:
+        # Without events to deliver there is nothing to ask for: the caller polls.
+        return True
+
+    async def subscribe(self, callback: EventCallback) -> _NoEvents:
+        return _NoEvents()
+
+    async def close(self) -> None:
+        await self._executor.close()
