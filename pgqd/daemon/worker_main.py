@@ -14,13 +14,14 @@ import contextlib
 import gc
 import os
 import signal
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
 
-from pgqd.backend.bounded import DatabaseTimeouts
+from pgqd.backend.bounded import DatabaseHealth, DatabaseTimeouts
 from pgqd.backend.postgres import PostgresBackend
 from pgqd.backoff import Backoff
 from pgqd.daemon.checkin import Beat
@@ -28,7 +29,6 @@ from pgqd.daemon.logs import end_noise_episodes
 from pgqd.daemon.metrics import QueueGaugeSamples, WorkerMetrics, use_multiprocess_directory
 from pgqd.daemon.queue_gauges import COUNT_LIMIT, QueueGaugeCollector
 from pgqd.daemon.scheduler import Scheduler
-from pgqd.daemon.timed_backend import TimedBackend
 from pgqd.entrypoint import Entrypoint
 from pgqd.errors import BackendUnavailable
 from pgqd.identifiers import Names
@@ -134,8 +134,8 @@ async def _serve_checked_in(plan: WorkerPlan, stop: _Stop, check_in: _CheckIn) -
     opened = await _open_backend(plan, stop)
     if opened is None:
         return 0
-    timed = check_in.timed = TimedBackend(opened)
-    backend = timed
+    check_in.health = opened.health
+    backend = opened
     try:
         metrics = None
         if plan.metrics_dir:
@@ -196,7 +196,8 @@ class _CheckIn:
         self.every = plan.beat_every
         self.stop = stop
         self.worker: Worker | None = None
-        self.timed: TimedBackend | None = None
+        # The backend's view of the database: when a call last came back from it.
+        self.health: DatabaseHealth | None = None
         self._attached = asyncio.Event()
 
     def attach(self, worker: Worker) -> None:
@@ -216,8 +217,8 @@ class _CheckIn:
             await self._until_next_beat()
 
     def beat(self) -> Beat:
-        worker, timed = self.worker, self.timed
-        age = timed.age() if timed is not None else None
+        worker, health = self.worker, self.health
+        age = time.monotonic() - health.last_ok if health is not None else None
         if worker is None:
             return Beat(0, 0, False, 0, age)
         return Beat(worker.worker_id, worker.jobs_started, worker.retiring.is_set(), len(worker.running), age)
