@@ -99,15 +99,3 @@ def returns_unserialisable(job: Job) -> object:
 async def measures_payload(job: Job) -> dict[str, Any]:
     payload = job.payload or b""
     return {"bytes": len(payload), "sha256": hashlib.sha256(payload).hexdigest(), "pid": os.getpid()}
-
-
-async def exits_process(job: Job, ctx: Context) -> None:
-    """A poison job: records its run, then ends its worker process at once, as a crash in a C extension would."""
-    await ctx.resources["pool"].execute(
-        "INSERT INTO test_runs (job_id, entrypoint, attempt, pid) VALUES ($1, $2, $3, $4)",
-        job.id,
-        job.entrypoint,
-        job.attempts,
-        os.getpid(),
-    )
-    os._exit(1)
