@@ -77,6 +77,9 @@ def top_functions(collapsed: str, count: int = 15) -> dict[str, list[tuple[str, 
     }
 
 
+COMMITS = "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()"
+
+
 async def profile(
     server: str, jobs: int, processes: int, batch: int, py_spy: str | None, native: bool, save: Path | None
 ) -> dict[str, Any]:
@@ -91,6 +94,7 @@ async def profile(
                 groups = {"workers": workers, "supervisor": supervisor, "walwriter": walwriter}
                 groups["backends"] = [r["pid"] for r in await conn.fetch(BACKENDS)]
                 before = {name: cpu_times(pids) for name, pids in groups.items()}
+                commits_before = await conn.fetchval(COMMITS)
                 began = asyncio.get_running_loop().time()
                 recorder = None
                 with tempfile.TemporaryDirectory() as folder:
@@ -105,6 +109,9 @@ async def profile(
                     elapsed = asyncio.get_running_loop().time() - began
                     groups["backends"] = sorted({*groups["backends"], *(r["pid"] for r in await conn.fetch(BACKENDS))})
                     spent = {name: used(before[name], cpu_times(pids)) for name, pids in groups.items()}
+                    # Backends report their counts when idle (at most once a second): wait until they have.
+                    await asyncio.sleep(1.5)
+                    commits = await conn.fetchval(COMMITS) - commits_before
                     if recorder:
                         recorder.send_signal(2)  # py-spy writes its file on SIGINT
                         recorder.wait(30)
@@ -118,6 +125,7 @@ async def profile(
         "jobs": jobs, "processes": processes, "batch": batch, "jobs_per_s": round(rate), "wall_s": round(elapsed, 2),
         **{f"{name}_cpu_s": round(seconds, 2) for name, seconds in spent.items()},
         **{f"{name}_us_per_job": round(seconds / jobs * 1e6, 1) for name, seconds in spent.items()},
+        "transactions_per_100_jobs": round(commits / jobs * 100, 1),
         "functions": functions,
     }  # fmt: skip
 

@@ -479,12 +479,14 @@ class SlowClaims:
         self.under_way = 0
         self.most_under_way = 0
         self.calls = 0
+        self.asked: list[tuple[int, int]] = []  # (claims under way when it was sent, jobs asked for)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._backend, name)
 
     async def claim(self, *args: Any) -> Any:
         self.calls += 1
+        self.asked.append((self.under_way, args[1]))
         self.under_way += 1
         self.most_under_way = max(self.most_under_way, self.under_way)
         try:
@@ -527,6 +529,23 @@ async def test_a_deep_queue_keeps_two_claims_under_way_and_an_idle_one_a_single_
     # Woken for one job at a time, the worker asks once per wake-up: it does not double its claims when idle.
     assert slow.most_under_way == 1
     assert slow.calls <= 4
+
+
+async def test_a_second_claim_under_way_asks_for_a_full_batch(backend: Backend, client: Client) -> None:
+    slow = SlowClaims(backend)
+    ran = RanJobs()
+
+    async def ran_all() -> bool:
+        return len(ran) == 300
+
+    # 12 slots, batches of 5: two claims under way leave 2 slots that a claim of 2 would have asked for.
+    worker = Worker(slow, [Entrypoint("work", ran)], fast_settings(concurrency=12, batch_size=5))  # type: ignore[arg-type]
+    await client.enqueue_many([JobSpec("work") for _ in range(300)])
+    async with running_worker(worker):
+        await wait_until(ran_all, timeout=10, what="300 jobs")
+    second_claims = [asked for under_way, asked in slow.asked if under_way]
+    assert second_claims, "the deep queue never had two claims under way"
+    assert set(second_claims) == {5}
 
 
 async def test_a_worker_with_max_jobs_runs_that_many_then_retires_with_its_loop_still_turning(

@@ -163,11 +163,12 @@ class Worker:
         claims: set[asyncio.Task[None]] = set()
         backoff = Backoff()
         state = self.state
+        full = min(self.settings.batch_size, self.settings.concurrency)
         try:
             while True:
                 self._check_heartbeat()
                 free = self.settings.concurrency - len(self.running) - state.reserved
-                step = state.next_step(len(self.running), free)
+                step = state.next_step(len(self.running), free, full)
                 if step == "claim":
                     wanted = self._claim_size(free)
                     if wanted <= 0:
