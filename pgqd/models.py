@@ -88,7 +88,9 @@ class EntrypointLimit:
     hold_failures: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen, like the outcomes below: a frozen dataclass sets each field through object.__setattr__, which made
+# building these, one per job, five times slower (3 us against 0.6 us each).
+@dataclass(slots=True)
 class ClaimedJob:
     id: int
     entrypoint: str
@@ -124,7 +126,7 @@ class HeartbeatReply:
     suspects: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Finished:
     """A job's final outcome. Times are offsets from the moment it was picked, measured by the worker."""
 
@@ -136,7 +138,7 @@ class Finished:
     result_json: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Requeued:
     """A picked job going back to wait: ``retry`` (after ``delay`` seconds, the attempt counted), ``hold``
     (status failed, for an operator) or ``release`` (shutdown or recycling: the attempt is not counted)."""
