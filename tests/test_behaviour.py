@@ -11,6 +11,7 @@ import itertools
 import threading
 import time
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -32,7 +33,8 @@ from pgqd import (
 )
 from pgqd.backend.base import Backend
 from pgqd.errors import BackendUnavailable
-from pgqd.models import EntrypointLimit, WorkerInfo
+from pgqd.models import ClaimedJob, EntrypointLimit, Finished, Outcome, Requeued, WorkerInfo
+from pgqd.worker.execution import JobRun, PreparedHandler
 from tests.support.engine import drain, fast_settings, running_worker
 from tests.support.time_passes import TimePasses
 from tests.support.waiting import wait_until
@@ -995,3 +997,27 @@ async def test_pause_and_resume_refuse_unclear_targets(
         with pytest.raises(PgqdError, match=message):
             await call(*names, all=everything)
     assert await client.paused() == PauseState()
+
+
+@pytest.mark.parametrize("reason", ["cancel", "shutdown"])
+async def test_a_run_stopped_before_it_began_still_ends_once_with_its_outcome(reason: str) -> None:
+    started: list[int] = []
+
+    async def handler(job: Job) -> None:
+        started.append(job.id)
+
+    now = datetime.now(UTC)
+    claimed = ClaimedJob(7, "work", None, None, 0, 1, now, now, now, False)
+    ended: list[Outcome] = []
+    with ThreadPoolExecutor(1) as executor:
+        run = JobRun.of_claim(
+            claimed, PreparedHandler.prepare(Entrypoint("work", handler)), None, time.monotonic(), executor, 1,
+            lambda _run, outcome: ended.append(outcome),
+        )  # fmt: skip
+        run.task = asyncio.get_running_loop().create_task(run.run())
+        run.stop(reason)  # type: ignore[arg-type]
+        outcome = await asyncio.wait_for(run.task, timeout=5)
+    assert started == []
+    assert ended == [outcome]
+    expected = Finished(7, "canceled") if reason == "cancel" else Requeued(7, "release")
+    assert outcome == expected

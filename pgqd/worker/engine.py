@@ -15,7 +15,6 @@ import socket
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from functools import partial
 from typing import Any
 
 import structlog
@@ -335,7 +334,13 @@ class Worker:
             log.warning("claimed a job it is already running; keeping the run under way", job_id=claimed.id)
             return
         run = JobRun.of_claim(
-            claimed, self.handlers[claimed.entrypoint], self.resources, claimed_at, self._executor, self.info.pid
+            claimed,
+            self.handlers[claimed.entrypoint],
+            self.resources,
+            claimed_at,
+            self._executor,
+            self.info.pid,
+            self._job_done,
         )
         job, context = run.job, run.context
         self.running[job.id] = run
@@ -349,19 +354,8 @@ class Worker:
             latency = (job.picked_at - due).total_seconds() + time.monotonic() - claimed_at
             self.metrics.job_started(job.entrypoint, latency)
         run.task = asyncio.get_running_loop().create_task(run.run())
-        run.task.add_done_callback(partial(self._job_done, run))
 
-    def _job_done(self, run: JobRun, task: asyncio.Task[Outcome]) -> None:
-        if task.cancelled():
-            # Cancelled before its first step, so run() never saw it: settle it here all the same.
-            outcome: Outcome = (
-                Requeued(run.job.id, "release") if run.stop_reason != "cancel" else Finished(run.job.id, "canceled")
-            )
-        elif task.exception() is not None:
-            log.error("job run failed inside pgqd; releasing the job", job_id=run.job.id, error=repr(task.exception()))
-            outcome = Requeued(run.job.id, "release")
-        else:
-            outcome = task.result()
+    def _job_done(self, run: JobRun, outcome: Outcome) -> None:
         self.recorder.add(outcome)
         self.running.pop(run.job.id, None)
         state = self.state

@@ -76,8 +76,10 @@ class JobRun:
     context: Context
     claimed_at: float
     executor: Executor
+    on_end: Callable[[JobRun, Outcome], None] | None = field(default=None, repr=False)
     started_at: float = 0.0
     stop_reason: StopReason | None = None
+    began: bool = False
     task: asyncio.Task[Outcome] | None = field(default=None, repr=False)
 
     @classmethod
@@ -89,6 +91,7 @@ class JobRun:
         claimed_at: float,
         executor: Executor,
         pid: int,
+        on_end: Callable[[JobRun, Outcome], None] | None = None,
     ) -> JobRun:
         job = Job(
             id=claimed.id,
@@ -102,7 +105,7 @@ class JobRun:
             picked_at=claimed.picked_at,
         )
         bind_log = functools.partial(log.bind, entrypoint=job.entrypoint, job_id=job.id, attempt=job.attempts, pid=pid)
-        return cls(job, handler, Context(resources, bind_log=bind_log), claimed_at, executor)
+        return cls(job, handler, Context(resources, bind_log=bind_log), claimed_at, executor, on_end)
 
     def log_outcome(self, outcome: Outcome) -> None:
         _, duration = self.timing()
@@ -122,27 +125,45 @@ class JobRun:
         if self.stop_reason is None:
             self.stop_reason = reason
         self.context.cancelled.set()
-        if self.task is not None:
+        # Only a run that has begun is cancelled: a coroutine cancelled before its first step never runs at all,
+        # and its end (``on_end``) would be lost. One that has not begun reads the reason as it begins.
+        if self.task is not None and self.began:
             self.task.cancel()
 
     async def run(self) -> Outcome:
-        entrypoint = self.handler.entrypoint
-        if self.stop_reason == "cancel":
-            return self._finished("canceled")
-        self.started_at = time.monotonic()
-        if not tracing_enabled():
-            return await self._attempt(entrypoint)
+        """Runs the job and hands its outcome to ``on_end`` (from here rather than from a done callback of the
+        task: one object and one turn of the event loop less per job)."""
+        self.began = True
+        if self.stop_reason is not None:
+            outcome: Outcome = (
+                self._finished("canceled") if self.stop_reason == "cancel" else Requeued(self.job.id, "release")
+            )
+        else:
+            self.started_at = time.monotonic()
+            try:
+                outcome = await (self._attempt() if not tracing_enabled() else self._traced())
+            except BaseException as exc:  # the handler's own errors are outcomes: this is a fault in pgqd
+                log.error("job run failed inside pgqd; releasing the job", job_id=self.job.id, error=repr(exc))
+                outcome = (
+                    self._finished("canceled") if self.stop_reason == "cancel" else Requeued(self.job.id, "release")
+                )
+        if self.on_end is not None:
+            self.on_end(self, outcome)
+        return outcome
+
+    async def _traced(self) -> Outcome:
         job = self.job
         with job_span(job.entrypoint, job.id, job.attempts, job.headers) as span:
-            outcome = await self._attempt(entrypoint)
+            outcome = await self._attempt()
             if span is not None:
                 describe_outcome(span, outcome)
         return outcome
 
-    async def _attempt(self, entrypoint: Entrypoint) -> Outcome:
+    async def _attempt(self) -> Outcome:
         deadline = None
+        handler = self.handler
+        entrypoint = handler.entrypoint
         try:
-            handler = self.handler
             if handler.is_async:
                 # Awaited directly: one coroutine frame less per job on the hot path.
                 args = (self.job, self.context) if handler.wants_context else (self.job,)
