@@ -194,12 +194,22 @@ class BoundedPool:
 
     @classmethod
     async def open(
-        cls, dsn: str | None, size: int, timeouts: DatabaseTimeouts, health: DatabaseHealth, **options: Any
+        cls,
+        dsn: str | None,
+        size: int,
+        timeouts: DatabaseTimeouts,
+        health: DatabaseHealth,
+        *,
+        prepare: Callable[[Any], Awaitable[None]] | None = None,
+        **options: Any,
     ) -> BoundedPool:
+        """``prepare`` runs on each new connection (also those that replace lost ones) before it is used."""
         bounded = cls(timeouts, health)
 
         async def opened(conn: Any) -> None:
             tune_socket(conn, timeouts)
+            if prepare is not None:
+                await prepare(conn)
             bounded._alive_at[conn] = time.monotonic()
 
         # Every connection is opened up front: opened on demand, the first claims and flushes after start-up

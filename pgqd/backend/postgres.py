@@ -17,6 +17,7 @@ import asyncpg
 from pgqd.backend.base import EventCallback
 from pgqd.backend.bounded import BoundedPool, DatabaseHealth, DatabaseTimeouts, guard, tune_socket
 from pgqd.backend.connection import PgSubscription, close_connection
+from pgqd.backend.warm_up import warm_up
 from pgqd.identifiers import Names
 from pgqd.models import (
     CancelResult,
@@ -301,7 +302,11 @@ class PostgresBackend:
             return conn
 
         health = DatabaseHealth(on_recovered)
-        pool = await BoundedPool.open(dsn, pool_size, timeouts, health, **connect_options)
+
+        async def warm(conn: Any) -> None:
+            await warm_up(cls(conn, names))
+
+        pool = await BoundedPool.open(dsn, pool_size, timeouts, health, prepare=warm, **connect_options)
         backend = cls(pool, names, listen_connect=listen_connect, owns_executor=True)
         backend.timeouts = timeouts
         backend.health = health

@@ -39,6 +39,8 @@ AsyncFetch = Callable[[str, tuple[Any, ...]], Awaitable[Rows]]
 def enqueue(sql: Statements, jobs: Sequence[NewJob], on_conflict: OnConflict) -> Operation[list[int | None]]:
     if not jobs:
         return []
+    if len(jobs) == 1:
+        return (yield from _enqueue_one(sql, jobs[0], on_conflict))
     channel = sql.names.channel
     if all(j.dedupe_key is None and j.headers is None and not j.delay and j.execute_after is None for j in jobs):
         first = jobs[0]
@@ -77,6 +79,22 @@ def enqueue(sql: Statements, jobs: Sequence[NewJob], on_conflict: OnConflict) ->
         ),
     )
     return [row[0] for row in rows]
+
+
+def _enqueue_one(sql: Statements, job: NewJob, on_conflict: OnConflict) -> Operation[list[int | None]]:
+    """One job, as single values rather than arrays of one (see ENQUEUE_ONE)."""
+    channel, notice = sql.names.channel, enqueue_notice([job])
+    if job.dedupe_key is None and job.headers is None and not job.delay and job.execute_after is None:
+        rows = yield Query(sql.enqueue_one, (job.entrypoint, job.payload, job.priority, channel, notice))
+    else:
+        statement = {
+            "raise": sql.enqueue_one_or_raise,
+            "skip": sql.enqueue_one_or_skip,
+            "raise_priority": sql.enqueue_one_or_raise_priority,
+        }[on_conflict]
+        values = (job.entrypoint, job.payload, job.headers, job.priority, job.delay, job.execute_after)
+        rows = yield Query(statement, (*values, job.dedupe_key, channel, notice))
+    return [rows[0][0]]
 
 
 def cancel(sql: Statements, ids: Sequence[int], status: FinalStatus = "canceled") -> Operation[CancelResult]:

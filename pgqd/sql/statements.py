@@ -13,11 +13,15 @@ from pgqd.sql import render
 
 # Ids are drawn from the identity sequence up front (in a materialised CTE) so that each input row keeps its id
 # whatever order the insert runs in; that is how ids come back in input order. One NOTIFY per statement.
-_ENQUEUE_INPUT = """
+_JOB_ROWS = """unnest($1::text[], $2::bytea[], $3::text[], $4::integer[], $5::double precision[],
+                $6::timestamptz[], $7::text[]) WITH ORDINALITY"""
+_ENQUEUE_INPUT = (
+    """
 WITH input AS MATERIALIZED (
     SELECT nextval('{jobs_id_seq}') AS id, u.*
-    FROM unnest($1::text[], $2::bytea[], $3::text[], $4::integer[], $5::double precision[],
-                $6::timestamptz[], $7::text[]) WITH ORDINALITY
+    FROM """
+    + _JOB_ROWS
+    + """
          AS u(entrypoint, payload, headers, priority, delay, at, dedupe_key, ord)
 ),
 timed AS (
@@ -30,6 +34,7 @@ inserted AS (
     FROM timed AS t
     ON CONFLICT (dedupe_key) WHERE dedupe_key IS NOT NULL AND status <> 'failed'
 """
+)
 
 _ENQUEUE_NOTIFY = "notified AS (SELECT pg_notify($8::text, $9::text) AS sent)"
 
@@ -85,6 +90,28 @@ WHERE EXISTS (SELECT 1 FROM notified)
 ORDER BY i.ord
 """
 )
+
+# One job, the most common call, goes as single values: every array type is one more look-up asyncpg makes on
+# each new connection before its first statement that uses it (12 ms for the three of ENQUEUE_PLAIN), which
+# an application pays on the first enqueue of every pooled connection. The plain job needs none of the above.
+ENQUEUE_ONE = """
+WITH inserted AS (
+    INSERT INTO {jobs} (entrypoint, payload, priority) VALUES ($1::text, $2::bytea, $3::integer) RETURNING id
+),
+notified AS (SELECT pg_notify($4::text, $5::text) AS sent)
+SELECT n.id FROM inserted AS n, notified
+"""
+
+_ONE_JOB_ROW = """(VALUES ($1::text, $2::bytea, $3::text, $4::integer, $5::double precision,
+                $6::timestamptz, $7::text, 1::bigint))"""
+
+
+def _one_job(statement: str) -> str:
+    """One of the ENQUEUE_OR_* statements taking the values of a single job rather than arrays of them."""
+    if _JOB_ROWS not in statement:
+        raise ValueError("not an enqueue statement built on _ENQUEUE_INPUT")
+    return statement.replace(_JOB_ROWS, _ONE_JOB_ROW)
+
 
 # The common bulk case, jobs that are due now with no dedupe key or headers: nothing to decide per row (about twice
 # the rows per second of the general statements above). Most batches are of one entrypoint and one priority,
@@ -501,6 +528,10 @@ class Statements:
         self.enqueue_or_raise = render(ENQUEUE_OR_RAISE, names)
         self.enqueue_or_skip = render(ENQUEUE_OR_SKIP, names)
         self.enqueue_or_raise_priority = render(ENQUEUE_OR_RAISE_PRIORITY, names)
+        self.enqueue_one = render(ENQUEUE_ONE, names)
+        self.enqueue_one_or_raise = render(_one_job(ENQUEUE_OR_RAISE), names)
+        self.enqueue_one_or_skip = render(_one_job(ENQUEUE_OR_SKIP), names)
+        self.enqueue_one_or_raise_priority = render(_one_job(ENQUEUE_OR_RAISE_PRIORITY), names)
         self.enqueue_plain = render(ENQUEUE_PLAIN, names)
         self.enqueue_uniform = render(ENQUEUE_UNIFORM, names)
         self.claim_jobs = render(CLAIM_JOBS, names)
