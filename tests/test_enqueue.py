@@ -44,6 +44,7 @@ async def test_enqueue_joins_the_callers_transaction(conn: Any) -> None:
     with pytest.raises(Rollback):
         async with conn.transaction():
             await client.enqueue_many([JobSpec("mail") for _ in range(5)])
+            await client.enqueue_many([JobSpec("mail") for _ in range(50)])  # alike jobs: a statement of their own
             raise Rollback
     assert await conn.fetchval("SELECT count(*) FROM pgqd_jobs") == 1
 
@@ -96,18 +97,20 @@ async def test_one_notification_per_enqueue_statement(conn: Any, db_dsn: str) ->
     try:
         await Client(conn).enqueue_many([JobSpec("a") for _ in range(500)] + [JobSpec("b") for _ in range(500)])
         await Client(conn).enqueue("c", execute_after=timedelta(seconds=30))
+        await Client(conn).enqueue_many([JobSpec("d") for _ in range(100)])  # alike jobs: a statement of their own
         for _ in range(50):
-            if len(received) >= 2:
+            if len(received) >= 3:
                 break
             await asyncio.sleep(0.05)
         await asyncio.sleep(0.2)
     finally:
         await listener.close()
-    assert len(received) == 2
-    first, second = (json.loads(text) for text in received)
+    assert len(received) == 3
+    first, second, third = (json.loads(text) for text in received)
     assert first == {"t": "enqueued", "e": ["a", "b"]}
     assert second["e"] == ["c"]
     assert second["d"] == pytest.approx(30)
+    assert third == {"t": "enqueued", "e": ["d"]}
 
 
 async def test_payloads_are_stored_by_type(conn: Any) -> None:
