@@ -5,6 +5,8 @@ What every backend does with an enqueue (dedupe modes, deletion) is in tests/tes
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import inspect
 import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -42,19 +44,20 @@ async def test_enqueue_joins_the_callers_transaction(conn: Any) -> None:
     with pytest.raises(Rollback):
         async with conn.transaction():
             await client.enqueue_many([JobSpec("mail") for _ in range(5)])
+            await client.enqueue_many([JobSpec("mail") for _ in range(50)])  # alike jobs: a statement of their own
             raise Rollback
     assert await conn.fetchval("SELECT count(*) FROM pgqd_jobs") == 1
 
 
-@pytest.mark.parametrize(
-    "mixed", [True, False], ids=["mixed-entrypoints-and-priorities", "one-entrypoint-one-priority"]
-)
-async def test_ten_thousand_jobs_go_in_one_statement_with_ids_in_input_order(conn: Any, mixed: bool) -> None:
+@pytest.mark.parametrize("kind", ["mixed", "uniform", "uniform-without-payloads"])
+async def test_ten_thousand_jobs_go_in_one_statement_with_ids_in_input_order(conn: Any, kind: str) -> None:
     counting = CountingConnection(conn)
     client = Client(PostgresBackend(counting))
 
     def spec(n: int) -> JobSpec:
-        return JobSpec(f"bulk{n % 3}", {"n": n}, priority=n % 7) if mixed else JobSpec("bulk", {"n": n}, priority=4)
+        if kind == "mixed":
+            return JobSpec(f"bulk{n % 3}", {"n": n}, priority=n % 7)
+        return JobSpec("bulk", {"n": n} if kind == "uniform" else None, priority=4)
 
     ids = await client.enqueue_many([spec(n) for n in range(10_000)])
     assert counting.calls == 1
@@ -64,10 +67,27 @@ async def test_ten_thousand_jobs_go_in_one_statement_with_ids_in_input_order(con
     rows = await conn.fetch(
         "SELECT id, entrypoint, priority, payload FROM pgqd_jobs WHERE id = ANY($1::bigint[])", [ids[n] for n in picked]
     )
-    stored = {row["id"]: (row["entrypoint"], row["priority"], json.loads(row["payload"])) for row in rows}
+    stored = {row["id"]: (row["entrypoint"], row["priority"], row["payload"]) for row in rows}
     for n in picked:
         expected = spec(n)
-        assert stored[ids[n]] == (expected.entrypoint, expected.priority, {"n": n})
+        payload = None if expected.payload is None else json.dumps(expected.payload, separators=(",", ":")).encode()
+        assert stored[ids[n]] == (expected.entrypoint, expected.priority, payload)
+    assert await conn.fetchval("SELECT count(*) FROM pgqd_jobs WHERE status = 'queued'") == 10_000
+
+
+def test_job_spec_takes_its_fields_in_order_with_their_defaults() -> None:
+    parameters = list(inspect.signature(JobSpec).parameters.values())
+    fields = dataclasses.fields(JobSpec)
+    assert [p.name for p in parameters] == [f.name for f in fields]
+    assert [p.default for p in parameters][1:] == [f.default for f in fields][1:]
+    assert parameters[0].default is inspect.Parameter.empty
+    assert fields[0].default is dataclasses.MISSING
+    spec = JobSpec("a", b"x", priority=3)
+    assert spec == JobSpec("a", b"x", 3)
+    assert hash(spec) == hash(JobSpec("a", b"x", 3))
+    assert dataclasses.replace(spec, priority=5).priority == 5
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        spec.priority = 4  # type: ignore[misc]
 
 
 async def test_one_notification_per_enqueue_statement(conn: Any, db_dsn: str) -> None:
@@ -77,18 +97,20 @@ async def test_one_notification_per_enqueue_statement(conn: Any, db_dsn: str) ->
     try:
         await Client(conn).enqueue_many([JobSpec("a") for _ in range(500)] + [JobSpec("b") for _ in range(500)])
         await Client(conn).enqueue("c", execute_after=timedelta(seconds=30))
+        await Client(conn).enqueue_many([JobSpec("d") for _ in range(100)])  # alike jobs: a statement of their own
         for _ in range(50):
-            if len(received) >= 2:
+            if len(received) >= 3:
                 break
             await asyncio.sleep(0.05)
         await asyncio.sleep(0.2)
     finally:
         await listener.close()
-    assert len(received) == 2
-    first, second = (json.loads(text) for text in received)
+    assert len(received) == 3
+    first, second, third = (json.loads(text) for text in received)
     assert first == {"t": "enqueued", "e": ["a", "b"]}
     assert second["e"] == ["c"]
     assert second["d"] == pytest.approx(30)
+    assert third == {"t": "enqueued", "e": ["d"]}
 
 
 async def test_payloads_are_stored_by_type(conn: Any) -> None:

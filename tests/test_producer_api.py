@@ -42,6 +42,16 @@ async def test_ids_come_back_in_input_order(producer: Any, queue_db: Any) -> Non
     assert await call(producer.status([])) == {}
 
 
+async def test_a_batch_of_alike_jobs_without_payloads_gets_one_new_job_per_input(producer: Any, queue_db: Any) -> None:
+    entrypoint = f"bare-{id(producer)}"
+    ids = await call(producer.enqueue_many([JobSpec(entrypoint, priority=2) for _ in range(60)]))
+    assert len(set(ids)) == 60
+    rows = await queue_db.fetch(
+        "SELECT entrypoint, priority, payload, status::text FROM pgqd_jobs WHERE id = ANY($1::bigint[])", ids
+    )
+    assert [tuple(row) for row in rows] == [(entrypoint, 2, None, "queued")] * 60
+
+
 async def test_dedupe_modes(producer: Any, queue_db: Any) -> None:
     key = f"dedupe-{id(producer)}"
     first = await call(producer.enqueue("dedupe", priority=1, dedupe_key=key, execute_after=timedelta(hours=1)))

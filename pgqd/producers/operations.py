@@ -42,22 +42,30 @@ def enqueue(sql: Statements, jobs: Sequence[NewJob], on_conflict: OnConflict) ->
     if len(jobs) == 1:
         return (yield from _enqueue_one(sql, jobs[0], on_conflict))
     channel = sql.names.channel
-    if all(j.dedupe_key is None and j.headers is None and not j.delay and j.execute_after is None for j in jobs):
+    count = len(jobs)
+    # One transposition in C rather than a Python loop per question asked of every job (~0.5 ms per 1,000).
+    entrypoints, payloads, priorities, delays, ats, keys, headers = zip(*jobs, strict=True)
+    if keys.count(None) == count and headers.count(None) == count and ats.count(None) == count and not any(delays):
         first = jobs[0]
-        # Filling the arrays in the server costs ~20 µs a call, what the driver saves on about 40 jobs.
-        uniform = len(jobs) >= UNIFORM_BATCH_MIN and all(
-            j.entrypoint == first.entrypoint and j.priority == first.priority for j in jobs
+        uniform = (
+            count >= UNIFORM_BATCH_MIN
+            and entrypoints.count(first.entrypoint) == count
+            and priorities.count(first.priority) == count
         )
-        rows = yield Query(
-            sql.enqueue_uniform if uniform else sql.enqueue_plain,
-            (
-                first.entrypoint if uniform else [job.entrypoint for job in jobs],
-                [job.payload for job in jobs],
-                first.priority if uniform else [job.priority for job in jobs],
-                channel,
-                enqueue_notice(jobs),
-            ),
-        )
+        if uniform and payloads.count(None) == count:
+            rows = yield Query(
+                sql.enqueue_bare, (first.entrypoint, first.priority, count, channel, enqueue_notice(jobs))
+            )
+        elif uniform:
+            rows = yield Query(
+                sql.enqueue_uniform,
+                (first.entrypoint, list(payloads), first.priority, channel, enqueue_notice(jobs)),
+            )
+        else:
+            rows = yield Query(
+                sql.enqueue_plain,
+                (list(entrypoints), list(payloads), list(priorities), channel, enqueue_notice(jobs)),
+            )
         return list(rows[0][0])
     statement = {
         "raise": sql.enqueue_or_raise,
@@ -67,13 +75,13 @@ def enqueue(sql: Statements, jobs: Sequence[NewJob], on_conflict: OnConflict) ->
     rows = yield Query(
         statement,
         (
-            [job.entrypoint for job in jobs],
-            [job.payload for job in jobs],
-            [job.headers for job in jobs],
-            [job.priority for job in jobs],
-            [job.delay for job in jobs],
-            [job.execute_after for job in jobs],
-            [job.dedupe_key for job in jobs],
+            list(entrypoints),
+            list(payloads),
+            list(headers),
+            list(priorities),
+            list(delays),
+            list(ats),
+            list(keys),
             channel,
             enqueue_notice(jobs),
         ),

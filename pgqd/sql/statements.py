@@ -114,27 +114,49 @@ def _one_job(statement: str) -> str:
 
 
 # The common bulk case, jobs that are due now with no dedupe key or headers: nothing to decide per row (about twice
-# the rows per second of the general statements above). Most batches are of one entrypoint and one priority,
-# which then go as single values: each array parameter costs the driver ~0.3 ms per 1,000 elements to encode,
-# as much as the whole statement takes to plan and sort. The ids come back as one array, which decodes faster
+# the rows per second of the general statements above). The ids come back as one array, which decodes faster
 # than a row per job.
-_ENQUEUE_PLAIN = """
+ENQUEUE_PLAIN = """
 WITH input AS MATERIALIZED (
-    SELECT nextval('{{jobs_id_seq}}') AS id, u.*
-    FROM unnest({entrypoints}, $2::bytea[], {priorities}) WITH ORDINALITY AS u(entrypoint, payload, priority, ord)
+    SELECT nextval('{jobs_id_seq}') AS id, u.*
+    FROM unnest($1::text[], $2::bytea[], $3::integer[]) WITH ORDINALITY AS u(entrypoint, payload, priority, ord)
 ),
 inserted AS (
-    INSERT INTO {{jobs}} (id, entrypoint, payload, priority)
+    INSERT INTO {jobs} (id, entrypoint, payload, priority)
     SELECT i.id, i.entrypoint, i.payload, i.priority FROM input AS i
 ),
 notified AS (SELECT pg_notify($4::text, $5::text) AS sent)
 SELECT array_agg(i.id ORDER BY i.ord) FROM input AS i, notified
 """
-ENQUEUE_PLAIN = _ENQUEUE_PLAIN.format(entrypoints="$1::text[]", priorities="$3::integer[]")
-ENQUEUE_UNIFORM = _ENQUEUE_PLAIN.format(
-    entrypoints="array_fill($1::text, ARRAY[cardinality($2::bytea[])])",
-    priorities="array_fill($3::integer, ARRAY[cardinality($2::bytea[])])",
-)
+
+# The same for a batch of one entrypoint and one priority (most batches), which go as single values: each array
+# parameter costs the driver ~0.3 ms per 1,000 elements to encode, as much as the whole statement takes to plan
+# and sort.
+ENQUEUE_UNIFORM = """
+WITH input AS MATERIALIZED (
+    SELECT nextval('{jobs_id_seq}') AS id, u.payload, u.ord
+    FROM unnest($2::bytea[]) WITH ORDINALITY AS u(payload, ord)
+),
+inserted AS (
+    INSERT INTO {jobs} (id, entrypoint, payload, priority)
+    SELECT i.id, $1::text, i.payload, $3::integer FROM input AS i
+),
+notified AS (SELECT pg_notify($4::text, $5::text) AS sent)
+SELECT array_agg(i.id ORDER BY i.ord) FROM input AS i, notified
+"""
+
+# $3 jobs of one entrypoint and one priority without payloads are all alike, so no id needs matching to an input
+# row: no array goes either way but the ids, and the server neither keeps the input aside nor sorts it by
+# position (together ~10 % of the statement; the driver alone takes ~0.4 ms to encode 1,000 NULL payloads).
+ENQUEUE_BARE = """
+WITH inserted AS (
+    INSERT INTO {jobs} (entrypoint, priority)
+    SELECT $1::text, $2::integer FROM generate_series(1, $3::integer)
+    RETURNING id
+),
+notified AS (SELECT pg_notify($4::text, $5::text) AS sent)
+SELECT array_agg(i.id ORDER BY i.id) FROM inserted AS i, notified
+"""
 
 # Relies on the claim_jobs function (migration 0001) for the race-free claim; see the comment there.
 # The claim commits without waiting for its WAL to reach disk: should the server crash before it does, its jobs
@@ -534,6 +556,7 @@ class Statements:
         self.enqueue_one_or_raise_priority = render(_one_job(ENQUEUE_OR_RAISE_PRIORITY), names)
         self.enqueue_plain = render(ENQUEUE_PLAIN, names)
         self.enqueue_uniform = render(ENQUEUE_UNIFORM, names)
+        self.enqueue_bare = render(ENQUEUE_BARE, names)
         self.claim_jobs = render(CLAIM_JOBS, names)
         self.record_outcomes = render(RECORD_OUTCOMES, names)
         self.register_worker = render(REGISTER_WORKER, names)
