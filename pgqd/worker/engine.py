@@ -342,12 +342,12 @@ class Worker:
             self.info.pid,
             self._job_done,
         )
-        job, context = run.job, run.context
+        job = run.job
         self.running[job.id] = run
         self.jobs_started += 1
         if claimed.cancel_requested:
             run.stop_reason = "cancel"
-            context.cancelled.set()
+            run.flag_cancelled()
         if self.metrics is not None:
             # Due time to start, on the database clock (both times come from it), plus the local wait since.
             due = max(job.execute_after, job.created_at)
