@@ -20,6 +20,8 @@ import time
 
 import asyncpg
 
+from benchmarks.runners.protocol import BATCH_PAYLOAD
+
 TABLE = """
 CREATE TABLE ceiling_jobs (
     id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -28,7 +30,7 @@ CREATE TABLE ceiling_jobs (
 );
 CREATE INDEX ceiling_jobs_queued ON ceiling_jobs (id) WHERE status = 'queued';
 """
-FILL = "INSERT INTO ceiling_jobs (payload) SELECT NULL FROM generate_series(1, $1)"
+FILL = "INSERT INTO ceiling_jobs (payload) SELECT $2::bytea FROM generate_series(1, $1)"
 
 CLAIM = """
 UPDATE ceiling_jobs SET status = 'picked'
@@ -44,7 +46,7 @@ async def create(dsn: str, jobs: int) -> None:
     conn = await asyncpg.connect(dsn)
     try:
         await conn.execute(TABLE)
-        await conn.execute(FILL, jobs)
+        await conn.execute(FILL, jobs, BATCH_PAYLOAD)
     finally:
         await conn.close()
 

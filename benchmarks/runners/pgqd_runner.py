@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 
 import asyncpg
 
-from benchmarks.runners.protocol import run
+from benchmarks.runners.protocol import BATCH_PAYLOAD, run
 from pgqd import Client, JobSpec
 
 
@@ -16,7 +16,7 @@ class PgqdProducer:
         self.client = client
 
     async def batch(self, count: int) -> None:
-        await self.client.enqueue_many([JobSpec("noop") for _ in range(count)])
+        await self.client.enqueue_many([JobSpec("noop", BATCH_PAYLOAD) for _ in range(count)])
 
     async def one(self, entrypoint: str, sequence: int) -> None:
         await self.client.enqueue(entrypoint, str(sequence).encode())

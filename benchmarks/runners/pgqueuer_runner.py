@@ -23,7 +23,7 @@ from pgqueuer.db import AsyncpgDriver
 from pgqueuer.models import Job
 from pgqueuer.queries import Queries
 
-from benchmarks.runners.protocol import DSN_ENV, run, stamp
+from benchmarks.runners.protocol import BATCH_PAYLOAD, DSN_ENV, run, stamp
 
 # Lets compare.py tell this consumer's connections apart in pg_stat_activity, to know when it is up.
 APPLICATION_NAME = "bench-pgqueuer"
@@ -34,7 +34,7 @@ class PgQueuerProducer:
         self.queries = queries
 
     async def batch(self, count: int) -> None:
-        await self.queries.enqueue(["noop"] * count, [None] * count, [0] * count)
+        await self.queries.enqueue(["noop"] * count, [BATCH_PAYLOAD] * count, [0] * count)
 
     async def one(self, entrypoint: str, sequence: int) -> None:
         await self.queries.enqueue(entrypoint, str(sequence).encode())

@@ -6,6 +6,7 @@ worker``) and by the producer; runs only in procrastinate's own virtualenv.
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import procrastinate
 
@@ -15,7 +16,7 @@ app = procrastinate.App(connector=procrastinate.PsycopgConnector(conninfo=os.env
 
 
 @app.task(name="noop")
-async def noop() -> None:
+async def noop(**arguments: Any) -> None:
     pass
 
 

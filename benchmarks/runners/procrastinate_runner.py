@@ -10,12 +10,12 @@ import contextlib
 from collections.abc import AsyncIterator
 
 from benchmarks.runners.procrastinate_app import app, noop, stamp_start
-from benchmarks.runners.protocol import run
+from benchmarks.runners.protocol import BATCH_ARGUMENTS, run
 
 
 class ProcrastinateProducer:
     async def batch(self, count: int) -> None:
-        await noop.batch_defer_async(*({} for _ in range(count)))
+        await noop.batch_defer_async(*(BATCH_ARGUMENTS for _ in range(count)))
 
     async def one(self, entrypoint: str, sequence: int) -> None:
         if entrypoint == "stamp":

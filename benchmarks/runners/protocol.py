@@ -17,13 +17,19 @@ from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol
 
+# What every batched job carries, in each system's own form: its arguments as JSON (procrastinate's kwargs). Jobs
+# nearly always carry something, and a path for jobs without payloads would not measure the one users take.
+BATCH_ARGUMENTS: dict[str, Any] = {"to": "ada@example.com"}
+BATCH_PAYLOAD = json.dumps(BATCH_ARGUMENTS).encode()
+
 # The handlers of the latency scenario append "sequence wall-clock-time" lines to the file this names.
 STAMPS_ENV = "BENCH_STAMPS"
 DSN_ENV = "BENCH_DSN"
 
 
 class Producer(Protocol):
-    """One system's producer on one connection: a batch of no-op jobs, or one job carrying a sequence number."""
+    """One system's producer on one connection: a batch of no-op jobs (each carrying ``BATCH_ARGUMENTS``), or one
+    job carrying a sequence number."""
 
     async def batch(self, count: int) -> None: ...
 
