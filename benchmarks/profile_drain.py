@@ -36,14 +36,14 @@ def stat_fields(pid: int) -> list[str]:
     return text[text.rindex(")") + 2 :].split()  # the fields after the command name, from the state on
 
 
-def cpu_times(pids: list[int]) -> dict[int, float]:
-    """User + system CPU seconds of each process still alive."""
+def cpu_times(pids: list[int], *, system_only: bool = False) -> dict[int, float]:
+    """User + system CPU seconds of each process still alive (with ``system_only``, the kernel's part)."""
     tick = os.sysconf("SC_CLK_TCK")
     times = {}
     for pid in pids:
         with contextlib.suppress(FileNotFoundError, ProcessLookupError):
             fields = stat_fields(pid)
-            times[pid] = (int(fields[11]) + int(fields[12])) / tick
+            times[pid] = (int(fields[12]) + (0 if system_only else int(fields[11]))) / tick
     return times
 
 
@@ -94,6 +94,7 @@ async def profile(
                 groups = {"workers": workers, "supervisor": supervisor, "walwriter": walwriter}
                 groups["backends"] = [r["pid"] for r in await conn.fetch(BACKENDS)]
                 before = {name: cpu_times(pids) for name, pids in groups.items()}
+                kernel_before = {name: cpu_times(groups[name], system_only=True) for name in ("workers", "backends")}
                 commits_before = await conn.fetchval(COMMITS)
                 began = asyncio.get_running_loop().time()
                 recorder = None
@@ -109,6 +110,10 @@ async def profile(
                     elapsed = asyncio.get_running_loop().time() - began
                     groups["backends"] = sorted({*groups["backends"], *(r["pid"] for r in await conn.fetch(BACKENDS))})
                     spent = {name: used(before[name], cpu_times(pids)) for name, pids in groups.items()}
+                    kernel = {
+                        name: used(kernel_before[name], cpu_times(groups[name], system_only=True))
+                        for name in ("workers", "backends")
+                    }
                     # Backends report their counts when idle (at most once a second): wait until they have.
                     await asyncio.sleep(1.5)
                     commits = await conn.fetchval(COMMITS) - commits_before
@@ -125,6 +130,8 @@ async def profile(
         "jobs": jobs, "processes": processes, "batch": batch, "jobs_per_s": round(rate), "wall_s": round(elapsed, 2),
         **{f"{name}_cpu_s": round(seconds, 2) for name, seconds in spent.items()},
         **{f"{name}_us_per_job": round(seconds / jobs * 1e6, 1) for name, seconds in spent.items()},
+        # The kernel's share (system time: socket writes and reads, waking the other side, epoll).
+        **{f"{name}_kernel_share": round(kernel[name] / spent[name], 2) if spent[name] else 0.0 for name in kernel},
         "transactions_per_100_jobs": round(commits / jobs * 100, 1),
         "functions": functions,
     }  # fmt: skip
