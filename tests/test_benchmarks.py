@@ -69,3 +69,11 @@ def test_compare_runs_pgqd_against_the_ceiling_and_writes_ratios(pg_server: str,
     assert rows["pickup latency p99 (ms, lower is better)"]["figures"]["pgqd"] > 0
     assert rows["steady state under a flooding producer (completed jobs/s)"]["figures"]["pgqd"] > 0
     assert "| drain, 1 process, batch 10 (jobs/s) |" in result.stdout
+
+
+def test_engine_cost_drains_the_memory_backend() -> None:
+    command = [sys.executable, "-m", "benchmarks.engine_cost", "--jobs", "500", "--runs", "1", "--batch", "10"]
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.startswith("batch 10: ")
+    assert "µs of CPU per job" in result.stdout
