@@ -1,12 +1,14 @@
 """The web UI in a real headless Chromium, beside a real daemon: what an operator sees and does.
 
 Needs Debian's chromium (scripts/install-test-tools.sh); without it these tests skip locally and fail in CI.
-The screenshots in docs/ come from here.
+The screenshots in docs/ come from here: `PGQD_SCREENSHOTS=docs scripts/test -k screenshots` writes them there
+(otherwise they go to the test's temporary folder, so a test run leaves the checkout as it was).
 """
 
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -21,7 +23,6 @@ from tests.support.web import CHROMIUM_ARGS, WebServer, require_chromium
 
 playwright_api = pytest.importorskip("playwright.async_api")
 
-DOCS = Path(__file__).resolve().parents[1] / "docs"
 TWO_ENTRYPOINTS = daemon_config(
     processes=1, extra='\n[entrypoints.other]\nhandler = "tests.support.daemon_app:other"\n'
 )
@@ -190,8 +191,11 @@ async def test_credentials_are_asked_for_on_a_non_loopback_address(browser: Any,
         server.stop()
 
 
-async def test_screenshots_of_the_overview_and_a_job(page: Any, web: WebServer, conn: Any, db_dsn: str) -> None:
+async def test_screenshots_of_the_overview_and_a_job(
+    page: Any, web: WebServer, conn: Any, db_dsn: str, tmp_path: Path
+) -> None:
     """A queue with some history, photographed for the README (docs/web-overview.png, docs/web-job.png)."""
+    folder = Path(os.environ["PGQD_SCREENSHOTS"]) if os.environ.get("PGQD_SCREENSHOTS") else tmp_path
     client = Client(conn)
     await client.enqueue_many([JobSpec("send_email", {"to": f"user{n}@example.com"}) for n in range(240)])
     await client.enqueue_many([JobSpec("resize_image", {"image": n}, priority=5) for n in range(35)])
@@ -235,8 +239,8 @@ async def test_screenshots_of_the_overview_and_a_job(page: Any, web: WebServer, 
     )
     await page.goto(web.url + "/")
     await page.locator('tr[data-entrypoint="send_email"]').wait_for()
-    await page.screenshot(path=str(DOCS / "web-overview.png"), full_page=True)
+    await page.screenshot(path=str(folder / "web-overview.png"), full_page=True)
     await page.goto(f"{web.url}/jobs/{failing}")
     assert "TimeoutError" in await page.locator("details.attempt").first.inner_text()
     assert json.loads(await page.locator("#payload").inner_text())["order"] == 1042
-    await page.screenshot(path=str(DOCS / "web-job.png"), full_page=True)
+    await page.screenshot(path=str(folder / "web-job.png"), full_page=True)
