@@ -110,7 +110,7 @@ async def test_each_pooled_connection_is_ready_to_claim_and_flush_before_its_fir
     # The first claim on a connection used to pay for preparing it, looking up its types and compiling the claim
     # function: 10-30 ms, the worst pickups there were. The warm-up runs both calls, acting on no job.
     job_id = await Client(conn).enqueue("a")
-    backend = await PostgresBackend.open(db_dsn, pool_size=3, timeouts=TIMEOUTS)
+    backend = await PostgresBackend.open(db_dsn, pool_size=3, timeouts=TIMEOUTS, warm=True)
     try:
         pool = backend._db.pool
         held = [await asyncio.wait_for(pool.acquire(), 10) for _ in range(3)]

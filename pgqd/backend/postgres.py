@@ -275,11 +275,13 @@ class PostgresBackend:
         application_name: str = "pgqd",
         timeouts: DatabaseTimeouts | None = None,
         on_recovered: Callable[[], None] | None = None,
+        warm: bool = False,
     ) -> PostgresBackend:
         """A backend with a pool and a listening connection of its own, as a worker process uses.
 
         Every call it makes is bounded by ``timeouts`` (see ``pgqd.backend.bounded``); ``on_recovered`` runs when
-        the database answers again after an outage."""
+        the database answers again after an outage. ``warm``: each pooled connection is readied to claim and
+        flush when it opens (``warm_up``), for a worker; a process that makes one other call does without."""
         timeouts = timeouts or DatabaseTimeouts()
         # Generic plans: pgqd's statements take arrays whose contents do not change the best plan, and planning
         # each execution anew (PostgreSQL's default for the first calls and whenever it judges a custom plan
@@ -303,10 +305,11 @@ class PostgresBackend:
 
         health = DatabaseHealth(on_recovered)
 
-        async def warm(conn: Any) -> None:
+        async def ready_to_claim(conn: Any) -> None:
             await warm_up(cls(conn, names))
 
-        pool = await BoundedPool.open(dsn, pool_size, timeouts, health, prepare=warm, **connect_options)
+        prepare = ready_to_claim if warm else None
+        pool = await BoundedPool.open(dsn, pool_size, timeouts, health, prepare=prepare, **connect_options)
         backend = cls(pool, names, listen_connect=listen_connect, owns_executor=True)
         backend.timeouts = timeouts
         backend.health = health

@@ -167,7 +167,12 @@ async def _open_backend(plan: WorkerPlan, stop: _Stop) -> PostgresBackend | None
     while not stop.requested.is_set():
         try:
             return await PostgresBackend.open(
-                plan.dsn, plan.names, pool_size=plan.pool_size, timeouts=plan.timeouts, on_recovered=end_noise_episodes
+                plan.dsn,
+                plan.names,
+                pool_size=plan.pool_size,
+                timeouts=plan.timeouts,
+                on_recovered=end_noise_episodes,
+                warm=True,
             )
         except BackendUnavailable as exc:
             log.warning("database unavailable, retrying", error=str(exc))

@@ -153,21 +153,22 @@ class JobRun:
         task: one object and one turn of the event loop less per job)."""
         self.began = True
         if self.stop_reason is not None:
-            outcome: Outcome = (
-                self._finished("canceled") if self.stop_reason == "cancel" else Requeued(self.job.id, "release")
-            )
+            outcome = self._unrun()
         else:
             self.started_at = time.monotonic()
             try:
                 outcome = await (self._attempt() if not tracing_enabled() else self._traced())
             except BaseException as exc:  # the handler's own errors are outcomes: this is a fault in pgqd
                 log.error("job run failed inside pgqd; releasing the job", job_id=self.job.id, error=repr(exc))
-                outcome = (
-                    self._finished("canceled") if self.stop_reason == "cancel" else Requeued(self.job.id, "release")
-                )
+                outcome = self._unrun()
         if self.on_end is not None:
             self.on_end(self, outcome)
         return outcome
+
+    def _unrun(self) -> Outcome:
+        """The outcome of a run that did not get to its handler's end: canceled if that was asked for, else the
+        job goes back to the queue with its attempt not counted."""
+        return self._finished("canceled") if self.stop_reason == "cancel" else Requeued(self.job.id, "release")
 
     async def _traced(self) -> Outcome:
         job = self.job
