@@ -7,12 +7,23 @@ import contextlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from operator import attrgetter
 from typing import Any
 
 from pgqd.backend.base import ProducerBackend, Subscription
 from pgqd.errors import DedupeConflict, JobNotFound, PgqdError
 from pgqd.identifiers import Names
-from pgqd.models import ON_CONFLICT_CHOICES, PAUSE_ALL, CancelResult, Event, JobState, NewJob, OnConflict, PauseState
+from pgqd.models import (
+    ON_CONFLICT_CHOICES,
+    PAUSE_ALL,
+    CancelResult,
+    Event,
+    JobState,
+    NewJob,
+    OnConflict,
+    PauseState,
+    PlainJobs,
+)
 from pgqd.payload import encode_headers, encode_payload
 from pgqd.producers.targets import async_backend
 from pgqd.tracing import trace_headers
@@ -32,8 +43,8 @@ class JobSpec:
     headers: Mapping[str, Any] | None = None
 
     # Written out because bulk producers build one per job: the generated __init__ of a frozen dataclass sets each
-    # field through object.__setattr__, which takes twice as long (~1.2 against ~0.6 ms per 1,000 jobs). Same
-    # parameters and defaults as the fields above; tests/test_enqueue.py checks that they agree.
+    # field through object.__setattr__, which takes more than twice as long (~0.46 against ~0.2 ms per 1,000
+    # jobs). Same parameters and defaults as the fields above; tests/test_enqueue.py checks that they agree.
     def __init__(
         self,
         entrypoint: str,
@@ -43,14 +54,13 @@ class JobSpec:
         dedupe_key: str | None = None,
         headers: Mapping[str, Any] | None = None,
     ) -> None:
-        self.__dict__.update(
-            entrypoint=entrypoint,
-            payload=payload,
-            priority=priority,
-            execute_after=execute_after,
-            dedupe_key=dedupe_key,
-            headers=headers,
-        )
+        fields = self.__dict__  # item by item: a keyword update() would build a dict of its own first (~25 % more)
+        fields["entrypoint"] = entrypoint
+        fields["payload"] = payload
+        fields["priority"] = priority
+        fields["execute_after"] = execute_after
+        fields["dedupe_key"] = dedupe_key
+        fields["headers"] = headers
 
 
 def build_job(spec: JobSpec, trace: Mapping[str, str] | None = None) -> NewJob:
@@ -91,15 +101,43 @@ def build_job(spec: JobSpec, trace: Mapping[str, str] | None = None) -> NewJob:
 
 def prepare_batch(
     jobs: Iterable[JobSpec | Mapping[str, Any]], on_conflict: OnConflict
-) -> tuple[list[NewJob], list[int | None]]:
+) -> tuple[Sequence[NewJob], list[int | None]]:
     """Validates and encodes the jobs of one enqueue call and settles dedupe keys repeated among them; returns
     what ``fold_duplicate_keys`` returns."""
     if on_conflict not in ON_CONFLICT_CHOICES:
         raise PgqdError(f"on_conflict must be one of {', '.join(ON_CONFLICT_CHOICES)}, got {on_conflict!r}")
     # One trace context for the batch: every job of one call is enqueued inside the same span.
     trace = trace_headers()
-    built = [build_job(as_spec(job), trace) for job in jobs]
+    specs = list(jobs)
+    plain = None if trace else plain_jobs(specs)
+    if plain is not None:
+        return plain, list(range(len(plain)))
+    built = [build_job(as_spec(job), trace) for job in specs]
     return fold_duplicate_keys(built, on_conflict)
+
+
+_ENTRYPOINT, _PAYLOAD, _PRIORITY = attrgetter("entrypoint"), attrgetter("payload"), attrgetter("priority")
+_EXTRAS = attrgetter("execute_after", "dedupe_key", "headers")
+_NO_EXTRAS = (None, None, None)
+
+
+def plain_jobs(specs: list[Any]) -> PlainJobs | None:
+    """The jobs as columns, when each is a JobSpec of nothing but a valid entrypoint, a payload and a priority;
+    None otherwise, and ``build_job`` then checks each job and names what is wrong.
+
+    Column by column, each question is asked once of a whole column (~0.15 ms per 1,000 jobs instead of ~0.4).
+    """
+    count = len(specs)
+    if count < 2 or set(map(type, specs)) != {JobSpec} or list(map(_EXTRAS, specs)).count(_NO_EXTRAS) != count:
+        return None
+    entrypoints: list[str] = list(map(_ENTRYPOINT, specs))
+    if set(map(type, entrypoints)) != {str} or "" in entrypoints:
+        return None
+    priorities: list[int] = list(map(_PRIORITY, specs))
+    if set(map(type, priorities)) != {int} or min(priorities) < -_INT32 or max(priorities) > _INT32:
+        return None
+    payloads = [p if p.__class__ is bytes else encode_payload(p) for p in map(_PAYLOAD, specs)]
+    return PlainJobs(entrypoints, payloads, priorities)
 
 
 def in_input_order(ids: Sequence[int | None], position: Sequence[int | None]) -> list[int | None]:

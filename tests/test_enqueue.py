@@ -183,6 +183,25 @@ async def test_invalid_job_requests_are_refused_before_any_write(conn: Any, spec
     assert await conn.fetchval("SELECT count(*) FROM pgqd_jobs") == 0
 
 
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        (JobSpec(""), "non-empty str"),
+        (JobSpec(7), "non-empty str"),  # type: ignore[arg-type]
+        (JobSpec("x", priority=True), "priority must be an int"),
+        (JobSpec("x", priority=-(2**40)), "priority must be an int"),
+        (JobSpec("x", object()), "cannot be stored"),
+    ],
+)
+async def test_a_bad_job_among_plain_ones_is_refused_before_any_write(conn: Any, spec: JobSpec, message: str) -> None:
+    """Batches of jobs with nothing but an entrypoint, a payload and a priority are checked column by column;
+    a bad job anywhere in one is still named."""
+    plain = [JobSpec("ok", {"n": n}, priority=n % 3) for n in range(60)]
+    with pytest.raises(PgqdError, match=message):
+        await Client(conn).enqueue_many([*plain[:30], spec, *plain[30:]])
+    assert await conn.fetchval("SELECT count(*) FROM pgqd_jobs") == 0
+
+
 async def test_concurrent_enqueues_of_one_dedupe_key_store_one_job(db_dsn: str) -> None:
     first = await asyncpg.connect(db_dsn)
     second = await asyncpg.connect(db_dsn)

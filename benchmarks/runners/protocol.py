@@ -44,7 +44,10 @@ def stamp(sequence: object) -> None:
 
 
 async def enqueue_rates(producer: Producer, jobs: int, batch: int, single: int) -> dict[str, float]:
-    await producer.one("noop", -1)  # warms the connection and the statement cache, as an app's would be
+    # Warms the connection and the statement cache, as an app's would be: a single job, and one batch, since a
+    # system may send batches with a statement of their own (pgqd does), whose first use prepares it.
+    await producer.one("noop", -1)
+    await producer.batch(batch)
     began = time.perf_counter()
     for _ in range(jobs // batch):
         await producer.batch(batch)

@@ -17,7 +17,7 @@ from pgqd.backend.base import EventCallback
 from pgqd.backend.bounded import DatabaseHealth, DatabaseTimeouts, describe_error, guard, is_transient
 from pgqd.backoff import Backoff
 from pgqd.errors import BackendUnavailable
-from pgqd.models import Event, NewJob
+from pgqd.models import Event, NewJob, PlainJobs
 
 log = structlog.get_logger("pgqd.database")
 
@@ -47,14 +47,16 @@ def wake_notice(entrypoints: Sequence[str]) -> str:
 
 def enqueue_notice(jobs: Sequence[NewJob]) -> str:
     """The NOTIFY payload for one enqueue statement: which entrypoints got work, and when it is due."""
-    entrypoints = sorted({job.entrypoint for job in jobs})
-    notice: dict[str, Any] = {"t": "enqueued", "e": entrypoints}
-    if all(job.delay > 0 and job.execute_after is None for job in jobs):
-        notice["d"] = min(job.delay for job in jobs)
-    elif all(job.execute_after is not None or job.delay > 0 for job in jobs):
-        # Absolute times are judged on the producer's clock; a worker will also learn the exact due time from
-        # its next claim, so a skewed producer delays nothing by more than one poll.
-        notice["d"] = 0.0
+    if isinstance(jobs, PlainJobs):  # none of them is deferred
+        notice: dict[str, Any] = {"t": "enqueued", "e": sorted(set(jobs.entrypoints))}
+    else:
+        notice = {"t": "enqueued", "e": sorted({job.entrypoint for job in jobs})}
+        if all(job.delay > 0 and job.execute_after is None for job in jobs):
+            notice["d"] = min(job.delay for job in jobs)
+        elif all(job.execute_after is not None or job.delay > 0 for job in jobs):
+            # Absolute times are judged on the producer's clock; a worker will also learn the exact due time
+            # from its next claim, so a skewed producer delays nothing by more than one poll.
+            notice["d"] = 0.0
     text = json.dumps(notice, separators=(",", ":"))
     if len(text) > 7000:
         text = json.dumps({"t": "enqueued"})

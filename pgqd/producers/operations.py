@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable, Generator, Sequence
 from typing import Any, NamedTuple, NoReturn, TypeVar
 
 from pgqd.backend.connection import enqueue_notice, wake_notice
-from pgqd.models import CancelResult, ErrorInfo, FinalStatus, JobState, NewJob, OnConflict, PauseState
+from pgqd.models import CancelResult, ErrorInfo, FinalStatus, JobState, NewJob, OnConflict, PauseState, PlainJobs
 from pgqd.producers.driver_errors import translate_error
 from pgqd.sql.pauses import pause_statements_for
 from pgqd.sql.statements import Statements
@@ -43,9 +43,17 @@ def enqueue(sql: Statements, jobs: Sequence[NewJob], on_conflict: OnConflict) ->
         return (yield from _enqueue_one(sql, jobs[0], on_conflict))
     channel = sql.names.channel
     count = len(jobs)
-    # One transposition in C rather than a Python loop per question asked of every job (~0.5 ms per 1,000).
-    entrypoints, payloads, priorities, delays, ats, keys, headers = zip(*jobs, strict=True)
-    if keys.count(None) == count and headers.count(None) == count and ats.count(None) == count and not any(delays):
+    entrypoints: Sequence[str]
+    payloads: Sequence[bytes | None]
+    priorities: Sequence[int]
+    if isinstance(jobs, PlainJobs):
+        entrypoints, payloads, priorities = jobs.entrypoints, jobs.payloads, jobs.priorities
+        plain = True
+    else:
+        # One transposition in C rather than a Python loop per question asked of every job (~0.5 ms per 1,000).
+        entrypoints, payloads, priorities, delays, ats, keys, headers = zip(*jobs, strict=True)
+        plain = keys.count(None) == headers.count(None) == ats.count(None) == count and not any(delays)
+    if plain:
         first = jobs[0]
         uniform = (
             count >= UNIFORM_BATCH_MIN
