@@ -3,15 +3,15 @@
     .venv/bin/python -m benchmarks.chaos [--jobs 20000] [--seconds 600] [--processes 2] [--json]
 
 It runs on a private embedded PostgreSQL (so it can restart the server) and injects: SIGKILL of a random worker
-process every 2 s; pg_terminate_backend on every pgqd connection, twice; a clean restart of PostgreSQL; a crash
-of it (immediate stop: WAL not yet written is lost, and the start runs crash recovery); a SIGKILL of the
-supervisor followed by a new daemon; a failover (the daemon reaches the server through a TCP proxy, which
-black-holes every connection open at that moment: no RST, no EOF, while new connections go through). Among the
-jobs are poison jobs (``--poison``, default 1) whose handler ends its worker process on every run. The handler
-records every execution (job, attempt, process) in a side table, on a direct connection. At the end it reports
-jobs lost (must be 0), jobs stuck in 'picked' (must be 0), jobs run more than once (allowed for jobs in flight at
-a fault), how long the queue took to move again after each fault, and what became of the poison jobs (each must
-be given up as pgqd.WorkerLost while the daemon lives on).
+process when 5 % of the jobs are done and every 2 s after; pg_terminate_backend on every pgqd connection, twice;
+a clean restart of PostgreSQL; a crash of it (immediate stop: WAL not yet written is lost, and the start runs
+crash recovery); a SIGKILL of the supervisor followed by a new daemon; a failover (the daemon reaches the server
+through a TCP proxy, which black-holes every connection open at that moment: no RST, no EOF, while new
+connections go through). Among the jobs are poison jobs (``--poison``, default 1) whose handler ends its worker
+process on every run. The handler records every execution (job, attempt, process) in a side table, on a direct
+connection. At the end it reports jobs lost (must be 0), jobs stuck in 'picked' (must be 0), jobs run more than
+once (allowed for jobs in flight at a fault), how long the queue took to move again after each fault, and what
+became of the poison jobs (each must be given up as pgqd.WorkerLost while the daemon lives on).
 """
 
 from __future__ import annotations
@@ -71,6 +71,9 @@ retry = {{ max_attempts = {poison_attempts} }}
 
 # Progress (share of jobs finished) at which each one-off fault is injected.
 PLAN = [
+    # The first worker kill comes with progress, like the faults: on a fast machine a short run could otherwise
+    # reach the failover (after which kills pause) before the first timed kill.
+    (0.05, "kill_worker"),
     (0.15, "terminate_connections"),
     (0.30, "restart_postgres"),
     (0.45, "crash_postgres"),
@@ -244,7 +247,10 @@ async def run(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
             progress = done / total
             if plan and progress >= plan[0][0]:
                 _, kind = plan.pop(0)
-                if kind == "terminate_connections":
+                if kind == "kill_worker":
+                    await chaos.kill_worker(conn)
+                    next_kill = time.monotonic() + args.kill_every
+                elif kind == "terminate_connections":
                     await chaos.terminate_connections(conn)
                 elif kind in ("restart_postgres", "crash_postgres"):
                     stopped = time.monotonic()

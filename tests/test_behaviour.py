@@ -153,6 +153,28 @@ async def test_deferred_job_waits_until_its_time_and_runs_shortly_after(
     assert ran_at[0] - enqueued_at < delay + 1.5, "the worker did not wake up for the deferred job"
 
 
+async def test_a_handler_sees_its_jobs_times_as_aware_datetimes_to_the_microsecond(
+    backend: Backend, client: Client
+) -> None:
+    seen: list[Job] = []
+
+    async def handler(job: Job) -> None:
+        seen.append(job)
+
+    due = datetime.now(UTC) + timedelta(seconds=0.3)
+    job_id = await client.enqueue("timed", execute_after=due)
+    worker = Worker(backend, [Entrypoint("timed", handler)], fast_settings())
+    async with running_worker(worker):
+        assert (await final_state(client, job_id)).status == "successful"
+
+    [job] = seen
+    assert job.execute_after == due  # exactly what the producer asked for
+    assert job.created_at < job.execute_after <= job.picked_at
+    assert job.picked_at - job.created_at < timedelta(seconds=10)
+    assert all(t.utcoffset() == timedelta(0) for t in (job.created_at, job.execute_after, job.picked_at))
+    assert f"id={job_id}" in repr(job)
+
+
 # --- failures and retries -----------------------------------------------------------------------------------
 
 
@@ -1006,7 +1028,7 @@ async def test_a_run_stopped_before_it_began_still_ends_once_with_its_outcome(re
     async def handler(job: Job) -> None:
         started.append(job.id)
 
-    now = datetime.now(UTC)
+    now = time.time()
     claimed = ClaimedJob(7, "work", None, None, 0, 1, now, now, now, False)
     ended: list[Outcome] = []
     with ThreadPoolExecutor(1) as executor:

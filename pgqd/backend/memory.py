@@ -411,9 +411,9 @@ class MemoryBackend:
                     job.headers,
                     job.priority,
                     job.attempts,
-                    job.created_at,
-                    job.execute_after,
-                    picked_at,
+                    job.created_at.timestamp(),
+                    job.execute_after.timestamp(),
+                    picked_at.timestamp(),
                     job.cancel_requested,
                 )
             )

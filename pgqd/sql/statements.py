@@ -164,8 +164,12 @@ SELECT array_agg(i.id ORDER BY i.id) FROM inserted AS i, notified
 # run). The outcome commit that follows waits for the WAL up to and including the claim, so every recorded
 # outcome sits on a durable claim.
 # This saves a disk flush per claim: 1 process at batch 10 went from 12.9k to 15.2k jobs/s.
+# The times go out as seconds since the epoch: the driver decodes a float in a tenth of the time of a timestamp.
 CLAIM_JOBS = """
-SELECT c.* FROM set_config('synchronous_commit', 'off', true) AS s,
+SELECT c.id, c.entrypoint, c.payload, c.headers, c.priority, c.attempts, date_part('epoch', c.created_at),
+       date_part('epoch', c.execute_after), date_part('epoch', c.picked_at), c.cancel_requested, c.lost_runs,
+       c.wake_in, c.hint
+FROM set_config('synchronous_commit', 'off', true) AS s,
     {claim_jobs}($1::bigint, $2::integer, $3::text[], $4::integer[], $5::double precision[], $6::double precision[],
                  $7::boolean, $8::integer[], $9::boolean[]) AS c
 """
@@ -217,7 +221,8 @@ changed AS (
         worker_id = NULL,
         picked_at = NULL
     FROM unnest($10::bigint[], $11::text[], $12::double precision[], $13::text[]) AS c(id, kind, delay, error)
-    WHERE j.id = c.id AND j.worker_id = $1::bigint AND j.status = 'picked'
+    -- Tested first, on its own: with nothing requeued (most flushes) the worker's running jobs are not read.
+    WHERE cardinality($10::bigint[]) > 0 AND j.id = c.id AND j.worker_id = $1::bigint AND j.status = 'picked'
     RETURNING j.id, j.entrypoint, j.status, j.notify_finished, c.delay
 ),
 finished_notice AS (
@@ -225,6 +230,7 @@ finished_notice AS (
     FROM (SELECT r.id FROM removed AS r WHERE r.notify_finished
           UNION ALL
           SELECT c.id FROM changed AS c WHERE c.notify_finished AND c.status = 'failed') AS f
+    HAVING count(*) > 0
 ),
 slot_notice AS (
     SELECT pg_notify($14::text, json_build_object('t', 'slot', 'e', array_agg(DISTINCT s.entrypoint))::text) AS sent

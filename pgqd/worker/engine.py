@@ -350,8 +350,8 @@ class Worker:
             run.flag_cancelled()
         if self.metrics is not None:
             # Due time to start, on the database clock (both times come from it), plus the local wait since.
-            due = max(job.execute_after, job.created_at)
-            latency = (job.picked_at - due).total_seconds() + time.monotonic() - claimed_at
+            due = max(claimed.execute_after_s, claimed.created_s)
+            latency = claimed.picked_s - due + time.monotonic() - claimed_at
             self.metrics.job_started(job.entrypoint, latency)
         run.task = asyncio.get_running_loop().create_task(run.run())
 

@@ -95,16 +95,16 @@ class JobRun:
         pid: int,
         on_end: Callable[[JobRun, Outcome], None] | None = None,
     ) -> JobRun:
-        job = Job(
-            id=claimed.id,
-            entrypoint=claimed.entrypoint,
-            payload=claimed.payload,
-            priority=claimed.priority,
-            attempts=claimed.attempts,
-            headers=decode_headers(claimed.headers),
-            created_at=claimed.created_at,
-            execute_after=claimed.execute_after,
-            picked_at=claimed.picked_at,
+        job = Job.claimed(
+            claimed.id,
+            claimed.entrypoint,
+            claimed.payload,
+            claimed.priority,
+            claimed.attempts,
+            decode_headers(claimed.headers),
+            claimed.created_s,
+            claimed.execute_after_s,
+            claimed.picked_s,
         )
         return cls(job, handler, resources, claimed_at, executor, pid, on_end)
 
