@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pgqd.errors import PgqdError
+from pgqd.models import ClaimedJob
 
 
 class InvalidPayload(PgqdError):
@@ -42,22 +43,11 @@ class Job:
         self._picked = picked_at.timestamp()
 
     @classmethod
-    def claimed(
-        cls,
-        id: int,
-        entrypoint: str,
-        payload: bytes | None,
-        priority: int,
-        attempts: int,
-        headers: dict[str, Any],
-        created_s: float,
-        execute_after_s: float,
-        picked_s: float,
-    ) -> Job:
-        """A job whose times are given in seconds since the epoch, as a claim returns them."""
+    def of_claim(cls, claimed: ClaimedJob, headers: dict[str, Any]) -> Job:
+        """The job a claim returned, with its headers decoded; its times stay as the claim gave them until read."""
         job = cls.__new__(cls)
-        job._set(id, entrypoint, payload, priority, attempts, headers)
-        job._created, job._due, job._picked = created_s, execute_after_s, picked_s
+        job._set(claimed.id, claimed.entrypoint, claimed.payload, claimed.priority, claimed.attempts, headers)
+        job._created, job._due, job._picked = claimed.created_s, claimed.execute_after_s, claimed.picked_s
         return job
 
     def _set(

@@ -95,17 +95,7 @@ class JobRun:
         pid: int,
         on_end: Callable[[JobRun, Outcome], None] | None = None,
     ) -> JobRun:
-        job = Job.claimed(
-            claimed.id,
-            claimed.entrypoint,
-            claimed.payload,
-            claimed.priority,
-            claimed.attempts,
-            decode_headers(claimed.headers),
-            claimed.created_s,
-            claimed.execute_after_s,
-            claimed.picked_s,
-        )
+        job = Job.of_claim(claimed, decode_headers(claimed.headers))
         return cls(job, handler, resources, claimed_at, executor, pid, on_end)
 
     @property
