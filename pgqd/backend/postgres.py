@@ -172,14 +172,14 @@ class PostgresBackend:
         due: list[float] = []
         suspects = False
         for row in rows:
-            hint = row["hint"]
+            # By position, in CLAIM_JOBS's column order: a lookup by name costs more, 11 per job.
+            hint = row[11]
             if hint is None:
-                # By position, in the claim function's column order: a lookup by name costs more, 10 per job.
                 jobs.append(ClaimedJob(row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7], row[8], row[9]))
             elif hint == "throttled":
-                throttled.append(row["wake_in"])
+                throttled.append(row[10])
             elif hint == "due":
-                due.append(row["wake_in"])
+                due.append(row[10])
             else:
                 suspects = True
         return ClaimResult(jobs, min(throttled, default=None), min(due, default=None), suspects)
