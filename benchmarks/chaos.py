@@ -3,9 +3,9 @@
     .venv/bin/python -m benchmarks.chaos [--jobs 20000] [--seconds 600] [--processes 2] [--json]
 
 It runs on a private embedded PostgreSQL (so it can restart the server) and injects: SIGKILL of a random worker
-process when 5 % of the jobs are done and every 2 s after; pg_terminate_backend on every pgqd connection, twice;
-a clean restart of PostgreSQL; a crash of it (immediate stop: WAL not yet written is lost, and the start runs
-crash recovery); a SIGKILL of the supervisor followed by a new daemon; a failover (the daemon reaches the server
+process every 2 s, and one when 5 % of the jobs are done; pg_terminate_backend on every pgqd connection, twice; a
+clean restart of PostgreSQL; a crash of it (immediate stop: WAL not yet written is lost, and the start runs crash
+recovery); a SIGKILL of the supervisor followed by a new daemon; a failover (the daemon reaches the server
 through a TCP proxy, which black-holes every connection open at that moment: no RST, no EOF, while new
 connections go through). Among the jobs are poison jobs (``--poison``, default 1) whose handler ends its worker
 process on every run. The handler records every execution (job, attempt, process) in a side table, on a direct

@@ -17,13 +17,17 @@ class InvalidPayload(PgqdError):
     """``Job.json()`` was called on a payload that is not valid JSON."""
 
 
+def _as_datetime(value: datetime | float) -> datetime:
+    return value if isinstance(value, datetime) else datetime.fromtimestamp(value, UTC)
+
+
 class Job:
     """One job as a handler sees it. ``attempts`` counts this run: it is 1 on the first try. ``created_at``,
     ``execute_after`` and ``picked_at`` are aware datetimes on the database's clock."""
 
-    # Its times are kept as seconds since the epoch and made into datetimes when read: decoding three timestamps
-    # per claimed row took the driver about 1 us a job, an eighth of a worker's whole cost per job, and most
-    # handlers never look at them.
+    # A claimed job keeps its times as seconds since the epoch and makes datetimes of them when they are read:
+    # decoding three timestamps per claimed row took the driver about 1 us a job, an eighth of a worker's whole
+    # cost per job, and most handlers never look at them. A Job built by hand keeps the datetimes it was given.
     __slots__ = ("_created", "_due", "_picked", "attempts", "entrypoint", "headers", "id", "payload", "priority")
 
     def __init__(
@@ -39,8 +43,9 @@ class Job:
         picked_at: datetime,
     ) -> None:
         self._set(id, entrypoint, payload, priority, attempts, headers)
-        self._created, self._due = created_at.timestamp(), execute_after.timestamp()
-        self._picked = picked_at.timestamp()
+        self._created: datetime | float = created_at
+        self._due: datetime | float = execute_after
+        self._picked: datetime | float = picked_at
 
     @classmethod
     def of_claim(cls, claimed: ClaimedJob, headers: dict[str, Any]) -> Job:
@@ -62,20 +67,32 @@ class Job:
 
     @property
     def created_at(self) -> datetime:
-        return datetime.fromtimestamp(self._created, UTC)
+        return _as_datetime(self._created)
 
     @property
     def execute_after(self) -> datetime:
-        return datetime.fromtimestamp(self._due, UTC)
+        return _as_datetime(self._due)
 
     @property
     def picked_at(self) -> datetime:
-        return datetime.fromtimestamp(self._picked, UTC)
+        return _as_datetime(self._picked)
+
+    def _fields(self) -> tuple[Any, ...]:
+        return (
+            self.id, self.entrypoint, self.payload, self.priority, self.attempts, self.headers,
+            self.created_at, self.execute_after, self.picked_at,
+        )  # fmt: skip
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Job) and self._fields() == other._fields()
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, as it was as a dataclass
 
     def __repr__(self) -> str:
         return (
-            f"Job(id={self.id!r}, entrypoint={self.entrypoint!r}, priority={self.priority!r}, "
-            f"attempts={self.attempts!r}, picked_at={self.picked_at.isoformat()!r})"
+            f"Job(id={self.id!r}, entrypoint={self.entrypoint!r}, payload={self.payload!r}, "
+            f"priority={self.priority!r}, attempts={self.attempts!r}, headers={self.headers!r}, "
+            f"created_at={self.created_at!r}, execute_after={self.execute_after!r}, picked_at={self.picked_at!r})"
         )
 
     def json(self) -> Any:

@@ -191,6 +191,8 @@ async def test_invalid_job_requests_are_refused_before_any_write(conn: Any, spec
         (JobSpec("x", priority=True), "priority must be an int"),
         (JobSpec("x", priority=-(2**40)), "priority must be an int"),
         (JobSpec("x", object()), "cannot be stored"),
+        (JobSpec("x", execute_after=0), "timedelta or an aware datetime"),  # type: ignore[arg-type]
+        (JobSpec("x", headers={"a": object()}), "JSON-serialisable"),
     ],
 )
 async def test_a_bad_job_among_plain_ones_is_refused_before_any_write(conn: Any, spec: JobSpec, message: str) -> None:
