@@ -137,6 +137,12 @@ async def profile(
     }  # fmt: skip
 
 
+def find_py_spy() -> str | None:
+    """py-spy on PATH, or beside this Python (in the virtualenv)."""
+    beside_python = Path(sys.executable).with_name("py-spy")
+    return shutil.which("py-spy") or (str(beside_python) if beside_python.exists() else None)
+
+
 async def main() -> None:
     p = parser(__doc__ or "")
     p.add_argument("--jobs", type=int, default=100_000)
@@ -148,7 +154,9 @@ async def main() -> None:
     args = p.parse_args()
     py_spy = None
     if args.py_spy:
-        py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+        py_spy = find_py_spy()
+        if py_spy is None:
+            p.error("--py-spy: py-spy is neither on PATH nor in this virtualenv (.venv/bin/pip install py-spy)")
     result = await profile(args.server, args.jobs, args.processes, args.batch, py_spy, args.native, args.save)
     functions = result.pop("functions")
     report("drain profile", [result], await environment(args.server), args.json)
