@@ -89,10 +89,16 @@ async def running_processes(
 
 @contextlib.asynccontextmanager
 async def running_daemon(
-    dsn: str, processes: int, batch: int, concurrency: int | None = None, env: Mapping[str, str] | None = None
+    dsn: str,
+    processes: int,
+    batch: int,
+    concurrency: int | None = None,
+    env: Mapping[str, str] | None = None,
+    extra: str = "",
 ) -> AsyncIterator[None]:
     """The daemon on ``dsn`` until the block ends; waits until its workers have registered and it serves
-    /metrics. ``concurrency`` defaults to ``concurrency_for(batch)``."""
+    /metrics. ``concurrency`` defaults to ``concurrency_for(batch)``; ``extra`` is TOML added to the config, for
+    a benchmark that sets a default aside to measure what it does."""
     port = free_port()
     conn = await asyncpg.connect(dsn)
     with tempfile.TemporaryDirectory() as folder:
@@ -101,6 +107,7 @@ async def running_daemon(
             CONFIG.format(
                 processes=processes, concurrency=concurrency or concurrency_for(batch), batch=batch, metrics_port=port
             )
+            + extra
         )
 
         async def ready() -> bool:

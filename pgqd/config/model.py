@@ -58,6 +58,12 @@ class DatabaseConfig:
         ),
     )
     connect_timeout: float = field(default=5.0, metadata=spec(Duration(0.1), "bound on opening a connection"))
+    vacuum_jobs: bool = field(
+        default=True,
+        metadata=spec(
+            Boolean(), "one worker per daemon vacuums the jobs table once claimed jobs leave many dead rows in it"
+        ),
+    )
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,7 @@ from pgqd.daemon.logs import end_noise_episodes
 from pgqd.daemon.metrics import QueueGaugeSamples, WorkerMetrics, use_multiprocess_directory
 from pgqd.daemon.queue_gauges import COUNT_LIMIT, QueueGaugeCollector
 from pgqd.daemon.scheduler import Scheduler
+from pgqd.daemon.upkeep import JobsTableUpkeep
 from pgqd.entrypoint import Entrypoint
 from pgqd.errors import BackendUnavailable
 from pgqd.identifiers import Names
@@ -62,6 +63,8 @@ class WorkerPlan:
     timeouts: DatabaseTimeouts = field(default_factory=DatabaseTimeouts)
     # Whether this process collects the queue gauges (one worker per daemon, when metrics are served).
     queue_gauges: bool = False
+    # Whether this process vacuums the jobs table when dead rows pile up (one worker per daemon; see upkeep.py).
+    upkeep: bool = False
     # The Django settings module this process sets up before it runs Django tasks (None: no Django).
     django_settings: str | None = None
 
@@ -151,6 +154,8 @@ async def _serve_checked_in(plan: WorkerPlan, stop: _Stop, check_in: _CheckIn) -
             if plan.queue_gauges and metrics is not None:
                 samples = QueueGaugeSamples(COUNT_LIMIT, (e.name for e in plan.entrypoints))
                 duties.append(loop.create_task(QueueGaugeCollector(plan.dsn, plan.names, samples).run()))
+            if plan.upkeep:
+                duties.append(loop.create_task(JobsTableUpkeep(plan.dsn, plan.names).run()))
             try:
                 await worker.run()
             finally:
