@@ -23,6 +23,7 @@ SMOKE_RUNS = {
     "latency": ["--jobs", "20", "--spacing", "0.01"],
     "growth": ["--jobs", "300", "--ineligible", "0", "2000", "--kind", "deferred", "other"],
     "claim_cost": ["--claims", "5"],
+    "deep_drain": ["--jobs", "500", "--processes", "1", "--batch", "10"],
     "web_pages": ["--live", "2000", "--log", "2000", "--requests", "2", "--port", str(free_port())],
 }
 
