@@ -11,6 +11,7 @@ import statistics
 import sys
 import uuid
 from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -89,7 +90,9 @@ def median_of(runs: Sequence[float]) -> float:
 
 
 def report(name: str, results: list[dict[str, Any]], env: dict[str, Any], only_json: bool) -> None:
-    document = {"benchmark": name, "environment": env, "results": results, "command": " ".join(sys.argv)}
+    # As typed from the repository's root, without this machine's paths.
+    command = " ".join([f"python -m benchmarks.{Path(sys.argv[0]).stem}", *sys.argv[1:]])
+    document = {"benchmark": name, "environment": env, "results": results, "command": command}
     if not only_json:
         keys = list(results[0]) if results else []
         widths = [max(len(k), *(len(str(r[k])) for r in results)) for k in keys]
