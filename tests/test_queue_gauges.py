@@ -6,8 +6,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
+
 from pgqd.daemon.checkin import Beat, parse_beat
 from pgqd.daemon.health import SupervisorView, readiness_problems
+from pgqd.daemon.side_connection import SideConnection
 from pgqd.identifiers import Names
 from pgqd.sql import render
 from pgqd.sql.queue_gauges import QUEUE_GAUGES
@@ -93,3 +96,26 @@ def test_readiness_is_judged_from_the_check_ins_with_the_reason_in_words() -> No
     assert readiness_problems(view(running=0, checked_in=0)) == ["no worker running"]
     assert readiness_problems(view(running=1, checked_in=1)) == ["1 of 2 workers running and checked in"]
     assert readiness_problems(view(stopping=True)) == ["stopping"]
+
+
+class _Lines:
+    def __init__(self) -> None:
+        self.warnings: list[str] = []
+
+    def warning(self, event: str, **fields: Any) -> None:
+        self.warnings.append(event)
+
+
+async def test_a_side_connection_warns_once_per_run_of_failures_and_says_when_it_ends(db_dsn: str) -> None:
+    lines = _Lines()
+    side = SideConnection("postgresql://127.0.0.1:9/none", "pgqd-test", 2.0, lines, "not collected")
+    for _ in range(3):
+        with pytest.raises(ConnectionRefusedError):
+            await side.get()
+        side.failed(OSError("refused"))
+    assert lines.warnings == ["not collected"]
+    side.dsn = db_dsn
+    assert await (await side.get()).fetchval("SELECT current_setting('application_name')") == "pgqd-test"
+    assert side.succeeded() is True
+    assert side.succeeded() is False
+    side.close()

@@ -51,7 +51,7 @@ async def test_it_vacuums_once_dead_rows_reach_the_threshold_and_not_before(conn
 
         await wait_until(vacuumed, timeout=10, what="the vacuum in the statistics")
     finally:
-        upkeep._drop_connection()
+        upkeep.close()
 
 
 async def test_dead_rows_an_older_transaction_keeps_do_not_set_off_vacuum_after_vacuum(conn: Any, db_dsn: str) -> None:
@@ -73,7 +73,7 @@ async def test_dead_rows_an_older_transaction_keeps_do_not_set_off_vacuum_after_
         assert await upkeep.check()
         assert (upkeep.vacuums, upkeep.dead_left) == (2, 0)
     finally:
-        upkeep._drop_connection()
+        upkeep.close()
         await reader.close()
 
 
@@ -99,7 +99,7 @@ async def test_it_stops_without_vacuuming_when_the_role_does_not_own_the_table(
         assert await upkeep.check() is False
         assert upkeep.vacuums == 0
     finally:
-        upkeep._drop_connection()
+        upkeep.close()
     assert await conn.fetchval(VACUUMS) == 0
 
 

@@ -10,13 +10,11 @@ drops that connection (a hung one must not be reused) and keeps the last figures
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
-import asyncpg
 import structlog
 
-from pgqd.daemon.logs import mask_dsn
 from pgqd.daemon.metrics import QueueGaugeSamples
+from pgqd.daemon.side_connection import SideConnection
 from pgqd.identifiers import Names
 from pgqd.sql import render
 from pgqd.sql.pauses import PAUSES
@@ -38,8 +36,9 @@ class QueueGaugeCollector:
         self.pauses_statement = render(PAUSES, names)
         self.samples = samples
         self.collected = 0
-        self._conn: Any = None
-        self._failing = False
+        self._side = SideConnection(
+            dsn, "pgqd-gauges", TIMEOUT, log, "queue gauges not collected; keeping the last figures"
+        )
 
     async def run(self) -> None:
         try:
@@ -47,33 +46,20 @@ class QueueGaugeCollector:
                 await self.collect()
                 await asyncio.sleep(COLLECT_EVERY)
         finally:
-            self._drop_connection()
+            self._side.close()
 
     async def collect(self) -> None:
         try:
-            if self._conn is None:
-                self._conn = await asyncpg.connect(
-                    self.dsn, timeout=TIMEOUT, server_settings={"application_name": "pgqd-gauges"}
-                )
-            rows = await self._conn.fetch(self.statement, COUNT_LIMIT, MAX_GROUPS, timeout=TIMEOUT)
-            pauses = await self._conn.fetch(self.pauses_statement, timeout=TIMEOUT)
+            conn = await self._side.get()
+            rows = await conn.fetch(self.statement, COUNT_LIMIT, MAX_GROUPS, timeout=TIMEOUT)
+            pauses = await conn.fetch(self.pauses_statement, timeout=TIMEOUT)
         except Exception as exc:  # whatever the database or the network does, try again next time
-            self._drop_connection()
-            if not self._failing:
-                error = mask_dsn(f"{type(exc).__name__}: {exc}")
-                log.warning("queue gauges not collected; keeping the last figures", error=error)
-            self._failing = True
+            self._side.failed(exc)
             return
-        if self._failing:
+        if self._side.succeeded():
             log.info("queue gauges collected again")
-        self._failing = False
         self.samples.update(
             [(r["entrypoint"], r["status"], r["jobs"], r["oldest_age"]) for r in rows],
             [(r["entrypoint"], r["paused"]) for r in pauses],
         )
         self.collected += 1
-
-    def _drop_connection(self) -> None:
-        if self._conn is not None:
-            self._conn.terminate()
-            self._conn = None

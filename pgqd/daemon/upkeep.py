@@ -20,10 +20,9 @@ import asyncio
 import time
 from typing import Any
 
-import asyncpg
 import structlog
 
-from pgqd.daemon.logs import mask_dsn
+from pgqd.daemon.side_connection import SideConnection
 from pgqd.identifiers import Names
 
 log = structlog.get_logger("pgqd.daemon.upkeep")
@@ -49,14 +48,20 @@ class JobsTableUpkeep:
     live ones; stops for good if this role may not vacuum it."""
 
     def __init__(self, dsn: str | None, names: Names, min_dead_rows: int = MIN_DEAD_ROWS) -> None:
-        self.dsn = dsn
         self.table = names.table("jobs")
         self.min_dead_rows = min_dead_rows
         self.vacuums = 0
         # Dead rows the last vacuum could not remove (still visible to an older transaction).
         self.dead_left = 0
-        self._conn: Any = None
-        self._failing = False
+        self._side = SideConnection(
+            dsn,
+            "pgqd-upkeep",
+            CHECK_TIMEOUT,
+            log,
+            "jobs table upkeep failed; trying again",
+            # The server gives up when this process does, so no vacuum is left running unseen.
+            settings={"statement_timeout": f"{round(VACUUM_TIMEOUT * 1000)}ms"},
+        )
 
     async def run(self) -> None:
         try:
@@ -65,12 +70,12 @@ class JobsTableUpkeep:
                 if not await self.check():
                     return
         finally:
-            self._drop_connection()
+            self.close()
 
     async def check(self) -> bool:
         """Vacuums if due; False when this role may not vacuum the table (there is no point asking again)."""
         try:
-            conn = self._conn or await self._connect()
+            conn = await self._side.get()
             row = await conn.fetchrow(DEAD_ROWS, self.table, timeout=CHECK_TIMEOUT)
             if row is None:
                 return True  # not installed yet, or uninstalled under us
@@ -82,25 +87,10 @@ class JobsTableUpkeep:
             if dead - self.dead_left >= max(self.min_dead_rows, live * DEAD_SHARE_OF_LIVE):
                 await self._vacuum(conn, row)
         except Exception as exc:  # whatever the database or the network does, try again next time
-            self._drop_connection()
-            if not self._failing:
-                log.warning("jobs table upkeep failed; trying again", error=mask_dsn(f"{type(exc).__name__}: {exc}"))
-            self._failing = True
+            self._side.failed(exc)
             return True
-        self._failing = False
+        self._side.succeeded()
         return True
-
-    async def _connect(self) -> Any:
-        self._conn = await asyncpg.connect(
-            self.dsn,
-            timeout=CHECK_TIMEOUT,
-            server_settings={
-                "application_name": "pgqd-upkeep",
-                # The server gives up when this process does, so no vacuum is left running unseen.
-                "statement_timeout": f"{round(VACUUM_TIMEOUT * 1000)}ms",
-            },
-        )
-        return self._conn
 
     async def _vacuum(self, conn: Any, before: Any) -> None:
         started = time.monotonic()
@@ -121,8 +111,5 @@ class JobsTableUpkeep:
             took_s=took,
         )
 
-    def _drop_connection(self) -> None:
-        # Terminated, not closed: a connection whose call timed out may be hung, and a close would wait on it.
-        if self._conn is not None:
-            self._conn.terminate()
-            self._conn = None
+    def close(self) -> None:
+        self._side.close()
