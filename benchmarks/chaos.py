@@ -8,9 +8,12 @@ clean restart of PostgreSQL; a crash of it (immediate stop: WAL not yet written 
 recovery); a SIGKILL of the supervisor followed by a new daemon; a failover (the daemon reaches the server
 through a TCP proxy, which black-holes every connection open at that moment: no RST, no EOF, while new
 connections go through). Among the jobs are poison jobs (``--poison``, default 1) whose handler ends its worker
-process on every run. The handler records every execution (job, attempt, process) in a side table, on a direct
-connection. At the end it reports jobs lost (must be 0), jobs stuck in 'picked' (must be 0), jobs run more than
-once (allowed for jobs in flight at a fault), how long the queue took to move again after each fault, and what
+process on every run. Whenever an ordinary job runs alone as a suspect (it was present in two deaths), the worker
+running it is killed too, with a second worker a moment later (a burst): once per suspect, so that each such job
+spends one of its max_worker_deaths. The handler records every execution (job, attempt, process) in a side
+table, on a direct connection. At the end it reports jobs lost (must be 0), jobs stuck in 'picked' (must be 0),
+ordinary jobs given up (must be 0), jobs run more than once (allowed for jobs in flight at a fault), how long the
+queue took to move again after each fault and how long a killed worker's jobs took to start again, and what
 became of the poison jobs (each must be given up as pgqd.WorkerLost while the daemon lives on).
 """
 
@@ -66,8 +69,10 @@ retry = {{ max_attempts = 1000, backoff = "exponential", initial = "100ms", max 
 
 [entrypoints.chaos_poison]
 handler = "benchmarks.handlers:chaos_poison"
-retry = {{ max_attempts = {poison_attempts} }}
+max_worker_deaths = {poison_deaths}
 """
+
+DATABASE_GONE = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
 
 # Progress (share of jobs finished) at which each one-off fault is injected.
 PLAN = [
@@ -101,6 +106,8 @@ class Chaos:
     daemons: list[subprocess.Popen[bytes]] = field(default_factory=list)
     orphans: list[int] = field(default_factory=list)
     faults: list[Fault] = field(default_factory=list)
+    # Ordinary suspects whose lone run was killed (each once).
+    suspects_hit: set[int] = field(default_factory=set)
 
     def start_daemon(self) -> None:
         log = (self.log_folder / f"daemon{len(self.daemons)}.log").open("wb")
@@ -147,6 +154,23 @@ class Chaos:
             victim = random.choice(workers)
             with_suppressed(os.kill, victim, signal.SIGKILL)
             self.faults.append(Fault("kill_worker", await self.now(conn), f"pid {victim}"))
+
+    async def kill_suspect_runners(self, conn: Any) -> None:
+        """Kills the worker running an ordinary suspect alone, not hit before, then another worker: a burst."""
+        rows = await conn.fetch(
+            "SELECT j.id, w.pid FROM pgqd_jobs AS j JOIN pgqd_workers AS w ON w.id = j.worker_id"
+            " WHERE j.isolated AND j.status = 'picked' AND j.entrypoint = 'chaos'"
+        )
+        mine = set(self.workers())
+        for row in rows:
+            if row["id"] in self.suspects_hit or row["pid"] not in mine:
+                continue
+            self.suspects_hit.add(row["id"])
+            with_suppressed(os.kill, row["pid"], signal.SIGKILL)
+            self.faults.append(Fault("kill_suspect_runner", await self.now(conn), f"job {row['id']} pid {row['pid']}"))
+            await asyncio.sleep(0.3)
+            await self.kill_worker(conn)
+            return
 
     async def terminate_connections(self, conn: Any) -> None:
         killed = await conn.fetchval(
@@ -209,7 +233,7 @@ async def finished_count(chaos: Chaos, conn: Any) -> tuple[Any, int]:
     while True:
         try:
             return conn, int(await conn.fetchval("SELECT count(*) FROM pgqd_log"))
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+        except DATABASE_GONE:
             with_suppressed(conn.terminate)
             conn = await connect(chaos.dsn)
 
@@ -232,13 +256,14 @@ async def run(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
         for start in range(0, len(jobs), 5000):
             await client.enqueue_many(jobs[start : start + 5000])
         config = folder / "chaos.toml"
-        config.write_text(CONFIG.format(processes=args.processes, poison_attempts=args.poison_attempts))
+        config.write_text(CONFIG.format(processes=args.processes, poison_deaths=args.poison_deaths))
         proxy = TcpProxy.to_unix_socket(unix_socket(dsn)).start()
         chaos = Chaos(dsn, server, proxy, config, folder)
         chaos.start_daemon()
         began = time.monotonic()
         plan = list(PLAN)
         next_kill = time.monotonic() + args.kill_every
+        suspect_kills_resume = 0.0
         done = 0
         total = args.jobs + args.poison
         while done < total and time.monotonic() - began < args.seconds:
@@ -263,7 +288,7 @@ async def run(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
                     await chaos.failover(conn)
                     # No worker kill for a while: the recovery measured is the running workers', on new
                     # connections, not a fresh worker's.
-                    next_kill = time.monotonic() + 10
+                    next_kill = suspect_kills_resume = time.monotonic() + 10
                 else:
                     at = await chaos.now(conn)
                     chaos.kill_supervisor()
@@ -271,6 +296,9 @@ async def run(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
             if time.monotonic() >= next_kill:
                 next_kill = time.monotonic() + args.kill_every
                 await chaos.kill_worker(conn)
+            if time.monotonic() >= suspect_kills_resume:
+                with contextlib.suppress(*DATABASE_GONE):
+                    await chaos.kill_suspect_runners(conn)
         elapsed = time.monotonic() - began
         # The orphans of a killed supervisor can finish the run while its successor is still starting.
         await asyncio.to_thread(chaos.wait_ready, 60)
@@ -296,6 +324,9 @@ async def account(conn: Any, args: argparse.Namespace, chaos: Chaos, elapsed: fl
     in_log = sum(logged.values())
     poison_ids = [row[0] for row in await conn.fetch("SELECT job_id FROM pgqd_log WHERE entrypoint = 'chaos_poison'")]
     poison_ids += [row[0] for row in await conn.fetch("SELECT id FROM pgqd_jobs WHERE entrypoint = 'chaos_poison'")]
+    ordinary_given_up = await conn.fetchval(
+        "SELECT count(*) FROM pgqd_log WHERE entrypoint <> 'chaos_poison' AND error_type = 'pgqd.WorkerLost'"
+    )
     ran_twice = await conn.fetchval(
         "SELECT count(*) FROM (SELECT job_id FROM chaos_runs WHERE NOT (job_id = ANY($1::bigint[]))"
         " GROUP BY job_id HAVING count(*) > 1) AS t",
@@ -307,7 +338,7 @@ async def account(conn: Any, args: argparse.Namespace, chaos: Chaos, elapsed: fl
     )
     for fault in chaos.faults:
         fault.recovered_after = await recovery(conn, fault)
-    one_offs = [f for f in chaos.faults if f.kind != "kill_worker"]
+    one_offs = [f for f in chaos.faults if f.kind not in ("kill_worker", "kill_suspect_runner")]
     kills = sorted(f.recovered_after for f in chaos.faults if f.kind == "kill_worker" and f.recovered_after is not None)
     return {
         "jobs_enqueued": args.jobs + args.poison,
@@ -316,10 +347,12 @@ async def account(conn: Any, args: argparse.Namespace, chaos: Chaos, elapsed: fl
         "jobs_lost": args.jobs + args.poison - in_log - sum(live.values()),
         "jobs_left_in_queue": live,
         "jobs_stuck_picked": live.get("picked", 0),
+        "ordinary_jobs_given_up": ordinary_given_up,
         "jobs_executed_more_than_once": ran_twice,
         "successful_without_a_recorded_run": never_ran,
         "executions": await conn.fetchval("SELECT count(*) FROM chaos_runs"),
-        "workers_killed": sum(1 for f in chaos.faults if f.kind == "kill_worker"),
+        "workers_killed": sum(1 for f in chaos.faults if f.kind in ("kill_worker", "kill_suspect_runner")),
+        "suspect_runners_killed": sum(1 for f in chaos.faults if f.kind == "kill_suspect_runner"),
         "faults": [{"kind": f.kind, "detail": f.detail, "recovered_after_s": f.recovered_after} for f in one_offs],
         "killed_worker_jobs_running_again_within_s": {
             "median": kills[len(kills) // 2] if kills else None,
@@ -353,7 +386,7 @@ async def recovery(conn: Any, fault: Fault) -> float | None:
     failover: until the first job claimed after it started. For the others: until the first execution recorded
     after the fault, so the queue was moving again.
     """
-    if fault.kind == "kill_worker":
+    if fault.kind in ("kill_worker", "kill_suspect_runner"):
         pid = int(fault.detail.split()[-1])
         seconds = await conn.fetchval(
             """
@@ -388,7 +421,7 @@ def main() -> None:
     parser.add_argument("--kill-every", type=float, default=2.0, help="seconds between worker kills (default 2)")
     parser.add_argument("--work-ms", type=float, default=50, help="each job works up to this long (default 50)")
     parser.add_argument("--poison", type=int, default=1, help="jobs that kill their worker on every run (default 1)")
-    parser.add_argument("--poison-attempts", type=int, default=3, help="their retry.max_attempts (default 3)")
+    parser.add_argument("--poison-deaths", type=int, default=3, help="their max_worker_deaths (default 3)")
     parser.add_argument("--json", action="store_true", help="print only the JSON result")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="pgqd-chaos-") as folder:
@@ -396,6 +429,7 @@ def main() -> None:
     ok = (
         result["jobs_lost"] == 0
         and result["jobs_stuck_picked"] == 0
+        and result["ordinary_jobs_given_up"] == 0
         and result["jobs_finished"] == args.jobs + args.poison
         and result["poison"]["given_up"] == args.poison
         and result["final_statuses"].get("successful", 0) == args.jobs

@@ -64,6 +64,8 @@ class Entrypoint:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     on_failure: OnFailure = "delete"
     store_result: bool = False
+    # Deaths of its worker process while it ran alone before a job is given up (docs/reliability.md).
+    max_worker_deaths: int = 3
 
     def __post_init__(self) -> None:
         if not self.name:
@@ -72,6 +74,8 @@ class Entrypoint:
             raise ValueError(f"{self.name}: concurrency_limit must not be negative")
         if self.timeout is not None and self.timeout <= 0:
             raise ValueError(f"{self.name}: timeout must be positive")
+        if self.max_worker_deaths < 1:
+            raise ValueError(f"{self.name}: max_worker_deaths must be at least 1")
         if not callable(self.handler):
             raise ValueError(f"{self.name}: handler {self.handler!r} is not callable")
 
@@ -83,6 +87,6 @@ class Entrypoint:
             concurrency=self.concurrency_limit,
             rate_per_second=rate.per_second if rate else 0.0,
             burst=rate.burst if rate else 0.0,
-            max_attempts=self.retry.max_attempts,
+            max_worker_deaths=self.max_worker_deaths,
             hold_failures=self.on_failure == "hold",
         )

@@ -111,14 +111,15 @@ class CancelResult:
 class EntrypointLimit:
     """The fleet-wide limits of one entrypoint, as the claim needs them. 0 means no limit.
 
-    ``max_attempts`` and ``hold_failures`` (its retry budget and ``on_failure = "hold"``) are stamped on a suspect
-    claimed to run alone, so that whoever rescues its worker can give it up if that run killed the worker."""
+    ``max_worker_deaths`` and ``hold_failures`` (its death budget and ``on_failure = "hold"``) are stamped on a
+    suspect claimed to run alone, so that whoever rescues its worker can give it up once it killed its worker
+    alone that many times."""
 
     name: str
     concurrency: int = 0
     rate_per_second: float = 0.0
     burst: float = 0.0
-    max_attempts: int = 1
+    max_worker_deaths: int = 3
     hold_failures: bool = False
 
 

@@ -84,7 +84,7 @@ async def test_sigkill_of_a_worker_requeues_its_job_at_once_and_replaces_the_wor
         what="the job to run again on a new worker",
     )
     assert time.monotonic() - killed_at < 10  # far below the 60 s worker_timeout
-    # It was not running alone as a suspect, so the death is not charged to it: the lost run does not count.
+    # A worker's death never spends a retry attempt.
     assert second["attempt"] == 1
     assert run["pid"] not in daemon.worker_pids()
     assert len(daemon.worker_pids()) == 1

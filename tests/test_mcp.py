@@ -66,8 +66,8 @@ async def check_every_tool(session: ClientSession, conn: Any, ids: dict[str, Any
     assert all(tool.annotations is not None and tool.annotations.read_only_hint for tool in listed.tools)
 
     depth = {q["entrypoint"]: q for q in (await call(session, "queue_depth"))["entrypoints"]}
-    assert {k: depth["mail"][k] for k in ("queued", "deferred", "running", "held", "paused")} == {
-        "queued": 3, "deferred": 1, "running": 1, "held": 1, "paused": False,
+    assert {k: depth["mail"][k] for k in ("queued", "deferred", "running", "held", "paused", "suspects")} == {
+        "queued": 3, "deferred": 1, "running": 1, "held": 1, "paused": False, "suspects": 0,
     }  # fmt: skip
     assert depth["mail"]["oldest_eligible_age"] >= 0
     assert depth["report"]["paused"] is True

@@ -69,6 +69,16 @@ async def test_jobs_list_failed_requeue_and_cancel(conn: Any, db_dsn: str) -> No
     assert "give job ids or --all-failed" in usage.stderr
 
 
+async def test_jobs_list_shows_suspects(conn: Any, db_dsn: str) -> None:
+    ids = await Client(conn).enqueue_many([JobSpec("fragile") for _ in range(2)])
+    await conn.execute("UPDATE pgqd_jobs SET status = 'suspect', deaths = 2 WHERE id = $1", ids[0])
+
+    listed = run_pgqd("jobs", "list", "--dsn", db_dsn, "--status", "suspect", "--json")
+
+    assert listed.returncode == 0, listed.stderr
+    assert [(row["id"], row["status"]) for row in json.loads(listed.stdout)] == [(ids[0], "suspect")]
+
+
 def as_role(dsn: str, role: str) -> str:
     parts = urlsplit(dsn)
     host = parts.netloc.rsplit("@", 1)[-1]

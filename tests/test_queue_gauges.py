@@ -34,12 +34,14 @@ async def test_queue_gauges_count_every_status_exactly_below_the_limit_and_stop_
     await conn.execute(INSERT, "resize", 0, "deferred", 3600.0, 5)  # due in an hour
     await conn.execute(INSERT, "resize", 0, "deferred", -60.0, 1)  # due a minute ago
     await conn.execute(INSERT, "report", 0, "failed", -1.0, 2)
+    await conn.execute(INSERT, "report", 0, "suspect", -1.0, 4)
     found = await gauges(conn, 100)
     assert {key: jobs for key, (jobs, _) in found.items()} == {
         ("mail", "queued"): 7,
         ("mail", "picked"): 2,
         ("resize", "deferred"): 6,
         ("report", "failed"): 2,
+        ("report", "suspect"): 4,
     }
     # The oldest job that could run now: the oldest head over every priority; a due deferred job counts.
     assert 30 <= found[("mail", "queued")][1] < 40
@@ -50,6 +52,7 @@ async def test_queue_gauges_count_every_status_exactly_below_the_limit_and_stop_
         ("mail", "picked"): 2,
         ("resize", "deferred"): 3,
         ("report", "failed"): 2,
+        ("report", "suspect"): 3,
     }
 
 

@@ -141,11 +141,8 @@ async def test_a_worker_presumed_dead_writes_no_outcome_for_rescued_jobs(
 
     await wait_until(lambda: picked_by(presumed_dead), timeout=10, what="the first worker to pick every job")
     await wait_until(lambda: all_seen(stale_gate), timeout=5, what="the first worker's runs to start")
-    # The rescue makes them suspects, which run one at a time (tests/test_quarantine.py); this test is about the
-    # late outcomes, so they are let out of quarantine at once, in the rescue's own transaction.
-    async with conn.transaction():
-        rescued = await PostgresBackend(conn).rescue_worker(presumed_dead.worker_id)
-        await conn.execute("UPDATE pgqd_jobs SET status = 'queued' WHERE status = 'suspect'")
+    # The rescue queues them again at once (their first death: tests/test_worker_deaths.py).
+    rescued = await PostgresBackend(conn).rescue_worker(presumed_dead.worker_id)
     assert sorted(rescued) == sorted(ids)
 
     # Every slot of the first worker is busy, so the rescued jobs can only go to the second one.

@@ -166,8 +166,8 @@ async def test_a_job_that_kills_its_worker_every_time_does_not_stop_the_daemon(
     assert daemon.process.poll() is None, daemon.log_text()[-3000:]
     assert not daemon.has_event("workers are crashing in a loop: giving up")
     assert not daemon.has_event("worker death counts towards the crash-loop guard")
-    # The daemon keeps running other jobs, and none of them is charged with the poison job's crashes (the
-    # quarantine of suspects runs a dead worker's jobs one at a time, alone).
+    # The daemon keeps running other jobs, and none of them is charged with the poison job's crashes (a job
+    # present in two deaths runs alone, so the deaths that follow are the poison's alone).
     ids = await client.enqueue_many([JobSpec("sleeper", "0") for _ in range(20)])
     await wait_until(
         lambda: db.fetchval("SELECT count(*) = 20 FROM pgqd_log WHERE job_id = ANY($1::bigint[])", ids),

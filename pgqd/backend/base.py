@@ -91,7 +91,7 @@ class Backend(ProducerBackend, Protocol):
     ) -> ClaimResult:
         """Claims up to ``batch`` eligible jobs of these entrypoints, in priority then FIFO order, within the
         fleet-wide limits. With ``isolated``, claims instead one suspect to run alone (the caller runs nothing
-        else until it ends), unless one already runs alone somewhere in the fleet."""
+        else until it ends); other workers may run other suspects alone at the same time."""
         ...
 
     async def record(self, worker_id: int, outcomes: Sequence[Outcome], slot_entrypoints: Sequence[str]) -> int:
@@ -105,16 +105,17 @@ class Backend(ProducerBackend, Protocol):
         ...
 
     async def rescue_stale(self, worker_timeout: float) -> list[int]:
-        """Quarantines the jobs of workers silent for longer than ``worker_timeout`` seconds, as
+        """Takes back the jobs of workers silent for longer than ``worker_timeout`` seconds, as
         ``rescue_worker`` does; returns their ids."""
         ...
 
     async def rescue_worker(self, worker_id: int, cause: str = "worker died") -> list[int]:
-        """Forgets a worker known to be dead and quarantines the jobs it held; returns their ids.
+        """Forgets a worker known to be dead and takes back the jobs it held; returns their ids.
 
-        They become suspects, their lost runs not counted, except a job the worker ran alone (claimed isolated,
-        no other job held): the death is charged to it as a run, and when that spends its ``max_attempts`` it
-        is given up with a ``pgqd.WorkerLost`` error naming ``cause`` (logged as exception, or held)."""
+        Each job counts the death and gets its lost run back. After its first death a job is queued again at
+        once; after its second it is a suspect, to run alone. A job the worker ran alone (claimed isolated, no
+        other job held) is charged with the death, and once it died alone its ``max_worker_deaths`` times it is
+        given up with a ``pgqd.WorkerLost`` error naming ``cause`` (logged as exception, or held)."""
         ...
 
     async def prune_log(self, older_than: float, limit: int) -> int:

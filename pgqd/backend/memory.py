@@ -228,6 +228,7 @@ class MemoryBackend:
         for job in held:
             job.attempts = 0
             job.lost_runs = 0
+            job.deaths = 0
             job.isolated = False
             job.execute_after = now
             if job.dedupe_key is not None:
@@ -310,11 +311,9 @@ class MemoryBackend:
         cancel = [
             j.id for j in self.jobs.values() if j.worker_id == worker_id and j.status == "picked" and j.cancel_requested
         ]
-        return HeartbeatReply(cancel, self._suspects_waiting(info.entrypoints) and not self._running_alone())
+        return HeartbeatReply(cancel, self._suspects_waiting(info.entrypoints))
 
-    # --- quarantine ---------------------------------------------------------------------------------------
-    def _running_alone(self) -> bool:
-        return any(j.isolated and j.status == "picked" for j in self.jobs.values())
+    # --- worker deaths ------------------------------------------------------------------------------------
 
     def _suspects_waiting(self, entrypoints: Sequence[str]) -> bool:
         for entrypoint in entrypoints:
@@ -376,9 +375,7 @@ class MemoryBackend:
         now = self._clock()
         picked_at = datetime.fromtimestamp(now, UTC)
         if isolated:
-            if self._running_alone():
-                return ClaimResult([])  # one suspect runs alone at a time, fleet-wide
-            batch = 1
+            batch = 1  # a suspect runs alone
         pool: list[JobRow] = []
         for limit in limits:
             allow = self._allowance(limit, batch, now)
@@ -401,7 +398,7 @@ class MemoryBackend:
             job.attempts += 1
             job.isolated = isolated
             if isolated:
-                job.max_attempts = by_limit[job.entrypoint].max_attempts
+                job.max_deaths = by_limit[job.entrypoint].max_worker_deaths
                 job.hold_failures = by_limit[job.entrypoint].hold_failures
             claimed.append(
                 ClaimedJob(
@@ -424,8 +421,6 @@ class MemoryBackend:
                 self._buckets[name] = Bucket(self._refilled(limit, now) - spent, now)
         due_in = self._next_due_in(limits, now) if len(claimed) < batch else None
         suspects = (isolated or len(claimed) < batch) and self._suspects_waiting([limit.name for limit in limits])
-        if suspects and not isolated:
-            suspects = not self._running_alone()
         return ClaimResult(claimed, self._throttled_in(limits, now), due_in, suspects)
 
     def _throttled_in(self, limits: Sequence[EntrypointLimit], now: float) -> float | None:
@@ -548,16 +543,17 @@ class MemoryBackend:
                 and job.picked_at.timestamp() < now - worker_timeout
             ):
                 causes[job.id] = "its worker vanished"
-        return self._quarantine(causes)
+        return self._take_back(causes)
 
     async def rescue_worker(self, worker_id: int, cause: str = "worker died") -> list[int]:
         self._workers.pop(worker_id, None)
         owned = [j for j in self.jobs.values() if j.worker_id == worker_id and j.status == "picked"]
-        return self._quarantine({j.id: cause for j in owned})
+        return self._take_back({j.id: cause for j in owned})
 
-    def _quarantine(self, causes: dict[int, str]) -> list[int]:
-        """The jobs of dead workers, with what killed each worker, become suspects; a job its worker ran alone
-        is charged with the death, and given up once that spends its budget (as the SQL of the rescues does)."""
+    def _take_back(self, causes: dict[int, str]) -> list[int]:
+        """The jobs of dead workers, with what killed each worker, go back at once, each counting the death; a
+        job its worker ran alone is charged with it, and given up once it died alone ``max_deaths`` times (as
+        the SQL of the rescues does)."""
         lost = [self.jobs[job_id] for job_id in causes]
         held_by: dict[int | None, int] = {}
         for job in lost:
@@ -571,22 +567,25 @@ class MemoryBackend:
             job.worker_id = None
             job.picked_at = None
             job.isolated = False
-            if not charged:
+            job.deaths += 1
+            budget = job.max_deaths or 3
+            if charged:
+                job.lost_runs += 1
+            if not charged or job.lost_runs < budget:
                 job.attempts = max(job.attempts - 1, 0)
-                self._set_status(job, "suspect")
-                suspected.add(job.entrypoint)
-                continue
-            job.lost_runs += 1
-            budget = job.max_attempts or 1
-            if job.attempts < budget:
-                message = f"killed its worker process ({cause}) in run {job.attempts} of {budget}, which it ran alone"
-                job.last_error = ErrorInfo("pgqd.WorkerLost", message)
-                self._set_status(job, "suspect")
+                if charged:
+                    message = (
+                        f"killed its worker process ({cause}) while running alone, in death {job.lost_runs} of "
+                        f"{budget} allowed"
+                    )
+                    job.last_error = ErrorInfo("pgqd.WorkerLost", message)
+                self._set_status(job, "suspect" if charged or job.deaths >= 2 else "queued")
                 suspected.add(job.entrypoint)
                 continue
             given_up = ErrorInfo(
                 "pgqd.WorkerLost",
-                f"killed its worker process ({cause}) while running alone, in run {job.attempts} of {budget}: given up",
+                f"killed its worker process ({cause}) while running alone, in death {job.lost_runs} of {budget} "
+                "allowed: given up",
             )
             if job.notify_finished:
                 finished_watched.append(job.id)

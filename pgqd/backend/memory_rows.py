@@ -26,11 +26,12 @@ class JobRow:
     cancel_requested: bool = False
     notify_finished: bool = False
     last_error: ErrorInfo | None = None
-    # Deaths of a worker charged to this job; isolated and the budget stamped by an isolated claim (see
-    # rescue_worker).
+    # Worker deaths this job was present in, and those charged to it (it ran alone); isolated and the death
+    # budget stamped by an isolated claim (see rescue_worker).
+    deaths: int = 0
     lost_runs: int = 0
     isolated: bool = False
-    max_attempts: int | None = None
+    max_deaths: int | None = None
     hold_failures: bool = False
     # Bumped on every change of status; heap entries carrying an older version are stale and skipped.
     version: int = 0

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import fields
 from datetime import datetime
 from typing import Any
 
@@ -40,6 +41,11 @@ from pgqd.models import (
 from pgqd.producers import operations
 from pgqd.producers.operations import run_async
 from pgqd.sql.statements import statements_for
+
+# The layout of a CLAIM_JOBS row: ClaimedJob's fields, then wake_in and hint.
+CLAIMED_JOB_COLUMNS = len(fields(ClaimedJob))
+CLAIM_WAKE_IN = CLAIMED_JOB_COLUMNS
+CLAIM_HINT = CLAIMED_JOB_COLUMNS + 1
 
 
 class PostgresBackend:
@@ -160,9 +166,9 @@ class PostgresBackend:
                 [limit.burst for limit in limits],
             )
             self._limit_arrays[key] = arrays
-        # The retry budgets travel only with an isolated claim, the one that stamps them on the job.
+        # The death budgets travel only with an isolated claim, the one that stamps them on the job.
         budgets = (
-            ([limit.max_attempts for limit in limits], [limit.hold_failures for limit in limits])
+            ([limit.hold_failures for limit in limits], [limit.max_worker_deaths for limit in limits])
             if isolated
             else (None, None)
         )
@@ -172,14 +178,15 @@ class PostgresBackend:
         due: list[float] = []
         suspects = False
         for row in rows:
-            # By position, in CLAIM_JOBS's column order: a lookup by name costs more, 11 per job.
-            hint = row[11]
+            # CLAIM_JOBS names its first columns as ClaimedJob's fields, in their order (tests/test_claim_contract.py
+            # checks both): taken by position, as a look-up by name would cost 11 per job.
+            hint = row[CLAIM_HINT]
             if hint is None:
-                jobs.append(ClaimedJob(row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7], row[8], row[9]))
+                jobs.append(ClaimedJob(*row[:CLAIMED_JOB_COLUMNS]))
             elif hint == "throttled":
-                throttled.append(row[10])
+                throttled.append(row[CLAIM_WAKE_IN])
             elif hint == "due":
-                due.append(row[10])
+                due.append(row[CLAIM_WAKE_IN])
             else:
                 suspects = True
         return ClaimResult(jobs, min(throttled, default=None), min(due, default=None), suspects)

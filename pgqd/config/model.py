@@ -87,6 +87,12 @@ class WorkersConfig:
     max_memory_mb: int = field(
         default=0, metadata=spec(Integer(0), "recycle a worker process above this RSS in MiB (0 = never)")
     )
+    max_worker_deaths: int = field(
+        default=3,
+        metadata=spec(
+            Integer(1, 1000), "deaths of its worker while it runs alone before a job is given up (per entrypoint too)"
+        ),
+    )
     resources: str | None = field(
         default=None,
         metadata=spec(IMPORT_PATH, "async context manager factory run once per worker; yields ctx.resources"),
@@ -167,6 +173,12 @@ class EntrypointConfig:
         metadata=spec(Choice(("delete", "hold")), "after the last attempt: log it (delete) or keep it (hold)"),
     )
     store_result: bool = field(default=False, metadata=spec(Boolean(), "keep the handler's return value (JSON)"))
+    max_worker_deaths: int | None = field(
+        default=None,
+        metadata=spec(
+            Integer(1, 1000), "deaths of its worker while running alone before a job is given up ([workers])"
+        ),
+    )
     retry: RetryConfig = field(default_factory=RetryConfig, metadata={"section": RetryConfig, "doc": "retry policy"})
 
 

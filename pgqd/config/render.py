@@ -31,6 +31,7 @@ _EXAMPLES: dict[str, Any] = {
     "password_file": "/etc/pgqd/web-password",
     "token_file": "/etc/pgqd/web-token",
     "command_timeout": "7.5s",
+    "max_worker_deaths": 5,
 }
 
 

@@ -17,7 +17,8 @@ from pgqd.payload import encode_payload
 from pgqd.worker.engine import WorkerSettings
 
 
-def build_entrypoint(name: str, entry: EntrypointConfig, handler: Any) -> Entrypoint:
+def build_entrypoint(name: str, entry: EntrypointConfig, handler: Any, max_worker_deaths: int = 3) -> Entrypoint:
+    """``max_worker_deaths``: [workers]'s, for an entrypoint that sets none of its own."""
     retry = entry.retry
     return Entrypoint(
         name=name,
@@ -34,11 +35,13 @@ def build_entrypoint(name: str, entry: EntrypointConfig, handler: Any) -> Entryp
         ),
         on_failure=entry.on_failure,  # type: ignore[arg-type]
         store_result=entry.store_result,
+        max_worker_deaths=entry.max_worker_deaths or max_worker_deaths,
     )
 
 
 def build_entrypoints(config: Config, handlers: Mapping[str, Any]) -> list[Entrypoint]:
-    return [build_entrypoint(name, entry, handlers[name]) for name, entry in config.served_entrypoints.items()]
+    deaths = config.workers.max_worker_deaths
+    return [build_entrypoint(name, entry, handlers[name], deaths) for name, entry in config.served_entrypoints.items()]
 
 
 def worker_settings(config: Config) -> WorkerSettings:

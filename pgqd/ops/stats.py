@@ -32,7 +32,7 @@ class QueueSummary:
     oldest_queued_age: float | None
     oldest_due_age: float | None
     paused: bool
-    # Jobs of a dead worker waiting to run again alone (docs/reliability.md, the quarantine of suspects).
+    # Jobs present in two worker deaths, waiting to run alone (docs/reliability.md, "When a worker dies").
     suspects: int = 0
 
     @property

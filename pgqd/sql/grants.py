@@ -11,7 +11,8 @@ from pgqd.identifiers import Names, validate_role
 
 FUNCTIONS = {
     "claim_jobs": (
-        "bigint, integer, text[], integer[], double precision[], double precision[], boolean, integer[], boolean[]"
+        "bigint, integer, text[], integer[], double precision[], double precision[], boolean, integer[], boolean[],"
+        " integer[]"
     ),
     "raise_dedupe_conflict": "text[]",
     "notify_ids": "text, text, bigint[]",

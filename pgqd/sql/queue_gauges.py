@@ -7,7 +7,8 @@ entrypoint and status, however many jobs wait. A ``GROUP BY`` over the table wou
 - Entrypoints are found by skipping through the leading column of each partial index (``jobs_ready_idx``,
   ``jobs_deferred_idx``, ``jobs_failed_idx``): one index probe per entrypoint, at most ``$2`` entrypoints.
 - Counts stop at ``$1`` per entrypoint and status (a count of ``$1`` means at least that many). Running jobs
-  (``picked``) are few by nature (at most the fleet's concurrency) and are counted up to ``$1`` in all.
+  (``picked``) are few by nature (at most the fleet's concurrency), and so are suspects (jobs present in two
+  worker deaths, read from their own partial index): each is counted up to ``$1`` in all.
 - The oldest job that could run now is the oldest of the heads of each priority of the ready index (one probe
   per distinct priority, at most ``$2`` of them per entrypoint) and the due head of the deferred index.
 """
@@ -82,4 +83,8 @@ UNION ALL
 SELECT r.entrypoint, 'picked', count(*), NULL
 FROM (SELECT j.entrypoint FROM {jobs} AS j WHERE j.status = 'picked' LIMIT $1) AS r
 GROUP BY r.entrypoint
+UNION ALL
+SELECT s.entrypoint, 'suspect', count(*), NULL
+FROM (SELECT j.entrypoint FROM {jobs} AS j WHERE j.status = 'suspect' LIMIT $1) AS s
+GROUP BY s.entrypoint
 """

@@ -158,20 +158,24 @@ notified AS (SELECT pg_notify($4::text, $5::text) AS sent)
 SELECT array_agg(i.id ORDER BY i.id) FROM inserted AS i, notified
 """
 
-# Relies on the claim_jobs function (migration 0001) for the race-free claim; see the comment there.
+# The claim itself is the claim_jobs function (migration 0007, which says why it is race-free and how limits are
+# read). Its contract, as PostgresBackend.claim reads it: every row is either a claimed job (hint IS NULL; the
+# columns up to cancel_requested are ClaimedJob's fields, in its order and under its names, which
+# tests/test_claim_contract.py checks) or a hint (hint = 'throttled' or 'due' with wake_in seconds, or
+# 'suspects').
 # The claim commits without waiting for its WAL to reach disk: should the server crash before it does, its jobs
 # are queued again while they may still run (docs/reliability.md says what follows; at-least-once allows a second
 # run). The outcome commit that follows waits for the WAL up to and including the claim, so every recorded
-# outcome sits on a durable claim.
-# This saves a disk flush per claim: 1 process at batch 10 went from 12.9k to 15.2k jobs/s.
+# outcome sits on a durable claim. This saves a disk flush per claim: 1 process at batch 10 went from 12.9k to
+# 15.2k jobs/s.
 # The times go out as seconds since the epoch: the driver decodes a float in a tenth of the time of a timestamp.
-# Only the columns a worker reads go out (PostgresBackend.claim reads them by position).
 CLAIM_JOBS = """
-SELECT c.id, c.entrypoint, c.payload, c.headers, c.priority, c.attempts, date_part('epoch', c.created_at),
-       date_part('epoch', c.execute_after), date_part('epoch', c.picked_at), c.cancel_requested, c.wake_in, c.hint
+SELECT c.id, c.entrypoint, c.payload, c.headers, c.priority, c.attempts,
+       date_part('epoch', c.created_at) AS created_s, date_part('epoch', c.execute_after) AS execute_after_s,
+       date_part('epoch', c.picked_at) AS picked_s, c.cancel_requested, c.wake_in, c.hint
 FROM set_config('synchronous_commit', 'off', true) AS s,
     {claim_jobs}($1::bigint, $2::integer, $3::text[], $4::integer[], $5::double precision[], $6::double precision[],
-                 $7::boolean, $8::integer[], $9::boolean[]) AS c
+                 $7::boolean, NULL::integer[], $8::boolean[], $9::integer[]) AS c
 """
 
 # One round trip per flush: finished jobs move from jobs to the log, retried/held/released ones are updated in
@@ -257,8 +261,8 @@ INSERT INTO {workers} (host, pid, entrypoints) VALUES ($1::text, $2::integer, $3
 """
 
 # Re-inserts the row when it is gone (the worker was presumed dead and forgotten, or the table was emptied).
-# Also tells a busy worker (whose full claims do not look) whether suspects of its entrypoints wait for an
-# isolated run and none runs yet: two probes of small partial indexes, once per beat.
+# Also tells a busy worker (whose full claims do not look) whether suspects of its entrypoints wait to run
+# alone: one probe of a partial index that is empty unless a job was present in two deaths, once per beat.
 HEARTBEAT = """
 WITH beat AS (
     INSERT INTO {workers} AS w (id, host, pid, entrypoints) VALUES ($1::bigint, $2::text, $3::integer, $4::text[])
@@ -266,7 +270,7 @@ WITH beat AS (
 )
 SELECT COALESCE(array_agg(j.id), ARRAY[]::bigint[]) AS cancel,
        EXISTS (SELECT 1 FROM {jobs} AS s WHERE s.status = 'suspect' AND s.entrypoint = ANY ($4::text[]))
-       AND NOT EXISTS (SELECT 1 FROM {jobs} AS i WHERE i.isolated AND i.status = 'picked') AS suspects
+           AS suspects
 FROM {jobs} AS j
 WHERE j.worker_id = $1::bigint AND j.status = 'picked' AND j.cancel_requested
 """
@@ -293,47 +297,52 @@ WITH rescued AS (
     + _REQUEUE_AND_ANNOUNCE
 )
 
-# The quarantine of a dead worker's jobs ($2: the events channel). ``lost`` (defined by each rescue below) locks
-# the picked jobs of the dead workers and says, per job, whether the death is charged to it (it ran alone: it
-# was claimed isolated and its worker held no other job) and what the death was. A charged run counts as an
-# attempt; when that spends the budget stamped by the isolated claim, the job is given up: logged as
-# 'exception' or held as 'failed'. Every other job becomes a suspect, its lost run not counted when not charged.
-_LOST_MESSAGE = "'killed its worker process (%s) while running alone, in run %s of %s: given up'"
-_QUARANTINE = """
+# What becomes of a dead worker's jobs ($2: the events channel; docs/reliability.md, "When a worker dies").
+# ``lost`` (defined by each rescue below) locks the picked jobs of the dead workers and says, per job, whether
+# the death is charged to it (it ran alone: claimed isolated, and its worker held no other job) and what the
+# death was. Every job counts the death (deaths + 1) and gets its attempt back (deaths never spend retries),
+# except one given up: a charged job that has now died alone max_deaths times, logged as 'exception' or held as
+# 'failed' with its last run counted. Every other job goes back at once: queued after its first death, a suspect
+# (to run alone) after its second, or when charged.
+_LOST_MESSAGE = "'killed its worker process (%s) while running alone, in death %s of %s allowed: given up'"
+_TAKE_BACK = """
 given_up AS (
     DELETE FROM {jobs} AS j USING lost AS l
-    WHERE j.id = l.id AND l.charged AND j.attempts >= COALESCE(j.max_attempts, 1) AND NOT j.hold_failures
+    WHERE j.id = l.id AND l.charged AND j.lost_runs + 1 >= COALESCE(j.max_deaths, 3) AND NOT j.hold_failures
     RETURNING j.id, j.entrypoint, j.priority, j.attempts, j.dedupe_key, j.worker_id, j.created_at, j.picked_at,
-              j.notify_finished, j.max_attempts, l.cause
+              j.notify_finished, j.lost_runs + 1 AS lost_runs, COALESCE(j.max_deaths, 3) AS max_deaths, l.cause
 ),
 logged AS (
     INSERT INTO {log} (job_id, entrypoint, priority, status, attempts, dedupe_key, worker_id, created_at,
                        started_at, finished_at, error_type, error_message, error_traceback)
-    SELECT g.id, g.entrypoint, g.priority, 'exception', g.attempts, g.dedupe_key, g.worker_id, g.created_at,
-           g.picked_at, now(), 'pgqd.WorkerLost', format({lost_message}, g.cause, g.attempts, g.max_attempts), ''
+    SELECT g.id, g.entrypoint, g.priority, 'exception', g.attempts, g.dedupe_key, g.worker_id,
+           g.created_at, g.picked_at, now(), 'pgqd.WorkerLost',
+           format({lost_message}, g.cause, g.lost_runs, g.max_deaths), ''
     FROM given_up AS g
 ),
 held AS (
     UPDATE {jobs} AS j
     SET status = 'failed', isolated = false, worker_id = NULL, picked_at = NULL, lost_runs = j.lost_runs + 1,
+        deaths = j.deaths + 1,
         last_error = jsonb_build_object('type', 'pgqd.WorkerLost', 'traceback', '',
-                                        'message', format({lost_message}, l.cause, j.attempts, j.max_attempts))
+                                        'message', format({lost_message}, l.cause, j.lost_runs + 1,
+                                                          COALESCE(j.max_deaths, 3)))
     FROM lost AS l
-    WHERE j.id = l.id AND l.charged AND j.attempts >= COALESCE(j.max_attempts, 1) AND j.hold_failures
+    WHERE j.id = l.id AND l.charged AND j.lost_runs + 1 >= COALESCE(j.max_deaths, 3) AND j.hold_failures
     RETURNING j.id, j.notify_finished
 ),
-suspected AS (
+back AS (
     UPDATE {jobs} AS j
-    SET status = 'suspect', isolated = false, worker_id = NULL, picked_at = NULL,
-        attempts = CASE WHEN l.charged THEN j.attempts ELSE greatest(j.attempts - 1, 0) END,
-        lost_runs = j.lost_runs + l.charged::integer,
+    SET status = (CASE WHEN l.charged OR j.deaths >= 1 THEN 'suspect' ELSE 'queued' END)::{job_status},
+        isolated = false, worker_id = NULL, picked_at = NULL, attempts = greatest(j.attempts - 1, 0),
+        deaths = j.deaths + 1, lost_runs = j.lost_runs + l.charged::integer,
         last_error = CASE WHEN l.charged THEN jsonb_build_object(
             'type', 'pgqd.WorkerLost', 'traceback', '',
-            'message', format('killed its worker process (%s) in run %s of %s, which it ran alone',
-                              l.cause, j.attempts, j.max_attempts)
+            'message', format('killed its worker process (%s) while running alone, in death %s of %s allowed',
+                              l.cause, j.lost_runs + 1, COALESCE(j.max_deaths, 3))
         ) ELSE j.last_error END
     FROM lost AS l
-    WHERE j.id = l.id AND NOT (l.charged AND j.attempts >= COALESCE(j.max_attempts, 1))
+    WHERE j.id = l.id AND NOT (l.charged AND j.lost_runs + 1 >= COALESCE(j.max_deaths, 3))
     RETURNING j.id, j.entrypoint
 ),
 finished_notice AS (
@@ -343,7 +352,7 @@ finished_notice AS (
 ),
 announced AS (
     SELECT pg_notify($2::text, json_build_object('t', 'enqueued', 'e', array_agg(DISTINCT r.entrypoint))::text)
-    FROM suspected AS r HAVING count(*) > 0
+    FROM back AS r HAVING count(*) > 0
 )
 SELECT COALESCE(array_agg(l.id ORDER BY l.id), ARRAY[]::bigint[])
 FROM lost AS l, (SELECT count(*) FROM announced) AS a, (SELECT count(*) FROM finished_notice) AS f
@@ -367,7 +376,7 @@ lost AS MATERIALIZED (
     WHERE j.worker_id = $1::bigint AND j.status = 'picked'
     FOR UPDATE
 ),"""
-    + _QUARANTINE
+    + _TAKE_BACK
 )
 
 # Jobs of silent workers, and picked jobs whose worker row is missing altogether (for longer than the timeout,
@@ -391,7 +400,7 @@ lost AS MATERIALIZED (
                AND NOT EXISTS (SELECT 1 FROM {workers} AS w WHERE w.id = j.worker_id)))
     FOR UPDATE OF j
 ),"""
-    + _QUARANTINE
+    + _TAKE_BACK
 )
 
 CANCEL_JOBS = """
@@ -426,7 +435,8 @@ SELECT COALESCE((SELECT array_agg(r.id) FROM removed AS r), ARRAY[]::bigint[]) A
 REQUEUE_HELD = """
 WITH requeued AS (
     UPDATE {jobs} AS j
-    SET status = 'queued', attempts = 0, lost_runs = 0, execute_after = now(), worker_id = NULL, picked_at = NULL
+    SET status = 'queued', attempts = 0, lost_runs = 0, deaths = 0, execute_after = now(), worker_id = NULL,
+        picked_at = NULL
     WHERE j.id = ANY ($1::bigint[]) AND j.status = 'failed'
     RETURNING j.id, j.entrypoint
 ),

@@ -4,6 +4,10 @@ DROP FUNCTION IF EXISTS {claim_jobs}(bigint, integer, text[], integer[], double 
 DROP FUNCTION IF EXISTS {claim_jobs}(
     bigint, integer, text[], integer[], double precision[], double precision[], boolean, integer[], boolean[]
 );
+DROP FUNCTION IF EXISTS {claim_jobs}(
+    bigint, integer, text[], integer[], double precision[], double precision[], boolean, integer[], boolean[],
+    integer[]
+);
 DROP FUNCTION IF EXISTS {raise_dedupe_conflict}(text[]);
 DROP FUNCTION IF EXISTS {notify_ids}(text, text, bigint[]);
 DROP TABLE IF EXISTS {jobs}, {log}, {workers}, {entrypoint_limits}, {entrypoint_pauses}, {schedules}, {schema_version};

@@ -46,11 +46,11 @@ class DispatchState:
     reconcile: bool = False  # the database was lost: jobs of a lost claim reply may be marked as ours
     heartbeat_ok: bool = True  # the last heartbeat is recent enough to take more work
     stopping: bool = False
-    # The quarantine of suspects (docs/reliability.md).
+    # Suspects: jobs present in two worker deaths, each run alone in its process (docs/reliability.md).
     suspects: bool = False  # told that suspects wait to run alone
     more_suspects: bool = False  # the isolated claim said more wait after the one it took
-    held: ClaimedJob | None = None  # a suspect claimed to run alone, waiting for the jobs under way to end
-    alone: int | None = None  # the id of the suspect running alone
+    suspect_claimed: ClaimedJob | None = None  # claimed to run alone, waiting for the jobs under way to end
+    suspect_running: int | None = None  # the id of the suspect running alone
     flush_first: bool = False  # the suspect that ran alone ended: its outcome goes out before any claim
 
     def next_step(self, running: int, free: int, full: int) -> Step:
@@ -58,9 +58,9 @@ class DispatchState:
         slots a full claim asks for (the batch size, or the concurrency when that is smaller)."""
         if self.stopping:
             return "stop"
-        if self.alone is not None:
+        if self.suspect_running is not None:
             return "wait"
-        if self.held is not None:
+        if self.suspect_claimed is not None:
             return "run_alone" if not running and not self.claiming else "wait"
         if self.flush_first:
             return "flush"

@@ -258,10 +258,10 @@ class Worker:
         if not drain and result.due_in is not None:
             self._wake_after(result.due_in)
 
-    # --- the quarantine of suspects -----------------------------------------------------------------------
+    # --- suspects, run alone -----------------------------------------------------------------------
     async def _claim_suspect(self) -> None:
-        """Claims one suspect to run alone, unless one runs alone somewhere already. It is held until the jobs
-        under way have ended, and nothing else is claimed meanwhile."""
+        """Claims one suspect to run alone (other workers may run others at the same time). It waits until the
+        jobs under way have ended, and nothing else is claimed meanwhile."""
         state = self.state
         state.suspects = False
         try:
@@ -270,9 +270,9 @@ class Worker:
             state.reconcile = True  # it may have been claimed: the reconcile step puts it back
             raise
         if result.jobs:
-            state.held = result.jobs[0]
+            state.suspect_claimed = result.jobs[0]
             state.more_suspects = result.suspects
-            log.warning("running a suspect alone", job_id=state.held.id, worker_id=self.worker_id)
+            log.warning("running a suspect alone", job_id=state.suspect_claimed.id, worker_id=self.worker_id)
 
     async def _run_alone(self) -> None:
         """Starts the suspect held, now that nothing else runs. Outcomes still buffered go out first: a job
@@ -280,9 +280,9 @@ class Worker:
         state = self.state
         if self.recorder.unwritten:
             await self.recorder.flush()
-        held, state.held = state.held, None
+        held, state.suspect_claimed = state.suspect_claimed, None
         if held is not None:
-            state.alone = held.id
+            state.suspect_running = held.id
             self._start(held, time.monotonic())
 
     async def _drained(self) -> bool:
@@ -359,9 +359,9 @@ class Worker:
         self.recorder.add(outcome)
         self.running.pop(run.job.id, None)
         state = self.state
-        if state.alone == run.job.id:
+        if state.suspect_running == run.job.id:
             # Its outcome is written before anything else is claimed: until then the job still counts as held.
-            state.alone = None
+            state.suspect_running = None
             state.flush_first = True
             state.suspects = state.suspects or state.more_suspects
         # A freed slot matters only if there may be work to claim, or when the last job ends (drain, stop).
@@ -386,7 +386,7 @@ class Worker:
             finally:
                 everything.cancel()
                 fast.cancel()
-        held, self.state.held = self.state.held, None
+        held, self.state.suspect_claimed = self.state.suspect_claimed, None
         if held is not None:
             self.recorder.add(Requeued(held.id, "release"))  # back to the suspects, its attempt not counted
         leftovers = list(self.running.values())
@@ -419,10 +419,10 @@ class Worker:
             self._wake.set()
 
     def _cancel(self, job_id: int) -> None:
-        held = self.state.held
+        held = self.state.suspect_claimed
         if held is not None and held.id == job_id:
             # A suspect waiting to run alone: it never starts.
-            self.state.held = None
+            self.state.suspect_claimed = None
             self.recorder.add(Finished(job_id, "canceled"))
             self._wake.set()
             return
@@ -456,8 +456,8 @@ class Worker:
 
     async def _release_stray(self) -> None:
         keep = set(self.running) | self.recorder.unwritten_ids()
-        if self.state.held is not None:
-            keep.add(self.state.held.id)
+        if self.state.suspect_claimed is not None:
+            keep.add(self.state.suspect_claimed.id)
         released = await self.backend.release_stray(self.worker_id, sorted(keep))
         if self.metrics is not None:
             self.metrics.jobs_rescued("lost_claim", len(released))

@@ -74,4 +74,4 @@ class Liveness:
         if self._metrics is not None:
             self._metrics.jobs_rescued("stale_worker", len(rescued))
         if rescued:
-            log.warning("quarantined the jobs of silent workers", count=len(rescued), job_ids=rescued[:20])
+            log.warning("took back the jobs of silent workers", count=len(rescued), job_ids=rescued[:20])

@@ -1,8 +1,8 @@
-"""The quarantine of suspects, proven on both storage backends.
+"""What becomes of a dead worker's jobs, proven on both storage backends.
 
 A worker "dies" here as the supervisor sees it: a worker registered and claiming through the backend (a
 ghost) stops, and ``rescue_worker`` is called with what killed it. The real daemon's deaths are in
-tests/test_poison.py.
+tests/test_poison.py and tests/test_recovery.py.
 """
 
 from __future__ import annotations
@@ -26,21 +26,31 @@ async def ghost(backend: Backend, name: str = "ghost", entrypoints: Sequence[str
     return await backend.register_worker(WorkerInfo(f"{name}-host", 4242, tuple(entrypoints)))
 
 
-def limits(max_attempts: int = 1, hold: bool = False, name: str = "work") -> list[EntrypointLimit]:
-    return [EntrypointLimit(name, max_attempts=max_attempts, hold_failures=hold)]
+def limits(max_worker_deaths: int = 3, hold: bool = False, name: str = "work") -> list[EntrypointLimit]:
+    return [EntrypointLimit(name, max_worker_deaths=max_worker_deaths, hold_failures=hold)]
 
 
-async def suspects_from_a_crash(backend: Backend, client: Client, count: int) -> list[int]:
-    """Jobs that a worker held when it died, each now a suspect."""
-    ids = [i for i in await client.enqueue_many([JobSpec("work", n) for n in range(count)]) if i is not None]
-    dead = await ghost(backend)
-    assert len((await backend.claim(dead, count, limits())).jobs) == count
+async def crash(backend: Backend, ids: Sequence[int], name: str = "ghost") -> None:
+    """A worker claims exactly these jobs (all that is claimable), and dies holding them."""
+    dead = await ghost(backend, name)
+    assert sorted(job.id for job in (await backend.claim(dead, len(ids), limits())).jobs) == sorted(ids)
     assert sorted(await backend.rescue_worker(dead, KILLED)) == sorted(ids)
+
+
+async def suspects_from_two_crashes(backend: Backend, client: Client, count: int) -> list[int]:
+    """Jobs present in two deaths, each now a suspect."""
+    ids = [i for i in await client.enqueue_many([JobSpec("work", n) for n in range(count)]) if i is not None]
+    await crash(backend, ids, "first")
+    await crash(backend, ids, "second")
     return ids
 
 
+async def status_of(client: Client, ids: Sequence[int]) -> set[str]:
+    return {state.status for state in (await client.status(list(ids))).values()}
+
+
 class Intervals:
-    """A handler recording when each job ran, to check that a suspect ran alone."""
+    """A handler recording when each job ran, to check that a suspect ran alone in its worker."""
 
     def __init__(self, seconds: float = 0.0) -> None:
         self.seconds = seconds
@@ -59,66 +69,81 @@ class Intervals:
 # --- rescue ---------------------------------------------------------------------------------------------------
 
 
-async def test_the_jobs_of_a_dead_worker_become_suspects_with_their_lost_run_not_counted(
+async def test_the_jobs_of_a_dead_worker_are_claimable_at_once_with_their_lost_run_not_counted(
     backend: Backend, client: Client
 ) -> None:
-    ids = await suspects_from_a_crash(backend, client, 3)
+    ids = [i for i in await client.enqueue_many([JobSpec("work", n) for n in range(3)]) if i is not None]
+    await crash(backend, ids)
+
+    states = await client.status(ids)
+    assert {state.status for state in states.values()} == {"queued"}
+    assert {state.attempts for state in states.values()} == {0}
+    assert {state.error for state in states.values()} == {None}
+    # Any worker takes them all back in one ordinary claim, alongside other work.
+    other = await ghost(backend, "other")
+    result = await backend.claim(other, 10, limits())
+    assert sorted(job.id for job in result.jobs) == sorted(ids)
+    assert not result.suspects
+
+
+async def test_a_job_present_in_a_second_death_is_a_suspect_that_the_regular_claim_leaves(
+    backend: Backend, client: Client
+) -> None:
+    ids = await suspects_from_two_crashes(backend, client, 3)
 
     states = await client.status(ids)
     assert {state.status for state in states.values()} == {"suspect"}
-    assert {state.attempts for state in states.values()} == {0}  # a bystander is not charged
-    assert {state.error for state in states.values()} == {None}
-    # The regular claim never takes a suspect; a claim that comes back short says they wait.
+    assert {state.attempts for state in states.values()} == {0}  # bystanders are not charged
     other = await ghost(backend, "other")
     result = await backend.claim(other, 10, limits())
     assert result.jobs == []
-    assert result.suspects
+    assert result.suspects  # a claim that comes back short says they wait
+    assert (await backend.heartbeat(other, WorkerInfo("other-host", 4242, ("work",)))).suspects
 
 
-async def test_a_suspect_is_claimed_only_alone_one_at_a_time_across_the_fleet(backend: Backend, client: Client) -> None:
-    ids = await suspects_from_a_crash(backend, client, 3)
-    first, second = await ghost(backend, "first"), await ghost(backend, "second")
+async def test_suspects_run_alone_in_parallel_one_per_worker(backend: Backend, client: Client) -> None:
+    ids = await suspects_from_two_crashes(backend, client, 3)
+    first, second = await ghost(backend, "first-alone"), await ghost(backend, "second-alone")
 
-    alone = await backend.claim(first, 10, limits(), isolated=True)
-    assert [job.id for job in alone.jobs] == [ids[0]]  # exactly one, oldest first
-    assert alone.suspects  # more wait
-    # While it runs alone, nobody else takes a suspect, and nobody is told to try.
-    assert (await backend.claim(second, 10, limits(), isolated=True)).jobs == []
-    assert not (await backend.claim(second, 10, limits())).suspects
-    assert not (await backend.heartbeat(second, WorkerInfo("second-host", 4242, ("work",)))).suspects
+    one = await backend.claim(first, 10, limits(), isolated=True)
+    two = await backend.claim(second, 10, limits(), isolated=True)
 
-    # It ran fine: the next suspect may go.
+    assert [job.id for job in one.jobs] == [ids[0]]  # exactly one each, oldest first
+    assert [job.id for job in two.jobs] == [ids[1]]
+    assert one.suspects  # more wait
     await backend.record(first, [Finished(ids[0], "successful")], [])
     assert (await client.status([ids[0]]))[ids[0]].status == "successful"
-    assert (await backend.heartbeat(second, WorkerInfo("second-host", 4242, ("work",)))).suspects
-    assert [job.id for job in (await backend.claim(second, 10, limits(), isolated=True)).jobs] == [ids[1]]
 
 
-async def test_a_suspect_that_kills_its_worker_alone_is_charged_and_given_up_after_its_budget(
+async def test_a_suspect_that_kills_its_worker_alone_is_given_up_after_its_death_budget_not_its_retries(
     backend: Backend, client: Client
 ) -> None:
-    [poison] = await suspects_from_a_crash(backend, client, 1)
+    [poison] = await suspects_from_two_crashes(backend, client, 1)
 
-    for run in (1, 2, 3):
-        dead = await ghost(backend, f"victim{run}")
+    for death in (1, 2, 3):
+        dead = await ghost(backend, f"victim{death}")
         assert [job.id for job in (await backend.claim(dead, 1, limits(3), isolated=True)).jobs] == [poison]
         await backend.rescue_worker(dead, KILLED)
         state = (await client.status([poison]))[poison]
-        assert state.attempts == run
         assert state.error is not None
         assert state.error.type == "pgqd.WorkerLost"
         assert KILLED in state.error.message
-        if run < 3:
+        if death < 3:
             assert state.status == "suspect"
-            assert f"run {run} of 3" in state.error.message
+            assert state.attempts == 0  # deaths never spend retry attempts
+            assert f"in death {death} of 3 allowed" in state.error.message
 
     assert state.status == "exception"
     assert state.finished
-    assert state.error.message == f"killed its worker process ({KILLED}) while running alone, in run 3 of 3: given up"
+    assert state.error.message == (
+        f"killed its worker process ({KILLED}) while running alone, in death 3 of 3 allowed: given up"
+    )
 
 
-async def test_a_culprit_of_an_entrypoint_that_holds_failures_is_held(backend: Backend, client: Client) -> None:
-    [poison] = await suspects_from_a_crash(backend, client, 1)
+async def test_a_culprit_of_an_entrypoint_that_holds_failures_is_held_and_a_requeue_forgets_its_deaths(
+    backend: Backend, client: Client
+) -> None:
+    [poison] = await suspects_from_two_crashes(backend, client, 1)
     dead = await ghost(backend, "victim")
     await backend.claim(dead, 1, limits(1, hold=True), isolated=True)
     await backend.rescue_worker(dead, "killed by the watchdog: event loop blocked")
@@ -128,13 +153,15 @@ async def test_a_culprit_of_an_entrypoint_that_holds_failures_is_held(backend: B
     assert state.error is not None
     assert state.error.type == "pgqd.WorkerLost"
     assert "killed by the watchdog: event loop blocked" in state.error.message
-    # An operator may try again once the cause is fixed.
+    # An operator may try again once the cause is fixed: it starts with a clean record.
     assert await client.requeue([poison]) == [poison]
+    assert (await client.status([poison]))[poison].status == "queued"
+    await crash(backend, [poison], "after-requeue")
     assert (await client.status([poison]))[poison].status == "queued"
 
 
 async def test_a_suspect_whose_worker_held_other_jobs_too_is_not_charged(backend: Backend, client: Client) -> None:
-    [suspect] = await suspects_from_a_crash(backend, client, 1)
+    [suspect] = await suspects_from_two_crashes(backend, client, 1)
     regular = await client.enqueue("work", "regular")
     dead = await ghost(backend, "busy")
     await backend.claim(dead, 1, limits(1), isolated=True)
@@ -143,15 +170,16 @@ async def test_a_suspect_whose_worker_held_other_jobs_too_is_not_charged(backend
     await backend.rescue_worker(dead, KILLED)
 
     states = await client.status([suspect, regular])
-    assert {state.status for state in states.values()} == {"suspect"}
+    assert states[suspect].status == "suspect"
+    assert states[suspect].error is None
+    assert states[regular].status == "queued"  # its first death
     assert {state.attempts for state in states.values()} == {0}
-    assert {state.error for state in states.values()} == {None}
 
 
 async def test_the_stale_heartbeat_rescue_charges_a_culprit_and_names_its_silent_worker(
     backend: Backend, client: Client, time_passes: TimePasses
 ) -> None:
-    [poison] = await suspects_from_a_crash(backend, client, 1)
+    [poison] = await suspects_from_two_crashes(backend, client, 1)
     silent = await ghost(backend, "silent")
     await backend.claim(silent, 1, limits(1), isolated=True)
     await time_passes(0.3)
@@ -166,7 +194,7 @@ async def test_the_stale_heartbeat_rescue_charges_a_culprit_and_names_its_silent
 
 
 async def test_a_suspect_released_unfinished_or_stray_stays_a_suspect(backend: Backend, client: Client) -> None:
-    first, second = await suspects_from_a_crash(backend, client, 2)
+    first, second = await suspects_from_two_crashes(backend, client, 2)
     worker = await ghost(backend, "alive")
     await backend.claim(worker, 1, limits(), isolated=True)
     assert await backend.release_stray(worker, []) == [first]  # a claim whose reply was lost
@@ -179,7 +207,7 @@ async def test_a_suspect_released_unfinished_or_stray_stays_a_suspect(backend: B
 
 
 async def test_a_suspect_can_be_cancelled(backend: Backend, client: Client) -> None:
-    [suspect] = await suspects_from_a_crash(backend, client, 1)
+    [suspect] = await suspects_from_two_crashes(backend, client, 1)
     assert (await client.cancel(suspect)).canceled == [suspect]
     assert (await client.status([suspect]))[suspect].status == "canceled"
 
@@ -190,7 +218,7 @@ async def test_a_suspect_can_be_cancelled(backend: Backend, client: Client) -> N
 async def test_an_idle_worker_runs_suspects_one_at_a_time_alone_and_clears_them(
     backend: Backend, client: Client
 ) -> None:
-    ids = await suspects_from_a_crash(backend, client, 4)
+    ids = await suspects_from_two_crashes(backend, client, 4)
     ran = Intervals(0.02)
 
     await drain(Worker(backend, [Entrypoint("work", ran)], fast_settings(concurrency=8)))
@@ -204,7 +232,7 @@ async def test_an_idle_worker_runs_suspects_one_at_a_time_alone_and_clears_them(
 async def test_a_busy_worker_finishes_its_jobs_then_runs_a_suspect_alone_then_goes_on(
     backend: Backend, client: Client
 ) -> None:
-    [suspect] = await suspects_from_a_crash(backend, client, 1)
+    [suspect] = await suspects_from_two_crashes(backend, client, 1)
     ran = Intervals(0.05)
     regular = [i for i in await client.enqueue_many([JobSpec("work") for _ in range(60)]) if i is not None]
     settings = fast_settings(concurrency=4, batch_size=4, heartbeat_interval=0.05)
@@ -221,41 +249,30 @@ async def test_a_busy_worker_finishes_its_jobs_then_runs_a_suspect_alone_then_go
     assert {state.status for state in states.values()} == {"successful"}
 
 
-async def test_two_workers_never_run_suspects_alone_at_the_same_time(backend: Backend, client: Client) -> None:
-    ids = await suspects_from_a_crash(backend, client, 6)
-    ran = Intervals(0.03)
+async def test_two_workers_run_suspects_each_alone_in_its_own_worker(backend: Backend, client: Client) -> None:
+    ids = await suspects_from_two_crashes(backend, client, 6)
+    regular = [i for i in await client.enqueue_many([JobSpec("work") for _ in range(20)]) if i is not None]
+    runs = [Intervals(0.03), Intervals(0.03)]
 
-    def worker() -> Worker:
+    def worker(ran: Intervals) -> Worker:
         return Worker(backend, [Entrypoint("work", ran)], fast_settings(concurrency=4, heartbeat_interval=0.05))
 
-    async with running_worker(worker()), running_worker(worker()):
+    async with running_worker(worker(runs[0])), running_worker(worker(runs[1])):
 
         async def all_ran() -> bool:
-            return len(ran.runs) == 6
+            return sum(len(ran.runs) for ran in runs) == 26
 
-        await wait_until(all_ran, timeout=20, what="every suspect to run")
+        await wait_until(all_ran, timeout=20, what="every job to run")
 
-    assert all(ran.overlapping(job_id) == [] for job_id in ids)
-
-
-async def test_a_worker_told_of_suspects_it_cannot_take_goes_on_with_regular_work(
-    backend: Backend, client: Client
-) -> None:
-    await suspects_from_a_crash(backend, client, 2)
-    busy = await ghost(backend, "elsewhere")
-    await backend.claim(busy, 1, limits(), isolated=True)  # another worker runs one alone, for long
-    ran = Intervals()
-    regular = [i for i in await client.enqueue_many([JobSpec("work") for _ in range(5)]) if i is not None]
-
-    await drain(Worker(backend, [Entrypoint("work", ran)], fast_settings()))
-
-    assert sorted(ran.runs) == sorted(regular)
+    for ran in runs:
+        assert all(ran.overlapping(job_id) == [] for job_id in ids if job_id in ran.runs)
+    assert await status_of(client, [*ids, *regular]) == {"successful"}
 
 
 async def test_a_suspect_cancelled_while_its_worker_waits_to_run_it_alone_never_runs(
     backend: Backend, client: Client
 ) -> None:
-    [suspect] = await suspects_from_a_crash(backend, client, 1)
+    [suspect] = await suspects_from_two_crashes(backend, client, 1)
     gate = asyncio.Event()
     ran: list[int] = []
 
