@@ -26,7 +26,7 @@ pytestmark = pytest.mark.slow
 POISON = """
 [entrypoints.poison]
 handler = "tests.support.daemon_app:kills_its_process"
-retry = { max_attempts = 10, backoff = "constant", initial = "10ms" }
+max_worker_deaths = 10
 """
 
 

@@ -15,7 +15,7 @@ from pgqd.backend.connection import is_transient
 from pgqd.config.load import load_config
 from pgqd.config.model import Config
 from pgqd.daemon.embedded import running_dsn
-from pgqd.daemon.logs import mask_dsn
+from pgqd.dsn import mask_dsn
 from pgqd.errors import BackendUnavailable, ConfigError, PgqdError
 from pgqd.identifiers import Names
 

@@ -17,7 +17,7 @@ from pgqd.config.model import (
     RetryConfig,
     ScheduleConfig,
 )
-from pgqd.daemon.logs import mask_dsn
+from pgqd.dsn import mask_dsn
 
 # Values shown for keys that have no default, in the starter file's commented-out examples.
 _EXAMPLES: dict[str, Any] = {

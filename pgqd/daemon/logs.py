@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import select
 import stat
 import sys
@@ -28,22 +27,14 @@ from typing import Any, Literal, TextIO
 
 import structlog
 
-LogFormat = Literal["json", "console", "auto"]
+from pgqd.dsn import mask_dsn as mask_dsn  # re-exported for older imports
 
-# user:password@ in a connection URI, and password=... in a key/value DSN.
-_URI_PASSWORD = re.compile(r"(?P<head>[a-z][a-z0-9+.-]*://[^:/@\s]*:)[^@\s]*(?P<tail>@)", re.IGNORECASE)
-_KV_PASSWORD = re.compile(r"(?P<head>\bpassword\s*=\s*)('[^']*'|\S+)", re.IGNORECASE)
+LogFormat = Literal["json", "console", "auto"]
 
 # Loggers whose repeated warnings are collapsed into one per episode, and how long a message must stay away for
 # its next occurrence to start a new episode when no recovery is reported (asyncpg retries at most every 60 s).
 _NOISY_LOGGERS = ("asyncpg",)
 _EPISODE_QUIET = 120.0
-
-
-def mask_dsn(text: str) -> str:
-    """Replaces any password inside a DSN (URI or key=value form) with ``***``."""
-    text = _URI_PASSWORD.sub(r"\g<head>***\g<tail>", text)
-    return _KV_PASSWORD.sub(r"\g<head>***", text)
 
 
 def _mask_secrets(_logger: Any, _method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import structlog
 
 from pgqd.backend.postgres import PostgresBackend
-from pgqd.daemon.logs import mask_dsn
+from pgqd.dsn import mask_dsn
 from pgqd.identifiers import Names
 
 log = structlog.get_logger("pgqd.daemon.rescue")
@@ -74,10 +74,6 @@ class Rescuer:
     @property
     def busy(self) -> bool:
         return bool(self._waiting or self._running)
-
-    @property
-    def running(self) -> int:
-        return len(self._running)
 
     def owns(self, pid: int) -> bool:
         return pid in self._running

@@ -12,7 +12,7 @@ from typing import Any
 
 import asyncpg
 
-from pgqd.daemon.logs import mask_dsn
+from pgqd.dsn import mask_dsn
 
 
 class SideConnection:

@@ -36,6 +36,7 @@ from pgqd.identifiers import Names
 from pgqd.imports import import_object
 from pgqd.models import ScheduleSpec
 from pgqd.worker.engine import Worker, WorkerSettings
+from pgqd.worker.telemetry import NO_METRICS
 
 log = structlog.get_logger("pgqd.worker")
 
@@ -145,7 +146,9 @@ async def _serve_checked_in(plan: WorkerPlan, stop: _Stop, check_in: _CheckIn) -
             use_multiprocess_directory(plan.metrics_dir)
             metrics = WorkerMetrics()
         async with _resources(plan.resources) as resources:
-            worker = Worker(backend, plan.entrypoints, plan.settings, resources=resources, metrics=metrics)
+            worker = Worker(
+                backend, plan.entrypoints, plan.settings, resources=resources, metrics=metrics or NO_METRICS
+            )
             stop.worker = worker
             check_in.attach(worker)
             if stop.requested.is_set():

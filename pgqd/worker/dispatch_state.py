@@ -1,7 +1,9 @@
 """What the dispatch loop knows between two turns, and the step it takes next.
 
-The loop (``Worker._dispatch``) asks ``DispatchState.next_step`` what to do, does it, and asks again. Events
-(notifications, claim replies, finished jobs, heartbeats) only change fields here and wake the loop.
+The loop (``Worker._dispatch``) asks ``DispatchState.next_step`` what to do, does it, and asks again. Everything
+that happens (a notification, a claim's reply, a finished job, a heartbeat, a lost database) is told to the state
+through one of its methods, which change its fields; the engine only reads them. All of it is pure: tested table
+by table in tests/test_dispatch_state.py, without a database.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ Step = Literal[
     "stop",  # stop was asked for
     "wait",  # something under way must end first: sleep until an event
     "idle",  # nothing to claim now: in drain mode see whether all is done, else sleep until an event
-    "retire",  # the job budget (max_jobs) is spent
+    "retire",  # the job budget (max_jobs) is spent: claim nothing more
     "reconcile",  # a claim's reply may have been lost: release what this worker holds but does not run
     "flush",  # a suspect ran alone: write its outcome before anything else is claimed
     "claim_suspect",  # suspects wait: claim one to run alone
@@ -53,9 +55,10 @@ class DispatchState:
     suspect_running: int | None = None  # the id of the suspect running alone
     flush_first: bool = False  # the suspect that ran alone ended: its outcome goes out before any claim
 
-    def next_step(self, running: int, free: int, full: int) -> Step:
+    def next_step(self, running: int, free: int, full: int, budget: int | None = None) -> Step:
         """``running``: jobs running now; ``free``: slots neither running nor promised to a claim; ``full``: the
-        slots a full claim asks for (the batch size, or the concurrency when that is smaller)."""
+        slots a full claim asks for (the batch size, or the concurrency when that is smaller); ``budget``: jobs
+        this worker may still start (``max_jobs`` less those started and promised), None for no limit."""
         if self.stopping:
             return "stop"
         if self.suspect_running is not None:
@@ -81,7 +84,13 @@ class DispatchState:
         if self.reconcile:
             # Jobs of a claim still on its way would look stray: settle once none is.
             return "reconcile" if not self.claiming else "wait"
+        if budget is not None and budget <= 0:
+            return "retire"
         return "claim"
+
+    # --- events: each says what happened, and changes the fields it concerns ---------------------------------
+    def stop_requested(self) -> None:
+        self.stopping = True
 
     def claim_sent(self, wanted: int) -> int:
         """Books a claim of ``wanted`` jobs as under way; returns its number."""
@@ -93,7 +102,17 @@ class DispatchState:
         self.claims_sent += 1
         return self.claims_sent
 
-    def settle(self, number: int, found: int, wanted: int, throttled: bool) -> None:
+    def claim_ended(self, wanted: int) -> None:
+        """A claim came back, or failed: its slots are no longer promised."""
+        self.reserved -= wanted
+        self.claiming -= 1
+
+    def claim_failed(self) -> None:
+        """The database was lost during a claim: its reply may have been lost with jobs marked as ours."""
+        self.reconcile = True
+        self.may_have_work = True
+
+    def settle(self, number: int, found: int, wanted: int, throttled: bool, suspects: bool = False) -> None:
         """Applies what claim ``number`` found. With two claims under way, the one sent last saw the newest
         state of the queue: an older one that returns after it must not overwrite what it said."""
         if found >= wanted:
@@ -102,3 +121,81 @@ class DispatchState:
             self.claims_settled = number
             self.queue_deep = found >= wanted
             self.last_found, self.last_throttled = found, throttled
+        if suspects:
+            self.suspects = True
+
+    def suspect_claim_sent(self) -> None:
+        self.suspects = False
+
+    def suspect_claim_failed(self) -> None:
+        self.reconcile = True  # it may have been claimed: the reconcile step puts it back
+
+    def suspect_taken(self, job: ClaimedJob, more: bool) -> None:
+        """An isolated claim took ``job``; ``more``: other suspects wait after it."""
+        self.suspect_claimed = job
+        self.more_suspects = more
+
+    def suspect_started(self) -> ClaimedJob | None:
+        """The suspect claimed starts now, alone; returns it (None if it was cancelled meanwhile)."""
+        job, self.suspect_claimed = self.suspect_claimed, None
+        if job is not None:
+            self.suspect_running = job.id
+        return job
+
+    def suspect_dropped(self) -> ClaimedJob | None:
+        """The suspect claimed will not run (cancelled, or the worker stops); returns it."""
+        job, self.suspect_claimed = self.suspect_claimed, None
+        return job
+
+    def job_ended(self, job_id: int) -> None:
+        if self.suspect_running == job_id:
+            # Its outcome is written before anything else is claimed: until then the job still counts as held.
+            self.suspect_running = None
+            self.flush_first = True
+            self.suspects = self.suspects or self.more_suspects
+
+    def flushed_first(self) -> None:
+        self.flush_first = False
+        self.may_have_work = True
+
+    def work_announced(self) -> None:
+        """A notification, a poll, a reconnection or an unfinished drain: a claim may find jobs."""
+        self.may_have_work = True
+
+    def suspects_announced(self) -> bool:
+        """The heartbeat says suspects wait; True if that is news."""
+        news = not self.suspects
+        self.suspects = True
+        return news
+
+    def heartbeat_recorded(self) -> bool:
+        """A heartbeat was written; True if claims were stopped for want of one and may resume."""
+        resumed = not self.heartbeat_ok
+        self.heartbeat_ok = True
+        return resumed
+
+    def heartbeat_stale(self) -> bool:
+        """The last heartbeat written is too old to take work; True if that is news."""
+        news = self.heartbeat_ok
+        self.heartbeat_ok = False
+        return news
+
+    def database_lost(self) -> None:
+        """A heartbeat or claim failed: claims that were under way may have left jobs marked as ours."""
+        self.reconcile = True
+
+    def reconciled(self) -> None:
+        self.reconcile = False
+
+    def wake_at_or_before(self, at: float) -> bool:
+        """Sets the next wake-up time, loop time ``at``; True if it moved earlier."""
+        if self.wake_at is None or at < self.wake_at:
+            self.wake_at = at
+            return True
+        return False
+
+    def slept(self, now: float) -> None:
+        """A sleep ran out without an event: a poll, and a wake-up time that may have come."""
+        self.may_have_work = True
+        if self.wake_at is not None and self.wake_at <= now:
+            self.wake_at = None

@@ -21,7 +21,6 @@ import structlog
 
 from pgqd.backend.base import Backend, Subscription
 from pgqd.backoff import Backoff
-from pgqd.daemon.metrics import WorkerMetrics
 from pgqd.entrypoint import Entrypoint
 from pgqd.errors import BackendUnavailable
 from pgqd.job import Job
@@ -31,6 +30,7 @@ from pgqd.worker.execution import JobRun, PreparedHandler
 from pgqd.worker.liveness import Liveness
 from pgqd.worker.outcomes import OutcomeRecorder
 from pgqd.worker.settings import WorkerSettings
+from pgqd.worker.telemetry import NO_METRICS, EngineMetrics
 
 log = structlog.get_logger("pgqd.worker")
 
@@ -52,7 +52,7 @@ class Worker:
         *,
         resources: Any = None,
         on_outcome: Callable[[Job, Outcome], None] | None = None,
-        metrics: WorkerMetrics | None = None,
+        metrics: EngineMetrics = NO_METRICS,
     ) -> None:
         self.backend = backend
         self.settings = settings or WorkerSettings()
@@ -98,7 +98,7 @@ class Worker:
             max_batch=self.settings.flush_max_batch,
             linger=self.settings.flush_linger,
             on_unavailable=self._database_unavailable,
-            after_flush=metrics.publish_soon if metrics is not None else None,
+            after_flush=metrics.publish_soon,
         )
 
     # --- control ------------------------------------------------------------------------------------------
@@ -107,7 +107,7 @@ class Worker:
         cancel them and release them to the queue. Calling it again stops at once."""
         if self.state.stopping:
             self._stop_fast.set()
-        self.state.stopping = True
+        self.state.stop_requested()
         if grace is not None:
             self._grace = grace
             if grace <= 0:
@@ -143,8 +143,7 @@ class Worker:
         finally:
             if not await self.recorder.close(timeout=max(self.settings.worker_timeout / 2, 1.0)):
                 log.error("outcomes left unwritten", count=self.recorder.unwritten, worker_id=self.worker_id)
-            if self.metrics is not None:
-                self.metrics.publish()
+            self.metrics.publish()
             if self.worker_id:
                 with contextlib.suppress(BackendUnavailable):
                     await self.backend.deregister_worker(self.worker_id)
@@ -167,17 +166,15 @@ class Worker:
             while True:
                 self._check_heartbeat()
                 free = self.settings.concurrency - len(self.running) - state.reserved
-                step = state.next_step(len(self.running), free, full)
+                budget = self._budget()
+                step = state.next_step(len(self.running), free, full, budget)
                 if step == "claim":
-                    wanted = self._claim_size(free)
-                    if wanted <= 0:
-                        step = "retire"
-                    else:
-                        number = state.claim_sent(wanted)
-                        task = asyncio.get_running_loop().create_task(self._claim(number, wanted, drain, backoff))
-                        claims.add(task)
-                        task.add_done_callback(claims.discard)
-                        continue
+                    wanted = min(self.settings.batch_size, free, budget if budget is not None else free)
+                    number = state.claim_sent(wanted)
+                    task = asyncio.get_running_loop().create_task(self._claim(number, wanted, drain, backoff))
+                    claims.add(task)
+                    task.add_done_callback(claims.discard)
+                    continue
                 if step == "stop":
                     return
                 if step == "idle":
@@ -204,11 +201,11 @@ class Worker:
                 # Let claims under way finish: their jobs are picked in the database and must run or be released.
                 await asyncio.wait(claims)
 
-    def _claim_size(self, free: int) -> int:
-        wanted = min(self.settings.batch_size, free)
-        if self.settings.max_jobs:
-            wanted = min(wanted, self.settings.max_jobs - self.jobs_started - self.state.reserved)
-        return wanted
+    def _budget(self) -> int | None:
+        """Jobs this worker may still start before it retires (None: no limit)."""
+        if not self.settings.max_jobs:
+            return None
+        return self.settings.max_jobs - self.jobs_started - self.state.reserved
 
     async def _database_step(self, step: Step) -> bool:
         """The steps that wait for the database; False when it could not be reached."""
@@ -217,8 +214,7 @@ class Worker:
                 await self._release_stray()
             elif step == "flush":
                 await self.recorder.flush()
-                self.state.flush_first = False
-                self.state.may_have_work = True
+                self.state.flushed_first()
             elif step == "claim_suspect":
                 await self._claim_suspect()
             elif step == "run_alone":
@@ -234,25 +230,20 @@ class Worker:
             result = await self.backend.claim(self.worker_id, wanted, self.limits)
         except BackendUnavailable as exc:
             self._database_unavailable(exc)
-            state.reconcile = True
-            state.may_have_work = True
+            state.claim_failed()
             await asyncio.sleep(backoff.next())
             return
         finally:
             # Counted here as the claim ends, not by the task's done callback, which runs a turn of the loop
             # later and would let the loop see a finished claim as still under way.
-            state.reserved -= wanted
-            state.claiming -= 1
+            state.claim_ended(wanted)
             self._wake.set()
         backoff.reset()
-        if self.metrics is not None:
-            self.metrics.claimed(len(result.jobs))
+        self.metrics.claimed(len(result.jobs))
         claimed_at = time.monotonic()
         for claimed in result.jobs:
             self._start(claimed, claimed_at)
-        state.settle(number, len(result.jobs), wanted, result.throttled_in is not None)
-        if result.suspects:
-            state.suspects = True
+        state.settle(number, len(result.jobs), wanted, result.throttled_in is not None, result.suspects)
         if result.throttled_in is not None:
             self._wake_after(result.throttled_in)
         if not drain and result.due_in is not None:
@@ -263,27 +254,24 @@ class Worker:
         """Claims one suspect to run alone (other workers may run others at the same time). It waits until the
         jobs under way have ended, and nothing else is claimed meanwhile."""
         state = self.state
-        state.suspects = False
+        state.suspect_claim_sent()
         try:
             result = await self.backend.claim(self.worker_id, 1, self.limits, isolated=True)
         except BackendUnavailable:
-            state.reconcile = True  # it may have been claimed: the reconcile step puts it back
+            state.suspect_claim_failed()
             raise
         if result.jobs:
-            state.suspect_claimed = result.jobs[0]
-            state.more_suspects = result.suspects
-            log.warning("running a suspect alone", job_id=state.suspect_claimed.id, worker_id=self.worker_id)
+            state.suspect_taken(result.jobs[0], result.suspects)
+            log.warning("running a suspect alone", job_id=result.jobs[0].id, worker_id=self.worker_id)
 
     async def _run_alone(self) -> None:
         """Starts the suspect held, now that nothing else runs. Outcomes still buffered go out first: a job
         whose outcome is not written still counts as held by this worker, and the suspect would not be alone."""
-        state = self.state
         if self.recorder.unwritten:
             await self.recorder.flush()
-        held, state.suspect_claimed = state.suspect_claimed, None
-        if held is not None:
-            state.suspect_running = held.id
-            self._start(held, time.monotonic())
+        suspect = self.state.suspect_started()
+        if suspect is not None:
+            self._start(suspect, time.monotonic())
 
     async def _drained(self) -> bool:
         """In drain mode, with nothing running or being claimed: done when the last claim found nothing (and
@@ -291,12 +279,12 @@ class Worker:
         state = self.state
         if self.recorder.unwritten:
             await self.recorder.flush()
-            state.may_have_work = True
+            state.work_announced()
             return False
         if state.last_throttled:
             return False
         if state.last_found:
-            state.may_have_work = True  # look once more rather than wait for the poll
+            state.work_announced()  # look once more rather than wait for the poll
             return False
         return True
 
@@ -313,18 +301,12 @@ class Worker:
                 await self._wake.wait()
         except TimeoutError:
             # A poll: the backup for a missed notification, and how deferred jobs are noticed.
-            state.may_have_work = True
-            if state.wake_at is not None and state.wake_at <= loop.time():
-                state.wake_at = None
+            state.slept(loop.time())
         self._wake.clear()
 
     def _wake_after(self, seconds: float) -> bool:
         """Sets the next wake-up time; True if it moved earlier (a sleep under way was timed for later)."""
-        at = asyncio.get_running_loop().time() + max(seconds, 0.0)
-        if self.state.wake_at is None or at < self.state.wake_at:
-            self.state.wake_at = at
-            return True
-        return False
+        return self.state.wake_at_or_before(asyncio.get_running_loop().time() + max(seconds, 0.0))
 
     # --- running jobs -------------------------------------------------------------------------------------
     def _start(self, claimed: ClaimedJob, claimed_at: float) -> None:
@@ -348,29 +330,22 @@ class Worker:
         if claimed.cancel_requested:
             run.stop_reason = "cancel"
             run.flag_cancelled()
-        if self.metrics is not None:
-            # Due time to start, on the database clock (both times come from it), plus the local wait since.
-            due = max(claimed.execute_after_s, claimed.created_s)
-            latency = claimed.picked_s - due + time.monotonic() - claimed_at
-            self.metrics.job_started(job.entrypoint, latency)
+        # Due time to start, on the database clock (both times come from it), plus the local wait since.
+        due = max(claimed.execute_after_s, claimed.created_s)
+        self.metrics.job_started(job.entrypoint, claimed.picked_s - due + time.monotonic() - claimed_at)
         run.task = asyncio.get_running_loop().create_task(run.run())
 
     def _job_done(self, run: JobRun, outcome: Outcome) -> None:
         self.recorder.add(outcome)
         self.running.pop(run.job.id, None)
         state = self.state
-        if state.suspect_running == run.job.id:
-            # Its outcome is written before anything else is claimed: until then the job still counts as held.
-            state.suspect_running = None
-            state.flush_first = True
-            state.suspects = state.suspects or state.more_suspects
+        state.job_ended(run.job.id)
         # A freed slot matters only if there may be work to claim, or when the last job ends (drain, stop).
         if state.may_have_work or state.queue_deep or not self.running:
             self._wake.set()
         if outcome.error is not None or self._log_every_job:
             run.log_outcome(outcome)
-        if self.metrics is not None:
-            self.metrics.job_ended(run.job.entrypoint, outcome, run.timing()[1])
+        self.metrics.job_ended(run.job.entrypoint, outcome, run.timing()[1])
         if self._on_outcome is not None:
             self._on_outcome(run.job, outcome)
 
@@ -386,9 +361,9 @@ class Worker:
             finally:
                 everything.cancel()
                 fast.cancel()
-        held, self.state.suspect_claimed = self.state.suspect_claimed, None
-        if held is not None:
-            self.recorder.add(Requeued(held.id, "release"))  # back to the suspects, its attempt not counted
+        suspect = self.state.suspect_dropped()
+        if suspect is not None:
+            self.recorder.add(Requeued(suspect.id, "release"))  # back to the suspects, its attempt not counted
         leftovers = list(self.running.values())
         for run in leftovers:
             run.stop("shutdown")
@@ -407,22 +382,21 @@ class Worker:
                     # The current sleep was timed before this due time was known: start it again.
                     self._wake.set()
                 return
-            self.state.may_have_work = True
+            self.state.work_announced()
             self._wake.set()
         elif event.kind == "cancel":
             for job_id in event.ids:
                 self._cancel(job_id)
         elif event.kind == "reconnected":
-            if self.metrics is not None:
-                self.metrics.reconnected()
-            self.state.may_have_work = True
+            self.metrics.reconnected()
+            self.state.work_announced()
             self._wake.set()
 
     def _cancel(self, job_id: int) -> None:
-        held = self.state.suspect_claimed
-        if held is not None and held.id == job_id:
+        waiting = self.state.suspect_claimed
+        if waiting is not None and waiting.id == job_id:
             # A suspect waiting to run alone: it never starts.
-            self.state.suspect_claimed = None
+            self.state.suspect_dropped()
             self.recorder.add(Finished(job_id, "canceled"))
             self._wake.set()
             return
@@ -435,23 +409,20 @@ class Worker:
     def _heartbeat_reply(self, reply: HeartbeatReply) -> None:
         for job_id in reply.cancel:
             self._cancel(job_id)
-        if not self.state.heartbeat_ok:
-            self.state.heartbeat_ok = True
+        if self.state.heartbeat_recorded():
             log.info("heartbeat recorded again: claiming", worker_id=self.worker_id)
             self._wake.set()
-        if reply.suspects and not self.state.suspects:
-            self.state.suspects = True
+        if reply.suspects and self.state.suspects_announced():
             self._wake.set()
 
     def _heartbeat_failed(self, exc: BackendUnavailable) -> None:
         self._database_unavailable(exc)
-        self.state.reconcile = True
+        self.state.database_lost()
 
     def _check_heartbeat(self) -> None:
         """Stops the claims once the last recorded heartbeat is so old that the fleet may soon presume this
         worker dead and hand its jobs to others: it takes no work it might not be able to record."""
-        if self.state.heartbeat_ok and self.liveness.stale():
-            self.state.heartbeat_ok = False
+        if self.state.heartbeat_ok and self.liveness.stale() and self.state.heartbeat_stale():
             log.warning("no heartbeat recorded for too long: claiming nothing until one is", worker_id=self.worker_id)
 
     async def _release_stray(self) -> None:
@@ -459,15 +430,13 @@ class Worker:
         if self.state.suspect_claimed is not None:
             keep.add(self.state.suspect_claimed.id)
         released = await self.backend.release_stray(self.worker_id, sorted(keep))
-        if self.metrics is not None:
-            self.metrics.jobs_rescued("lost_claim", len(released))
-        self.state.reconcile = False
+        self.metrics.jobs_rescued("lost_claim", len(released))
+        self.state.reconciled()
         if released:
             log.warning("released jobs claimed while the connection was lost", job_ids=released)
 
     def _database_unavailable(self, exc: BackendUnavailable) -> None:
-        if self.metrics is not None:
-            self.metrics.database_error()
+        self.metrics.database_error()
         # Each failed call, at debug: the backend logs one line when an outage starts and one when it ends.
         log.debug("database unavailable, retrying", error=str(exc), worker_id=self.worker_id)
 

@@ -10,10 +10,10 @@ from collections.abc import Callable
 import structlog
 
 from pgqd.backend.base import Backend
-from pgqd.daemon.metrics import WorkerMetrics
 from pgqd.errors import BackendUnavailable
 from pgqd.models import HeartbeatReply, WorkerInfo
 from pgqd.worker.settings import WorkerSettings
+from pgqd.worker.telemetry import EngineMetrics
 
 log = structlog.get_logger("pgqd.worker")
 
@@ -30,7 +30,7 @@ class Liveness:
         settings: WorkerSettings,
         info: WorkerInfo,
         worker_id: Callable[[], int],
-        metrics: WorkerMetrics | None,
+        metrics: EngineMetrics,
         *,
         on_reply: Callable[[HeartbeatReply], None],
         on_unavailable: Callable[[BackendUnavailable], None],
@@ -54,8 +54,7 @@ class Liveness:
         while True:
             await asyncio.sleep(settings.beat_every)
             now = time.monotonic()
-            if self._metrics is not None:
-                self._metrics.publish()
+            self._metrics.publish()
             try:
                 reply = await self._backend.heartbeat(self._worker_id(), self._info)
                 self.last_beat = time.monotonic()
@@ -71,7 +70,6 @@ class Liveness:
 
     async def _rescue_stale(self) -> None:
         rescued = await self._backend.rescue_stale(self._settings.worker_timeout)
-        if self._metrics is not None:
-            self._metrics.jobs_rescued("stale_worker", len(rescued))
+        self._metrics.jobs_rescued("stale_worker", len(rescued))
         if rescued:
             log.warning("took back the jobs of silent workers", count=len(rescued), job_ids=rescued[:20])
