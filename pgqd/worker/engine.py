@@ -415,6 +415,9 @@ class Worker:
         elif event.kind == "reconnected":
             if self.metrics is not None:
                 self.metrics.reconnected()
+            # The database may have lost what this worker wrote before the outage (a failover to a standby that
+            # had not received it): jobs it finished may be back as picked by it. Release what it does not run.
+            self.state.reconcile = True
             self.state.may_have_work = True
             self._wake.set()
 
@@ -463,7 +466,8 @@ class Worker:
             self.metrics.jobs_rescued("lost_claim", len(released))
         self.state.reconcile = False
         if released:
-            log.warning("released jobs claimed while the connection was lost", job_ids=released)
+            # A claim whose reply was lost with the connection, or outcomes the database lost in a failover.
+            log.warning("released jobs held in the database but not running here", job_ids=released)
 
     def _database_unavailable(self, exc: BackendUnavailable) -> None:
         if self.metrics is not None:
