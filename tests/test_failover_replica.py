@@ -20,6 +20,7 @@ import sqlalchemy
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from pgqd import Client, ReadOnlyDatabase, SyncClient, install
+from tests.support.cli import run_pgqd
 from tests.support.daemon import Daemon, daemon_config, wait_for
 from tests.support.daemon_app import CREATE_RUNS
 from tests.support.failover_drill import DrillResult, DrillSettings, run_drill
@@ -257,7 +258,7 @@ async def _with_async_engine(engine: Any) -> int | None:
         return await Client(connection).enqueue("sleeper", "sqlalchemy-async")
 
 
-async def test_pgqd_web_reads_its_pages_from_a_replica_and_sends_changes_to_the_primary(
+async def test_pgqd_web_and_dashboard_read_from_a_replica_and_changes_go_to_the_primary(
     pair: ReplicatedPair, tmp_path: Path
 ) -> None:
     await _installed(pair)
@@ -278,6 +279,12 @@ async def test_pgqd_web_reads_its_pages_from_a_replica_and_sends_changes_to_the_
     finally:
         web.stop()
         await primary.close()
+
+    # The terminal dashboard only reads, so it runs on a replica as it is.
+    await pair.wait_replayed()
+    snapshot = await asyncio.to_thread(run_pgqd, "dashboard", "--dsn", pair.standby.dsn("app"), "--once", "--json")
+    assert snapshot.returncode == 0, snapshot.stderr
+    assert "sleeper" in snapshot.stdout
 
 
 async def _web_connections(dsn: str) -> int:
