@@ -15,6 +15,7 @@ from pgqd.errors import (
     IdentifierError,
     JobNotFound,
     PgqdError,
+    ReadOnlyDatabase,
     SchemaVersionError,
 )
 from pgqd.job import Context, InvalidPayload, Job, RetryLater
@@ -46,6 +47,7 @@ __all__ = [
     "PgqdError",
     "PostgresBackend",
     "Rate",
+    "ReadOnlyDatabase",
     "RetryLater",
     "RetryPolicy",
     "SchemaVersionError",

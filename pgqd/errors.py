@@ -44,3 +44,17 @@ class JobNotFound(PgqdError):
 
 class BackendUnavailable(PgqdError):
     """The database could not be reached or dropped the connection; the operation may be retried."""
+
+
+class ReadOnlyDatabase(BackendUnavailable):
+    """The server refused a write because it is read-only: a hot standby (a replica, or a former primary that
+    is now one), or a server with ``default_transaction_read_only``. Retried like an outage, since during a
+    failover the server may become the primary a moment later, or a new connection may reach the one that is."""
+
+    HINT = (
+        "the server is read-only (a standby?): point the DSN at the primary, or list every member of the cluster "
+        "with target_session_attrs=read-write (postgresql://h1:5432,h2:5432/db?target_session_attrs=read-write)"
+    )
+
+    def __init__(self, driver_message: str) -> None:
+        super().__init__(f"database unavailable: {driver_message}; {self.HINT}")

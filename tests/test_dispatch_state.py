@@ -130,3 +130,9 @@ def test_wake_up_times_only_move_earlier_and_a_poll_clears_one_that_came() -> No
     assert (state.wake_at, state.may_have_work) == (5.0, True)
     state.slept(now=6.0)
     assert state.wake_at is None
+
+
+def test_a_reconnection_releases_what_the_database_may_have_brought_back_and_looks_for_work() -> None:
+    state = DispatchState(may_have_work=False)
+    state.reconnected()
+    assert state.next_step(0, 32, FULL) == "reconcile"

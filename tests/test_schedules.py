@@ -178,3 +178,21 @@ async def test_pgqd_schedules_lists_next_and_last_runs(db_dsn: str) -> None:
     listed = json.loads(run_pgqd("schedules", "--dsn", db_dsn, "--json").stdout)
     assert listed[0]["cron"] == "0 3 * * *"
     assert listed[0]["last run"] == "-"
+
+
+async def test_a_schedule_the_database_moved_back_to_a_fired_tick_is_reported_and_fires_again(backend: Backend) -> None:
+    spec = ScheduleSpec("lost", "* * * * * *", "e")
+    await backend.sync_schedules(definitions([spec], datetime.now(UTC) - timedelta(seconds=2)))
+    scheduler = Scheduler(backend, [spec])
+    due = (await backend.schedule_states())[0].next_run
+    await scheduler.fire_due(datetime.now(UTC))
+    assert scheduler.fired == 1
+    # The database forgets the firing, as a failover to a standby that had not received it does.
+    moved = (await backend.schedule_states())[0].next_run
+    assert await backend.fire_schedule("lost", moved, due, []) == []
+    await scheduler.fire_due(datetime.now(UTC))
+    assert scheduler.rewinds == 1
+    assert scheduler.fired == 2
+    # Reported once: the firings after it move the schedule forward again.
+    await scheduler.fire_due(datetime.now(UTC) + timedelta(seconds=2))
+    assert scheduler.rewinds == 1

@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 import asyncpg
 import structlog
 
-from pgqd.errors import BackendUnavailable
+from pgqd.errors import BackendUnavailable, ReadOnlyDatabase
 
 log = structlog.get_logger("pgqd.database")
 T = TypeVar("T")
@@ -42,7 +42,17 @@ _TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+# A write (or a LISTEN) sent to a read-only server: a standby, reached by mistake or before a failover ends.
+READ_ONLY_SQLSTATE = "25006"
+
+
+def is_read_only(exc: BaseException) -> bool:
+    return getattr(exc, "sqlstate", None) == READ_ONLY_SQLSTATE
+
+
 def is_transient(exc: BaseException) -> bool:
+    if is_read_only(exc):
+        return True
     if isinstance(exc, asyncpg.PostgresError):
         sqlstate = getattr(exc, "sqlstate", "") or ""
         return sqlstate[:2] in _TRANSIENT_SQLSTATE_CLASSES or isinstance(exc, asyncpg.PostgresConnectionError)
@@ -55,8 +65,14 @@ async def guard(call: Awaitable[T]) -> T:
         return await call
     except Exception as exc:
         if is_transient(exc):
-            raise BackendUnavailable(f"database unavailable: {type(exc).__name__}: {exc}") from exc
+            raise unavailable(exc) from exc
         raise
+
+
+def unavailable(exc: BaseException) -> BackendUnavailable:
+    """The retryable error a transient failure is raised as (a read-only server's says what to fix)."""
+    text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    return ReadOnlyDatabase(text) if is_read_only(exc) else BackendUnavailable(f"database unavailable: {text}")
 
 
 # The command timeout derived from worker_timeout: several heartbeats fit in a worker_timeout, and a heartbeat
@@ -161,7 +177,8 @@ def _pid() -> int:
 
 
 def describe_error(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    return f"{text}; {ReadOnlyDatabase.HINT}" if is_read_only(exc) else text
 
 
 def _raw(conn: Any) -> Any:
@@ -252,6 +269,9 @@ class BoundedPool:
                 # No answer in time, or the caller gave up: the answer may never come, and asyncpg's cancel would
                 # wait for it on the same socket. Close the connection now.
                 _terminate(conn)
+            elif is_read_only(exc):
+                # A standby: a new connection may reach the primary (a multi-host DSN picks its host anew).
+                _terminate(conn)
             if isinstance(exc, TimeoutError):
                 self.cut_stalled(since=started)
             await self._release(conn)
@@ -295,7 +315,7 @@ class BoundedPool:
                 f"database unavailable: no answer after {waited:.1f}s {doing}"
                 f" (limit [database] command_timeout = {self.timeouts.command:g}s)"
             )
-        return BackendUnavailable(f"database unavailable: {describe_error(exc)}")
+        return unavailable(exc)
 
     async def close(self) -> None:
         try:

@@ -32,6 +32,11 @@ def register(commands: Any) -> None:
     add_connection_arguments(parser)
     parser.add_argument("--listen", help='address to serve on, "host:port" (default: [web] listen)')
     parser.add_argument("--read-only", action="store_true", help="show everything, change nothing")
+    parser.add_argument(
+        "--read-dsn",
+        help="a replica (hot standby) for the read pages; changes still go to the primary (--dsn). "
+        "Pages may then trail the primary by the replica's lag",
+    )
     parser.set_defaults(handler=serve)
 
 
@@ -65,10 +70,13 @@ def serve(args: argparse.Namespace) -> int:
         entrypoints=tuple(sorted(config.entrypoints)),
         read_only=args.read_only or web.read_only,
         credentials=credentials,
+        read_dsn=args.read_dsn,
     )
     asyncio.run(_check_database(settings.dsn, settings.names))
+    if settings.read_dsn is not None:
+        asyncio.run(_check_database(settings.read_dsn, settings.names))
     shown = f"[{host}]" if ":" in host else host
-    mode = ", read-only" if settings.read_only else ""
+    mode = (", read-only" if settings.read_only else "") + (", read pages from a replica" if settings.read_dsn else "")
     auth = ", authentication required" if credentials.required else ""
     print(f"pgqd web: serving http://{shown}:{port}/{mode}{auth}", file=sys.stderr, flush=True)
     uvicorn.run(create_app(settings), host=host, port=port, log_level="warning", access_log=False, lifespan="on")

@@ -106,6 +106,9 @@ class Scheduler:
         self.specs = list(specs)
         self.metrics = metrics
         self.fired = 0
+        # Where this scheduler moved each schedule when it fired it: the database should never go back from there.
+        self._moved_to: dict[str, datetime] = {}
+        self.rewinds = 0
 
     async def run(self) -> None:
         if not self.specs:
@@ -134,11 +137,13 @@ class Scheduler:
         states = [s for s in await self.backend.schedule_states() if s.name in names and s.enabled]
         upcoming: list[datetime] = []
         for state in states:
+            self._check_not_rewound(state)
             if state.next_run <= now:
                 firing = plan_firing(state, now)
                 jobs = [tick_job(state, tick) for tick in firing.ticks]
                 ids = await self.backend.fire_schedule(state.name, state.next_run, firing.next_run, jobs)
                 if ids is not None:
+                    self._moved_to[state.name] = firing.next_run
                     self.fired += len(ids)
                     if self.metrics is not None:
                         self.metrics.schedule_fired(state.name, len(ids))
@@ -149,6 +154,23 @@ class Scheduler:
         if not upcoming:
             return MAX_SLEEP
         return min(max((min(upcoming) - _now()).total_seconds(), 0.0), MAX_SLEEP)
+
+    def _check_not_rewound(self, state: ScheduleState) -> None:
+        """A schedule whose next run is back before where this scheduler moved it: the database lost the firing
+        (a failover to a standby that had not received it), unless another daemon changed the cron. The ticks
+        in between fire again; this says so once, for the operator to look at the failover."""
+        moved_to = self._moved_to.get(state.name)
+        if moved_to is None or state.next_run >= moved_to:
+            return
+        self.rewinds += 1
+        del self._moved_to[state.name]
+        log.warning(
+            "schedule moved back to a tick already fired: the database lost committed transactions "
+            "(a failover to a standby that lacked them?) or another daemon changed it; the tick fires again",
+            schedule=state.name,
+            next_run=state.next_run.isoformat(),
+            fired_through=moved_to.isoformat(),
+        )
 
 
 def _now() -> datetime:

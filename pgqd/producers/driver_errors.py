@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import json
 
+from pgqd.backend.bounded import READ_ONLY_SQLSTATE
 from pgqd.backend.connection import is_transient
-from pgqd.errors import BackendUnavailable, DedupeConflict, PgqdError
+from pgqd.errors import BackendUnavailable, DedupeConflict, PgqdError, ReadOnlyDatabase
 
 DEDUPE_CONFLICT_SQLSTATE = "PGQ01"
 _UNIQUE_VIOLATION = "23505"
@@ -60,6 +61,8 @@ def translate_error(exc: BaseException) -> PgqdError | None:
         return DedupeConflict(json.loads(detail_of(exc) or "[]"))
     if sqlstate == _UNIQUE_VIOLATION and "dedupe_key" in detail_of(exc):
         return DedupeConflict([_key_from_detail(detail_of(exc))])
+    if sqlstate == READ_ONLY_SQLSTATE:
+        return ReadOnlyDatabase(_driver_message(exc))
     if sqlstate == _IN_FAILED_TRANSACTION:
         return PgqdError(
             "the transaction on this connection was aborted by an earlier error, and PostgreSQL refuses every "

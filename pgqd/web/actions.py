@@ -116,7 +116,7 @@ async def requeue_held(request: Request) -> Response:
     try:
         if form.get("scope") == "all":
             entrypoint = form.get("entrypoint") or None
-            ids = await state.stats.held_ids(entrypoint)
+            ids = await state.primary_stats.held_ids(entrypoint)
         else:
             ids = _ids(form.get("id"))
         if not ids:
@@ -149,7 +149,7 @@ async def schedule_action(request: Request) -> Response:
     state = web_state(request)
     form = await request_form(request)
     name, action = request.path_params["name"], request.path_params["action"]
-    found = {s.name: s for s in await state.stats.schedules()}
+    found = {s.name: s for s in await state.primary_stats.schedules()}
     schedule = found.get(name)
     if schedule is None:
         return refusal(404, "Not Found", f"there is no schedule {name!r}")

@@ -22,6 +22,7 @@ from starlette.staticfiles import StaticFiles
 from pgqd.backend.postgres import PostgresBackend
 from pgqd.config.load import WebCredentials
 from pgqd.daemon.logs import mask_dsn
+from pgqd.errors import ReadOnlyDatabase
 from pgqd.identifiers import Names
 from pgqd.ops.browse import JobSearch
 from pgqd.ops.stats import QueueStats
@@ -56,6 +57,8 @@ class WebSettings:
     read_only: bool = False
     credentials: WebCredentials = field(default_factory=lambda: WebCredentials("pgqd", None, None))
     pool_size: int = 4
+    # A replica for the read pages (None: they read from ``dsn``); changes always go to ``dsn``.
+    read_dsn: str | None = None
 
 
 class WebState:
@@ -77,10 +80,16 @@ class WebState:
         )
         self.templates.globals["count"] = present.count
         self.pool: Any = None
+        self.read_pool: Any = None
 
     async def open(self) -> None:
-        self.pool = await asyncpg.create_pool(
-            self.settings.dsn,
+        self.pool = await self._open_pool(self.settings.dsn)
+        if self.settings.read_dsn is not None:
+            self.read_pool = await self._open_pool(self.settings.read_dsn)
+
+    async def _open_pool(self, dsn: str | None) -> Any:
+        return await asyncpg.create_pool(
+            dsn,
             min_size=1,
             max_size=self.settings.pool_size,
             # Page queries are short; compiling one to machine code first (JIT) would take longer than running it.
@@ -88,16 +97,23 @@ class WebState:
         )
 
     async def close(self) -> None:
-        if self.pool is not None:
-            await self.pool.close()
+        for pool in (self.read_pool, self.pool):
+            if pool is not None:
+                await pool.close()
 
     @property
     def stats(self) -> QueueStats:
+        """The read pages' queries, on the replica when there is one (it may trail the primary a little)."""
+        return QueueStats(self.read_pool or self.pool, self.settings.names)
+
+    @property
+    def primary_stats(self) -> QueueStats:
+        """The same queries on the primary, for an action that acts on what it reads."""
         return QueueStats(self.pool, self.settings.names)
 
     @property
     def search(self) -> JobSearch:
-        return JobSearch(self.pool, self.settings.names)
+        return JobSearch(self.read_pool or self.pool, self.settings.names)
 
     @property
     def backend(self) -> PostgresBackend:
@@ -229,6 +245,9 @@ def create_app(settings: WebSettings) -> Starlette:
             asyncpg.InvalidCatalogNameError: database_unavailable,
             # What a pooled connection whose server process was just terminated raises on its next use.
             asyncpg.InternalClientError: database_unavailable,
+            # A change sent to a standby (the DSN names one, or the failover is not over yet).
+            asyncpg.ReadOnlySQLTransactionError: database_read_only,
+            ReadOnlyDatabase: database_read_only,
         },
     )
     app.state.web = state
@@ -244,6 +263,16 @@ async def database_unavailable(request: Request, exc: Exception) -> HTMLResponse
         status_code=503,
         title="Database unavailable",
         message=f"PostgreSQL did not answer ({reason}). This page works again as soon as it does.",
+    )
+
+
+async def database_read_only(request: Request, exc: Exception) -> HTMLResponse:
+    return render(
+        request,
+        "error.html",
+        status_code=503,
+        title="Database read-only",
+        message=f"PostgreSQL refused the change: {ReadOnlyDatabase.HINT}. Or serve this UI with --read-only.",
     )
 
 

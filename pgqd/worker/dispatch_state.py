@@ -184,6 +184,13 @@ class DispatchState:
         """A heartbeat or claim failed: claims that were under way may have left jobs marked as ours."""
         self.reconcile = True
 
+    def reconnected(self) -> None:
+        """The events connection is back. The database may have lost what this worker wrote before the outage
+        (a failover to a standby that had not received it): jobs it finished may be back as picked by it, so
+        it releases what it does not run, and looks for work."""
+        self.reconcile = True
+        self.may_have_work = True
+
     def reconciled(self) -> None:
         self.reconcile = False
 

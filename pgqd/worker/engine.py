@@ -389,7 +389,7 @@ class Worker:
                 self._cancel(job_id)
         elif event.kind == "reconnected":
             self.metrics.reconnected()
-            self.state.work_announced()
+            self.state.reconnected()
             self._wake.set()
 
     def _cancel(self, job_id: int) -> None:
@@ -433,7 +433,8 @@ class Worker:
         self.metrics.jobs_rescued("lost_claim", len(released))
         self.state.reconciled()
         if released:
-            log.warning("released jobs claimed while the connection was lost", job_ids=released)
+            # A claim whose reply was lost with the connection, or outcomes the database lost in a failover.
+            log.warning("released jobs held in the database but not running here", job_ids=released)
 
     def _database_unavailable(self, exc: BackendUnavailable) -> None:
         self.metrics.database_error()

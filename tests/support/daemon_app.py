@@ -18,7 +18,7 @@ from pgqd import Context, Job
 CREATE_RUNS = """
 CREATE TABLE IF NOT EXISTS test_runs (
     job_id bigint NOT NULL, entrypoint text NOT NULL, attempt integer NOT NULL, pid integer NOT NULL,
-    started timestamptz NOT NULL DEFAULT clock_timestamp(), ended timestamptz, tick text
+    started timestamptz NOT NULL DEFAULT clock_timestamp(), ended timestamptz, tick text, key text
 )
 """
 
@@ -40,12 +40,14 @@ async def lifespan() -> AsyncIterator[dict[str, Any]]:
 async def _record(ctx: Context, job: Job, seconds: float) -> None:
     pool = ctx.resources["pool"]
     await pool.execute(
-        "INSERT INTO test_runs (job_id, entrypoint, attempt, pid, tick) VALUES ($1, $2, $3, $4, $5)",
+        "INSERT INTO test_runs (job_id, entrypoint, attempt, pid, tick, key) VALUES ($1, $2, $3, $4, $5, $6)",
         job.id,
         job.entrypoint,
         job.attempts,
         os.getpid(),
         job.headers.get("pgqd-schedule-tick"),
+        # A producer's own name for the job, where ids are not enough (a failover can hand one out twice).
+        job.headers.get("test-key"),
     )
     await asyncio.sleep(seconds)
     await pool.execute(

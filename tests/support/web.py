@@ -12,6 +12,7 @@ import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlencode
 
 import pytest
 
@@ -119,6 +120,13 @@ class WebServer:
 
     def get(self, path: str, headers: Mapping[str, str] | None = None) -> Reply:
         return self.request("GET", path, headers=headers)
+
+    def post_form(self, path: str, fields: Mapping[str, str]) -> Reply:
+        """A form posted as the UI's own pages post it: with a session cookie and that session's form token."""
+        session, token = self.session()
+        body = urlencode({**fields, "csrf": token}).encode()
+        form = {"content-type": "application/x-www-form-urlencoded", "cookie": f"pgqd_session={session}"}
+        return self.request("POST", path, body, form)
 
     def session(self) -> tuple[str, str]:
         """A session cookie and its form token, as a browser gets them from a page."""
