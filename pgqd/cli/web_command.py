@@ -51,8 +51,9 @@ def serve(args: argparse.Namespace) -> int:
         raise ConfigError(f"pgqd web needs the web extra: pip install 'pgqd[web]' (missing: {', '.join(missing)})")
     import uvicorn
 
-    from pgqd.web.app import WebSettings, create_app
+    from pgqd.web.factory import create_app
     from pgqd.web.security import check_bind, split_listen
+    from pgqd.web.settings import WebSettings
 
     config = load_config(Path(args.config)) if args.config else Config()
     web = config.web

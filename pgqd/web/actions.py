@@ -1,6 +1,6 @@
 """The changes (POST): bulk job actions, requeueing held jobs, pause and resume, and schedule controls.
 
-The guard in ``pgqd.web.app`` has already refused cross-site, read-only and token-less requests by the time
+The guard in ``pgqd.web.guard`` has already refused cross-site, read-only and token-less requests by the time
 these run. Each answers with a redirect back to the page the form was on and a one-time notice.
 """
 
@@ -21,8 +21,10 @@ from pgqd.errors import DedupeConflict
 from pgqd.models import NewJob
 from pgqd.ops.browse import MAX_ID
 from pgqd.sql import operations, render
-from pgqd.web.app import WebState, redirect_with_notice, refusal, request_form, web_state
 from pgqd.web.filters import FilterProblem, job_filter
+from pgqd.web.forms import request_form
+from pgqd.web.rendering import redirect_with_notice, refusal
+from pgqd.web.state import WebState, web_state
 
 # The live states each action can change; a bulk action on "everything matching" touches only these.
 APPLIES_TO = {

@@ -7,15 +7,16 @@ from typing import Any
 from urllib.parse import urlencode
 
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from pgqd.models import FINAL_STATUSES
 from pgqd.ops.browse import LIVE_STATUSES, SEARCH_WINDOW, STATUS_GROUPS, JobFilter
 from pgqd.web import present
-from pgqd.web.app import not_found, render, web_state
 from pgqd.web.chart import throughput_chart
 from pgqd.web.filters import FilterProblem, job_filter, page_size
+from pgqd.web.rendering import not_found, render
+from pgqd.web.state import web_state
 
 # Counts on the overview stop here (see QueueStats.queues): beyond it a page shows "10,000+".
 COUNT_CAP = 10_000
@@ -158,11 +159,6 @@ async def schedules(request: Request) -> Response:
 
 async def workers(request: Request) -> Response:
     return render(request, "workers.html", title="Workers", workers=await web_state(request).stats.workers())
-
-
-async def unknown(request: Request, _exc: Exception) -> HTMLResponse:
-    """Any path without a page."""
-    return not_found(request, "There is no such page.")
 
 
 def routes() -> list[Route]:

@@ -87,27 +87,6 @@ def payload_head(payload: bytes | None, limit: int = 80) -> str:
     return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
-def pretty_json(text: str | None) -> str:
-    if text is None:
-        return ""
-    try:
-        return json.dumps(json.loads(text), indent=2, ensure_ascii=False, sort_keys=True)
-    except ValueError:
-        return text
-
-
-def headers_of(text: str | None) -> list[tuple[str, str]]:
-    if not text:
-        return []
-    try:
-        data: Any = json.loads(text)
-    except ValueError:
-        return [("(unparsed)", text)]
-    if not isinstance(data, dict):
-        return [("(value)", json.dumps(data))]
-    return [(str(k), v if isinstance(v, str) else json.dumps(v)) for k, v in sorted(data.items())]
-
-
 def pretty_json_value(value: Any) -> str:
     return json.dumps(value, indent=2, ensure_ascii=False, sort_keys=True, default=str)
 
