@@ -11,9 +11,11 @@ from starlette.middleware import Middleware
 from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
 
+from pgqd.errors import BackendUnavailable
 from pgqd.web import actions, pages
-from pgqd.web.guard import Guard
-from pgqd.web.rendering import database_unavailable, unknown
+from pgqd.web.guard import Forwarded, Guard, SecurityHeaders
+from pgqd.web.params import ParamProblem
+from pgqd.web.rendering import bad_request, database_unavailable, unknown
 from pgqd.web.settings import WebSettings
 from pgqd.web.state import WebState
 
@@ -36,10 +38,18 @@ def create_app(settings: WebSettings) -> Starlette:
     ]
     app = Starlette(
         routes=routes,
-        middleware=[Middleware(Guard)],
+        middleware=[
+            Middleware(Forwarded, trusted=settings.trusted_proxies),
+            Middleware(SecurityHeaders),
+            Middleware(Guard),
+        ],
         lifespan=lifespan,
         exception_handlers={
             404: unknown,
+            ParamProblem: bad_request,
+            # A call that ran out of time or lost its connection (pgqd.backend.bounded).
+            BackendUnavailable: database_unavailable,
+            TimeoutError: database_unavailable,
             OSError: database_unavailable,
             asyncpg.InterfaceError: database_unavailable,
             asyncpg.PostgresConnectionError: database_unavailable,

@@ -57,6 +57,11 @@ async def database_unavailable(request: Request, exc: Exception) -> HTMLResponse
     )
 
 
+async def bad_request(request: Request, exc: Exception) -> HTMLResponse:
+    """A parameter or form field that cannot be used: the message says which and why."""
+    return render(request, "error.html", status_code=400, title="Bad request", message=str(exc))
+
+
 def not_found(request: Request, what: str) -> HTMLResponse:
     return render(request, "error.html", status_code=404, title="Not found", message=what)
 

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-import asyncpg
 import jinja2
 from starlette.requests import Request
 
+from pgqd.backend.bounded import BoundedPool, DatabaseHealth
 from pgqd.backend.postgres import PostgresBackend
 from pgqd.ops.browse import JobSearch
 from pgqd.ops.stats import QueueStats
 from pgqd.web import present
-from pgqd.web.security import Authenticator, CsrfTokens
+from pgqd.web.security import Authenticator, CsrfTokens, LoginThrottle
 from pgqd.web.settings import WebSettings
 
 
@@ -21,6 +21,8 @@ class WebState:
         self.settings = settings
         self.csrf = CsrfTokens()
         self.auth = Authenticator(settings.credentials)
+        self.throttle = LoginThrottle(settings.login_failures, settings.login_window)
+        self.health = DatabaseHealth()
         self.templates = jinja2.Environment(
             loader=jinja2.PackageLoader("pgqd.web", "templates"),
             autoescape=True,
@@ -35,12 +37,19 @@ class WebState:
         self.pool: Any = None
 
     async def open(self) -> None:
-        self.pool = await asyncpg.create_pool(
+        timeouts = self.settings.timeouts
+        # The daemon's bounds (pgqd.backend.bounded): every statement, every wait for a connection and every
+        # connect is bounded, and sockets carry TCP keepalives, so a database that stops answering turns pages
+        # into 503s within the command timeout instead of holding the pool's connections for minutes.
+        self.pool = await BoundedPool.open(
             self.settings.dsn,
-            min_size=1,
-            max_size=self.settings.pool_size,
+            self.settings.pool_size,
+            timeouts,
+            self.health,
+            timeout=timeouts.connect,
+            command_timeout=timeouts.command,
             # Page queries are short; compiling one to machine code first (JIT) would take longer than running it.
-            server_settings={"application_name": "pgqd-web", "jit": "off"},
+            server_settings={"application_name": "pgqd-web", "jit": "off", **timeouts.server_settings},
         )
 
     async def close(self) -> None:
