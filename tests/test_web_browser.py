@@ -137,7 +137,7 @@ async def test_requeue_a_held_job_from_the_failures_page(page: Any, web: WebServ
     await page.locator(f'input[name="id"][value="{held}"]').check()
     await page.get_by_role("button", name="Requeue selected").click()
     await page.locator(".notice").wait_for()
-    assert "Requeued 1 held job(s)" in await page.locator(".notice").inner_text()
+    assert "Requeued 1 of 1 held job(s)" in await page.locator(".notice").inner_text()
     assert await status_of(client, held) == "queued"
     assert await status_of(client, other) == "failed"
     assert await page.locator("#held tbody tr").count() == 1

@@ -21,7 +21,7 @@ from pgqd.ops.browse import SEARCH_WINDOW
 from tests.support.cli import run_pgqd
 from tests.support.daemon import daemon_config, free_port
 from tests.support.waiting import wait_until
-from tests.support.web import WebServer
+from tests.support.web import WebServer, notice_of
 
 FORM = {"content-type": "application/x-www-form-urlencoded"}
 
@@ -212,10 +212,17 @@ async def test_bulk_actions_on_everything_matching_a_filter(web: WebServer, conn
     later = await client.enqueue("sleeper", "timeout later", execute_after=timedelta(hours=1))
     browser = Browser(web)
 
-    done = browser.post(
-        "/jobs/action", {"action": "cancel", "scope": "matching", "status": "queued", "q": "timeout", "back": "/jobs"}
-    )
+    matching = {"action": "cancel", "scope": "matching", "status": "queued", "q": "timeout", "back": "/jobs"}
+    # First the exact count, and nothing changed yet.
+    asked = browser.post("/jobs/action", matching)
+    assert asked.status == 200
+    assert 'data-count="1500"' in asked.text
+    assert "Cancel 1,500 job(s)" in asked.text
+    assert {s.status for s in (await client.status(timeouts)).values()} == {"queued"}
+
+    done = browser.post("/jobs/action", {**matching, "confirmed": "1500"})
     assert done.status == 303
+    assert "Canceled 1,500 matching job(s) (1500 counted at confirmation)" in notice_of(done)
     states = await client.status([*timeouts, *others, later])
     assert {states[i].status for i in timeouts} == {"canceled"}
     assert {states[i].status for i in others} == {"queued"}

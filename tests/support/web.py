@@ -8,6 +8,7 @@ import shutil
 import signal
 import subprocess
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -128,6 +129,13 @@ class WebServer:
         assert cookie, page
         assert token, page
         return cookie[1], token[1]
+
+
+def notice_of(reply: Reply) -> str:
+    """The one-time notice a change answers with (a cookie the next page shows), as text."""
+    found = re.search(r"pgqd_notice=([^;]+)", reply.headers.get("set-cookie", ""))
+    assert found, reply
+    return urllib.parse.unquote(found[1])
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
