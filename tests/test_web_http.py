@@ -21,9 +21,7 @@ from pgqd.ops.browse import SEARCH_WINDOW
 from tests.support.cli import run_pgqd
 from tests.support.daemon import daemon_config, free_port
 from tests.support.waiting import wait_until
-from tests.support.web import WebServer, notice_of
-
-FORM = {"content-type": "application/x-www-form-urlencoded"}
+from tests.support.web import FORM, Browser, WebServer, notice_of
 
 
 @pytest.fixture
@@ -190,19 +188,6 @@ def test_without_the_web_extra_the_command_names_it(tmp_path: Path, config_path:
     assert result.returncode == 2
     assert "pip install 'pgqd[web]'" in result.stderr
     assert "starlette" in result.stderr
-
-
-class Browser:
-    """A session as a browser holds it: the cookie, the form token, same-origin headers."""
-
-    def __init__(self, web: WebServer) -> None:
-        self.web = web
-        self.session, self.token = web.session()
-
-    def post(self, path: str, fields: dict[str, Any]) -> Any:
-        body = urlencode({**fields, "csrf": self.token}, doseq=True).encode()
-        headers = {**FORM, "cookie": f"pgqd_session={self.session}", "origin": self.web.url}
-        return self.web.request("POST", path, body, headers)
 
 
 async def test_bulk_actions_on_everything_matching_a_filter(web: WebServer, conn: Any) -> None:

@@ -32,4 +32,6 @@ ORDER BY f.id
 
 # The planner's estimate of how many jobs of entrypoint $1 are in status $2: what the overview shows beside a
 # count that stopped at its cap, where counting exactly would read every row.
-ESTIMATE_JOBS = "EXPLAIN (FORMAT JSON) SELECT 1 FROM {jobs} AS j WHERE j.entrypoint = $1 AND j.status::text = $2"
+ESTIMATE_JOBS = (
+    "EXPLAIN (FORMAT JSON) SELECT 1 FROM {jobs} AS j WHERE j.entrypoint = $1 AND j.status = $2::{job_status}"
+)

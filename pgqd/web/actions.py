@@ -44,7 +44,8 @@ async def job_action(request: Request) -> Response:
     action = params.choice("action", form.get("action"), tuple(bulk.APPLIES_TO))
     scope = params.choice("scope", form.get("scope"), ("selected", "matching"), "selected")
     back = form.get("back")
-    assert action is not None
+    if action is None:
+        raise params.ParamProblem(f"action: which action? use one of {', '.join(bulk.APPLIES_TO)}")
     if scope == "matching":
         where = job_filter(form)
         described = _described(form)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from pgqd.identifiers import entrypoint_name_problem
+from pgqd.identifiers import MAX_ENTRYPOINT_NAME, entrypoint_name_problem
 
 MAX_ID = 2**63 - 1
 MAX_TEXT = 200
@@ -34,7 +34,7 @@ def text(name: str, value: object, limit: int = MAX_TEXT) -> str | None:
 
 def entrypoint(name: str, value: object) -> str | None:
     """An entrypoint's name (empty: None), by the rule config files follow."""
-    given = text(name, value, limit=10_000)
+    given = text(name, value, limit=MAX_ENTRYPOINT_NAME)
     if given is None:
         return None
     problem = entrypoint_name_problem(given)

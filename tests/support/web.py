@@ -13,6 +13,7 @@ import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlencode
 
 import pytest
 
@@ -129,6 +130,22 @@ class WebServer:
         assert cookie, page
         assert token, page
         return cookie[1], token[1]
+
+
+FORM = {"content-type": "application/x-www-form-urlencoded"}
+
+
+class Browser:
+    """A session as a browser holds it: the cookie, the form token, same-origin headers."""
+
+    def __init__(self, web: WebServer) -> None:
+        self.web = web
+        self.session, self.token = web.session()
+
+    def post(self, path: str, fields: Mapping[str, object], headers: Mapping[str, str] | None = None) -> Reply:
+        body = urlencode({**fields, "csrf": self.token}, doseq=True).encode()
+        sent = {**FORM, "cookie": f"pgqd_session={self.session}", "origin": self.web.url, **(headers or {})}
+        return self.web.request("POST", path, body, sent)
 
 
 def notice_of(reply: Reply) -> str:
