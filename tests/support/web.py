@@ -64,7 +64,8 @@ class WebServer:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        reachable = "127.0.0.1" if self.host in ("0.0.0.0", "::") else self.host
+        return f"http://{reachable}:{self.port}"
 
     @property
     def log_path(self) -> Path:
