@@ -104,7 +104,7 @@ MAX_ENTRYPOINT_NAME = 200
 def entrypoint_name_problem(name: str) -> str | None:
     """Why ``name`` cannot be an entrypoint's name, or None if it can."""
     if not name:
-        return "an entrypoint name must not be empty"
+        return "entrypoint names must not be empty"
     if len(name) > MAX_ENTRYPOINT_NAME:
         return f"an entrypoint name has at most {MAX_ENTRYPOINT_NAME} characters (this one has {len(name):,})"
     if not ENTRYPOINT_NAME.fullmatch(name):
