@@ -11,7 +11,6 @@ from pgqd.web import params
 from pgqd.web.params import ParamProblem
 
 PAGE_SIZES = (25, 50, 100, 200)
-MAX_TEXT = params.MAX_TEXT
 STATUS_CHOICES = (*STATUS_GROUPS, *LIVE_STATUSES, *FINAL_STATUSES)
 # The name this module's callers know the problem by.
 FilterProblem = ParamProblem

@@ -11,19 +11,17 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from pgqd.identifiers import MAX_ENTRYPOINT_NAME
-from pgqd.models import FINAL_STATUSES
 from pgqd.ops import action_log
-from pgqd.ops.browse import LIVE_STATUSES, SEARCH_WINDOW, STATUS_GROUPS, JobFilter
+from pgqd.ops.browse import SEARCH_WINDOW, JobFilter
 from pgqd.web import params, present
 from pgqd.web.chart import throughput_chart
 from pgqd.web.estimates import add_estimates
-from pgqd.web.filters import FilterProblem, job_filter, page_size
+from pgqd.web.filters import STATUS_CHOICES, FilterProblem, job_filter, page_size
 from pgqd.web.rendering import not_found, render
 from pgqd.web.state import web_state
 
 # Counts on the overview stop here (see QueueStats.queues): beyond it a page shows "≥ 10,000" and an estimate.
 COUNT_CAP = 10_000
-STATUS_CHOICES = (*STATUS_GROUPS, *LIVE_STATUSES, *FINAL_STATUSES)
 ACTIONS_PAGE = 100
 
 
