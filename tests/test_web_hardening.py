@@ -303,3 +303,12 @@ async def test_the_action_log_records_who_did_what_to_how_many(tmp_path: Path, d
         assert 'data-action="cancel"' in shown.text
     finally:
         server.stop()
+
+
+async def test_forwarded_headers_cannot_get_a_rebound_name_past_the_loopback_rule(web: WebServer) -> None:
+    # A page of evil.example, its name rebound to 127.0.0.1, sending what a proxy on the loopback would send.
+    rebound = {"host": f"evil.example:{web.port}", "x-forwarded-host": f"127.0.0.1:{web.port}"}
+    refused = web.get("/jobs", rebound)
+    assert refused.status == 403
+    assert "answers only to 127.0.0.1 or localhost" in refused.text
+    assert web.get("/jobs", {"x-forwarded-host": f"localhost:{web.port}"}).status == 200

@@ -42,6 +42,10 @@ SECURITY_HEADERS = {
 }
 
 
+# The Host header the request came with, when a trusted proxy's X-Forwarded-Host replaced it.
+DIRECT_HOST = "pgqd.direct_host"
+
+
 def _trusted(address: str, networks: tuple[Network, ...]) -> bool:
     try:
         ip = ipaddress.ip_address(address)
@@ -76,6 +80,8 @@ class Forwarded:
                     break
             host = _last(headers.get(b"x-forwarded-host", ""))
             if host:
+                # Kept for the loopback rule: a page of a rebound name can send this header itself.
+                scope[DIRECT_HOST] = headers.get(b"host")
                 scope["headers"] = [(k, v) for k, v in scope["headers"] if k.lower() != b"host"]
                 scope["headers"].append((b"host", host.encode("latin-1")))
         await self.app(scope, receive, send)
@@ -131,7 +137,8 @@ def _secured(headers: list[Any], static: bool, https: bool) -> list[Any]:
 class Guard(BaseHTTPMiddleware):
     async def dispatch(self, request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
         state = web_state(request)
-        if not state.settings.credentials.required and not loopback_host(request.headers.get("host")):
+        direct_host = request.scope.get(DIRECT_HOST, request.headers.get("host"))
+        if not state.settings.credentials.required and not loopback_host(direct_host):
             return refusal(403, "Forbidden", "without authentication this UI answers only to 127.0.0.1 or localhost")
         address = request.client.host if request.client else "unknown"
         authorization = request.headers.get("authorization")
