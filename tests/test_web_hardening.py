@@ -128,6 +128,11 @@ async def test_every_route_answers_nasty_parameters_with_a_4xx_or_a_page_never_a
         twice = urlencode({**valid, "action": ["cancel", "delete"], "scope": ["a", "b"], "csrf": browser.token}, True)
         requests.append((f"POST {route} repeated fields", route.split("?")[0], twice.encode()))
 
+    token = urlencode({"csrf": browser.token}).encode()
+    for value in short:
+        requests.append((f"POST schedule name {value[:30]!r}", f"/schedules/{encoded(value)}/run", token))
+        requests.append((f"POST schedule action {value[:30]!r}", f"/schedules/digest/{encoded(value)}", token))
+
     def send(request: tuple[str, str, bytes | None]) -> tuple[str, Reply]:
         what, path, body = request
         if body is None:
