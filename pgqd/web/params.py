@@ -10,8 +10,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from pgqd.identifiers import MAX_ENTRYPOINT_NAME, entrypoint_name_problem
+from pgqd.ops.browse import MAX_ID
 
-MAX_ID = 2**63 - 1
 MAX_TEXT = 200
 
 
