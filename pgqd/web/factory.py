@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import asyncpg
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
-from starlette.routing import Mount
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from pgqd.errors import BackendUnavailable
@@ -18,6 +21,25 @@ from pgqd.web.params import ParamProblem
 from pgqd.web.rendering import bad_request, database_unavailable, unknown
 from pgqd.web.settings import WebSettings
 from pgqd.web.state import WebState
+
+# Beyond the command timeout a page stops waiting, so that a statement's own timeout is reported first.
+PAGE_DEADLINE_MARGIN = 0.5
+
+
+def within(
+    seconds: float, endpoint: Callable[[Request], Awaitable[Response]]
+) -> Callable[[Request], Awaitable[Response]]:
+    """A page that gives up after ``seconds`` in all: a page queued behind connections that hang would otherwise
+    wait for a connection and then for its own statement, each up to the command timeout."""
+
+    async def bounded(request: Request) -> Response:
+        try:
+            async with asyncio.timeout(seconds):
+                return await endpoint(request)
+        except TimeoutError:
+            raise BackendUnavailable(f"database unavailable: no answer within {seconds:g}s") from None
+
+    return bounded
 
 
 def create_app(settings: WebSettings) -> Starlette:
@@ -31,8 +53,11 @@ def create_app(settings: WebSettings) -> Starlette:
         finally:
             await state.close()
 
+    deadline = settings.timeouts.command + PAGE_DEADLINE_MARGIN
+    # Pages only: an action on every matching job works in batches for up to its own time budget.
+    bounded_pages = [Route(r.path, within(deadline, r.endpoint), name=r.name) for r in pages.routes()]
     routes = [
-        *pages.routes(),
+        *bounded_pages,
         *actions.routes(),
         Mount("/static", StaticFiles(packages=[("pgqd.web", "static")]), name="static"),
     ]

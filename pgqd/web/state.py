@@ -7,11 +7,12 @@ from typing import Any
 import jinja2
 from starlette.requests import Request
 
-from pgqd.backend.bounded import BoundedPool, DatabaseHealth
+from pgqd.backend.bounded import DatabaseHealth
 from pgqd.backend.postgres import PostgresBackend
 from pgqd.ops.browse import JobSearch
 from pgqd.ops.stats import QueueStats
 from pgqd.web import present
+from pgqd.web.pool import WebPool
 from pgqd.web.security import Authenticator, CsrfTokens, LoginThrottle
 from pgqd.web.settings import WebSettings
 
@@ -41,7 +42,7 @@ class WebState:
         # The daemon's bounds (pgqd.backend.bounded): every statement, every wait for a connection and every
         # connect is bounded, and sockets carry TCP keepalives, so a database that stops answering turns pages
         # into 503s within the command timeout instead of holding the pool's connections for minutes.
-        self.pool = await BoundedPool.open(
+        self.pool = await WebPool.open(
             self.settings.dsn,
             self.settings.pool_size,
             timeouts,
