@@ -16,6 +16,7 @@ import pytest
 
 from pgqd import Client, JobSpec, PostgresBackend
 from pgqd.models import ScheduleDefinition, ScheduleSpec
+from tests.support.cli import run_pgqd
 from tests.support.daemon import daemon_config
 from tests.support.web import FORM, Browser, Reply, WebServer, notice_of
 
@@ -317,3 +318,13 @@ async def test_forwarded_headers_cannot_get_a_rebound_name_past_the_loopback_rul
     assert refused.status == 403
     assert "answers only to 127.0.0.1 or localhost" in refused.text
     assert web.get("/jobs", {"x-forwarded-host": f"localhost:{web.port}"}).status == 200
+
+
+def test_a_trusted_proxy_that_is_no_address_stops_the_start_with_a_usage_error(tmp_path: Path, db_dsn: str) -> None:
+    config = tmp_path / "queue.toml"
+    config.write_text(daemon_config())
+    done = run_pgqd(
+        "web", "--config", str(config), "--trusted-proxies", "10.0.0.5,proxy.internal", env={"PGQD_DSN": db_dsn}
+    )
+    assert done.returncode == 2
+    assert "trusted proxy 'proxy.internal' is not an IP address or network" in done.stderr
