@@ -153,7 +153,7 @@ async def failures(request: Request) -> Response:
 async def actions(request: Request) -> Response:
     """The action log: who changed what from the web UI or the CLI, newest first."""
     state = web_state(request)
-    before = params.job_id("before", request.query_params.get("before"))
+    before = params.job_id("before", request.query_params.get("before"), "an action log id")
     entries = await action_log.recent(state.pool, state.settings.names, before, ACTIONS_PAGE)
     older = f"/actions?before={entries[-1].id}" if len(entries) == ACTIONS_PAGE else None
     return render(request, "actions.html", title="Action log", entries=entries, older=older)

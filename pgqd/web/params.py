@@ -43,13 +43,13 @@ def entrypoint(name: str, value: object) -> str | None:
     return given
 
 
-def job_id(name: str, value: object) -> int | None:
-    """A job id (empty: None): ASCII digits, 1 to 2**63 - 1."""
+def job_id(name: str, value: object, what: str = "a job id") -> int | None:
+    """A job id, or another bigint id (empty: None): ASCII digits, 1 to 2**63 - 1."""
     given = text(name, value, limit=40)
     if given is None:
         return None
     if not (given.isascii() and given.isdigit()) or not 0 < int(given) <= MAX_ID:
-        raise ParamProblem(f"{name}: {given[:40]!r} is not a job id (a whole number from 1 to {MAX_ID})")
+        raise ParamProblem(f"{name}: {given[:40]!r} is not {what} (a whole number from 1 to {MAX_ID})")
     return int(given)
 
 
