@@ -78,6 +78,7 @@ class Names:
                 "schedules",
                 "entrypoint_limits",
                 "entrypoint_pauses",
+                "action_log",
                 "schema_version",
                 "job_status",
                 "final_status",
@@ -91,3 +92,24 @@ class Names:
         values["schema"] = f'"{self.schema}"'
         values["prefix"] = self.prefix
         return values
+
+
+# Entrypoint names: what a config may name a section, and what the web UI and the CLI accept as a name to pause
+# or filter by. Word characters and a few separators (Django's queues are "django.NAME"), nothing that could
+# mean "every entrypoint" ("*") or hide in a log line (spaces, control characters, NUL).
+ENTRYPOINT_NAME = re.compile(r"\w[\w.:/@+-]*")
+MAX_ENTRYPOINT_NAME = 200
+
+
+def entrypoint_name_problem(name: str) -> str | None:
+    """Why ``name`` cannot be an entrypoint's name, or None if it can."""
+    if not name:
+        return "entrypoint names must not be empty"
+    if len(name) > MAX_ENTRYPOINT_NAME:
+        return f"an entrypoint name has at most {MAX_ENTRYPOINT_NAME} characters (this one has {len(name):,})"
+    if not ENTRYPOINT_NAME.fullmatch(name):
+        return (
+            f"{name[:60]!r} is not an entrypoint name: use letters, digits, '_', and '.', ':', '/', '@', '+', '-' "
+            "after the first character"
+        )
+    return None

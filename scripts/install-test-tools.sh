@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Debian tools some tests use to check real artefacts: promtool (metrics and alert rules), systemd-analyze
-# (unit files), pgbouncer (producers through transaction pooling) and Chromium (the web UI's browser tests,
-# driven by Playwright; nothing downloads a browser). Needs root; services these packages ship are not started.
+# (unit files), pgbouncer (producers through transaction pooling), Chromium (the web UI's browser tests,
+# driven by Playwright; nothing downloads a browser) and nginx (the web UI behind a TLS reverse proxy). Needs
+# root; services these packages ship are not started.
 set -euo pipefail
 need=()
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 command -v pgbouncer >/dev/null 2>&1 || [ -x /usr/sbin/pgbouncer ] || need+=(pgbouncer)
 [ -x /usr/bin/chromium ] || need+=(chromium fonts-dejavu-core)
+[ -x /usr/sbin/nginx ] || need+=(nginx-light openssl)
 if [ ${#need[@]} -eq 0 ]; then
     exit 0
 fi

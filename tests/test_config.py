@@ -68,6 +68,8 @@ BAD_CONFIGS = [
     ("[metrics]\nlisten = 'localhost'\n" + ENTRY, "[metrics] listen: 'localhost' is not valid"),
     ("[logging]\nlevel = 'verbose'\n" + ENTRY, "[logging] level: must be one of"),
     ("[retention]\nlog = 'forever'\n" + ENTRY, "[retention] log: invalid duration 'forever'"),
+    ("[entrypoints.'send mail']\nhandler = 'tests.support.daemon_app:sleeper'\n", "is not an entrypoint name"),
+    ("[web]\ntrusted_proxies = ['10.0.0.300']\n" + ENTRY, "[web] trusted_proxies: '10.0.0.300' is not an IP"),
 ]
 
 

@@ -110,6 +110,8 @@ async def test_pause_resume_and_paused_commands_store_the_state(db: Any, db_dsn:
         (("pause", "mail", "--all"), "not both"),
         (("resume", "*"), "'*' is not an entrypoint name: give --all"),
         (("pause", ""), "entrypoint names must not be empty"),
+        (("pause", "two words"), "'two words' is not an entrypoint name"),
+        (("pause", "a" * 5000), "at most 200 characters"),
         (("pause", "mail", "--everything"), "unrecognized arguments: --everything"),
     ],
 )
@@ -126,3 +128,15 @@ def test_pause_without_a_reachable_database_fails_and_says_where_it_tried() -> N
     done = run_pgqd("pause", "mail", "--dsn", "postgresql://postgres@127.0.0.1:1/none")
     assert done.returncode == 1
     assert "could not connect to postgresql://postgres@127.0.0.1:1/none" in done.stderr
+
+
+async def test_changes_from_the_cli_are_recorded_in_the_action_log(db: Any, db_dsn: str) -> None:
+    ids = await Client(db).enqueue_many([JobSpec("mail", "1"), JobSpec("mail", "2")])
+    assert run_pgqd("pause", "mail", "--dsn", db_dsn).returncode == 0
+    assert run_pgqd("jobs", "cancel", *map(str, ids), "--dsn", db_dsn).returncode == 0
+    rows = await db.fetch("SELECT actor, source, action, target, requested, changed FROM pgqd_action_log ORDER BY id")
+    assert [(r["source"], r["action"], r["target"], r["requested"], r["changed"]) for r in rows] == [
+        ("cli", "pause", "mail", 1, 1),
+        ("cli", "cancel", f"#{ids[0]}, #{ids[1]}", 2, 2),
+    ]
+    assert "@" in rows[0]["actor"]

@@ -137,10 +137,38 @@ async def test_requeue_a_held_job_from_the_failures_page(page: Any, web: WebServ
     await page.locator(f'input[name="id"][value="{held}"]').check()
     await page.get_by_role("button", name="Requeue selected").click()
     await page.locator(".notice").wait_for()
-    assert "Requeued 1 held job(s)" in await page.locator(".notice").inner_text()
+    assert "Requeued 1 of 1 held job(s)" in await page.locator(".notice").inner_text()
     assert await status_of(client, held) == "queued"
     assert await status_of(client, other) == "failed"
     assert await page.locator("#held tbody tr").count() == 1
+
+
+async def test_requeue_every_matching_job_confirms_the_count_then_reports_conflicts_and_logs_it(
+    page: Any, web: WebServer, conn: Any
+) -> None:
+    client = Client(conn)
+    held = await client.enqueue_many([JobSpec("webhook", {"n": n}, dedupe_key=f"hook:{n}") for n in range(30)])
+    await conn.execute("UPDATE pgqd_jobs SET status = 'failed' WHERE id = ANY ($1::bigint[])", held)
+    blocker = await client.enqueue("webhook", "newer", dedupe_key="hook:3")
+    await page.goto(web.url + "/jobs?status=failed&limit=25")
+    await page.select_option('select[name="scope"]', "matching")
+    await page.get_by_role("button", name="Requeue").click()
+    # The page shows 25 rows; the confirmation counts every match, and nothing has changed yet.
+    await page.locator("#confirm").wait_for()
+    assert await page.locator("#confirm [data-count]").inner_text() == "30"
+    assert await status_of(client, held[0]) == "failed"
+    await page.get_by_role("button", name="Requeue 30 job(s)").click()
+    notice = await page.locator(".notice").inner_text()
+    assert "Requeued 29 matching job(s) (30 counted at confirmation)" in notice
+    assert f"#{held[3]} key 'hook:3' (held by #{blocker})" in notice
+    assert await status_of(client, held[3]) == "failed"
+    assert await status_of(client, held[4]) == "queued"
+
+    await page.get_by_role("link", name="Actions").click()
+    row = page.locator('#actions tr[data-action="requeue"]')
+    assert await row.count() == 1
+    assert await row.locator('[data-col="changed"]').inner_text() == "29"
+    assert "anonymous from 127.0.0.1" in await row.inner_text()
 
 
 async def test_find_a_job_by_text_in_its_payload(page: Any, web: WebServer, conn: Any) -> None:

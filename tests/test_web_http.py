@@ -21,9 +21,7 @@ from pgqd.ops.browse import SEARCH_WINDOW
 from tests.support.cli import run_pgqd
 from tests.support.daemon import daemon_config, free_port
 from tests.support.waiting import wait_until
-from tests.support.web import WebServer
-
-FORM = {"content-type": "application/x-www-form-urlencoded"}
+from tests.support.web import FORM, Browser, WebServer, notice_of
 
 
 @pytest.fixture
@@ -192,19 +190,6 @@ def test_without_the_web_extra_the_command_names_it(tmp_path: Path, config_path:
     assert "starlette" in result.stderr
 
 
-class Browser:
-    """A session as a browser holds it: the cookie, the form token, same-origin headers."""
-
-    def __init__(self, web: WebServer) -> None:
-        self.web = web
-        self.session, self.token = web.session()
-
-    def post(self, path: str, fields: dict[str, Any]) -> Any:
-        body = urlencode({**fields, "csrf": self.token}, doseq=True).encode()
-        headers = {**FORM, "cookie": f"pgqd_session={self.session}", "origin": self.web.url}
-        return self.web.request("POST", path, body, headers)
-
-
 async def test_bulk_actions_on_everything_matching_a_filter(web: WebServer, conn: Any) -> None:
     client = Client(conn)
     timeouts = await client.enqueue_many([JobSpec("sleeper", {"say": "timeout soon"}) for _ in range(1500)])
@@ -212,10 +197,17 @@ async def test_bulk_actions_on_everything_matching_a_filter(web: WebServer, conn
     later = await client.enqueue("sleeper", "timeout later", execute_after=timedelta(hours=1))
     browser = Browser(web)
 
-    done = browser.post(
-        "/jobs/action", {"action": "cancel", "scope": "matching", "status": "queued", "q": "timeout", "back": "/jobs"}
-    )
+    matching = {"action": "cancel", "scope": "matching", "status": "queued", "q": "timeout", "back": "/jobs"}
+    # First the exact count, and nothing changed yet.
+    asked = browser.post("/jobs/action", matching)
+    assert asked.status == 200
+    assert 'data-count="1500"' in asked.text
+    assert "Cancel 1,500 job(s)" in asked.text
+    assert {s.status for s in (await client.status(timeouts)).values()} == {"queued"}
+
+    done = browser.post("/jobs/action", {**matching, "confirmed": "1500"})
     assert done.status == 303
+    assert "Canceled 1,500 matching job(s) (1500 counted at confirmation)" in notice_of(done)
     states = await client.status([*timeouts, *others, later])
     assert {states[i].status for i in timeouts} == {"canceled"}
     assert {states[i].status for i in others} == {"queued"}

@@ -1,4 +1,5 @@
-"""Operator commands: ``pgqd jobs list|failed|requeue|cancel`` and ``pgqd grants``."""
+"""Operator commands: ``pgqd jobs list|failed|requeue|cancel`` and ``pgqd grants``. Changes are recorded in the
+action log."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from pgqd.backend.postgres import PostgresBackend
 from pgqd.cli.connect import add_connection_arguments, connection, names_from, resolve_dsn
 from pgqd.errors import ConfigError
 from pgqd.models import FINAL_STATUSES
+from pgqd.ops.action_log import Action, cli_actor, id_target, record
 from pgqd.ops.stats import QueueStats
 from pgqd.sql.grants import grant_statements
 
@@ -99,6 +101,10 @@ async def requeue_jobs(args: argparse.Namespace) -> int:
     async with connection(resolve_dsn(args)) as conn:
         ids = args.ids or await QueueStats(conn, names).held_ids(args.entrypoint)
         requeued = await PostgresBackend(conn, names).requeue(ids) if ids else []
+        target = f"every held job{f' of {args.entrypoint}' if args.entrypoint else ''}" if args.all_failed else ""
+        await record(
+            conn, names, Action(cli_actor(), "cli", "requeue", target or id_target(ids), len(ids), len(requeued))
+        )
     skipped = sorted(set(ids) - set(requeued))
     print(f"requeued {len(requeued)} job(s)" + (f": {', '.join(map(str, requeued))}" if requeued else ""))
     if skipped:
@@ -110,6 +116,8 @@ async def cancel_jobs(args: argparse.Namespace) -> int:
     names = names_from(args)
     async with connection(resolve_dsn(args)) as conn:
         result = await PostgresBackend(conn, names).cancel(args.ids)
+        changed = len(result.canceled) + len(result.signalled)
+        await record(conn, names, Action(cli_actor(), "cli", "cancel", id_target(args.ids), len(args.ids), changed))
     print(f"canceled {len(result.canceled)} waiting job(s), asked {len(result.signalled)} running job(s) to stop")
     missing = sorted(set(args.ids) - set(result.canceled) - set(result.signalled))
     if missing:

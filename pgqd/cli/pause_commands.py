@@ -9,7 +9,9 @@ from typing import Any
 from pgqd.cli.connect import add_connection_arguments, connection, names_from, resolve_dsn
 from pgqd.client import Client
 from pgqd.errors import ConfigError
+from pgqd.identifiers import entrypoint_name_problem
 from pgqd.models import PAUSE_ALL, PauseState
+from pgqd.ops.action_log import Action, cli_actor, record
 
 
 def register(commands: Any) -> None:
@@ -62,13 +64,17 @@ async def change_pauses(args: argparse.Namespace) -> int:
     for name in args.entrypoints:
         if name == PAUSE_ALL:
             raise ConfigError(f"{verb}: {PAUSE_ALL!r} is not an entrypoint name: give --all for every entrypoint")
-        if not name.strip():
-            raise ConfigError(f"{verb}: entrypoint names must not be empty")
+        problem = entrypoint_name_problem(name)
+        if problem is not None:
+            raise ConfigError(f"{verb}: {problem}")
     names = names_from(args)
     async with connection(resolve_dsn(args)) as conn:
         client = Client(conn, schema=names.schema, prefix=names.prefix)
         change = client.pause if verb == "pause" else client.resume
         state = await change(*args.entrypoints, all=args.everything)
+        target = "every entrypoint" if args.everything else ", ".join(args.entrypoints)
+        count = len(args.entrypoints) or 1
+        await record(conn, names, Action(cli_actor(), "cli", verb, target, count, count))
     print(describe(state))
     return 0
 

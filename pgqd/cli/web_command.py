@@ -12,6 +12,7 @@ from typing import Any
 from pgqd.cli.connect import add_connection_arguments, connection, names_from, resolve_dsn
 from pgqd.config.load import load_config, web_credentials
 from pgqd.config.model import Config
+from pgqd.daemon.runtime import database_timeouts
 from pgqd.errors import ConfigError
 from pgqd.identifiers import Names
 from pgqd.schema import require_current
@@ -37,6 +38,14 @@ def register(commands: Any) -> None:
         help="a replica (hot standby) for the read pages; changes still go to the primary (--dsn). "
         "Pages may then trail the primary by the replica's lag",
     )
+    parser.add_argument(
+        "--trusted-proxies",
+        metavar="ADDRESSES",
+        help=(
+            "comma-separated addresses or networks of reverse proxies whose X-Forwarded-For/-Proto/-Host headers "
+            'are believed (default: [web] trusted_proxies, "127.0.0.1,::1"; "" trusts none)'
+        ),
+    )
     parser.set_defaults(handler=serve)
 
 
@@ -56,14 +65,16 @@ def serve(args: argparse.Namespace) -> int:
         raise ConfigError(f"pgqd web needs the web extra: pip install 'pgqd[web]' (missing: {', '.join(missing)})")
     import uvicorn
 
-    from pgqd.web.app import WebSettings, create_app
+    from pgqd.web.factory import create_app
     from pgqd.web.security import check_bind, split_listen
+    from pgqd.web.settings import WebSettings, proxy_networks
 
     config = load_config(Path(args.config)) if args.config else Config()
     web = config.web
     credentials = web_credentials(config)
     host, port = split_listen(args.listen or web.listen)
     check_bind(host, credentials)
+    proxies = web.trusted_proxies if args.trusted_proxies is None else args.trusted_proxies.split(",")
     settings = WebSettings(
         dsn=resolve_dsn(args),
         names=names_from(args),
@@ -71,6 +82,8 @@ def serve(args: argparse.Namespace) -> int:
         read_only=args.read_only or web.read_only,
         credentials=credentials,
         read_dsn=args.read_dsn,
+        timeouts=database_timeouts(config),
+        trusted_proxies=proxy_networks([p for p in proxies if p.strip()]),
     )
     asyncio.run(_check_database(settings.dsn, settings.names))
     if settings.read_dsn is not None:
@@ -79,7 +92,16 @@ def serve(args: argparse.Namespace) -> int:
     mode = (", read-only" if settings.read_only else "") + (", read pages from a replica" if settings.read_dsn else "")
     auth = ", authentication required" if credentials.required else ""
     print(f"pgqd web: serving http://{shown}:{port}/{mode}{auth}", file=sys.stderr, flush=True)
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="warning", access_log=False, lifespan="on")
+    # proxy_headers off: which proxies to believe is [web] trusted_proxies, applied by pgqd.web.guard.Forwarded.
+    uvicorn.run(
+        create_app(settings),
+        host=host,
+        port=port,
+        log_level="warning",
+        access_log=False,
+        lifespan="on",
+        proxy_headers=False,
+    )
     return 0
 
 

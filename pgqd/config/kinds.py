@@ -152,3 +152,23 @@ class TimeZone:
 
     def dump(self, value: Any) -> Any:
         return value
+
+
+@dataclass(frozen=True)
+class NetworkList:
+    """IP addresses or networks ("10.0.0.5", "10.1.0.0/16", "::1"), as a tuple of strings."""
+
+    def parse(self, value: Any) -> tuple[str, ...]:
+        import ipaddress
+
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise Invalid(f"expected an array of addresses, got {_type_name(value)} {value!r}")
+        for entry in value:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise Invalid(f"{entry!r} is not an IP address or network, e.g. 10.0.0.5 or 10.1.0.0/16") from None
+        return tuple(value)
+
+    def dump(self, value: Any) -> Any:
+        return list(value)

@@ -16,6 +16,7 @@ from typing import Any
 from pgqd.config.kinds import Invalid
 from pgqd.config.model import DJANGO_ENTRYPOINT_PREFIX, DJANGO_TASK_RUNNER, Config, DjangoConfig, EntrypointConfig
 from pgqd.errors import ConfigError
+from pgqd.identifiers import entrypoint_name_problem
 from pgqd.imports import ImportProblem, find_module, import_object
 
 CONFIG_ENV = "PGQD_CONFIG"
@@ -148,6 +149,9 @@ def _cross_check(config: Config) -> list[str]:
     if config.database.dsn and config.database.embedded:
         problems.append("[database]: set either dsn (an existing server) or embedded (a private one), not both")
     for name, entry in config.entrypoints.items():
+        problem = entrypoint_name_problem(name)
+        if problem is not None:
+            problems.append(f"[entrypoints.{name}]: {problem}")
         if entry.retry.initial > entry.retry.max:
             problems.append(f"[entrypoints.{name}.retry] initial: must not exceed max")
     if config.django is not None:

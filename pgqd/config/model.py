@@ -19,6 +19,7 @@ from pgqd.config.kinds import (
     Cron,
     Duration,
     Integer,
+    NetworkList,
     RateKind,
     Text,
     TimeZone,
@@ -123,6 +124,13 @@ class WebConfig:
     )
     token: str | None = field(default=None, metadata=spec(Text(), "bearer token; $PGQD_WEB_TOKEN overrides it"))
     token_file: str | None = field(default=None, metadata=spec(Text(), "file holding the bearer token (first line)"))
+    trusted_proxies: tuple[str, ...] = field(
+        default=("127.0.0.1", "::1"),
+        metadata=spec(
+            NetworkList(),
+            "reverse proxies (addresses or networks) whose X-Forwarded-For/-Proto/-Host are believed",
+        ),
+    )
 
 
 @dataclass(frozen=True)

@@ -1,14 +1,14 @@
 """The changes (POST): bulk job actions, requeueing held jobs, pause and resume, and schedule controls.
 
-The guard in ``pgqd.web.app`` has already refused cross-site, read-only and token-less requests by the time
-these run. Each answers with a redirect back to the page the form was on and a one-time notice.
+The guard in ``pgqd.web.guard`` has already refused cross-site, read-only and token-less requests by the time
+these run. Each checks its form fields (``pgqd.web.params``), makes the change, records it in the action log,
+and answers with a redirect back to the page the form was on and a one-time notice. An action on every job
+matching a filter first answers with a confirmation that shows how many jobs it would change.
 """
 
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from starlette.requests import Request
@@ -17,123 +17,110 @@ from starlette.routing import Route
 
 from pgqd.client import Client
 from pgqd.daemon.scheduler import next_tick
-from pgqd.errors import DedupeConflict
 from pgqd.models import NewJob
-from pgqd.ops.browse import MAX_ID
+from pgqd.ops import action_log
+from pgqd.ops.action_log import Action, id_target
 from pgqd.sql import operations, render
-from pgqd.web.app import WebState, redirect_with_notice, refusal, request_form, web_state
-from pgqd.web.filters import FilterProblem, job_filter
+from pgqd.web import bulk, params
+from pgqd.web.filters import job_filter
+from pgqd.web.forms import request_form
+from pgqd.web.rendering import redirect_with_notice, refusal
+from pgqd.web.rendering import render as render_page
+from pgqd.web.security import safe_return_path
+from pgqd.web.state import web_state
 
-# The live states each action can change; a bulk action on "everything matching" touches only these.
-APPLIES_TO = {
-    "cancel": ("queued", "deferred", "picked", "failed"),
-    "delete": ("queued", "deferred", "failed"),
-    "requeue": ("failed",),
-    "retry": ("deferred", "failed"),
-}
-BATCH = 1000
-# A bulk action over a huge match stops after this long and says how far it got; running it again goes on.
-TIME_BUDGET = 20.0
+FILTER_FIELDS = ("entrypoint", "status", "q", "from", "until")
 
 
-async def apply(state: WebState, action: str, ids: Sequence[int]) -> int:
-    """Applies one action to a batch of jobs; returns how many it changed."""
-    backend = state.backend
-    if action in ("cancel", "delete"):
-        result = await backend.cancel(ids, "canceled" if action == "cancel" else "deleted")
-        return len(result.canceled) + len(result.signalled)
-    if action == "requeue":
-        return len(await backend.requeue(ids))
-    moved = await state.pool.fetchval(
-        render(operations.RUN_NOW, state.settings.names), list(ids), state.settings.names.channel
-    )
-    return len(moved) + len(await backend.requeue([i for i in ids if i not in set(moved)]))
+async def record(request: Request, action: str, target: str, requested: int, changed: int, detail: str = "") -> None:
+    state = web_state(request)
+    entry = Action(request.state.actor, "web", action, target, requested, changed, detail)
+    await action_log.record(state.pool, state.settings.names, entry)
 
 
 async def job_action(request: Request) -> Response:
     state = web_state(request)
     form = await request_form(request)
-    action = form.get("action", "")
+    action = params.choice("action", form.get("action"), tuple(bulk.APPLIES_TO))
+    scope = params.choice("scope", form.get("scope"), ("selected", "matching"), "selected")
     back = form.get("back")
-    if action not in APPLIES_TO:
-        return refusal(400, "Bad Request", f"unknown action {action!r}")
-    try:
-        if form.get("scope") == "matching":
-            changed, finished = await _apply_to_matching(state, action, form)
-            note = "" if finished else " (stopped after 20 s: run it again for the rest)"
-            return redirect_with_notice(back, f"{_past(action)} {changed} matching job(s){note}", "/jobs")
-        ids = _ids(form.get("id"))
-        if not ids:
-            return redirect_with_notice(back, "No jobs selected: tick some first.", "/jobs")
-        changed = await apply(state, action, ids)
-    except FilterProblem as problem:
-        return refusal(400, "Bad Request", str(problem))
-    except DedupeConflict as conflict:
-        return redirect_with_notice(back, f"Not requeued: {conflict}", "/jobs")
-    skipped = len(ids) - changed
-    note = f"; {skipped} not in a state this applies to" if skipped else ""
-    return redirect_with_notice(back, f"{_past(action)} {changed} of {len(ids)} selected job(s){note}.", "/jobs")
+    if action is None:
+        raise params.ParamProblem(f"action: which action? use one of {', '.join(bulk.APPLIES_TO)}")
+    if scope == "matching":
+        where = job_filter(form)
+        described = _described(form)
+        confirmed = params.text("confirmed", form.get("confirmed"), 20)
+        if confirmed is None:
+            count = await bulk.count_matching(state, action, where)
+            return render_page(
+                request,
+                "confirm.html",
+                title="Confirm",
+                action=action,
+                label=bulk.PAST[action],
+                count=count,
+                limit=bulk.COUNT_LIMIT,
+                described=described,
+                fields={k: form.get(k) or "" for k in FILTER_FIELDS},
+                back_to=safe_return_path(back if isinstance(back, str) else None, "/jobs"),
+            )
+        outcome = await bulk.apply_to_matching(state, action, where)
+        note = "" if outcome.finished else f" (stopped after {bulk.TIME_BUDGET:g} s: run it again for the rest)"
+        detail = bulk.conflicts_note(outcome.conflicts)
+        message = (
+            f"{bulk.PAST[action]} {outcome.changed:,} matching job(s) ({confirmed} counted at confirmation){detail}"
+            f"{note}."
+        )
+        await record(request, action, f"every live job matching {described}", _int(confirmed), outcome.changed, message)
+        return redirect_with_notice(back, message, "/jobs")
+    ids = params.job_ids("id", form.get("id"))
+    if not ids:
+        return redirect_with_notice(back, "No jobs selected: tick some first.", "/jobs")
+    outcome = await bulk.apply(state, action, ids)
+    skipped = len(ids) - outcome.changed - len(outcome.conflicts)
+    note = f"; {skipped} not in a state this applies to" if skipped > 0 else ""
+    message = (
+        f"{bulk.PAST[action]} {outcome.changed} of {len(ids)} selected job(s){note}"
+        f"{bulk.conflicts_note(outcome.conflicts)}."
+    )
+    await record(request, action, id_target(ids), len(ids), outcome.changed, message)
+    return redirect_with_notice(back, message, "/jobs")
 
 
-async def _apply_to_matching(state: WebState, action: str, form: dict[str, object]) -> tuple[int, bool]:
-    where = job_filter({k: str(v) for k, v in form.items() if isinstance(v, str)})
-    statuses = APPLIES_TO[action]
-    if where.status not in (None, "live"):
-        statuses = tuple(s for s in statuses if s == where.status)
-    if not statuses:
-        return 0, True
-    statement = render(operations.MATCHING_LIVE_IDS, state.settings.names)
-    cursor, changed, started = MAX_ID, 0, time.monotonic()
-    while time.monotonic() - started < TIME_BUDGET:
-        rows = await state.pool.fetch(statement, cursor, *where.live_filter_args(), BATCH, list(statuses))
-        ids = [r["id"] for r in rows]
-        if ids:
-            changed += await apply(state, action, ids)
-            cursor = min(ids)
-        if len(ids) < BATCH:
-            return changed, True
-    return changed, False
+def _described(form: dict[str, object]) -> str:
+    shown = [f"{k}={form.get(k)!r}" for k in FILTER_FIELDS if form.get(k)]
+    return "the filter " + ", ".join(shown) if shown else "no filter (every live job)"
 
 
-def _ids(value: object) -> list[int]:
-    values = value if isinstance(value, list) else [value] if isinstance(value, str) else []
-    ids = []
-    for text in values:
-        if not text.isdigit() or len(text) > 18:
-            raise FilterProblem(f"id: {text!r} is not a job id")
-        ids.append(int(text))
-    return list(dict.fromkeys(ids))
-
-
-def _past(action: str) -> str:
-    return {"cancel": "Canceled", "delete": "Deleted", "requeue": "Requeued", "retry": "Retried now"}[action]
+def _int(text: str | None) -> int:
+    return int(text) if text and text.isascii() and text.isdigit() and len(text) < 10 else 0
 
 
 async def requeue_held(request: Request) -> Response:
     state = web_state(request)
     form = await request_form(request)
     back = form.get("back")
-    try:
-        if form.get("scope") == "all":
-            entrypoint = form.get("entrypoint") or None
-            ids = await state.primary_stats.held_ids(entrypoint)
-        else:
-            ids = _ids(form.get("id"))
-        if not ids:
-            return redirect_with_notice(back, "No held jobs selected.", "/failures")
-        requeued = await state.backend.requeue(ids)
-    except FilterProblem as problem:
-        return refusal(400, "Bad Request", str(problem))
-    except DedupeConflict as conflict:
-        return redirect_with_notice(back, f"Not requeued: {conflict}", "/failures")
-    return redirect_with_notice(back, f"Requeued {len(requeued)} held job(s).", "/failures")
+    scope = params.choice("scope", form.get("scope"), ("selected", "all"), "selected")
+    if scope == "all":
+        entrypoint = params.text("entrypoint", form.get("entrypoint"), 10_000)
+        ids = await state.primary_stats.held_ids(entrypoint)
+        target = f"every held job{f' of {entrypoint}' if entrypoint else ''}"
+    else:
+        ids = params.job_ids("id", form.get("id"))
+        target = id_target(ids)
+    if not ids:
+        return redirect_with_notice(back, "No held jobs selected.", "/failures")
+    outcome = await bulk.requeue(state, ids)
+    message = f"Requeued {outcome.changed} of {len(ids)} held job(s){bulk.conflicts_note(outcome.conflicts)}."
+    await record(request, "requeue", target, len(ids), outcome.changed, message)
+    return redirect_with_notice(back, message, "/failures")
 
 
 async def pause_or_resume(request: Request) -> Response:
     state = web_state(request)
     form = await request_form(request)
-    entrypoint = str(form.get("entrypoint") or "")
-    if not entrypoint:
+    entrypoint = params.entrypoint("entrypoint", form.get("entrypoint"))
+    if entrypoint is None:
         return refusal(400, "Bad Request", "which entrypoint? (the form field entrypoint is empty)")
     client = Client(state.backend)
     pausing = request.url.path.endswith("/pause")
@@ -142,15 +129,17 @@ async def pause_or_resume(request: Request) -> Response:
     else:
         await client.resume(entrypoint)
     verb = "Paused" if pausing else "Resumed"
+    await record(request, "pause" if pausing else "resume", entrypoint, 1, 1)
     return redirect_with_notice(form.get("back"), f"{verb} {entrypoint} on every worker.", "/")
 
 
 async def schedule_action(request: Request) -> Response:
     state = web_state(request)
     form = await request_form(request)
-    name, action = request.path_params["name"], request.path_params["action"]
+    name = params.text("schedule", request.path_params["name"])
+    action = params.choice("action", request.path_params["action"], ("run", "enable", "disable"))
     found = {s.name: s for s in await state.primary_stats.schedules()}
-    schedule = found.get(name)
+    schedule = found.get(name or "")
     if schedule is None:
         return refusal(404, "Not Found", f"there is no schedule {name!r}")
     names = state.settings.names
@@ -159,12 +148,11 @@ async def schedule_action(request: Request) -> Response:
         job = NewJob(schedule.entrypoint, schedule.payload, schedule.priority, headers=headers)
         ids = await state.backend.enqueue([job], "raise")
         message = f"Enqueued job {ids[0]} for schedule {name} now."
-    elif action in ("enable", "disable"):
+    else:
         upcoming = next_tick(schedule.cron, schedule.timezone, datetime.now(UTC))
         await state.pool.execute(render(operations.SET_SCHEDULE_ENABLED, names), name, action == "enable", upcoming)
         message = f"Schedule {name} {action}d (until the config says otherwise at the next start or reload)."
-    else:
-        return refusal(404, "Not Found", f"unknown schedule action {action!r}")
+    await record(request, f"schedule {action}", f"schedule {name}", 1, 1, message)
     return redirect_with_notice(form.get("back"), message, "/schedules")
 
 

@@ -3,49 +3,31 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import UTC, datetime
 
-from pgqd.ops.browse import JobFilter
+from pgqd.identifiers import MAX_ENTRYPOINT_NAME
+from pgqd.models import FINAL_STATUSES
+from pgqd.ops.browse import LIVE_STATUSES, STATUS_GROUPS, JobFilter
+from pgqd.web import params
+from pgqd.web.params import ParamProblem
 
 PAGE_SIZES = (25, 50, 100, 200)
-MAX_TEXT = 200
+STATUS_CHOICES = (*STATUS_GROUPS, *LIVE_STATUSES, *FINAL_STATUSES)
+# The name this module's callers know the problem by.
+FilterProblem = ParamProblem
 
 
-class FilterProblem(ValueError):
-    """A query parameter that cannot be used; the message names it."""
-
-
-def _moment(name: str, text: str | None) -> datetime | None:
-    if not text:
-        return None
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        raise FilterProblem(f"{name}: {text!r} is not a date and time such as 2026-05-01T14:30") from None
-    # A browser's datetime-local field has no zone; the pages show UTC, so that is what it means.
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
-
-
-def job_filter(query: Mapping[str, str]) -> JobFilter:
-    text = query.get("q") or None
-    if text is not None and len(text) > MAX_TEXT:
-        raise FilterProblem(f"q: at most {MAX_TEXT} characters")
-    try:
-        return JobFilter(
-            entrypoint=query.get("entrypoint") or None,
-            status=query.get("status") or None,
-            created_from=_moment("from", query.get("from")),
-            created_until=_moment("until", query.get("until")),
-            text=text,
-        )
-    except ValueError as exc:
-        if isinstance(exc, FilterProblem):
-            raise
-        raise FilterProblem(f"status: {exc}") from None
+def job_filter(query: Mapping[str, object]) -> JobFilter:
+    return JobFilter(
+        entrypoint=params.text("entrypoint", query.get("entrypoint"), MAX_ENTRYPOINT_NAME),
+        status=params.choice("status", query.get("status"), STATUS_CHOICES),
+        created_from=params.moment("from", query.get("from")),
+        created_until=params.moment("until", query.get("until")),
+        text=params.text("q", query.get("q")),
+    )
 
 
 def page_size(query: Mapping[str, str]) -> int:
     text = query.get("limit") or "50"
-    if not text.isdigit() or int(text) not in PAGE_SIZES:
+    if not text.isascii() or not text.isdigit() or len(text) > 4 or int(text) not in PAGE_SIZES:
         raise FilterProblem(f"limit: use one of {', '.join(map(str, PAGE_SIZES))}")
     return int(text)

@@ -7,19 +7,22 @@ from typing import Any
 from urllib.parse import urlencode
 
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
-from pgqd.models import FINAL_STATUSES
-from pgqd.ops.browse import LIVE_STATUSES, SEARCH_WINDOW, STATUS_GROUPS, JobFilter
-from pgqd.web import present
-from pgqd.web.app import not_found, render, web_state
+from pgqd.identifiers import MAX_ENTRYPOINT_NAME
+from pgqd.ops import action_log
+from pgqd.ops.browse import SEARCH_WINDOW, JobFilter
+from pgqd.web import params, present
 from pgqd.web.chart import throughput_chart
-from pgqd.web.filters import FilterProblem, job_filter, page_size
+from pgqd.web.estimates import add_estimates
+from pgqd.web.filters import STATUS_CHOICES, FilterProblem, job_filter, page_size
+from pgqd.web.rendering import not_found, render
+from pgqd.web.state import web_state
 
-# Counts on the overview stop here (see QueueStats.queues): beyond it a page shows "10,000+".
+# Counts on the overview stop here (see QueueStats.queues): beyond it a page shows "≥ 10,000" and an estimate.
 COUNT_CAP = 10_000
-STATUS_CHOICES = (*STATUS_GROUPS, *LIVE_STATUSES, *FINAL_STATUSES)
+ACTIONS_PAGE = 100
 
 
 async def overview_context(request: Request) -> dict[str, Any]:
@@ -54,6 +57,7 @@ async def overview_context(request: Request) -> dict[str, Any]:
         if name not in known
     ]
     rows.sort(key=lambda r: str(r["entrypoint"]))
+    await add_estimates(state, rows, COUNT_CAP)
     now = datetime.now(UTC)
     series = await stats.throughput_series(3600.0, 60.0)
     chart = throughput_chart([(b.start, b.succeeded, b.failed) for b in series], now)
@@ -101,12 +105,7 @@ def _kept_query(request: Request) -> dict[str, str]:
 
 
 def _before(request: Request) -> int | None:
-    text = request.query_params.get("before")
-    if not text:
-        return None
-    if not text.isdigit() or len(text) > 19:
-        raise FilterProblem(f"before: {text!r} is not a job id")
-    return int(text)
+    return params.job_id("before", request.query_params.get("before"))
 
 
 def _jobs_form(request: Request, where: JobFilter | None) -> dict[str, Any]:
@@ -141,9 +140,8 @@ async def job(request: Request) -> Response:
 
 async def failures(request: Request) -> Response:
     state = web_state(request)
-    entrypoint = request.query_params.get("entrypoint") or None
-    after = request.query_params.get("after")
-    after_id = int(after) if after and after.isdigit() and len(after) < 19 else None
+    entrypoint = params.text("entrypoint", request.query_params.get("entrypoint"), MAX_ENTRYPOINT_NAME)
+    after_id = params.job_id("after", request.query_params.get("after"))
     held = await state.stats.held_jobs(entrypoint, after_id=after_id, limit=100)
     more = None
     if len(held) == 100:
@@ -152,17 +150,21 @@ async def failures(request: Request) -> Response:
     return render(request, "failures.html", title="Failures", held=held, entrypoint=entrypoint or "", more=more)
 
 
+async def actions(request: Request) -> Response:
+    """The action log: who changed what from the web UI or the CLI, newest first."""
+    state = web_state(request)
+    before = params.job_id("before", request.query_params.get("before"), "an action log id")
+    entries = await action_log.recent(state.pool, state.settings.names, before, ACTIONS_PAGE)
+    older = f"/actions?before={entries[-1].id}" if len(entries) == ACTIONS_PAGE else None
+    return render(request, "actions.html", title="Action log", entries=entries, older=older)
+
+
 async def schedules(request: Request) -> Response:
     return render(request, "schedules.html", title="Schedules", schedules=await web_state(request).stats.schedules())
 
 
 async def workers(request: Request) -> Response:
     return render(request, "workers.html", title="Workers", workers=await web_state(request).stats.workers())
-
-
-async def unknown(request: Request, _exc: Exception) -> HTMLResponse:
-    """Any path without a page."""
-    return not_found(request, "There is no such page.")
 
 
 def routes() -> list[Route]:
@@ -174,4 +176,5 @@ def routes() -> list[Route]:
         Route("/failures", failures),
         Route("/schedules", schedules),
         Route("/workers", workers),
+        Route("/actions", actions),
     ]

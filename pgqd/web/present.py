@@ -43,7 +43,11 @@ def ago(moment: datetime | None) -> str:
 
 
 def count(value: int, cap: int) -> str:
-    return f"{cap:,}+" if value >= cap else f"{value:,}"
+    """A count that may have stopped at ``cap``; a capped one says so, with its estimate when it has one."""
+    if value < cap:
+        return f"{value:,}"
+    estimate = getattr(value, "estimate", None)
+    return f"≥ {cap:,}" + (f" (estimate: ~{estimate:,})" if estimate is not None else "")
 
 
 @dataclass(frozen=True)
@@ -79,33 +83,14 @@ def hex_dump(data: bytes) -> str:
 
 
 def payload_head(payload: bytes | None, limit: int = 80) -> str:
-    """A one-line preview for listings."""
+    """A one-line preview for listings; bytes that are not UTF-8 text show as escapes (``\\xff``), never as
+    replacement characters that hide what is there."""
     if payload is None:
         return ""
-    text = payload.decode("utf-8", errors="replace")
+    text = payload.decode("utf-8", errors="backslashreplace")
+    text = "".join(c if c.isprintable() or c in " \t\n" else ascii(c)[1:-1] for c in text)
     line = " ".join(text.split())
     return line if len(line) <= limit else line[: limit - 1] + "…"
-
-
-def pretty_json(text: str | None) -> str:
-    if text is None:
-        return ""
-    try:
-        return json.dumps(json.loads(text), indent=2, ensure_ascii=False, sort_keys=True)
-    except ValueError:
-        return text
-
-
-def headers_of(text: str | None) -> list[tuple[str, str]]:
-    if not text:
-        return []
-    try:
-        data: Any = json.loads(text)
-    except ValueError:
-        return [("(unparsed)", text)]
-    if not isinstance(data, dict):
-        return [("(value)", json.dumps(data))]
-    return [(str(k), v if isinstance(v, str) else json.dumps(v)) for k, v in sorted(data.items())]
 
 
 def pretty_json_value(value: Any) -> str:

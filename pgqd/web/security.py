@@ -9,6 +9,8 @@
 - Changes are POSTs only, and a POST must come from a page of this server: a browser's ``Sec-Fetch-Site`` and
   ``Origin`` must say same-origin, and the form must carry the token derived from this browser's session
   cookie (a SameSite=Strict cookie, which a cross-site request does not even send).
+- Wrong credentials are counted per client address: past a few in a minute, that address gets 429 until the
+  minute is over, so passwords cannot be guessed at the speed of the network.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ import binascii
 import hashlib
 import hmac
 import secrets
+import time
+from collections import deque
 from dataclasses import dataclass
 
 from pgqd.config.load import WebCredentials
@@ -72,6 +76,18 @@ class Authenticator:
             return _same(password, self.credentials.password) and same_user
         return False
 
+    def who(self, authorization: str | None) -> str:
+        """Who an allowed request is, as the action log names them."""
+        if not self.credentials.required or not authorization:
+            return "anonymous"
+        scheme, _, value = authorization.partition(" ")
+        if scheme.lower() == "bearer":
+            return "token holder"
+        try:
+            return base64.b64decode(value.strip(), validate=True).decode("utf-8").partition(":")[0]
+        except (binascii.Error, UnicodeDecodeError):
+            return "unknown"
+
     @property
     def challenge(self) -> str:
         if self.credentials.password is not None:
@@ -81,6 +97,38 @@ class Authenticator:
 
 def _same(given: str, expected: str) -> bool:
     return hmac.compare_digest(given.encode("utf-8"), expected.encode("utf-8"))
+
+
+class LoginThrottle:
+    """Failed logins per client address in a sliding window; an address past the limit waits out the window."""
+
+    # Addresses remembered at most; beyond it the oldest are forgotten (a flood of addresses cannot fill memory).
+    MAX_ADDRESSES = 10_000
+
+    def __init__(self, limit: int, window: float) -> None:
+        self.limit = limit
+        self.window = window
+        self._failures: dict[str, deque[float]] = {}
+
+    def retry_after(self, address: str, now: float | None = None) -> float | None:
+        """Seconds until ``address`` may try again, or None if it may now."""
+        failures = self._failures.get(address)
+        if not failures:
+            return None
+        now = time.monotonic() if now is None else now
+        while failures and failures[0] <= now - self.window:
+            failures.popleft()
+        if len(failures) < self.limit:
+            return None
+        return failures[0] + self.window - now
+
+    def failed(self, address: str, now: float | None = None) -> None:
+        if address not in self._failures and len(self._failures) >= self.MAX_ADDRESSES:
+            del self._failures[next(iter(self._failures))]
+        self._failures.setdefault(address, deque()).append(time.monotonic() if now is None else now)
+
+    def succeeded(self, address: str) -> None:
+        self._failures.pop(address, None)
 
 
 class CsrfTokens:

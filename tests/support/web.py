@@ -8,6 +8,7 @@ import shutil
 import signal
 import subprocess
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -63,7 +64,8 @@ class WebServer:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        reachable = "127.0.0.1" if self.host in ("0.0.0.0", "::") else self.host
+        return f"http://{reachable}:{self.port}"
 
     @property
     def log_path(self) -> Path:
@@ -136,6 +138,29 @@ class WebServer:
         assert cookie, page
         assert token, page
         return cookie[1], token[1]
+
+
+FORM = {"content-type": "application/x-www-form-urlencoded"}
+
+
+class Browser:
+    """A session as a browser holds it: the cookie, the form token, same-origin headers."""
+
+    def __init__(self, web: WebServer) -> None:
+        self.web = web
+        self.session, self.token = web.session()
+
+    def post(self, path: str, fields: Mapping[str, object], headers: Mapping[str, str] | None = None) -> Reply:
+        body = urlencode({**fields, "csrf": self.token}, doseq=True).encode()
+        sent = {**FORM, "cookie": f"pgqd_session={self.session}", "origin": self.web.url, **(headers or {})}
+        return self.web.request("POST", path, body, sent)
+
+
+def notice_of(reply: Reply) -> str:
+    """The one-time notice a change answers with (a cookie the next page shows), as text."""
+    found = re.search(r"pgqd_notice=([^;]+)", reply.headers.get("set-cookie", ""))
+    assert found, reply
+    return urllib.parse.unquote(found[1])
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):

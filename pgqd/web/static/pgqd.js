@@ -1,17 +1,42 @@
 // pgqd web: live refresh of [data-live] regions, select-all checkboxes, confirmations. No framework.
 "use strict";
 
+// While a live region cannot be refreshed, a banner says so and since when; fresh data clears it.
+function showStale(region, status) {
+  region.dataset.stale = "true";
+  region.classList.add("stale");
+  const banner = document.getElementById("stale-banner");
+  if (!banner) {
+    return;
+  }
+  const since = new Date(Number(region.dataset.updated || region.dataset.loaded)).toISOString().slice(11, 19);
+  const why = status === 503 ? "Database unreachable" : status ? "The server answered " + status : "The pgqd web server does not answer";
+  banner.textContent = why + ": the figures below are from " + since + " UTC and are not updating. Retrying…";
+  banner.dataset.status = String(status || 0);
+  banner.hidden = false;
+}
+
+function showFresh(region) {
+  delete region.dataset.stale;
+  region.classList.remove("stale");
+  const banner = document.getElementById("stale-banner");
+  if (banner && !document.querySelector("[data-live][data-stale]")) {
+    banner.hidden = true;
+  }
+}
+
 function refresh(region) {
   if (document.hidden || region.contains(document.activeElement) && document.activeElement.tagName !== "BODY") {
     return Promise.resolve();
   }
   return fetch(region.dataset.live, { credentials: "same-origin", headers: { "accept": "text/html" } })
     .then((response) => (response.ok ? response.text() : Promise.reject(response.status)))
-    .then((html) => { region.innerHTML = html; region.dataset.updated = String(Date.now()); })
-    .catch(() => { region.dataset.stale = "true"; });
+    .then((html) => { region.innerHTML = html; region.dataset.updated = String(Date.now()); showFresh(region); })
+    .catch((status) => { showStale(region, typeof status === "number" ? status : 0); });
 }
 
 function startLive(region) {
+  region.dataset.loaded = String(Date.now());
   const interval = Number(region.dataset.interval || 2000);
   const tick = () => refresh(region).finally(() => setTimeout(tick, interval));
   setTimeout(tick, interval);
@@ -35,10 +60,8 @@ document.addEventListener("click", (event) => {
   }
   let question = button.dataset.confirm;
   const scope = button.form.querySelector('select[name="scope"]');
-  if (!question && scope && scope.value === "matching") {
-    question = button.textContent.trim() + ": apply to every live job matching the filter?";
-  }
-  if (!question && button.value === "delete") {
+  // "Every matching job" asks on a page of its own, which shows how many jobs that is.
+  if (!question && button.value === "delete" && !(scope && scope.value === "matching")) {
     question = "Delete the selected jobs?";
   }
   if (question && !window.confirm(question)) {
