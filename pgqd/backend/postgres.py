@@ -39,7 +39,7 @@ from pgqd.models import (
 )
 from pgqd.producers import operations
 from pgqd.producers.operations import run_async
-from pgqd.sql.statements import statements_for
+from pgqd.sql.statements import DATABASE_CLOCK, statements_for
 
 
 class PostgresBackend:
@@ -245,6 +245,10 @@ class PostgresBackend:
     async def schedule_states(self) -> list[ScheduleState]:
         rows = await guard(self._db.fetch(self.sql.schedule_states))
         return [ScheduleState(*row) for row in rows]
+
+    async def current_time(self) -> datetime:
+        now: datetime = await guard(self._db.fetchval(DATABASE_CLOCK))
+        return now
 
     async def fire_schedule(
         self, name: str, due: datetime, next_run: datetime, jobs: Sequence[NewJob]
