@@ -22,9 +22,9 @@ WORKER_TIMEOUT = 4.0
 # A dead or cut-off host's jobs come back once its heartbeat is older than worker_timeout, and the other daemons
 # look every worker_timeout / 2 (docs/reliability.md); 2 s more for the claim and the start of the run.
 FIRST_RERUN_BOUND = 1.5 * WORKER_TIMEOUT + 2.0
-# The last of them may wait for the others (a dead worker's jobs may run one at a time): each job's run time
-# (the longest is 1 s) and a margin.
-PER_JOB = 1.5
+# The last of them may wait for the others (a dead worker's jobs may run one at a time, each once the worker's
+# other jobs ended): per job, its run (1 s at most), the wait for the others (1 s at most) and a margin.
+PER_JOB = 2.5
 
 
 @pytest.fixture(scope="module")

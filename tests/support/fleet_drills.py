@@ -194,8 +194,12 @@ class FleetRun:
 
     async def busy(self, host: Host) -> bool:
         """True while ``host`` runs a long job, so that a fault there interrupts work under way."""
+        # Recent runs only: a run of a killed daemon never ends.
         running = await self.conn.fetchval(
-            "SELECT count(*) FROM fleet_runs WHERE host = $1 AND entrypoint = 'plain' AND ended IS NULL", host.name
+            "SELECT count(*) FROM fleet_runs WHERE host = $1 AND entrypoint = 'plain' AND ended IS NULL"
+            " AND started > clock_timestamp() - make_interval(secs => $2)",
+            host.name,
+            self.load.plain_sleep,
         )
         return bool(running)
 
@@ -224,10 +228,12 @@ class FleetRun:
             host.heal()
         ended = await self.now()
         self.faults.append(Fault("degrade", host.name, began, ended))
-        runs = await self.conn.fetchval(
-            "SELECT count(*) FROM fleet_runs WHERE host = $1 AND started BETWEEN $2 AND $3", host.name, began, ended
+        rows = await self.conn.fetch(
+            "SELECT host, count(*) AS runs FROM fleet_runs WHERE started BETWEEN $1 AND $2 GROUP BY host", began, ended
         )
-        self.figures.setdefault("degraded_host_runs", []).append(int(runs))
+        by_host = {r["host"]: int(r["runs"]) for r in rows}
+        self.figures.setdefault("degraded_host_runs", []).append(by_host.get(host.name, 0))
+        self.figures.setdefault("runs_by_host_while_degraded", []).append(by_host)
 
     async def kill(self, host: Host) -> None:
         """SIGKILLs the host's whole daemon; once its jobs ran again elsewhere, starts it again (as systemd would)."""

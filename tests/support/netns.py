@@ -38,7 +38,16 @@ from pathlib import Path
 from tests.support.daemon import Daemon, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
-PG_BIN = Path("/usr/lib/postgresql/15/bin")
+
+
+def _postgres_binaries() -> Path:
+    """PostgreSQL 15's programs (Debian's layout), or the newest version installed when 15 is absent."""
+    preferred = Path("/usr/lib/postgresql/15/bin")
+    installed = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda p: int(p.parts[-3]))
+    return preferred if preferred.exists() or not installed else installed[-1].parent
+
+
+PG_BIN = _postgres_binaries()
 PG_PORTS = range(56100, 56200)
 IPTABLES = "iptables-legacy"
 CHAIN = "PGQDF"
