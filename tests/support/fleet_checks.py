@@ -76,8 +76,9 @@ def run_intervals(runs: Sequence[Run], faults: Sequence[Fault]) -> tuple[list[tu
     return intervals, unexplained
 
 
-def tick_report(runs: Sequence[Run], queued_ticks: dict[int, str]) -> dict[str, Any]:
-    """Every tick between the first and the last one fired exactly once (one job per tick, no tick missing)."""
+def tick_report(runs: Sequence[Run], queued_ticks: dict[int, str], created: dict[int, datetime]) -> dict[str, Any]:
+    """Every tick between the first and the last one fired exactly once (one job per tick, no tick missing), and
+    none before its time by the database's clock (``created``: when each job was enqueued)."""
     jobs_per_tick: dict[str, set[int]] = defaultdict(set)
     for run in runs:
         if run.tick is not None:
@@ -92,7 +93,13 @@ def tick_report(runs: Sequence[Run], queued_ticks: dict[int, str]) -> dict[str, 
         while step < later:
             missing.append(step.isoformat())
             step += timedelta(seconds=1)
-    return {"ticks": len(moments), "fired_twice": fired_twice, "missing": missing}
+    early = sorted(
+        tick
+        for tick, jobs in jobs_per_tick.items()
+        for job in jobs
+        if job in created and created[job] < datetime.fromisoformat(tick)
+    )
+    return {"ticks": len(moments), "fired_twice": fired_twice, "missing": missing, "fired_early": early}
 
 
 def rerun_report(runs: Sequence[Run], faults: Sequence[Fault]) -> dict[str, Any]:

@@ -301,12 +301,13 @@ class FleetRun:
             r["job_id"]: (r["status"], json.loads(r["result"]) if r["result"] else None)
             for r in await self.conn.fetch("SELECT job_id, status::text, result::text FROM pgqd_log")
         }
-        queued_ticks = {
-            r["id"]: r["tick"]
-            for r in await self.conn.fetch(
-                "SELECT id, headers->>'pgqd-schedule-tick' AS tick FROM pgqd_jobs WHERE entrypoint = 'tick'"
-            )
-        }
+        queued = await self.conn.fetch(
+            "SELECT id, headers->>'pgqd-schedule-tick' AS tick, created_at FROM pgqd_jobs WHERE entrypoint = 'tick'"
+        )
+        queued_ticks = {r["id"]: r["tick"] for r in queued}
+        created = {r["id"]: r["created_at"] for r in queued}
+        logged_ticks = await self.conn.fetch("SELECT job_id, created_at FROM pgqd_log WHERE entrypoint = 'tick'")
+        created.update({r["job_id"]: r["created_at"] for r in logged_ticks})
         load = self.load
         limited = [r for r in runs if r.entrypoint == "limited"]
         intervals, unended = run_intervals(limited, self.faults)
@@ -318,7 +319,7 @@ class FleetRun:
         failed = [i for i in self.enqueued if i in logged and logged[i][0] != "successful"]
         stuck = await self.conn.fetchval("SELECT count(*) FROM pgqd_jobs WHERE entrypoint <> 'tick'")
         overlap = max_overlap(intervals)
-        ticks = tick_report(runs, queued_ticks)
+        ticks = tick_report(runs, queued_ticks, created)
         wrong_outcomes = decided_by_last_run(runs, {job: result for job, (_, result) in logged.items()})
         checks = {
             "jobs lost": lost,
@@ -333,6 +334,7 @@ class FleetRun:
             ],
             "ticks fired twice": ticks["fired_twice"],
             "ticks missing": ticks["missing"],
+            "ticks fired before their time": ticks["fired_early"],
             "outcomes kept from a run that was not the last": wrong_outcomes,
             "jobs run again with no fault to explain it": reruns["unexplained_reruns"],
         }
