@@ -29,13 +29,6 @@ async def registered(conn: Any, count: int) -> None:
     await wait_until(all_up, timeout=15, what=f"{count} registered workers")
 
 
-def test_max_overlap_counts_half_open_intervals() -> None:
-    t = datetime(2026, 1, 1)
-    second = timedelta(seconds=1)
-    assert max_overlap([(t, t + second), (t + second, t + 2 * second)]) == 1
-    assert max_overlap([(t, t + 2 * second), (t + second, t + 3 * second), (t, t + 3 * second)]) == 3
-
-
 async def test_concurrency_limit_holds_across_worker_processes(db_dsn: str, conn: Any, tmp_path: Path) -> None:
     await conn.execute(RUNS_TABLE)
     spec = {
