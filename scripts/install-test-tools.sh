@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Debian tools some tests use to check real artefacts: promtool (metrics and alert rules), systemd-analyze
 # (unit files), pgbouncer (producers through transaction pooling), Chromium (the web UI's browser tests,
-# driven by Playwright; nothing downloads a browser) and nginx (the web UI behind a TLS reverse proxy). Needs
-# root; services these packages ship are not started.
+# driven by Playwright; nothing downloads a browser) and nginx (the web UI behind a TLS reverse proxy), and for
+# the fleet drills (hosts in network namespaces): ip (iproute2), iptables-legacy (iptables: partitions, packet
+# loss, the queue that delays packets) and faketime (a host with a skewed clock). Needs root; services these
+# packages ship are not started.
 set -euo pipefail
 need=()
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
@@ -10,6 +12,9 @@ command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 command -v pgbouncer >/dev/null 2>&1 || [ -x /usr/sbin/pgbouncer ] || need+=(pgbouncer)
 [ -x /usr/bin/chromium ] || need+=(chromium fonts-dejavu-core)
 [ -x /usr/sbin/nginx ] || need+=(nginx-light openssl)
+command -v ip >/dev/null 2>&1 || [ -x /usr/sbin/ip ] || need+=(iproute2)
+command -v iptables-legacy >/dev/null 2>&1 || [ -x /usr/sbin/iptables-legacy ] || need+=(iptables)
+command -v faketime >/dev/null 2>&1 || need+=(faketime)
 if [ ${#need[@]} -eq 0 ]; then
     exit 0
 fi

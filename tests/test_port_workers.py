@@ -231,6 +231,17 @@ async def test_schedules_are_stored_listed_and_fired_once_per_tick(backend: Back
     )
 
 
+# --- current_time (the scheduler fires by it: tests/test_schedules.py) ----------------------------------------
+
+
+async def test_current_time_is_the_storages_aware_clock(backend: Backend) -> None:
+    before = datetime.now(UTC)
+    now = await backend.current_time()
+    assert now.tzinfo is not None
+    # Both clocks are this machine's here: they agree to well within a second.
+    assert abs((now - before).total_seconds()) < 1
+
+
 # --- close ----------------------------------------------------------------------------------------------------
 
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -13,6 +15,7 @@ from zoneinfo import ZoneInfo
 import asyncpg
 import pytest
 
+from pgqd import ManualClock, MemoryBackend
 from pgqd.backend.base import Backend
 from pgqd.backend.postgres import PostgresBackend
 from pgqd.daemon.scheduler import Scheduler, ScheduleSpec, definitions, next_tick, plan_firing
@@ -20,6 +23,7 @@ from pgqd.models import ScheduleState
 from tests.support.cli import run_pgqd
 from tests.support.daemon import Daemon, daemon_config
 from tests.support.daemon_app import CREATE_RUNS
+from tests.support.waiting import wait_until
 
 OSLO = ZoneInfo("Europe/Oslo")
 NOW = datetime(2026, 5, 1, 12, 0, 30, tzinfo=UTC)
@@ -196,3 +200,22 @@ async def test_a_schedule_the_database_moved_back_to_a_fired_tick_is_reported_an
     # Reported once: the firings after it move the schedule forward again.
     await scheduler.fire_due(datetime.now(UTC) + timedelta(seconds=2))
     assert scheduler.rewinds == 1
+
+
+async def test_ticks_are_due_by_the_storage_clock_not_the_hosts() -> None:
+    # The storage's clock runs an hour ahead of this host's: the scheduler must fire by the storage's, as a
+    # daemon whose host clock is off must (a fleet's daemons share one clock: the database's).
+    clock = ManualClock(start=time.time() + 3600, running=True)
+    backend = MemoryBackend(clock=clock)
+    task = asyncio.create_task(Scheduler(backend, [ScheduleSpec("s", "* * * * * *", "e")]).run())
+    try:
+
+        async def fired() -> datetime | None:
+            return (await backend.schedule_states())[0].last_run if await backend.schedule_states() else None
+
+        last_run = await wait_until(fired, timeout=10, what="a tick fired")
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    assert abs((last_run - await backend.current_time()).total_seconds()) < 5

@@ -129,6 +129,11 @@ class Backend(ProducerBackend, Protocol):
 
     async def schedule_states(self) -> list[ScheduleState]: ...
 
+    async def current_time(self) -> datetime:
+        """The storage's current time (aware, UTC). Schedules fire by it, so that a host whose own clock is off
+        neither fires ticks early nor skips any: every daemon of a fleet reads the same clock."""
+        ...
+
     async def fire_schedule(
         self, name: str, due: datetime, next_run: datetime, jobs: Sequence[NewJob]
     ) -> list[int] | None:

@@ -642,6 +642,9 @@ class MemoryBackend:
             states.append(replace(state, last_status=last))
         return states
 
+    async def current_time(self) -> datetime:
+        return self._now()
+
     async def fire_schedule(
         self, name: str, due: datetime, next_run: datetime, jobs: Sequence[NewJob]
     ) -> list[int] | None:

@@ -40,7 +40,7 @@ from pgqd.models import (
 )
 from pgqd.producers import operations
 from pgqd.producers.operations import run_async
-from pgqd.sql.statements import statements_for
+from pgqd.sql.statements import DATABASE_CLOCK, statements_for
 
 # The layout of a CLAIM_JOBS row: ClaimedJob's fields, then wake_in and hint.
 CLAIMED_JOB_COLUMNS = len(fields(ClaimedJob))
@@ -252,6 +252,10 @@ class PostgresBackend:
     async def schedule_states(self) -> list[ScheduleState]:
         rows = await guard(self._db.fetch(self.sql.schedule_states))
         return [ScheduleState(*row) for row in rows]
+
+    async def current_time(self) -> datetime:
+        now: datetime = await guard(self._db.fetchval(DATABASE_CLOCK))
+        return now
 
     async def fire_schedule(
         self, name: str, due: datetime, next_run: datetime, jobs: Sequence[NewJob]

@@ -4,12 +4,17 @@ Exactly once comes from the database: firing a tick moves the schedule's ``next_
 compare-and-set on its old value, in the same statement that enqueues the job. Any number of schedulers may see
 a tick due; one statement wins, the others change nothing. One worker process per daemon runs the scheduler; it
 sleeps until the next due tick and makes no queries at all when the config has no schedules.
+
+Ticks are due by the database's clock, read each time the scheduler wakes, never by the host's: a daemon on a
+host whose clock is off by seconds or minutes would otherwise fire ticks that early (or late) and, being the first
+to see them due, move ``next_run`` past the ticks in between, which then never fire.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -118,9 +123,9 @@ class Scheduler:
         while True:
             try:
                 if not synced:
-                    await self.backend.sync_schedules(definitions(self.specs, _now()))
+                    await self.backend.sync_schedules(definitions(self.specs, await self.backend.current_time()))
                     synced = True
-                pause = await self.fire_due(_now())
+                pause = await self.fire_due(await self.backend.current_time())
                 backoff.reset()
             except BackendUnavailable as exc:
                 pause = backoff.next()
@@ -132,7 +137,9 @@ class Scheduler:
             await asyncio.sleep(pause)
 
     async def fire_due(self, now: datetime) -> float:
-        """Fires every due schedule; returns the seconds until the next tick is due."""
+        """Fires every due schedule as of ``now`` (the database's time); returns the seconds until the next tick is
+        due."""
+        began = time.monotonic()
         names = {s.name for s in self.specs}
         states = [s for s in await self.backend.schedule_states() if s.name in names and s.enabled]
         upcoming: list[datetime] = []
@@ -153,7 +160,8 @@ class Scheduler:
                 upcoming.append(state.next_run)
         if not upcoming:
             return MAX_SLEEP
-        return min(max((min(upcoming) - _now()).total_seconds(), 0.0), MAX_SLEEP)
+        current = now + timedelta(seconds=time.monotonic() - began)
+        return min(max((min(upcoming) - current).total_seconds(), 0.0), MAX_SLEEP)
 
     def _check_not_rewound(self, state: ScheduleState) -> None:
         """A schedule whose next run is back before where this scheduler moved it: the database lost the firing
@@ -171,10 +179,6 @@ class Scheduler:
             next_run=state.next_run.isoformat(),
             fired_through=moved_to.isoformat(),
         )
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 def describe(states: Sequence[ScheduleState]) -> list[dict[str, str]]:

@@ -517,6 +517,9 @@ upserted AS (
 SELECT (SELECT count(*) FROM removed) AS removed, (SELECT count(*) FROM upserted) AS upserted
 """
 
+# The server's time, which every scheduler of a fleet fires by (not its host's clock, which may be off).
+DATABASE_CLOCK = "SELECT clock_timestamp()"
+
 SCHEDULE_STATES = """
 SELECT s.name, s.cron, s.timezone, s.entrypoint, s.payload, s.priority, s.enabled, s.misfire, s.next_run,
        s.last_run, s.last_job_id, COALESCE(l.status::text, j.status::text) AS last_status
