@@ -64,6 +64,8 @@ class Entrypoint:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     on_failure: OnFailure = "delete"
     store_result: bool = False
+    # Finished jobs keep their payload in the log, so that what a job was called with stays visible.
+    keep_payload: bool = False
 
     def __post_init__(self) -> None:
         if not self.name:

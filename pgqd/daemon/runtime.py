@@ -34,6 +34,7 @@ def build_entrypoint(name: str, entry: EntrypointConfig, handler: Any) -> Entryp
         ),
         on_failure=entry.on_failure,  # type: ignore[arg-type]
         store_result=entry.store_result,
+        keep_payload=entry.keep_payload,
     )
 
 
