@@ -80,7 +80,7 @@ def json_result(value: Any, path: str) -> Any:
         to_json(normalised)
     except (TypeError, ValueError) as exc:
         raise TypeError(
-            f"task {path} returned a {type(value).__name__}, which cannot be stored as its result: return a "
-            f"JSON-serialisable value ({exc})"
+            f"task {path} returned a {type(value).__name__}, which is not JSON serializable and so cannot be stored "
+            f"as its result: return a JSON-serialisable value ({exc})"
         ) from None
     return normalised
