@@ -260,6 +260,16 @@ def test_tasks_run_in_the_daemon_and_results_come_back(django_db: str, start_dae
     echoed = finished(tasks.echo.enqueue({1: "one"}, key={2: [3]}))
     assert (echoed.args, echoed.kwargs) == ([{"1": "one"}], {"key": {"2": [3]}})
     assert echoed.return_value == {"args": [{"1": "one"}], "kwargs": {"key": {"2": [3]}}}
+    # A task enqueued through an alias the workers' settings lack still runs; it is no result of this alias.
+    call = {"task": "tests.django_project.tasks.add", "args": [1, 2], "kwargs": {}, "backend": "gone"}
+    stray = pgqd_enqueue("django.default", call)
+
+    def stray_done() -> list[tuple[Any, ...]]:
+        return query("SELECT status::text, result::text FROM pgqd_log WHERE job_id = %s", stray)
+
+    assert wait_for(stray_done, 15, "the stray task to run") == [("successful", "3")]
+    with pytest.raises(TaskResultDoesNotExist):
+        tasks.add.get_result(str(stray))
     # The task's own context and get_result name the worker alike: pgqd's worker id, as the log has it.
     seen = finished(tasks.worker_ids_seen.enqueue())
     (logged_worker,) = query("SELECT worker_id FROM pgqd_log WHERE job_id = %s", int(seen.id))[0]

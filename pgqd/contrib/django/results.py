@@ -18,7 +18,14 @@ from django.utils.module_loading import import_string
 
 from pgqd.config.model import DJANGO_ENTRYPOINT_PREFIX
 from pgqd.contrib.django.calls import TaskCall, decode_call
-from pgqd.contrib.django.compat import Task, TaskError, TaskResult, TaskResultDoesNotExist, TaskResultStatus
+from pgqd.contrib.django.compat import (
+    InvalidTaskError,
+    Task,
+    TaskError,
+    TaskResult,
+    TaskResultDoesNotExist,
+    TaskResultStatus,
+)
 from pgqd.errors import PgqdError
 from pgqd.identifiers import Names
 
@@ -208,4 +215,8 @@ def read_result(using: str, names: Names, backend: str, value: object) -> Any:
     except (ImportError, AttributeError, TypeError) as exc:
         # The job's own payload names a task this code base no longer has.
         raise TaskResultDoesNotExist(f"task result {value!r}: its task {call.path} cannot be loaded: {exc}") from None
-    return build_result(task, backend, job_id, row, call)
+    try:
+        return build_result(task, backend, job_id, row, call)
+    except InvalidTaskError:
+        # Its queue or priority is not one this backend takes: it was not enqueued through it.
+        raise TaskResultDoesNotExist(f"no task result {value!r} for backend {backend!r}") from None

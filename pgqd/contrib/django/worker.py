@@ -20,11 +20,13 @@ from typing import Any
 
 import django
 from asgiref.sync import sync_to_async
+from django.core.exceptions import ImproperlyConfigured
 from django.db import close_old_connections
 
 from pgqd.contrib.django.backend import PgqdTaskBackend
 from pgqd.contrib.django.calls import TaskCall, decode_call, json_result
 from pgqd.contrib.django.compat import (
+    InvalidTaskError,
     TaskContext,
     TaskError,
     TaskResult,
@@ -91,8 +93,13 @@ def _running(task: Any, call: TaskCall, job: Job, worker_id: int) -> Any:
     """The task result a run reports to the task itself (``takes_context``) and to signal receivers: the one
     get_result gives while the task runs."""
     now = datetime.now(UTC)
+    try:
+        enqueued = task_as_enqueued(task, call.backend or task.backend, job.entrypoint, job.priority, call)
+    except (ImproperlyConfigured, InvalidTaskError):
+        # This process's TASKS lack the alias or queue the producer's had: run the task as it is defined.
+        enqueued = task
     return TaskResult(
-        task=task_as_enqueued(task, call.backend or task.backend, job.entrypoint, job.priority, call),
+        task=enqueued,
         id=result_id(job.id),
         status=TaskResultStatus.RUNNING,
         enqueued_at=job.created_at,
