@@ -370,6 +370,22 @@ async def test_finished_jobs_keep_their_payload_only_for_entrypoints_that_keep_p
     assert (forgotten.status, forgotten.payload) == ("successful", None)
 
 
+async def test_a_canceled_django_task_keeps_its_payload_and_other_canceled_jobs_do_not(client: Client) -> None:
+    # A Django task's result names its task from the payload, so a cancel keeps it; a cancel knows nothing of
+    # the other entrypoints' keep_payload, so it keeps none.
+    task_id = await client.enqueue("django.default", {"task": "app.tasks.t", "args": [], "kwargs": {}})
+    plain_id = await client.enqueue("plain", "secret")
+    assert task_id is not None
+    assert plain_id is not None
+    await client.cancel([task_id, plain_id])
+    states = await client.status([task_id, plain_id])
+    assert (states[task_id].status, states[task_id].payload) == (
+        "canceled",
+        b'{"task":"app.tasks.t","args":[],"kwargs":{}}',
+    )
+    assert (states[plain_id].status, states[plain_id].payload) == ("canceled", None)
+
+
 # --- cancellation -------------------------------------------------------------------------------------------
 
 
