@@ -66,6 +66,8 @@ class Entrypoint:
     store_result: bool = False
     # Deaths of its worker process while it ran alone before a job is given up (docs/reliability.md).
     max_worker_deaths: int = 3
+    # Finished jobs keep their payload in the log, so that what a job was called with stays visible.
+    keep_payload: bool = False
 
     def __post_init__(self) -> None:
         if not self.name:

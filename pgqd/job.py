@@ -170,12 +170,16 @@ def _resolve(waiter: asyncio.Future[None]) -> None:
 
 class Context:
     """What a two-argument handler gets besides the job: ``resources`` (from the workers' resources factory),
-    ``cancelled`` (set when the job is cancelled or times out) and ``log`` (a logger bound to the job)."""
+    ``cancelled`` (set when the job is cancelled or times out), ``log`` (a logger bound to the job) and
+    ``worker_id`` (the id of the worker running it, as the log and the web UI show it)."""
 
-    __slots__ = ("_bind_log", "_log", "cancelled", "resources")
+    __slots__ = ("_bind_log", "_log", "cancelled", "resources", "worker_id")
 
-    def __init__(self, resources: Any, log: Any = None, bind_log: Callable[[], Any] | None = None) -> None:
+    def __init__(
+        self, resources: Any, log: Any = None, bind_log: Callable[[], Any] | None = None, worker_id: int = 0
+    ) -> None:
         self.resources = resources
+        self.worker_id = worker_id
         self.cancelled = CancelledFlag()
         self._log = log
         self._bind_log = bind_log

@@ -81,7 +81,8 @@ class ErrorInfo:
 @dataclass(frozen=True, slots=True)
 class JobState:
     """Where a job is now: live (queued, deferred, suspect, picked, failed) or finished (a final status from the
-    log). ``suspect``: its worker died while holding it, and it waits to run alone (see docs/reliability.md)."""
+    log). ``suspect``: its worker died while holding it, and it waits to run alone (see docs/reliability.md).
+    ``payload``: a live job's payload; a finished job's only if its entrypoint keeps payloads (``keep_payload``)."""
 
     id: int
     entrypoint: str
@@ -92,6 +93,7 @@ class JobState:
     finished_at: datetime | None = None
     error: ErrorInfo | None = None
     result: Any = None
+    payload: bytes | None = None
 
     @property
     def finished(self) -> bool:

@@ -346,6 +346,46 @@ async def test_wait_returns_the_stored_result_as_soon_as_the_job_finishes(backen
     assert plain.result is None
 
 
+async def test_finished_jobs_keep_their_payload_only_for_entrypoints_that_keep_payloads(
+    backend: Backend, client: Client
+) -> None:
+    async def fail(job: Job) -> None:
+        raise ValueError("bad input")
+
+    async def succeed(job: Job) -> None:
+        return None
+
+    entrypoints = [
+        Entrypoint("kept", fail, keep_payload=True, retry=RetryPolicy(max_attempts=1)),
+        Entrypoint("forgotten", succeed),
+    ]
+    kept_id = await client.enqueue("kept", {"to": "ada@example.com"})
+    forgotten_id = await client.enqueue("forgotten", b"\x00secret")
+    assert (await state_of(client, forgotten_id)).payload == b"\x00secret"  # a live job shows its payload
+    async with running_worker(Worker(backend, entrypoints, fast_settings())):
+        kept = await final_state(client, kept_id)
+        forgotten = await final_state(client, forgotten_id)
+
+    assert (kept.status, kept.payload) == ("exception", b'{"to":"ada@example.com"}')
+    assert (forgotten.status, forgotten.payload) == ("successful", None)
+
+
+async def test_a_canceled_django_task_keeps_its_payload_and_other_canceled_jobs_do_not(client: Client) -> None:
+    # A Django task's result names its task from the payload, so a cancel keeps it; a cancel knows nothing of
+    # the other entrypoints' keep_payload, so it keeps none.
+    task_id = await client.enqueue("django.default", {"task": "app.tasks.t", "args": [], "kwargs": {}})
+    plain_id = await client.enqueue("plain", "secret")
+    assert task_id is not None
+    assert plain_id is not None
+    await client.cancel([task_id, plain_id])
+    states = await client.status([task_id, plain_id])
+    assert (states[task_id].status, states[task_id].payload) == (
+        "canceled",
+        b'{"task":"app.tasks.t","args":[],"kwargs":{}}',
+    )
+    assert (states[plain_id].status, states[plain_id].payload) == ("canceled", None)
+
+
 # --- cancellation -------------------------------------------------------------------------------------------
 
 

@@ -81,6 +81,14 @@ def django_db(django_project: None, db_dsn: str) -> Iterator[str]:
     connection.close()
 
 
+def pgqd_enqueue(entrypoint: str, payload: Any) -> int:
+    import pgqd.contrib.django
+
+    job_id = pgqd.contrib.django.enqueue(entrypoint, payload)
+    assert job_id is not None
+    return job_id
+
+
 def query(sql: str, *params: Any) -> list[tuple[Any, ...]]:
     from django.db import connection
 
@@ -122,7 +130,7 @@ def test_view_commit_keeps_the_jobs_and_rollback_leaves_none(django_db: str) -> 
     rows = query("SELECT id, entrypoint, payload FROM pgqd_jobs ORDER BY id")
     assert [(row[0], row[1]) for row in rows] == [(body["job"], "send_email"), (rows[1][0], "django.default")]
     assert bytes(rows[0][2]) == b'{"to":"ada@example.com"}'
-    assert body["task"] == f"{rows[1][0]}:tests.django_project.tasks.welcome"
+    assert body["task"] == str(rows[1][0])
 
 
 def test_enqueue_outside_atomic_commits_by_itself(django_db: str) -> None:
@@ -147,6 +155,62 @@ def test_task_arguments_json_cannot_carry_fail_at_enqueue(django_db: str) -> Non
     with pytest.raises(TypeError, match="JSON-serialisable"):
         add.enqueue(float("nan"), 1)
     assert query("SELECT count(*) FROM pgqd_jobs") == [(0,)]
+
+
+def test_get_result_trusts_nothing_in_the_id_but_the_job_number(django_db: str) -> None:
+    from pgqd.contrib.django.compat import TaskResultDoesNotExist, TaskResultStatus, task_backends
+    from tests.django_project import tasks
+
+    result = tasks.add.enqueue(2, 3)
+    job = int(result.id)
+    assert result.id == str(job)
+    plain_job = pgqd_enqueue("send_email", {"to": "a@example.com"})
+    elsewhere = tasks.add.using(backend="other").enqueue(1, 1)
+    not_ids = [
+        f"{job}:tests.django_project.tasks.explode",  # another task's path
+        f"{job}:tests.django_project.tripwire.task",  # a module that fails if imported
+        f"{job}:os.system",
+        "tests.django_project.tasks.add",
+        "garbage",
+        "",
+        "-1",
+        "0",
+        f"0{job}",
+        f"{job} ",
+        f"{job}\n",
+        "\u0661\u0662",  # digits, but not ASCII ones
+        str(2**63),
+        "9" * 400,
+        f"{job}.0",
+        "123e4567-e89b-12d3-a456-426614174000",  # another backend's id
+        str(plain_job),  # a pgqd job that is no Django task
+        elsewhere.id,  # a task of another backend alias on the same tables
+        str(job + 1000),  # no such job
+    ]
+    for value in not_ids:
+        with pytest.raises(TaskResultDoesNotExist):
+            task_backends["default"].get_result(value)
+    assert "tests.django_project.tripwire" not in sys.modules
+    assert task_backends["other"].get_result(elsewhere.id).task.backend == "other"
+    # Ids handed out before ids were bare numbers still name their job, with the task path it was enqueued with.
+    assert task_backends["default"].get_result(f"{job}:tests.django_project.tasks.add").id == result.id
+
+    again = tasks.add.get_result(result.id)
+    assert again == result  # enqueued_at, args and all: read from the database on both sides
+    assert again.status == TaskResultStatus.READY
+
+
+def test_enqueue_gives_the_result_get_result_reads(django_db: str) -> None:
+    from django.utils import timezone
+
+    from tests.django_project import tasks
+
+    later = tasks.echo.using(run_after=timezone.now() + timedelta(hours=1), priority=3).enqueue({7: "seven"}, k=(1,))
+    assert (later.args, later.kwargs) == ([{"7": "seven"}], {"k": [1]})
+    again = tasks.echo.get_result(later.id)
+    assert again == later
+    assert again.task.run_after == later.task.run_after is not None
+    assert again.task.priority == 3
 
 
 @pytest.mark.slow
@@ -185,16 +249,35 @@ def test_tasks_run_in_the_daemon_and_results_come_back(django_db: str, start_dae
     assert unstorable.errors[0].exception_class_path == "builtins.TypeError"
     assert "cannot be stored as its result" in unstorable.errors[0].traceback
 
-    assert query("SELECT priority FROM pgqd_log WHERE job_id = %s", int(urgent.id.split(":")[0])) == [(7,)]
+    assert query("SELECT priority FROM pgqd_log WHERE job_id = %s", int(urgent.id)) == [(7,)]
     again = tasks.add.get_result(urgent.id)
     assert again.task.priority == 7
     assert again.return_value == 2
 
     with pytest.raises(TaskResultDoesNotExist):
-        tasks.add.get_result("999999:tests.django_project.tasks.add")
+        tasks.add.get_result("999999")
+    # Finished tasks keep their arguments, and a dict's int keys are strings on both sides, as JSON has them.
+    echoed = finished(tasks.echo.enqueue({1: "one"}, key={2: [3]}))
+    assert (echoed.args, echoed.kwargs) == ([{"1": "one"}], {"key": {"2": [3]}})
+    assert echoed.return_value == {"args": [{"1": "one"}], "kwargs": {"key": {"2": [3]}}}
+    # A task enqueued through an alias the workers' settings lack still runs; it is no result of this alias.
+    call = {"task": "tests.django_project.tasks.add", "args": [1, 2], "kwargs": {}, "backend": "gone"}
+    stray = pgqd_enqueue("django.default", call)
+
+    def stray_done() -> list[tuple[Any, ...]]:
+        return query("SELECT status::text, result::text FROM pgqd_log WHERE job_id = %s", stray)
+
+    assert wait_for(stray_done, 15, "the stray task to run") == [("successful", "3")]
+    with pytest.raises(TaskResultDoesNotExist):
+        tasks.add.get_result(str(stray))
+    # The task's own context and get_result name the worker alike: pgqd's worker id, as the log has it.
+    seen = finished(tasks.worker_ids_seen.enqueue())
+    (logged_worker,) = query("SELECT worker_id FROM pgqd_log WHERE job_id = %s", int(seen.id))[0]
+    assert seen.worker_ids == seen.return_value == [str(logged_worker)]
 
     later = tasks.add.using(run_after=timezone.now() + timedelta(seconds=1.5)).enqueue(4, 4)
-    assert query("SELECT status::text FROM pgqd_jobs WHERE id = %s", int(later.id.split(":")[0])) == [("deferred",)]
+    assert tasks.add.get_result(later.id).task.run_after == later.task.run_after
+    assert query("SELECT status::text FROM pgqd_jobs WHERE id = %s", int(later.id)) == [("deferred",)]
     assert finished(later).return_value == 8
     assert later.started_at is not None
     assert later.started_at >= later.task.run_after
@@ -235,7 +318,7 @@ def test_the_view_commit_runs_the_task_and_its_queue_limits_come_from_the_toml(
     assert refused.status == TaskResultStatus.READY
     assert refused.attempts == 1
     assert refused.errors[0].exception_class_path == "builtins.PermissionError"
-    pgqd.contrib.django.client().cancel(int(refused.id.split(":")[0]))
+    pgqd.contrib.django.client().cancel(int(refused.id))
     refused.refresh()
     assert refused.status == TaskResultStatus.FAILED
     assert refused.errors[0].exception_class_path == "asyncio.exceptions.CancelledError"

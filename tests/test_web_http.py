@@ -280,6 +280,28 @@ async def test_a_job_shows_the_error_of_every_attempt(web: WebServer, conn: Any,
     assert "failure number 1" in finished
 
 
+async def test_a_finished_job_shows_its_payload_when_its_entrypoint_keeps_payloads(
+    web: WebServer, conn: Any, db_dsn: str
+) -> None:
+    client = Client(conn)
+    kept_id, forgotten_id = await client.enqueue_many(
+        [JobSpec("kept", {"to": "ada@example.com"}), JobSpec("forgotten", "not kept")]
+    )
+    backend = await PostgresBackend.open(db_dsn)
+    try:
+        entries = [Entrypoint("kept", fail_with_attempt, keep_payload=True), Entrypoint("forgotten", fail_with_attempt)]
+        await asyncio.wait_for(Worker(backend, entries, WorkerSettings(poll_interval=0.1)).run(drain=True), 30)
+    finally:
+        await backend.close()
+    kept = web.get(f"/jobs/{kept_id}").text
+    assert "Final error" in kept
+    assert "ada@example.com" in kept
+    forgotten = web.get(f"/jobs/{forgotten_id}").text
+    assert "Final error" in forgotten
+    assert "not kept" not in forgotten
+    assert "kept no payload" in forgotten
+
+
 def test_without_credentials_only_loopback_host_names_are_answered(web: WebServer) -> None:
     assert web.get("/", {"host": f"localhost:{web.port}"}).status == 200
     # A site whose name was made to resolve to 127.0.0.1 (DNS rebinding) must not get a same-origin page.

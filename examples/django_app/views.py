@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from django.db import IntegrityError, transaction
-from django.http import HttpRequest, JsonResponse
+from django.http import Http404, HttpRequest, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
 import pgqd.contrib.django
 from examples.django_app.models import Signup
 from examples.django_app.tasks import count_signups, send_welcome
+from pgqd.contrib.django.compat import TaskResultDoesNotExist
 
 
 @csrf_exempt
@@ -38,8 +39,11 @@ def count(request: HttpRequest) -> JsonResponse:
 
 
 def result(request: HttpRequest, result_id: str) -> JsonResponse:
-    """What became of a task (any task of this backend): GET /tasks/<result id>."""
-    found = send_welcome.get_backend().get_result(result_id)
+    """What became of a task (any task of this backend): GET /tasks/<result id>; 404 for an id that names none."""
+    try:
+        found = send_welcome.get_backend().get_result(result_id)
+    except TaskResultDoesNotExist:
+        raise Http404(f"no task result {result_id!r}") from None
     value = found.return_value if found.status == "SUCCESSFUL" else None
     return JsonResponse(
         {"status": found.status, "value": value, "errors": [e.exception_class_path for e in found.errors]}

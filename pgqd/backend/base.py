@@ -94,9 +94,16 @@ class Backend(ProducerBackend, Protocol):
         else until it ends); other workers may run other suspects alone at the same time."""
         ...
 
-    async def record(self, worker_id: int, outcomes: Sequence[Outcome], slot_entrypoints: Sequence[str]) -> int:
+    async def record(
+        self,
+        worker_id: int,
+        outcomes: Sequence[Outcome],
+        slot_entrypoints: Sequence[str],
+        keep_payload: Sequence[str] = (),
+    ) -> int:
         """Applies outcomes of jobs this worker still owns, in one step; returns how many applied.
-        Finishing a job of an entrypoint in ``slot_entrypoints`` announces a free concurrency slot."""
+        Finishing a job of an entrypoint in ``slot_entrypoints`` announces a free concurrency slot; one of an
+        entrypoint in ``keep_payload`` keeps its payload in the log."""
         ...
 
     async def release_stray(self, worker_id: int, keep: Sequence[int]) -> list[int]:

@@ -44,6 +44,11 @@ from pgqd.models import (
 )
 
 
+def _kept_beyond_outcomes(job: JobRow) -> bytes | None:
+    """The payload a cancel or a give-up keeps in the log: a Django task's, as the PostgreSQL backend does."""
+    return job.payload if job.entrypoint.startswith("django.") else None
+
+
 @dataclass(slots=True)
 class _Subscription:
     backend: MemoryBackend
@@ -209,7 +214,7 @@ class MemoryBackend:
                 signalled.append(job_id)
                 continue
             self._remove(job)
-            self._log(job, status, error=job.last_error)
+            self._log(job, status, error=job.last_error, payload=_kept_beyond_outcomes(job))
             canceled.append(job_id)
             if job.notify_finished:
                 finished_watched.append(job_id)
@@ -251,6 +256,7 @@ class MemoryBackend:
                     job.priority,
                     job.created_at,
                     error=job.last_error,
+                    payload=job.payload,
                 )
             elif job_id in self.log:
                 states[job_id] = self._finished_state(self.log[job_id])
@@ -268,6 +274,7 @@ class MemoryBackend:
             finished_at=row.finished_at,
             error=row.error,
             result=row.result,
+            payload=row.payload,
         )
 
     async def watch_finished(self, job_id: int) -> bool:
@@ -452,7 +459,13 @@ class MemoryBackend:
             for j in self.jobs.values()
         )
 
-    async def record(self, worker_id: int, outcomes: Sequence[Outcome], slot_entrypoints: Sequence[str]) -> int:
+    async def record(
+        self,
+        worker_id: int,
+        outcomes: Sequence[Outcome],
+        slot_entrypoints: Sequence[str],
+        keep_payload: Sequence[str] = (),
+    ) -> int:
         applied = 0
         finished_watched: list[int] = []
         slots: set[str] = set()
@@ -475,6 +488,7 @@ class MemoryBackend:
                     worker_id=worker_id,
                     error=outcome.error,
                     result=None if outcome.result_json is None else json.loads(outcome.result_json),
+                    payload=job.payload if job.entrypoint in keep_payload else None,
                 )
                 if job.notify_finished:
                     finished_watched.append(job.id)
@@ -596,7 +610,14 @@ class MemoryBackend:
                     del self._dedupe[job.dedupe_key]
             else:
                 self._remove(job)
-                self._log(job, "exception", started_at=picked_at, worker_id=worker_id, error=given_up)
+                self._log(
+                    job,
+                    "exception",
+                    started_at=picked_at,
+                    worker_id=worker_id,
+                    error=given_up,
+                    payload=_kept_beyond_outcomes(job),
+                )
         if finished_watched:
             self._emit(Event("finished", ids=tuple(finished_watched)))
         if suspected:

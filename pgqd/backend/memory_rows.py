@@ -50,6 +50,7 @@ class LogRow:
     worker_id: int | None = None
     error: ErrorInfo | None = None
     result: Any = None
+    payload: bytes | None = None
 
 
 @dataclass(slots=True)

@@ -191,7 +191,13 @@ class PostgresBackend:
                 suspects = True
         return ClaimResult(jobs, min(throttled, default=None), min(due, default=None), suspects)
 
-    async def record(self, worker_id: int, outcomes: Sequence[Outcome], slot_entrypoints: Sequence[str]) -> int:
+    async def record(
+        self,
+        worker_id: int,
+        outcomes: Sequence[Outcome],
+        slot_entrypoints: Sequence[str],
+        keep_payload: Sequence[str] = (),
+    ) -> int:
         finished = [o for o in outcomes if isinstance(o, Finished)]
         requeued = [o for o in outcomes if isinstance(o, Requeued)]
         applied: int = await guard(
@@ -210,6 +216,7 @@ class PostgresBackend:
                 [json.dumps(o.error.as_dict()) if o.error else None for o in requeued],
                 self._channel,
                 list(slot_entrypoints),
+                list(keep_payload),
             )
         )
         return applied

@@ -187,6 +187,9 @@ class EntrypointConfig:
             Integer(1, 1000), "deaths of its worker while running alone before a job is given up ([workers])"
         ),
     )
+    keep_payload: bool = field(
+        default=False, metadata=spec(Boolean(), "finished jobs keep their payload in the log (shown on job pages)")
+    )
     retry: RetryConfig = field(default_factory=RetryConfig, metadata={"section": RetryConfig, "doc": "retry policy"})
 
 
@@ -212,10 +215,12 @@ MODULE_PATH = Text(r"[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*", 'use a dotted module pa
 
 @dataclass(frozen=True)
 class DjangoQueueConfig(EntrypointConfig):
-    """An entrypoint whose handler is pgqd's Django task runner; results are always kept for ``get_result``."""
+    """An entrypoint whose handler is pgqd's Django task runner; results and payloads (which name the task and
+    hold its arguments) are always kept for ``get_result``."""
 
     handler: str = field(default=DJANGO_TASK_RUNNER, metadata={"internal": True})
     store_result: bool = field(default=True, metadata={"internal": True})
+    keep_payload: bool = field(default=True, metadata={"internal": True})
 
 
 def _default_django_queues() -> dict[str, DjangoQueueConfig]:

@@ -113,9 +113,8 @@ def starter_config() -> str:
     parts.append(
         '# enqueued through pgqd.contrib.django.PgqdTaskBackend. Queue Q is entrypoint "django.Q"; its section takes'
     )
-    parts.append(
-        "# the keys of an entrypoint except handler and store_result. Without [django.queues.*]: queue default."
-    )
+    parts.append("# the keys of an entrypoint except handler, store_result and keep_payload (results and payloads are")
+    parts.append("# always kept). Without [django.queues.*]: queue default.")
     django = DjangoConfig(settings="mysite.settings")
     parts.extend(f"# {line}" for line in _section_lines(django, "django"))
     queue = _section_lines(DjangoQueueConfig(timeout=300.0), "django.queues.default")

@@ -36,6 +36,7 @@ def build_entrypoint(name: str, entry: EntrypointConfig, handler: Any, max_worke
         on_failure=entry.on_failure,  # type: ignore[arg-type]
         store_result=entry.store_result,
         max_worker_deaths=entry.max_worker_deaths or max_worker_deaths,
+        keep_payload=entry.keep_payload,
     )
 
 

@@ -131,8 +131,9 @@ def build_server(stats: QueueStats) -> MCPServer[Any]:
     @server.tool(annotations=READ_ONLY)
     async def job_detail(job_id: int) -> dict[str, Any]:
         """One job by id, live or finished: status, entrypoint, priority, attempts, payload (parsed JSON, text or
-        a hex preview; finished jobs keep none), headers, timeline (created, due, started, finished), worker,
-        last or final error with its traceback, and the result of a finished job."""
+        a hex preview; a finished job has one only if its entrypoint keeps payloads), headers, timeline (created,
+        due, started, finished), worker, last or final error with its traceback, and the result of a finished
+        job."""
         job = await stats.job(job_id)
         if job is None:
             raise ToolError(f"no job {job_id}: it never existed, or it finished and was pruned from the log")

@@ -99,8 +99,9 @@ class FailedRun:
 
 @dataclass(frozen=True)
 class JobDetail:
-    """One job, live or finished. Finished jobs have no payload or headers (the log does not keep them) and
-    may have a result; ``error_*`` is the last error of a live job, or the final one of a finished job."""
+    """One job, live or finished. Finished jobs have no headers, a payload only if their entrypoint keeps
+    payloads (``keep_payload``), and may have a result; ``error_*`` is the last error of a live job, or the
+    final one of a finished job."""
 
     id: int
     entrypoint: str

@@ -178,7 +178,9 @@ def job_state(row: Sequence[Any]) -> JobState:
     """One row of JOB_STATES, which lists its columns in the order of JobState's fields."""
     error = None if row[7] is None else ErrorInfo(row[7], row[8] or "", row[9] or "")
     result = None if row[10] is None else json.loads(row[10])
-    return JobState(row[0], row[1], row[2], row[3], row[4], row[5], row[6], error, result)
+    # psycopg2 reads bytea as a memoryview.
+    payload = None if row[11] is None else bytes(row[11])
+    return JobState(row[0], row[1], row[2], row[3], row[4], row[5], row[6], error, result, payload)
 
 
 def run_sync(operation: Operation[T], fetch: SyncFetch) -> T:

@@ -181,6 +181,13 @@ FROM set_config('synchronous_commit', 'off', true) AS s,
 # One round trip per flush: finished jobs move from jobs to the log, retried/held/released ones are updated in
 # place. Every change requires that the worker still owns the job (worker_id and status 'picked'): if it was
 # presumed dead and its jobs were rescued, its late outcomes are dropped and the rescued run decides.
+# The payload goes to the log only for the entrypoints in $16 (keep_payload): the others' payloads are not
+# read, so a large one is not even fetched from its TOAST table.
+# Outside the worker's outcome write, which knows the entrypoints that keep payloads, a job logged by a cancel or
+# a give-up keeps its payload when it is a Django task (entrypoint "django.<queue>"): its task result names the
+# task, which only the payload holds.
+_KEPT_PAYLOAD = "CASE WHEN j.entrypoint LIKE 'django.%' THEN j.payload END"
+
 RECORD_OUTCOMES = """
 WITH done AS (
     SELECT * FROM unnest($2::bigint[], $3::text[], $4::double precision[], $5::double precision[],
@@ -192,15 +199,15 @@ removed AS (
     WHERE j.id = d.id AND j.worker_id = $1::bigint AND j.status = 'picked'
     RETURNING j.id, j.entrypoint, j.priority, j.attempts, j.dedupe_key, j.created_at, j.picked_at,
               j.notify_finished, j.errors, d.status, d.started_after, d.duration, d.error_type, d.error_message,
-              d.error_traceback, d.result
+              d.error_traceback, d.result, CASE WHEN j.entrypoint = ANY ($16::text[]) THEN j.payload END AS payload
 ),
 logged AS (
     INSERT INTO {log} (job_id, entrypoint, priority, status, attempts, dedupe_key, worker_id, created_at,
-                       started_at, finished_at, error_type, error_message, error_traceback, result, errors)
+                       started_at, finished_at, error_type, error_message, error_traceback, result, errors, payload)
     SELECT r.id, r.entrypoint, r.priority, r.status::{final_status}, r.attempts, r.dedupe_key, $1::bigint, r.created_at,
            r.picked_at + make_interval(secs => r.started_after),
            r.picked_at + make_interval(secs => r.started_after + r.duration),
-           r.error_type, r.error_message, r.error_traceback, r.result::jsonb, r.errors
+           r.error_type, r.error_message, r.error_traceback, r.result::jsonb, r.errors, r.payload
     FROM removed AS r
 ),
 changed AS (
@@ -310,14 +317,15 @@ given_up AS (
     DELETE FROM {jobs} AS j USING lost AS l
     WHERE j.id = l.id AND l.charged AND j.lost_runs + 1 >= COALESCE(j.max_deaths, 3) AND NOT j.hold_failures
     RETURNING j.id, j.entrypoint, j.priority, j.attempts, j.dedupe_key, j.worker_id, j.created_at, j.picked_at,
-              j.notify_finished, j.lost_runs + 1 AS lost_runs, COALESCE(j.max_deaths, 3) AS max_deaths, l.cause
+              j.notify_finished, j.lost_runs + 1 AS lost_runs, COALESCE(j.max_deaths, 3) AS max_deaths, l.cause,
+              {kept_payload} AS payload
 ),
 logged AS (
     INSERT INTO {log} (job_id, entrypoint, priority, status, attempts, dedupe_key, worker_id, created_at,
-                       started_at, finished_at, error_type, error_message, error_traceback)
+                       started_at, finished_at, error_type, error_message, error_traceback, payload)
     SELECT g.id, g.entrypoint, g.priority, 'exception', g.attempts, g.dedupe_key, g.worker_id,
            g.created_at, g.picked_at, now(), 'pgqd.WorkerLost',
-           format({lost_message}, g.cause, g.lost_runs, g.max_deaths), ''
+           format({lost_message}, g.cause, g.lost_runs, g.max_deaths), '', g.payload
     FROM given_up AS g
 ),
 held AS (
@@ -356,7 +364,7 @@ announced AS (
 )
 SELECT COALESCE(array_agg(l.id ORDER BY l.id), ARRAY[]::bigint[])
 FROM lost AS l, (SELECT count(*) FROM announced) AS a, (SELECT count(*) FROM finished_notice) AS f
-""".replace("{lost_message}", _LOST_MESSAGE)
+""".replace("{lost_message}", _LOST_MESSAGE).replace("{kept_payload}", _KEPT_PAYLOAD)
 # Charged: the job was claimed to run alone and it is the only job its worker held.
 _CHARGED = """j.isolated AND NOT EXISTS (
                SELECT 1 FROM {jobs} AS o WHERE o.worker_id = j.worker_id AND o.status = 'picked' AND o.id <> j.id
@@ -411,13 +419,13 @@ removed AS (
     DELETE FROM {jobs} AS j USING wanted AS w
     WHERE j.id = w.id AND j.status <> 'picked'
     RETURNING j.id, j.entrypoint, j.priority, j.attempts, j.dedupe_key, j.created_at, j.notify_finished,
-              j.last_error, j.errors
+              j.last_error, j.errors, {kept_payload} AS payload
 ),
 logged AS (
     INSERT INTO {log} (job_id, entrypoint, priority, status, attempts, dedupe_key, created_at, finished_at,
-                       error_type, error_message, error_traceback, errors)
+                       error_type, error_message, error_traceback, errors, payload)
     SELECT r.id, r.entrypoint, r.priority, $2::{final_status}, r.attempts, r.dedupe_key, r.created_at, now(),
-           r.last_error->>'type', r.last_error->>'message', r.last_error->>'traceback', r.errors
+           r.last_error->>'type', r.last_error->>'message', r.last_error->>'traceback', r.errors, r.payload
     FROM removed AS r
 ),
 signalled AS (
@@ -430,7 +438,7 @@ SELECT COALESCE((SELECT array_agg(r.id) FROM removed AS r), ARRAY[]::bigint[]) A
        COALESCE((SELECT array_agg(s.id) FROM signalled AS s), ARRAY[]::bigint[]) AS signalled,
        {notify_ids}($3::text, 'finished', (SELECT array_agg(r.id) FROM removed AS r WHERE r.notify_finished)),
        {notify_ids}($3::text, 'cancel', (SELECT array_agg(s.id) FROM signalled AS s))
-"""
+""".replace("{kept_payload}", _KEPT_PAYLOAD)
 
 REQUEUE_HELD = """
 WITH requeued AS (
@@ -452,11 +460,11 @@ JOB_STATES = """
 SELECT j.id, j.entrypoint, j.status::text AS status, j.attempts, j.priority, j.created_at,
        NULL::timestamptz AS finished_at, j.last_error->>'type' AS error_type,
        j.last_error->>'message' AS error_message, j.last_error->>'traceback' AS error_traceback,
-       NULL::text AS result
+       NULL::text AS result, j.payload
 FROM {jobs} AS j WHERE j.id = ANY ($1::bigint[])
 UNION ALL
 SELECT l.job_id, l.entrypoint, l.status::text, l.attempts, l.priority, l.created_at, l.finished_at,
-       l.error_type, l.error_message, l.error_traceback, l.result::text
+       l.error_type, l.error_message, l.error_traceback, l.result::text, l.payload
 FROM {log} AS l WHERE l.job_id = ANY ($1::bigint[])
 """
 

@@ -155,7 +155,8 @@ ORDER BY l.finished_at DESC, l.job_id DESC
 LIMIT $3
 """
 
-# One job, live or finished, by primary key. Finished jobs keep no payload or headers (the log does not store them).
+# One job, live or finished, by primary key. Finished jobs keep no headers, and a payload only when their entrypoint
+# keeps payloads (keep_payload).
 JOB_DETAIL = """
 SELECT j.id, j.entrypoint, j.status::text AS status, j.priority, j.attempts, j.payload, j.headers::text AS headers,
        j.dedupe_key, j.created_at, j.execute_after, j.picked_at AS started_at, NULL::timestamptz AS finished_at,
@@ -164,7 +165,7 @@ SELECT j.id, j.entrypoint, j.status::text AS status, j.priority, j.attempts, j.p
        NULL::text AS result, j.errors::text AS errors
 FROM {jobs} AS j WHERE j.id = $1
 UNION ALL
-SELECT l.job_id, l.entrypoint, l.status::text, l.priority, l.attempts, NULL::bytea, NULL::text, l.dedupe_key,
+SELECT l.job_id, l.entrypoint, l.status::text, l.priority, l.attempts, l.payload, NULL::text, l.dedupe_key,
        l.created_at, NULL::timestamptz, l.started_at, l.finished_at, l.worker_id, false, 0, l.error_type,
        l.error_message, l.error_traceback, l.result::text, l.errors::text
 FROM {log} AS l WHERE l.job_id = $1

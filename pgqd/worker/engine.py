@@ -95,6 +95,7 @@ class Worker:
             backend,
             lambda: self.worker_id,
             slot_entrypoints,
+            keep_payload=[h.entrypoint.name for h in self.handlers.values() if h.entrypoint.keep_payload],
             max_batch=self.settings.flush_max_batch,
             linger=self.settings.flush_linger,
             on_unavailable=self._database_unavailable,
@@ -323,6 +324,7 @@ class Worker:
             self._executor,
             self.info.pid,
             self._job_done,
+            worker_id=self.worker_id,
         )
         job = run.job
         self.running[job.id] = run

@@ -78,6 +78,7 @@ class JobRun:
     executor: Executor
     pid: int
     on_end: Callable[[JobRun, Outcome], None] | None = field(default=None, repr=False)
+    worker_id: int = 0
     _context: Context | None = field(default=None, repr=False)
     started_at: float = 0.0
     stop_reason: StopReason | None = None
@@ -94,16 +95,18 @@ class JobRun:
         executor: Executor,
         pid: int,
         on_end: Callable[[JobRun, Outcome], None] | None = None,
+        *,
+        worker_id: int = 0,
     ) -> JobRun:
         job = Job.of_claim(claimed, decode_headers(claimed.headers))
-        return cls(job, handler, resources, claimed_at, executor, pid, on_end)
+        return cls(job, handler, resources, claimed_at, executor, pid, on_end, worker_id)
 
     @property
     def context(self) -> Context:
         # Made when first needed: a handler that takes only the job never sees it, and most jobs neither log nor
         # are cancelled (a context and its flag cost about 1.5 us, made per job).
         if self._context is None:
-            self._context = Context(self.resources, bind_log=self._bind_log)
+            self._context = Context(self.resources, bind_log=self._bind_log, worker_id=self.worker_id)
         return self._context
 
     def _bind_log(self) -> Any:

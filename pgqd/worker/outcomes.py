@@ -24,6 +24,7 @@ class OutcomeRecorder:
         worker_id: Callable[[], int],
         slot_entrypoints: Sequence[str],
         *,
+        keep_payload: Sequence[str] = (),
         max_batch: int = 500,
         linger: float = 0.005,
         on_unavailable: Callable[[BackendUnavailable], None] | None = None,
@@ -32,6 +33,7 @@ class OutcomeRecorder:
         self._backend = backend
         self._worker_id = worker_id
         self._slot_entrypoints = list(slot_entrypoints)
+        self._keep_payload = list(keep_payload)
         self._max_batch = max_batch
         self._linger = linger
         self._on_unavailable = on_unavailable
@@ -86,7 +88,7 @@ class OutcomeRecorder:
                     self._full.clear()
                 try:
                     self.recorded += await self._backend.record(
-                        self._worker_id(), self._flushing, self._slot_entrypoints
+                        self._worker_id(), self._flushing, self._slot_entrypoints, self._keep_payload
                     )
                 except BaseException:
                     self._pending[:0] = self._flushing

@@ -21,5 +21,7 @@ TASKS = {
     "default": {
         "BACKEND": "pgqd.contrib.django.PgqdTaskBackend",
         "QUEUES": ["default", "slow", "fragile"],
-    }
+    },
+    # A second alias on the same tables: its results are not the default backend's.
+    "other": {"BACKEND": "pgqd.contrib.django.PgqdTaskBackend"},
 }

@@ -57,3 +57,13 @@ def sleepy(seconds: float) -> None:
 @task(queue_name="fragile")
 def refuse() -> None:
     raise PermissionError("not today")
+
+
+@task()
+def echo(*args: Any, **kwargs: Any) -> dict[str, Any]:
+    return {"args": list(args), "kwargs": kwargs}
+
+
+@task(takes_context=True)
+def worker_ids_seen(context: TaskContext) -> list[str]:
+    return list(context.task_result.worker_ids)

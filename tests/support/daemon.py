@@ -106,6 +106,8 @@ class Daemon:
         self.log_path = config_path.with_suffix(f".{time.monotonic_ns()}.log")
         self.env = {**os.environ, "PGQD_DSN": dsn, **(env or {})}
         self.process: subprocess.Popen[bytes] | None = None
+        # Where it starts, and so where it imports handlers from.
+        self.cwd = REPO
 
     def command(self) -> list[str]:
         return [PGQD, "--config", str(self.config_path)]
@@ -114,7 +116,7 @@ class Daemon:
         with self.log_path.open("wb") as log:
             self.process = subprocess.Popen(
                 self.command(),
-                cwd=REPO,
+                cwd=self.cwd,
                 env=self.env,
                 stdout=log,
                 stderr=subprocess.STDOUT,

@@ -19,7 +19,7 @@ from pgqd.config.model import DJANGO_ENTRYPOINT_PREFIX
 from pgqd.contrib.django.calls import encode_call
 from pgqd.contrib.django.compat import BaseTaskBackend, TaskResult, TaskResultStatus, task_enqueued
 from pgqd.contrib.django.producer import client
-from pgqd.contrib.django.results import read_result, result_id
+from pgqd.contrib.django.results import enqueued_at, read_result, result_id
 from pgqd.identifiers import Names
 
 _OPTIONS = {"DATABASE", "SCHEMA", "PREFIX"}
@@ -45,7 +45,7 @@ class PgqdTaskBackend(BaseTaskBackend):  # type: ignore[misc]  # Django is untyp
 
     def enqueue(self, task: Any, args: Any, kwargs: Any) -> Any:
         self.validate_task(task)
-        payload = encode_call(task, args, kwargs)
+        payload, call = encode_call(task, args, kwargs, self.alias)
         run_after = task.run_after
         if run_after is not None and timezone.is_naive(run_after):
             # USE_TZ = False: Django's datetimes are naive local times of settings.TIME_ZONE.
@@ -57,14 +57,15 @@ class PgqdTaskBackend(BaseTaskBackend):  # type: ignore[misc]  # Django is untyp
         assert job_id is not None  # no dedupe key, so never skipped
         result = TaskResult(
             task=task,
-            id=result_id(job_id, task.module_path),
+            id=result_id(job_id),
             status=TaskResultStatus.READY,
-            enqueued_at=timezone.now(),
+            # The database's time, which get_result reads too, so both give equal results.
+            enqueued_at=enqueued_at(self.database, self.names, job_id),
             started_at=None,
             finished_at=None,
             last_attempted_at=None,
-            args=list(args),
-            kwargs=dict(kwargs),
+            args=call.args,
+            kwargs=call.kwargs,
             backend=self.alias,
             errors=[],
             worker_ids=[],
@@ -73,4 +74,5 @@ class PgqdTaskBackend(BaseTaskBackend):  # type: ignore[misc]  # Django is untyp
         return result
 
     def get_result(self, result_id: str) -> Any:
+        """The task result of job ``result_id``: TaskResultDoesNotExist unless it is a job of this backend."""
         return read_result(self.database, self.names, self.alias, result_id)

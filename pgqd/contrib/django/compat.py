@@ -39,6 +39,7 @@ normalize_json: Any = _json.normalize_json
 task_enqueued: Any = _signals.task_enqueued
 task_started: Any = _signals.task_started
 task_finished: Any = _signals.task_finished
+task_backends: Any = _import("django.tasks", "django_tasks").task_backends
 
 __all__ = [
     "BaseTaskBackend",
@@ -51,6 +52,7 @@ __all__ = [
     "TaskResultStatus",
     "normalize_json",
     "task",
+    "task_backends",
     "task_enqueued",
     "task_finished",
     "task_started",

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import inspect
 import os
-import socket
 import traceback
 from collections.abc import Coroutine
 from datetime import UTC, datetime
@@ -21,11 +20,13 @@ from typing import Any
 
 import django
 from asgiref.sync import sync_to_async
+from django.core.exceptions import ImproperlyConfigured
 from django.db import close_old_connections
 
 from pgqd.contrib.django.backend import PgqdTaskBackend
 from pgqd.contrib.django.calls import TaskCall, decode_call, json_result
 from pgqd.contrib.django.compat import (
+    InvalidTaskError,
     TaskContext,
     TaskError,
     TaskResult,
@@ -33,9 +34,9 @@ from pgqd.contrib.django.compat import (
     task_finished,
     task_started,
 )
-from pgqd.contrib.django.results import load_task, result_id
+from pgqd.contrib.django.results import load_task, result_id, task_as_enqueued, worker_label
 from pgqd.imports import import_module
-from pgqd.job import Job
+from pgqd.job import Context, Job
 
 
 def setup_django(settings: str) -> None:
@@ -49,10 +50,10 @@ def _task(path: str) -> Any:
     return load_task(path)
 
 
-def run_task(job: Job) -> Any:
+def run_task(job: Job, ctx: Context) -> Any:
     call = decode_call(job.payload)
     task = _task(call.path)
-    run = _running(task, call, job)
+    run = _running(task, call, job, ctx.worker_id)
     args = [TaskContext(task_result=run), *call.args] if task.takes_context else call.args
     if inspect.iscoroutinefunction(task.func):
         return _run_async(run, args, call.kwargs)
@@ -88,12 +89,18 @@ async def _run_async(run: Any, args: list[Any], kwargs: dict[str, Any]) -> Any:
         await sync_to_async(close_old_connections)()
 
 
-def _running(task: Any, call: TaskCall, job: Job) -> Any:
-    """The task result a run reports to the task itself (``takes_context``) and to signal receivers."""
+def _running(task: Any, call: TaskCall, job: Job, worker_id: int) -> Any:
+    """The task result a run reports to the task itself (``takes_context``) and to signal receivers: the one
+    get_result gives while the task runs."""
     now = datetime.now(UTC)
+    try:
+        enqueued = task_as_enqueued(task, call.backend or task.backend, job.entrypoint, job.priority, call)
+    except (ImproperlyConfigured, InvalidTaskError):
+        # This process's TASKS lack the alias or queue the producer's had: run the task as it is defined.
+        enqueued = task
     return TaskResult(
-        task=task,
-        id=result_id(job.id, call.path),
+        task=enqueued,
+        id=result_id(job.id),
         status=TaskResultStatus.RUNNING,
         enqueued_at=job.created_at,
         started_at=now,
@@ -101,9 +108,9 @@ def _running(task: Any, call: TaskCall, job: Job) -> Any:
         last_attempted_at=now,
         args=call.args,
         kwargs=call.kwargs,
-        backend=task.backend,
+        backend=call.backend or task.backend,
         errors=[],
-        worker_ids=[f"{socket.gethostname()}:{os.getpid()}"] * job.attempts,
+        worker_ids=[worker_label(worker_id)] * job.attempts,
     )
 
 
