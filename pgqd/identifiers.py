@@ -74,6 +74,7 @@ class Names:
             for name in (
                 "jobs",
                 "log",
+                "log_rollup",
                 "workers",
                 "schedules",
                 "entrypoint_limits",
