@@ -53,6 +53,8 @@ class WebSettings:
     dsn: str | None
     names: Names
     entrypoints: tuple[str, ...] = ()
+    # Each configured entrypoint's run timeout in seconds, for the running-jobs view.
+    timeouts: tuple[tuple[str, float], ...] = ()
     read_only: bool = False
     credentials: WebCredentials = field(default_factory=lambda: WebCredentials("pgqd", None, None))
     pool_size: int = 4
@@ -198,7 +200,7 @@ async def request_form(request: Request) -> dict[str, Any]:
 
 
 def create_app(settings: WebSettings) -> Starlette:
-    from pgqd.web import actions, pages
+    from pgqd.web import actions, pages, views_history, views_running
 
     state = WebState(settings)
 
@@ -212,6 +214,8 @@ def create_app(settings: WebSettings) -> Starlette:
 
     routes = [
         *pages.routes(),
+        *views_history.routes(),
+        *views_running.routes(),
         *actions.routes(),
         Mount("/static", StaticFiles(packages=[("pgqd.web", "static")]), name="static"),
     ]

@@ -1,0 +1,61 @@
+"""The history page (GET /history): finished jobs over the last hour, day or week, per time slice and per
+entrypoint, with the percentiles of their run time and queue wait; filterable by entrypoint and final status."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from pgqd.models import FINAL_STATUSES
+from pgqd.ops.history import SPANS, STATUS_GROUPS, JobHistory
+from pgqd.web.app import render, web_state
+from pgqd.web.history_chart import outcome_chart, percentile_chart
+
+STATUS_CHOICES = (*STATUS_GROUPS, *FINAL_STATUSES)
+# The last hour changes by the minute; a day or a week only as the rollup moves on.
+REFRESH_MS = {"1h": 5_000, "24h": 60_000, "7d": 60_000}
+
+
+async def history(request: Request) -> Response:
+    state = web_state(request)
+    query = request.query_params
+    span_name = query.get("range") or "1h"
+    entrypoint = query.get("entrypoint") or None
+    status = query.get("status") or None
+    problems = []
+    if span_name not in SPANS:
+        problems.append(f"range: use one of {', '.join(SPANS)}")
+    if status is not None and status not in STATUS_CHOICES:
+        problems.append(f"status: use one of {', '.join(STATUS_CHOICES)}")
+    if entrypoint is not None and (len(entrypoint) > 200 or "\x00" in entrypoint):
+        problems.append("entrypoint: at most 200 characters, no NUL")
+    form = {"range": span_name, "entrypoint": entrypoint or "", "status": status or ""}
+    common: dict[str, Any] = {
+        "title": "History",
+        "form": form,
+        "spans": list(SPANS),
+        "statuses": STATUS_CHOICES,
+        "entrypoints": state.settings.entrypoints,
+    }
+    if problems:
+        return render(request, "history.html", status_code=400, problem="; ".join(problems), **common)
+    span = SPANS[span_name]
+    found = await JobHistory(state.pool, state.settings.names).history(span, entrypoint, status)
+    return render(
+        request,
+        "history.html",
+        problem=None,
+        history=found,
+        refresh_ms=REFRESH_MS[span_name],
+        outcomes=outcome_chart(found.slices, span.slice_seconds),
+        run_chart=percentile_chart(found.slices, span.slice_seconds, "run"),
+        wait_chart=percentile_chart(found.slices, span.slice_seconds, "wait"),
+        **common,
+    )
+
+
+def routes() -> list[Route]:
+    return [Route("/history", history)]
