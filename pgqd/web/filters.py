@@ -8,6 +8,8 @@ from datetime import UTC, datetime
 from pgqd.ops.browse import JobFilter
 
 PAGE_SIZES = (25, 50, 100, 200)
+# The job search form's fields, as query parameters.
+FILTER_FIELDS = ("entrypoint", "status", "q", "key", "header", "from", "until", "limit")
 MAX_TEXT = 200
 
 
@@ -26,10 +28,25 @@ def _moment(name: str, text: str | None) -> datetime | None:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
 
 
-def job_filter(query: Mapping[str, str]) -> JobFilter:
-    text = query.get("q") or None
+def _text(query: Mapping[str, str], name: str) -> str | None:
+    text = query.get(name) or None
     if text is not None and len(text) > MAX_TEXT:
-        raise FilterProblem(f"q: at most {MAX_TEXT} characters")
+        raise FilterProblem(f"{name}: at most {MAX_TEXT} characters")
+    return text
+
+
+def _header(text: str | None) -> tuple[str, str] | None:
+    """``name=value``, the value exactly as the header has it (a JSON number or boolean as its JSON text)."""
+    if text is None:
+        return None
+    name, equals, value = text.partition("=")
+    if not equals or not name.strip():
+        raise FilterProblem(f"header: {text!r} is not name=value")
+    return name.strip(), value
+
+
+def job_filter(query: Mapping[str, str]) -> JobFilter:
+    text = _text(query, "q")
     try:
         return JobFilter(
             entrypoint=query.get("entrypoint") or None,
@@ -37,6 +54,8 @@ def job_filter(query: Mapping[str, str]) -> JobFilter:
             created_from=_moment("from", query.get("from")),
             created_until=_moment("until", query.get("until")),
             text=text,
+            dedupe_key=_text(query, "key"),
+            header=_header(_text(query, "header")),
         )
     except ValueError as exc:
         if isinstance(exc, FilterProblem):
