@@ -1,19 +1,42 @@
 // pgqd web: live refresh of [data-live] regions, select-all checkboxes, confirmations. No framework.
 "use strict";
 
+// A region with data-live="" shows part of this very page: the page is fetched again and the element with the
+// region's id taken from it. When the new part no longer has data-live (a job that finished), it stops.
 function refresh(region) {
-  if (document.hidden || region.contains(document.activeElement) && document.activeElement.tagName !== "BODY") {
+  if (document.hidden || region.contains(document.activeElement) && document.activeElement.tagName !== "BODY"
+      || region.querySelector('input[type="checkbox"]:checked')) {
     return Promise.resolve();
   }
-  return fetch(region.dataset.live, { credentials: "same-origin", headers: { "accept": "text/html" } })
+  const ownPage = !region.dataset.live;
+  return fetch(ownPage ? window.location.href : region.dataset.live,
+               { credentials: "same-origin", headers: { "accept": "text/html" } })
     .then((response) => (response.ok ? response.text() : Promise.reject(response.status)))
-    .then((html) => { region.innerHTML = html; region.dataset.updated = String(Date.now()); })
+    .then((html) => {
+      if (ownPage) {
+        const part = new DOMParser().parseFromString(html, "text/html").getElementById(region.id);
+        if (!part) {
+          return Promise.reject(new Error("part missing"));
+        }
+        html = part.innerHTML;
+        if (!part.hasAttribute("data-live")) {
+          region.removeAttribute("data-live");
+        }
+      }
+      region.innerHTML = html;
+      region.dataset.updated = String(Date.now());
+      return undefined;
+    })
     .catch(() => { region.dataset.stale = "true"; });
 }
 
 function startLive(region) {
   const interval = Number(region.dataset.interval || 2000);
-  const tick = () => refresh(region).finally(() => setTimeout(tick, interval));
+  const tick = () => refresh(region).finally(() => {
+    if (region.hasAttribute("data-live")) {
+      setTimeout(tick, interval);
+    }
+  });
   setTimeout(tick, interval);
 }
 
