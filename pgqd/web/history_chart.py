@@ -35,6 +35,8 @@ class Line:
     label: str
     # Runs of consecutive slices with data, each as SVG points "x,y x,y ...".
     segments: list[str]
+    # Every point (a slice with data between two without shows as a dot alone).
+    dots: list[tuple[float, float]]
 
 
 @dataclass(frozen=True)
@@ -102,16 +104,18 @@ def percentile_chart(slices: Sequence[Slice], slice_seconds: int, measure: str) 
     for css, name in (("p50", "p50"), ("p95", "p95"), ("p99", "p99")):
         segments: list[str] = []
         current: list[str] = []
+        dots = []
         for i, v in enumerate(values):
             if v is None:
                 if current:
                     segments.append(" ".join(current))
                 current = []
                 continue
-            current.append(f"{round(LEFT + (i + 0.5) * slot, 1)},{y(getattr(v, name))}")
+            dots.append((round(LEFT + (i + 0.5) * slot, 1), y(getattr(v, name))))
+            current.append(f"{dots[-1][0]},{dots[-1][1]}")
         if current:
             segments.append(" ".join(current))
-        lines.append(Line(css, name, segments))
+        lines.append(Line(css, name, segments, dots))
     hovers = []
     for i, (s, v) in enumerate(zip(slices, values, strict=True)):
         if v is None:
