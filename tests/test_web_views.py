@@ -17,7 +17,8 @@ from pgqd.daemon.log_rollup import KEEP, LogRollup
 from pgqd.identifiers import Names
 from pgqd.ops.browse import SEARCH_WINDOW
 from pgqd.ops.history import class_seconds, percentiles
-from tests.support.daemon import daemon_config
+from tests.support.daemon import StartDaemon, daemon_config
+from tests.support.waiting import wait_until
 from tests.support.web import WebServer
 from tests.test_web_http import Browser
 
@@ -307,3 +308,10 @@ async def test_a_time_filter_jumps_straight_to_its_time(web: WebServer, conn: An
     )
     assert everything == [r[0] for r in created]
     assert 25 <= len(everything) <= 31
+
+
+async def test_the_daemon_keeps_the_rollup(conn: Any, start_daemon: StartDaemon) -> None:
+    await add_log_rows(conn, "sleeper", "2 hours", 12, wait=0.1, run=0.1)
+    start_daemon(daemon_config(processes=1)).wait_ready()
+    rolled = "SELECT sum(jobs) FROM pgqd_log_rollup WHERE measure = 0"
+    assert await wait_until(lambda: conn.fetchval(rolled), timeout=20, what="the lead worker's first rollup") == 12
