@@ -75,6 +75,7 @@ class Names:
                 "jobs",
                 "log",
                 "log_rollup",
+                "log_rollup_state",
                 "workers",
                 "schedules",
                 "entrypoint_limits",

@@ -110,11 +110,13 @@ async def test_a_day_and_a_week_come_from_the_rollup_the_daemon_keeps(web: WebSe
     await add_log_rows(conn, "sleeper", "3 days", 25, wait=0.1, run=1.0, status="timeout")
     await add_log_rows(conn, "report", "9 days", 7, wait=0.1, run=1.0)  # older than the longest range
     day = web.get("/history?range=24h").text
-    assert "No job finished in this range" in day  # nothing rolled up yet
+    assert "No job finished in this range" in day  # nothing rolled up yet, and the page says why
+    assert "No daemon has rolled up the log yet" in day
 
     rollup = LogRollup(db_dsn, Names())
     await rollup.step()
     day = web.get("/history?range=24h").text
+    assert 'id="rollup-behind"' not in day
     assert cell(day, "sleeper", "succeeded") == "40"
     assert cell(day, "sleeper", "failed") == "0"
     week = web.get("/history?range=7d").text

@@ -79,8 +79,8 @@ class LogRollup:
         now = await conn.fetchval("SELECT now()")
         start = self.resume_from
         if start is None:
-            newest = await conn.fetchval(self.sql.rollup_newest)
-            start = hour_of(now - KEEP) if newest is None else max(newest, hour_of(now - KEEP))
+            rolled_at = await conn.fetchval(self.sql.rolled_at)
+            start = hour_of(now - KEEP) if rolled_at is None else max(hour_of(rolled_at), hour_of(now - KEEP))
         start = min(start, hour_of(now - SETTLE))
         end = hour_of(now) + STEP
         while start < end:
@@ -88,6 +88,8 @@ class LogRollup:
                 if not await conn.fetchval(TRY_LOCK, self.lock_key):
                     return  # another daemon is at it
                 await conn.execute(self.sql.roll_up, start, start + STEP)
+                if start + STEP > now:
+                    await conn.execute(self.sql.mark_rolled, now)
             start += STEP
         await conn.execute(self.sql.prune_rollup, now - KEEP)
         self.resume_from = hour_of(now)

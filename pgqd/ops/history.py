@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -80,8 +80,11 @@ class History:
     span: Span
     start: datetime
     end: datetime
+    now: datetime
     slices: list[Slice]
     entrypoints: list[EntrypointHistory]
+    # For a day or a week: when a daemon last rolled up the log (None: never).
+    rolled_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -172,7 +175,10 @@ class JobHistory:
         start = end - timedelta(seconds=span.seconds)
         statement = self.sql.histograms_from_log if span.from_log else self.sql.histograms_from_rollup
         rows = await self._fetch(statement, start, end, float(span.slice_seconds), entrypoint, statuses_of(status))
-        return _history(span, start, end, rows)
+        found = _history(span, start, end, now, rows)
+        if span.from_log:
+            return found
+        return replace(found, rolled_at=await self._fetchval(self.sql.rolled_at))
 
     async def running(self, entrypoint: str | None = None, limit: int = 500) -> list[RunningJob]:
         """Running jobs, longest-running first, with their worker's host and pid."""
@@ -211,7 +217,7 @@ def _floor(moment: datetime, seconds: int) -> datetime:
     return datetime.fromtimestamp(epoch - epoch % seconds, UTC)
 
 
-def _history(span: Span, start: datetime, end: datetime, rows: Sequence[Any]) -> History:
+def _history(span: Span, start: datetime, end: datetime, now: datetime, rows: Sequence[Any]) -> History:
     slices: dict[datetime, _Tally] = defaultdict(_Tally)
     entrypoints: dict[str, _Tally] = defaultdict(_Tally)
     for r in rows:
@@ -228,6 +234,7 @@ def _history(span: Span, start: datetime, end: datetime, rows: Sequence[Any]) ->
         span,
         start,
         end,
+        now,
         shown,
         [EntrypointHistory(name, t.outcomes(), t.run(), t.wait()) for name, t in sorted(entrypoints.items())],
     )

@@ -3,6 +3,7 @@ entrypoint, with the percentiles of their run time and queue wait; filterable by
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from starlette.requests import Request
@@ -10,13 +11,15 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from pgqd.models import FINAL_STATUSES
-from pgqd.ops.history import SPANS, STATUS_GROUPS, JobHistory
+from pgqd.ops.history import SPANS, STATUS_GROUPS, History, JobHistory
 from pgqd.web.app import render, web_state
 from pgqd.web.history_chart import outcome_chart, percentile_chart
 
 STATUS_CHOICES = (*STATUS_GROUPS, *FINAL_STATUSES)
 # The last hour changes by the minute; a day or a week only as the rollup moves on.
 REFRESH_MS = {"1h": 5_000, "24h": 60_000, "7d": 60_000}
+# While a daemon runs, it rolls up the log every minute.
+ROLLUP_LATE = timedelta(minutes=5)
 
 
 async def history(request: Request) -> Response:
@@ -50,11 +53,18 @@ async def history(request: Request) -> Response:
         problem=None,
         history=found,
         refresh_ms=REFRESH_MS[span_name],
+        rollup_behind=_rollup_behind(found),
         outcomes=outcome_chart(found.slices, span.slice_seconds),
         run_chart=percentile_chart(found.slices, span.slice_seconds, "run"),
         wait_chart=percentile_chart(found.slices, span.slice_seconds, "wait"),
         **common,
     )
+
+
+def _rollup_behind(found: History) -> bool:
+    if found.span.from_log:
+        return False
+    return found.rolled_at is None or found.rolled_at < found.now - ROLLUP_LATE
 
 
 def routes() -> list[Route]:

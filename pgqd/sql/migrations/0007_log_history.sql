@@ -19,3 +19,9 @@ CREATE TABLE IF NOT EXISTS {log_rollup} (
     jobs         bigint NOT NULL,
     PRIMARY KEY (bucket_start, entrypoint, status, measure, class)
 );
+
+-- How far the rollup has got: the time of the last pass that rolled up the current hour (one row).
+CREATE TABLE IF NOT EXISTS {log_rollup_state} (
+    id          boolean PRIMARY KEY DEFAULT true CHECK (id),
+    rolled_at   timestamptz NOT NULL
+);
