@@ -246,7 +246,10 @@ async def test_jobs_are_found_by_id_dedupe_key_and_header(web: WebServer, conn: 
     found = web.get(f"/jobs?id={keyed}")
     assert found.status == 303
     assert found.headers["location"] == f"/jobs/{keyed}"
-    assert web.get("/jobs?id=abc").status == 400
+    for bad in ("abc", "%C2%B2", "99999999999999999999", "-1"):
+        assert web.get(f"/jobs?id={bad}").status == 400, bad
+    for field in ("key", "header", "q"):
+        assert web.get(f"/jobs?{field}=a%00b").status == 400, field
 
     def ids(query: str) -> list[int]:
         answer = web.get("/jobs?" + query)

@@ -32,6 +32,8 @@ def _text(query: Mapping[str, str], name: str) -> str | None:
     text = query.get(name) or None
     if text is not None and len(text) > MAX_TEXT:
         raise FilterProblem(f"{name}: at most {MAX_TEXT} characters")
+    if text is not None and "\x00" in text:
+        raise FilterProblem(f"{name}: no NUL characters")
     return text
 
 

@@ -113,7 +113,7 @@ def _job_id(request: Request) -> int | None:
     text = request.query_params.get("id", "").strip().lstrip("#")
     if not text:
         return None
-    if not text.isdigit() or len(text) > 19 or int(text) > MAX_ID:
+    if not (text.isascii() and text.isdigit()) or len(text) > 19 or int(text) > MAX_ID:
         raise FilterProblem(f"id: {text!r} is not a job id")
     return int(text)
 
