@@ -128,6 +128,12 @@ async def test_a_day_and_a_week_come_from_the_rollup_the_daemon_keeps(web: WebSe
     assert cell(timeouts, "sleeper", "failed") == "25"
     assert cell(timeouts, "sleeper", "succeeded") == "0"
 
+    # Open tabs share one reading while the rollup stays where it was; what the next pass left shows at once.
+    await conn.execute("UPDATE pgqd_log_rollup SET jobs = jobs + 5 WHERE measure = 0 AND entrypoint = 'sleeper'")
+    assert cell(web.get("/history?range=24h").text, "sleeper", "succeeded") == "40"
+    await rollup.step()
+    assert cell(web.get("/history?range=24h").text, "sleeper", "succeeded") == "45"
+
 
 async def test_the_rollup_counts_what_the_log_holds_and_follows_it(conn: Any, db_dsn: str) -> None:
     await add_log_rows(conn, "sleeper", "90 minutes", 300, wait=0.01, run=0.2)

@@ -178,7 +178,12 @@ class JobHistory:
         found = _history(span, start, end, now, rows)
         if span.from_log:
             return found
-        return replace(found, rolled_at=await self._fetchval(self.sql.rolled_at))
+        return replace(found, rolled_at=await self.rolled_at())
+
+    async def rolled_at(self) -> datetime | None:
+        """When a daemon last rolled up the log (None: never)."""
+        moment: datetime | None = await self._fetchval(self.sql.rolled_at)
+        return moment
 
     async def running(self, entrypoint: str | None = None, limit: int = 500) -> list[RunningJob]:
         """Running jobs, longest-running first, with their worker's host and pid."""

@@ -3,6 +3,7 @@ entrypoint, with the percentiles of their run time and queue wait; filterable by
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 from typing import Any
 
@@ -20,6 +21,30 @@ STATUS_CHOICES = (*STATUS_GROUPS, *FINAL_STATUSES)
 REFRESH_MS = {"1h": 5_000, "24h": 60_000, "7d": 60_000}
 # While a daemon runs, it rolls up the log every minute.
 ROLLUP_LATE = timedelta(minutes=5)
+# Every open tab refreshes the page: within this many seconds, they share one reading of each filter.
+SHARED_FOR = {"1h": 4.0, "24h": 30.0, "7d": 30.0}
+SHARED_READINGS = 64
+
+
+class SharedReadings:
+    """The latest reading of each history filter, shared by the requests of one server for a few seconds (for a
+    day or a week, only while the rollup has not moved on)."""
+
+    def __init__(self) -> None:
+        self.readings: dict[tuple[str, str | None, str | None], tuple[float, History]] = {}
+
+    async def get(self, history: JobHistory, span: str, entrypoint: str | None, status: str | None) -> History:
+        key = (span, entrypoint, status)
+        now = time.monotonic()
+        kept = self.readings.get(key)
+        fresh = kept is not None and now - kept[0] < SHARED_FOR[span]
+        if kept is not None and fresh and (SPANS[span].from_log or kept[1].rolled_at == await history.rolled_at()):
+            return kept[1]
+        found = await history.history(SPANS[span], entrypoint, status)
+        if len(self.readings) >= SHARED_READINGS:
+            self.readings = {k: v for k, v in self.readings.items() if now - v[0] < SHARED_FOR[k[0]]}
+        self.readings[key] = (now, found)
+        return found
 
 
 async def history(request: Request) -> Response:
@@ -46,7 +71,10 @@ async def history(request: Request) -> Response:
     if problems:
         return render(request, "history.html", status_code=400, problem="; ".join(problems), **common)
     span = SPANS[span_name]
-    found = await JobHistory(state.pool, state.settings.names).history(span, entrypoint, status)
+    shared: SharedReadings | None = getattr(request.app.state, "history_readings", None)
+    if shared is None:
+        shared = request.app.state.history_readings = SharedReadings()
+    found = await shared.get(JobHistory(state.pool, state.settings.names), span_name, entrypoint, status)
     return render(
         request,
         "history.html",
