@@ -26,7 +26,9 @@ from benchmarks.common import environment, fresh_database, parser, report
 from benchmarks.web_pages import ENTRYPOINTS, FILL_LIVE, FILL_RUNNING
 from pgqd.daemon.log_rollup import LogRollup, hour_of
 from pgqd.identifiers import Names
+from pgqd.ops.browse import MAX_ID
 from pgqd.ops.history import SPANS
+from pgqd.ops.seek import id_bounds
 from pgqd.sql import browse, render
 from pgqd.sql.history import HistoryStatements
 from pgqd.sql.seek import CREATED_CURSORS
@@ -104,7 +106,7 @@ def reads(sql: HistoryStatements, now: datetime, names: Names) -> list[tuple[str
         (
             "job search, failures created in 30 min 12 h ago",
             search,
-            ("SEEK", 20000, True, True, None, "exception", since, until, None, None, 51, None, None, None, "FLOOR"),
+            (MAX_ID, 20000, True, True, None, "exception", since, until, None, None, 51, None, None, None, "BOUNDS"),
         ),
     ]
 
@@ -114,13 +116,9 @@ async def measure_all(conn: Any, names: Names, runs: int, phase: str) -> list[di
     now = await conn.fetchval("SELECT now()")
     results = []
     for name, statement, args in reads(sql, now, names):
-        if "SEEK" in args:
-            until, since = args[7], args[6]
-            cursors = await conn.fetchrow(render(CREATED_CURSORS, names), until)
-            floors = await conn.fetchrow(render(CREATED_CURSORS, names), since)
-            before = max(c for c in cursors if c is not None)
-            floor = min(c for c in floors if c is not None)
-            args = tuple(before if a == "SEEK" else floor if a == "FLOOR" else a for a in args)
+        if args[-1] == "BOUNDS":  # the ids of each table the time range leaves, as the web UI finds them
+            b = await id_bounds(conn, names, args[6], args[7])
+            args = (*args[:-1], b.live_from, b.live_until, b.log_from, b.log_until)
         results.append({"phase": phase, "query": name, **await server_ms(conn, statement, args, runs)})
     current = hour_of(now)
     results.append(

@@ -52,6 +52,17 @@ class JobFilter:
 
 
 @dataclass(frozen=True)
+class IdBounds:
+    """The ids worth reading in each table, [from, until): outside them, no job was created in the filter's
+    time range."""
+
+    live_from: int = 0
+    live_until: int = MAX_ID
+    log_from: int = 0
+    log_until: int = MAX_ID
+
+
+@dataclass(frozen=True)
 class JobPage:
     """One page of the job search, newest first. ``next_before`` continues it (None: nothing older);
     ``window_edge`` is set when the search stopped at its read window rather than at the end of the tables."""
@@ -94,10 +105,11 @@ class JobSearch:
         before: int | None = None,
         limit: int = 50,
         window: int = SEARCH_WINDOW,
-        floor: int | None = None,
+        bounds: IdBounds | None = None,
     ) -> JobPage:
-        """Up to ``limit`` jobs below the id ``before``, newest first; none below ``floor`` are read (the
-        filter's creation time rules them out, see ``pgqd.ops.seek``)."""
+        """Up to ``limit`` jobs below the id ``before``, newest first, reading only the ids within ``bounds``
+        (those the filter's creation times leave, see ``pgqd.ops.seek``)."""
+        bounds = bounds or IdBounds()
         cursor = MAX_ID if before is None else before
         if where.status in INDEXED_STATUSES:
             statement = browse.SEARCH_LIVE_STATUS[where.status]
@@ -122,7 +134,10 @@ class JobSearch:
                 dedupe_key,
                 header_name,
                 header_value,
-                floor or 0,
+                bounds.live_from,
+                bounds.live_until,
+                bounds.log_from,
+                bounds.log_until,
             )
         edge = rows[0]["edge"] if rows else None
         found = [{k: v for k, v in r.items() if k != "edge"} for r in rows if r["id"] is not None]

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
 from pgqd.identifiers import Names
+from pgqd.ops.browse import MAX_ID, IdBounds
 from pgqd.sql import render
 from pgqd.sql.seek import CREATED_CURSORS
 
@@ -17,14 +19,18 @@ async def created_cursors(db: Any, names: Names, moment: datetime) -> tuple[int 
     return row["live"], row["finished"]
 
 
-async def seek_before(db: Any, names: Names, until: datetime) -> int | None:
-    """A job search cursor (``before``) at which the jobs created before ``until`` start, newest first."""
-    cursors = [c for c in await created_cursors(db, names, until) if c is not None]
-    return max(cursors) if cursors else None
+async def id_bounds(db: Any, names: Names, since: datetime | None, until: datetime | None) -> IdBounds:
+    """The ids of each table between which the jobs created in [``since``, ``until``) are."""
+    bounds = IdBounds()
+    if until is not None:
+        live, finished = await created_cursors(db, names, until)
+        bounds = replace(bounds, live_until=_or(live, 0), log_until=_or(finished, 0))
+    if since is not None:
+        live, finished = await created_cursors(db, names, since)
+        bounds = replace(bounds, live_from=_or(live, MAX_ID), log_from=_or(finished, MAX_ID))
+    return bounds
 
 
-async def seek_floor(db: Any, names: Names, since: datetime) -> int | None:
-    """An id below which every job was created before ``since``: a search for jobs created since then can stop
-    there."""
-    cursors = [c for c in await created_cursors(db, names, since) if c is not None]
-    return min(cursors) if cursors else None
+def _or(cursor: int | None, empty: int) -> int:
+    """An empty table's cursor (None) as a bound that reads nothing from it."""
+    return empty if cursor is None else cursor

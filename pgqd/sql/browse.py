@@ -9,9 +9,9 @@ from __future__ import annotations
 # back full, rows older than its last one are not looked at, and `edge` says where the next search starts.
 # Filters: $5 entrypoint, $6 status, $7 / $8 created between, $9 LIKE pattern for error text, $10 LIKE pattern
 # for payloads (in PostgreSQL's "escape" encoding, which any byte string has), $11 rows wanted, $12 dedupe key,
-# $13 / $14 a header's name and value (finished jobs keep no headers), $15 the lowest id worth reading (below it,
-# every job was created before $7: see pgqd.sql.seek). Jobs created from $7 on finished from $7 on, so the log's
-# time partitions before $7 are not read.
+# $13 / $14 a header's name and value (finished jobs keep no headers); $15 / $16 the range of ids worth reading in
+# the jobs table ([$15, $16): jobs created between $7 and $8, see pgqd.sql.seek), $17 / $18 the same in the log.
+# Jobs created from $7 on finished from $7 on, so the log's time partitions before $7 are not read.
 SEARCH_JOBS = """
 WITH live AS (
     SELECT j.id, j.entrypoint, j.status::text AS status, j.priority, j.attempts, j.created_at, j.execute_after,
@@ -20,7 +20,7 @@ WITH live AS (
            concat_ws(' ', j.last_error->>'type', j.last_error->>'message', j.last_error->>'traceback') AS error_text,
            j.dedupe_key, j.headers
     FROM {jobs} AS j
-    WHERE $3 AND j.id < $1 AND j.id >= $15
+    WHERE $3 AND j.id < least($1::bigint, $16::bigint) AND j.id >= $15::bigint
     ORDER BY j.id DESC
     LIMIT $2
 ),
@@ -30,7 +30,8 @@ done AS (
            NULL::bytea AS payload, concat_ws(' ', l.error_type, l.error_message, l.error_traceback) AS error_text,
            l.dedupe_key, NULL::jsonb AS headers
     FROM {log} AS l
-    WHERE $4 AND l.job_id < $1 AND l.job_id >= $15 AND ($7::timestamptz IS NULL OR l.finished_at >= $7)
+    WHERE $4 AND l.job_id < least($1::bigint, $18::bigint) AND l.job_id >= $17::bigint
+      AND ($7::timestamptz IS NULL OR l.finished_at >= $7)
     ORDER BY l.job_id DESC
     LIMIT $2
 ),

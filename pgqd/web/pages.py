@@ -16,7 +16,7 @@ from pgqd.web import present
 from pgqd.web.app import not_found, render, web_state
 from pgqd.web.chart import throughput_chart
 from pgqd.web.filters import FILTER_FIELDS, FilterProblem, job_filter, page_size
-from pgqd.web.views_seek import seek_to_time
+from pgqd.web.views_seek import seek_to_time, within
 
 # Counts on the overview stop here (see QueueStats.queues): beyond it a page shows "10,000+".
 COUNT_CAP = 10_000
@@ -83,9 +83,8 @@ async def jobs(request: Request) -> Response:
         )
     if job_id is not None:
         return RedirectResponse(f"/jobs/{job_id}", status_code=303)
-    seek = await seek_to_time(state, where, before)
-    page = await state.search.page(where, before=seek.before, limit=limit, floor=seek.floor)
-    page = seek.bounded(page)
+    bounds = await seek_to_time(state, where)
+    page = within(bounds, await state.search.page(where, before=before, limit=limit, bounds=bounds))
     rows = [{**r, "payload_text": present.payload_head(r["payload_head"])} for r in page.rows]
     older = None
     if page.next_before is not None:

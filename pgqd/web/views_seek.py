@@ -1,31 +1,22 @@
-"""The job search's time filter, seeking: a search for jobs created before a time starts right there (not at
-the newest job, paging back window after window), and one for jobs created since a time stops where they end."""
+"""The job search's time filter, seeking: a search for jobs created in a time range reads only the ids of each
+table in which they are (a binary search over the primary keys finds them), so it starts right at the range's
+end, not at the newest job paging back window after window, and stops where the range begins."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
-from pgqd.ops.browse import JobFilter, JobPage
-from pgqd.ops.seek import seek_before, seek_floor
+from pgqd.ops.browse import IdBounds, JobFilter, JobPage
+from pgqd.ops.seek import id_bounds
 from pgqd.web.app import WebState
 
 
-@dataclass(frozen=True)
-class Seek:
-    before: int | None
-    # No job below this id was created in the filter's range (None: not known).
-    floor: int | None
-
-    def bounded(self, page: JobPage) -> JobPage:
-        """``page`` without its link to older jobs when every older one was created before the range."""
-        if self.floor is not None and page.next_before is not None and page.next_before <= self.floor:
-            return replace(page, next_before=None, window_edge=None)
-        return page
+async def seek_to_time(state: WebState, where: JobFilter) -> IdBounds:
+    return await id_bounds(state.pool, state.settings.names, where.created_from, where.created_until)
 
 
-async def seek_to_time(state: WebState, where: JobFilter, before: int | None) -> Seek:
-    names = state.settings.names
-    if before is None and where.created_until is not None:
-        before = await seek_before(state.pool, names, where.created_until)
-    floor = None if where.created_from is None else await seek_floor(state.pool, names, where.created_from)
-    return Seek(before, floor)
+def within(bounds: IdBounds, page: JobPage) -> JobPage:
+    """``page`` without its link to older jobs when no older one is in the bounds."""
+    if page.next_before is not None and page.next_before <= min(bounds.live_from, bounds.log_from):
+        return replace(page, next_before=None, window_edge=None)
+    return page
