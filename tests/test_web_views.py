@@ -263,6 +263,7 @@ async def test_jobs_are_found_by_id_dedupe_key_and_header(web: WebServer, conn: 
         return [int(i) for i in re.findall(r'href="/jobs/(\d+)"', answer.text)]
 
     assert ids("key=invoice%3A77") == [keyed]
+    assert ids("key=nobody") == []
     assert ids("header=tenant%3Dacme") == [tagged]
     assert ids("header=shard%3D3") == [tagged]
     assert ids("header=tenant%3Dnobody") == []
@@ -326,3 +327,13 @@ async def test_the_daemon_keeps_the_rollup(conn: Any, start_daemon: StartDaemon)
     start_daemon(daemon_config(processes=1)).wait_ready()
     rolled = "SELECT sum(jobs) FROM pgqd_log_rollup WHERE measure = 0"
     assert await wait_until(lambda: conn.fetchval(rolled), timeout=20, what="the lead worker's first rollup") == 12
+
+
+async def test_a_live_job_is_found_by_its_dedupe_key_however_old(web: WebServer, conn: Any) -> None:
+    oldest = await Client(conn).enqueue("sleeper", "1", dedupe_key="report:2026-01")
+    await conn.execute(
+        "INSERT INTO pgqd_jobs (entrypoint, payload) SELECT 'sleeper', 'hay' FROM generate_series(1, $1)",
+        SEARCH_WINDOW + 10,
+    )
+    page = web.get("/jobs?key=report%3A2026-01").text
+    assert re.findall(r'href="/jobs/(\d+)"', page) == [str(oldest)]

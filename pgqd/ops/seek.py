@@ -9,7 +9,7 @@ from typing import Any
 from pgqd.identifiers import Names
 from pgqd.ops.browse import MAX_ID, IdBounds
 from pgqd.sql import render
-from pgqd.sql.seek import CREATED_CURSORS
+from pgqd.sql.seek import CREATED_CURSORS, LIVE_DEDUPE_KEY_IDS
 
 
 async def created_cursors(db: Any, names: Names, moment: datetime) -> tuple[int | None, int | None]:
@@ -29,6 +29,17 @@ async def id_bounds(db: Any, names: Names, since: datetime | None, until: dateti
         live, finished = await created_cursors(db, names, since)
         bounds = replace(bounds, live_from=_or(live, MAX_ID), log_from=_or(finished, MAX_ID))
     return bounds
+
+
+async def with_dedupe_key(db: Any, names: Names, bounds: IdBounds, key: str) -> IdBounds:
+    """``bounds`` narrowed, in the jobs table, to the live jobs with dedupe key ``key`` (found by index, so a
+    live job is found whatever its age; the log has no such index and keeps its bounds)."""
+    row = await db.fetchrow(render(LIVE_DEDUPE_KEY_IDS, names), key)
+    if row["first"] is None:
+        return replace(bounds, live_until=0)
+    return replace(
+        bounds, live_from=max(bounds.live_from, row["first"]), live_until=min(bounds.live_until, row["last"] + 1)
+    )
 
 
 def _or(cursor: int | None, empty: int) -> int:

@@ -34,3 +34,13 @@ CREATED_CURSORS = (
     + _CURSOR.format(table="{log}", id="job_id")
     + " AS finished"
 )
+
+# The ids of the live jobs with dedupe key $1: at most one not held (the unique index), and the held ones, few,
+# found on their own partial index.
+LIVE_DEDUPE_KEY_IDS = """
+SELECT min(k.id) AS first, max(k.id) AS last FROM (
+    SELECT j.id FROM {jobs} AS j WHERE j.dedupe_key = $1 AND j.status <> 'failed'
+    UNION ALL
+    SELECT j.id FROM {jobs} AS j WHERE j.status = 'failed' AND j.dedupe_key = $1
+) AS k
+"""
