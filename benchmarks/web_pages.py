@@ -2,7 +2,8 @@
 
 Fills a fresh database with INSERT ... SELECT generate_series (1,000,000 live jobs over four entrypoints: 89.9%
 queued, 10% deferred, 0.1% held, 100 running; 1,000,000 log rows over the last 24 hours, 5% of them failures),
-starts the real `pgqd web` on it in its shipped configuration, and times each page over HTTP.
+rolls the log up as a daemon's lead worker does, starts the real `pgqd web` on it in its shipped configuration,
+and times each page over HTTP.
 
     .venv/bin/python -m benchmarks.web_pages [--live 1000000] [--log 1000000] [--requests 20]
 """
@@ -18,12 +19,15 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 
 from benchmarks.common import environment, fresh_database, parser, report
+from pgqd.daemon.log_rollup import LogRollup
+from pgqd.identifiers import Names
 
 BUDGET_MS = 200.0
 ENTRYPOINTS = ("send_email", "resize_image", "flaky_webhook", "poll_feed")
@@ -75,7 +79,7 @@ FROM generate_series(1, 20) AS g
 """
 
 
-async def fill(dsn: str, live: int, logged: int) -> dict[str, int]:
+async def fill(dsn: str, live: int, logged: int) -> dict[str, Any]:
     conn = await asyncpg.connect(dsn)
     try:
         started = time.monotonic()
@@ -85,11 +89,14 @@ async def fill(dsn: str, live: int, logged: int) -> dict[str, int]:
         await conn.execute(FILL_SCHEDULES, list(ENTRYPOINTS))
         await conn.execute("VACUUM ANALYZE pgqd_jobs")
         await conn.execute("VACUUM ANALYZE pgqd_log")
+        await LogRollup(dsn, Names()).step()  # as a running daemon's lead worker would have
         ids = {
             "live_id": await conn.fetchval("SELECT max(id) FROM pgqd_jobs WHERE status = 'queued'"),
             "held_id": await conn.fetchval("SELECT min(id) FROM pgqd_jobs WHERE status = 'failed'"),
             "finished_id": await conn.fetchval("SELECT max(job_id) FROM pgqd_log"),
             "middle_id": live // 2,
+            "seek_until": f"{datetime.now(UTC) - timedelta(hours=12):%Y-%m-%dT%H:%M}",
+            "seek_from": f"{datetime.now(UTC) - timedelta(hours=12, minutes=30):%Y-%m-%dT%H:%M}",
             "fill_seconds": round(time.monotonic() - started),
         }
     finally:
@@ -97,7 +104,7 @@ async def fill(dsn: str, live: int, logged: int) -> dict[str, int]:
     return ids
 
 
-def pages(ids: dict[str, int]) -> list[tuple[str, str]]:
+def pages(ids: dict[str, Any]) -> list[tuple[str, str]]:
     return [
         ("overview", "/"),
         ("overview, live part", "/live/overview"),
@@ -115,6 +122,15 @@ def pages(ids: dict[str, int]) -> list[tuple[str, str]]:
         ("failures", "/failures"),
         ("schedules", "/schedules"),
         ("workers", "/workers"),
+        ("running", "/running"),
+        ("history, last hour", "/history"),
+        ("history, 24 hours", "/history?range=24h"),
+        ("history, 7 days, one entrypoint", "/history?range=7d&entrypoint=send_email"),
+        (
+            "jobs, failures in 30 min 12 h ago",
+            f"/jobs?status=exception&from={ids['seek_from']}&until={ids['seek_until']}",
+        ),
+        ("jobs, by dedupe key", "/jobs?key=welcome:42"),
     ]
 
 
@@ -130,7 +146,7 @@ def timed_get(url: str) -> tuple[float, int]:
     return (time.perf_counter() - started) * 1000, status
 
 
-def measure(base: str, ids: dict[str, int], requests: int) -> list[dict[str, Any]]:
+def measure(base: str, ids: dict[str, Any], requests: int) -> list[dict[str, Any]]:
     results = []
     for name, path in pages(ids):
         for _ in range(2):

@@ -74,6 +74,8 @@ class Names:
             for name in (
                 "jobs",
                 "log",
+                "log_rollup",
+                "log_rollup_state",
                 "workers",
                 "schedules",
                 "entrypoint_limits",

@@ -26,6 +26,8 @@ TOOLS = {
     "workers",
     "schedules",
     "paused_entrypoints",
+    "history",
+    "running_jobs",
 }
 
 
@@ -108,6 +110,12 @@ async def check_every_tool(session: ClientSession, conn: Any, ids: dict[str, Any
     )  # fmt: skip
 
     assert await call(session, "paused_entrypoints") == {"all_paused": False, "paused": ["report"], "excepted": []}
+
+    [report] = (await call(session, "history"))["entrypoints"]
+    assert (report["entrypoint"], report["outcomes"]) == ("report", {"succeeded": 1, "failed": 1, "other": 0})
+    assert (await call(session, "history", period="7d", status="failed"))["rolled_at"] is None  # no daemon ran
+    [running] = (await call(session, "running_jobs"))["running"]
+    assert (running["entrypoint"], running["host"], running["pid"]) == ("mail", "host-a", 4242)
 
 
 async def test_tools_report_bad_arguments_and_unknown_jobs_as_tool_errors(db_dsn: str, tmp_path: Path) -> None:

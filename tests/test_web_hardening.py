@@ -59,7 +59,9 @@ NASTY = [
 GET_ROUTES = {
     "/": [],
     "/live/overview": [],
-    "/jobs": ["entrypoint", "status", "q", "from", "until", "limit", "before"],
+    "/jobs": ["entrypoint", "status", "q", "key", "header", "id", "from", "until", "limit", "before"],
+    "/history": ["range", "entrypoint", "status"],
+    "/running": ["entrypoint"],
     "/failures": ["entrypoint", "after"],
     "/actions": ["before"],
     "/schedules": [],

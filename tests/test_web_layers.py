@@ -14,6 +14,7 @@ LAYERS = [
     "security",
     "present",
     "chart",
+    "history_chart",
     "pool",
     "state",
     "rendering",
@@ -23,7 +24,10 @@ LAYERS = [
     "filters",
     "estimates",
     "bulk",
+    "views_seek",
     "pages",
+    "views_history",
+    "views_running",
     "actions",
     "factory",
 ]

@@ -79,6 +79,9 @@ def serve(args: argparse.Namespace) -> int:
         dsn=resolve_dsn(args),
         names=names_from(args),
         entrypoints=tuple(sorted(config.entrypoints)),
+        run_timeouts=tuple(
+            (name, e.timeout) for name, e in sorted(config.entrypoints.items()) if e.timeout is not None
+        ),
         read_only=args.read_only or web.read_only,
         credentials=credentials,
         read_dsn=args.read_dsn,

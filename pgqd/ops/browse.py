@@ -14,6 +14,8 @@ from pgqd.models import FINAL_STATUSES
 from pgqd.sql import browse, render
 
 LIVE_STATUSES = ("queued", "deferred", "suspect", "picked", "failed")
+# Live states with a small partial index of their own, searched without a read window.
+INDEXED_STATUSES = ("failed", "picked", "suspect")
 # Status filters besides single statuses: every live job, or every finished one.
 STATUS_GROUPS = ("live", "finished")
 # The job search reads at most this many of the newest rows of each table per page.
@@ -30,6 +32,9 @@ class JobFilter:
     created_from: datetime | None = None
     created_until: datetime | None = None
     text: str | None = None  # in the payload or the error, case-insensitive
+    dedupe_key: str | None = None  # exactly
+    # A header's name and value, exactly (finished jobs keep no headers, so this finds live jobs only).
+    header: tuple[str, str] | None = None
 
     def __post_init__(self) -> None:
         allowed = (*LIVE_STATUSES, *FINAL_STATUSES, *STATUS_GROUPS)
@@ -37,11 +42,24 @@ class JobFilter:
             raise ValueError(f"unknown status {self.status!r}: use one of {', '.join(allowed)}")
 
     def live_filter_args(self) -> tuple[Any, ...]:
-        """Parameters $2 to $6 of ``pgqd.sql.browse.LIVE_FILTER``: entrypoint, created between, and the text as
-        LIKE patterns for error text and for payloads in "escape" encoding."""
+        """Parameters $2 to $9 of ``pgqd.sql.browse.LIVE_FILTER``: entrypoint, created between, the text as
+        LIKE patterns for error text and for payloads in "escape" encoding, the dedupe key, a header's name and
+        value."""
         text = like_pattern(self.text) if self.text else None
         payload = like_pattern(escape_encoded(self.text)) if self.text else None
-        return self.entrypoint, self.created_from, self.created_until, text, payload
+        name, value = self.header if self.header is not None else (None, None)
+        return self.entrypoint, self.created_from, self.created_until, text, payload, self.dedupe_key, name, value
+
+
+@dataclass(frozen=True)
+class IdBounds:
+    """The ids worth reading in each table, [from, until): outside them, no job was created in the filter's
+    time range."""
+
+    live_from: int = 0
+    live_until: int = MAX_ID
+    log_from: int = 0
+    log_until: int = MAX_ID
 
 
 @dataclass(frozen=True)
@@ -82,14 +100,22 @@ class JobSearch:
         self.names = names
 
     async def page(
-        self, where: JobFilter, before: int | None = None, limit: int = 50, window: int = SEARCH_WINDOW
+        self,
+        where: JobFilter,
+        before: int | None = None,
+        limit: int = 50,
+        window: int = SEARCH_WINDOW,
+        bounds: IdBounds | None = None,
     ) -> JobPage:
+        """Up to ``limit`` jobs below the id ``before``, newest first, reading only the ids within ``bounds``
+        (those the filter's creation times leave, see ``pgqd.ops.seek``)."""
+        bounds = bounds or IdBounds()
         cursor = MAX_ID if before is None else before
-        if where.status in ("failed", "picked"):
-            statement = browse.SEARCH_HELD if where.status == "failed" else browse.SEARCH_RUNNING
+        if where.status in INDEXED_STATUSES:
+            statement = browse.SEARCH_LIVE_STATUS[where.status]
             rows = await self.db.fetch(render(statement, self.names), cursor, *where.live_filter_args(), limit)
         else:
-            _, _, _, text, payload = where.live_filter_args()
+            _, _, _, text, payload, dedupe_key, header_name, header_value = where.live_filter_args()
             finished = where.status in FINAL_STATUSES or where.status == "finished"
             live = where.status in LIVE_STATUSES or where.status == "live"
             rows = await self.db.fetch(
@@ -105,6 +131,13 @@ class JobSearch:
                 text,
                 payload,
                 limit,
+                dedupe_key,
+                header_name,
+                header_value,
+                bounds.live_from,
+                bounds.live_until,
+                bounds.log_from,
+                bounds.log_until,
             )
         edge = rows[0]["edge"] if rows else None
         found = [{k: v for k, v in r.items() if k != "edge"} for r in rows if r["id"] is not None]

@@ -20,6 +20,8 @@ from mcp.types import ToolAnnotations
 from pgqd import __version__
 from pgqd.cli.connect import connection
 from pgqd.identifiers import Names
+from pgqd.models import FINAL_STATUSES
+from pgqd.ops.history import SPANS, STATUS_GROUPS, JobHistory
 from pgqd.ops.stats import QueueStats
 
 # Payloads can be large and are untrusted: a tool shows at most this many bytes of one.
@@ -30,7 +32,9 @@ READ_ONLY = ToolAnnotations(read_only_hint=True, destructive_hint=False, idempot
 INSTRUCTIONS = (
     "Read-only views of a pgqd job queue on PostgreSQL: per entrypoint how many jobs wait, run or are held after "
     "failing and how old the oldest waiting job is; jobs finished per minute; held and recently failed jobs; one "
-    "job in full; worker processes; cron schedules; paused entrypoints. Times are UTC ISO 8601, ages in seconds."
+    "job in full; worker processes; cron schedules; paused entrypoints; per entrypoint over the last hour, day or "
+    "week, jobs finished and percentiles of run time and queue wait; running jobs with their worker. Times are UTC "
+    "ISO 8601, ages and durations in seconds."
 )
 
 
@@ -150,6 +154,32 @@ def build_server(stats: QueueStats) -> MCPServer[Any]:
         """Cron schedules: name, cron expression, time zone, entrypoint, enabled, next and last run, and the
         status of the job the last run enqueued."""
         return {"schedules": plain(await stats.schedules())}
+
+    @server.tool(annotations=READ_ONLY)
+    async def history(period: str = "1h", entrypoint: str | None = None, status: str | None = None) -> dict[str, Any]:
+        """Per entrypoint, the jobs that finished over the last period ("1h", "24h" or "7d"): succeeded, failed
+        (an exception or a timeout) and other (canceled or deleted), and the p50, p95 and p99 in seconds of
+        their run time (finished - started) and queue wait (started - due), each within 9 %. Optionally for one
+        entrypoint and one final status ("failed" for exceptions and timeouts). A day or a week is read from the
+        hourly rollup that a running daemon keeps."""
+        if period not in SPANS:
+            raise ToolError(f"period must be one of {', '.join(SPANS)}")
+        if status is not None and status not in (*STATUS_GROUPS, *FINAL_STATUSES):
+            raise ToolError(f"status must be one of {', '.join((*STATUS_GROUPS, *FINAL_STATUSES))}")
+        found = await JobHistory(stats.db, stats.names).history(SPANS[period], entrypoint, status)
+        return {
+            "period": period,
+            "from": plain(found.start),
+            "until": plain(found.end),
+            "entrypoints": plain(found.entrypoints),
+            "rolled_at": plain(found.rolled_at),
+        }
+
+    @server.tool(annotations=READ_ONLY)
+    async def running_jobs(entrypoint: str | None = None, limit: int = 50) -> dict[str, Any]:
+        """Jobs running now, longest-running first: id, entrypoint, attempts, when picked, seconds running, and
+        the worker process (host, pid) that runs each. Optionally for one entrypoint only."""
+        return {"running": plain(await JobHistory(stats.db, stats.names).running(entrypoint, _limit(limit)))}
 
     @server.tool(annotations=READ_ONLY)
     async def paused_entrypoints() -> dict[str, Any]:

@@ -5,17 +5,17 @@ from __future__ import annotations
 
 from pgqd.sql.browse import LIVE_FILTER
 
-# How many live jobs in the states $8 match the filter ($2-$6), below the id $1, counted up to $7: what the
+# How many live jobs in the states $11 match the filter ($2-$9), below the id $1, counted up to $10: what the
 # confirmation of an action on "every matching job" shows before anything changes.
 COUNT_MATCHING_LIVE = (
     """
 SELECT count(*) FROM (
     SELECT 1 FROM {jobs} AS j
-    WHERE j.id < $1 AND j.status::text = ANY ($8::text[])
+    WHERE j.id < $1 AND j.status::text = ANY ($11::text[])
   """
     + LIVE_FILTER
     + """
-    LIMIT $7
+    LIMIT $10
 ) AS m
 """
 )

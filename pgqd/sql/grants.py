@@ -17,7 +17,16 @@ FUNCTIONS = {
     "raise_dedupe_conflict": "text[]",
     "notify_ids": "text, text, bigint[]",
 }
-WORKER_TABLES = ("jobs", "log", "workers", "entrypoint_limits", "entrypoint_pauses", "schedules")
+WORKER_TABLES = (
+    "jobs",
+    "log",
+    "log_rollup",
+    "log_rollup_state",
+    "workers",
+    "entrypoint_limits",
+    "entrypoint_pauses",
+    "schedules",
+)
 WORKER_SEQUENCES = ("jobs_id_seq", "workers_id_seq")
 
 

@@ -21,16 +21,16 @@ FROM moved AS m, (SELECT count(*) FROM announced) AS a
 """
 
 # Ids of live jobs matching a filter (the job search's, without its read window), newest first below $1, at
-# most $7, in the states $8 the action applies to: a bulk action walks them in batches.
+# most $10, in the states $11 the action applies to: a bulk action walks them in batches.
 MATCHING_LIVE_IDS = (
     """
 SELECT j.id FROM {jobs} AS j
-WHERE j.id < $1 AND j.status::text = ANY ($8::text[])
+WHERE j.id < $1 AND j.status::text = ANY ($11::text[])
   """
     + LIVE_FILTER
     + """
 ORDER BY j.id DESC
-LIMIT $7
+LIMIT $10
 """
 )
 

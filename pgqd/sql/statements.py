@@ -197,14 +197,16 @@ WITH done AS (
 removed AS (
     DELETE FROM {jobs} AS j USING done AS d
     WHERE j.id = d.id AND j.worker_id = $1::bigint AND j.status = 'picked'
-    RETURNING j.id, j.entrypoint, j.priority, j.attempts, j.dedupe_key, j.created_at, j.picked_at,
+    RETURNING j.id, j.entrypoint, j.priority, j.attempts, j.dedupe_key, j.created_at, j.execute_after, j.picked_at,
               j.notify_finished, j.errors, d.status, d.started_after, d.duration, d.error_type, d.error_message,
               d.error_traceback, d.result, CASE WHEN j.entrypoint = ANY ($16::text[]) THEN j.payload END AS payload
 ),
 logged AS (
     INSERT INTO {log} (job_id, entrypoint, priority, status, attempts, dedupe_key, worker_id, created_at,
-                       started_at, finished_at, error_type, error_message, error_traceback, result, errors, payload)
+                       execute_after, started_at, finished_at, error_type, error_message, error_traceback, result,
+                       errors, payload)
     SELECT r.id, r.entrypoint, r.priority, r.status::{final_status}, r.attempts, r.dedupe_key, $1::bigint, r.created_at,
+           r.execute_after,
            r.picked_at + make_interval(secs => r.started_after),
            r.picked_at + make_interval(secs => r.started_after + r.duration),
            r.error_type, r.error_message, r.error_traceback, r.result::jsonb, r.errors, r.payload

@@ -10,5 +10,6 @@ DROP FUNCTION IF EXISTS {claim_jobs}(
 );
 DROP FUNCTION IF EXISTS {raise_dedupe_conflict}(text[]);
 DROP FUNCTION IF EXISTS {notify_ids}(text, text, bigint[]);
-DROP TABLE IF EXISTS {jobs}, {log}, {workers}, {entrypoint_limits}, {entrypoint_pauses}, {schedules}, {action_log}, {schema_version};
+DROP TABLE IF EXISTS {jobs}, {log}, {log_rollup}, {log_rollup_state}, {workers}, {entrypoint_limits},
+    {entrypoint_pauses}, {schedules}, {action_log}, {schema_version};
 DROP TYPE IF EXISTS {job_status}, {final_status};

@@ -22,14 +22,12 @@ from pgqd.ops import action_log
 from pgqd.ops.action_log import Action, id_target
 from pgqd.sql import operations, render
 from pgqd.web import bulk, params
-from pgqd.web.filters import job_filter
+from pgqd.web.filters import FILTER_FIELDS, job_filter
 from pgqd.web.forms import request_form
 from pgqd.web.rendering import redirect_with_notice, refusal
 from pgqd.web.rendering import render as render_page
 from pgqd.web.security import safe_return_path
 from pgqd.web.state import web_state
-
-FILTER_FIELDS = ("entrypoint", "status", "q", "from", "until")
 
 
 async def record(request: Request, action: str, target: str, requested: int, changed: int, detail: str = "") -> None:

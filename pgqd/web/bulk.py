@@ -14,8 +14,8 @@ from pgqd.web.state import WebState
 
 # The live states each action can change; a bulk action on "everything matching" touches only these.
 APPLIES_TO = {
-    "cancel": ("queued", "deferred", "picked", "failed"),
-    "delete": ("queued", "deferred", "failed"),
+    "cancel": ("queued", "deferred", "suspect", "picked", "failed"),
+    "delete": ("queued", "deferred", "suspect", "failed"),
     "requeue": ("failed",),
     "retry": ("deferred", "failed"),
 }

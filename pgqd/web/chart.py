@@ -34,7 +34,8 @@ class Chart:
     failed: int
 
 
-def _nice_ceiling(value: int) -> int:
+def nice_ceiling(value: int) -> int:
+    """The smallest 1, 2 or 5 times a power of ten at or above ``value``: the top of a chart's scale."""
     step = 1
     while True:
         for factor in (1, 2, 5):
@@ -53,7 +54,7 @@ def throughput_chart(minutes: list[tuple[datetime, int, int]], now: datetime, sp
     start = now.astimezone(UTC).replace(second=0, microsecond=0) - timedelta(minutes=span - 1)
     slots = [start + timedelta(minutes=i) for i in range(span)]
     peak = max((sum(by_minute.get(s, (0, 0))) for s in slots), default=0)
-    top = _nice_ceiling(max(peak, 1))
+    top = nice_ceiling(max(peak, 1))
     plot_w, plot_h = WIDTH - LEFT - 4, HEIGHT - BOTTOM - TOP
     slot_w = plot_w / span
     bars = []

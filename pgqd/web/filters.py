@@ -1,4 +1,4 @@
-"""Query parameters of the job search, checked: a status from the allowed list, times, a page size."""
+"""Query parameters of the job search, checked: a status from the allowed list, times, texts, a page size."""
 
 from __future__ import annotations
 
@@ -12,8 +12,20 @@ from pgqd.web.params import ParamProblem
 
 PAGE_SIZES = (25, 50, 100, 200)
 STATUS_CHOICES = (*STATUS_GROUPS, *LIVE_STATUSES, *FINAL_STATUSES)
+# The job search form's fields, as query parameters.
+FILTER_FIELDS = ("entrypoint", "status", "q", "key", "header", "from", "until", "limit")
 # The name this module's callers know the problem by.
 FilterProblem = ParamProblem
+
+
+def _header(text: str | None) -> tuple[str, str] | None:
+    """``name=value``, the value exactly as the header has it (a JSON number or boolean as its JSON text)."""
+    if text is None:
+        return None
+    name, equals, value = text.partition("=")
+    if not equals or not name.strip():
+        raise FilterProblem(f"header: {text!r} is not name=value")
+    return name.strip(), value
 
 
 def job_filter(query: Mapping[str, object]) -> JobFilter:
@@ -23,6 +35,8 @@ def job_filter(query: Mapping[str, object]) -> JobFilter:
         created_from=params.moment("from", query.get("from")),
         created_until=params.moment("until", query.get("until")),
         text=params.text("q", query.get("q")),
+        dedupe_key=params.text("key", query.get("key")),
+        header=_header(params.text("header", query.get("header"))),
     )
 
 

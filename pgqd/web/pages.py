@@ -7,18 +7,19 @@ from typing import Any
 from urllib.parse import urlencode
 
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from pgqd.identifiers import MAX_ENTRYPOINT_NAME
 from pgqd.ops import action_log
-from pgqd.ops.browse import SEARCH_WINDOW, JobFilter
+from pgqd.ops.browse import MAX_ID, SEARCH_WINDOW, JobFilter
 from pgqd.web import params, present
 from pgqd.web.chart import throughput_chart
 from pgqd.web.estimates import add_estimates
-from pgqd.web.filters import STATUS_CHOICES, FilterProblem, job_filter, page_size
+from pgqd.web.filters import FILTER_FIELDS, STATUS_CHOICES, FilterProblem, job_filter, page_size
 from pgqd.web.rendering import not_found, render
 from pgqd.web.state import web_state
+from pgqd.web.views_seek import seek_to_time, within
 
 # Counts on the overview stop here (see QueueStats.queues): beyond it a page shows "≥ 10,000" and an estimate.
 COUNT_CAP = 10_000
@@ -38,6 +39,7 @@ async def overview_context(request: Request) -> dict[str, Any]:
             "deferred": s.deferred,
             "running": s.running,
             "held": s.held,
+            "suspects": s.suspects,
             "oldest": s.oldest_eligible_age,
             "paused": s.paused,
         }
@@ -50,6 +52,7 @@ async def overview_context(request: Request) -> dict[str, Any]:
             "deferred": 0,
             "running": 0,
             "held": 0,
+            "suspects": 0,
             "oldest": None,
             "paused": pauses.is_paused(name),
         }
@@ -76,12 +79,16 @@ async def overview_live(request: Request) -> Response:
 async def jobs(request: Request) -> Response:
     state = web_state(request)
     try:
+        job_id = _job_id(request)
         where, before, limit = job_filter(request.query_params), _before(request), page_size(request.query_params)
     except FilterProblem as problem:
         return render(
             request, "jobs.html", status_code=400, title="Jobs", problem=str(problem), **_jobs_form(request, None)
         )
-    page = await state.search.page(where, before=before, limit=limit)
+    if job_id is not None:
+        return RedirectResponse(f"/jobs/{job_id}", status_code=303)
+    bounds = await seek_to_time(state, where)
+    page = within(bounds, await state.search.page(where, before=before, limit=limit, bounds=bounds))
     rows = [{**r, "payload_text": present.payload_head(r["payload_head"])} for r in page.rows]
     older = None
     if page.next_before is not None:
@@ -104,6 +111,16 @@ def _kept_query(request: Request) -> dict[str, str]:
     return {k: v for k, v in request.query_params.items() if k != "before" and v}
 
 
+def _job_id(request: Request) -> int | None:
+    """The job id field: a search for one job goes straight to its page."""
+    text = request.query_params.get("id", "").strip().lstrip("#")
+    if not text:
+        return None
+    if not (text.isascii() and text.isdigit()) or len(text) > 19 or int(text) > MAX_ID:
+        raise FilterProblem(f"id: {text!r} is not a job id")
+    return int(text)
+
+
 def _before(request: Request) -> int | None:
     return params.job_id("before", request.query_params.get("before"))
 
@@ -111,7 +128,7 @@ def _before(request: Request) -> int | None:
 def _jobs_form(request: Request, where: JobFilter | None) -> dict[str, Any]:
     query = request.query_params
     return {
-        "filter": {key: query.get(key, "") for key in ("entrypoint", "status", "q", "from", "until", "limit")},
+        "filter": {key: query.get(key, "") for key in FILTER_FIELDS},
         "statuses": STATUS_CHOICES,
         "entrypoints": web_state(request).settings.entrypoints,
         "filtered": where is not None and where != JobFilter(),

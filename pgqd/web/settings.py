@@ -34,6 +34,8 @@ class WebSettings:
     dsn: str | None
     names: Names
     entrypoints: tuple[str, ...] = ()
+    # Each configured entrypoint's run timeout in seconds, for the running-jobs view.
+    run_timeouts: tuple[tuple[str, float], ...] = ()
     read_only: bool = False
     credentials: WebCredentials = field(default_factory=lambda: WebCredentials("pgqd", None, None))
     pool_size: int = 4

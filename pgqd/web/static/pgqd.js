@@ -25,20 +25,44 @@ function showFresh(region) {
   }
 }
 
+// A region with data-live="" shows part of this very page: the page is fetched again and the element with the
+// region's id taken from it. When the new part no longer has data-live (a job that finished), it stops.
 function refresh(region) {
-  if (document.hidden || region.contains(document.activeElement) && document.activeElement.tagName !== "BODY") {
+  if (document.hidden || region.contains(document.activeElement) && document.activeElement.tagName !== "BODY"
+      || region.querySelector('input[type="checkbox"]:checked')) {
     return Promise.resolve();
   }
-  return fetch(region.dataset.live, { credentials: "same-origin", headers: { "accept": "text/html" } })
+  const ownPage = !region.dataset.live;
+  return fetch(ownPage ? window.location.href : region.dataset.live,
+               { credentials: "same-origin", headers: { "accept": "text/html" } })
     .then((response) => (response.ok ? response.text() : Promise.reject(response.status)))
-    .then((html) => { region.innerHTML = html; region.dataset.updated = String(Date.now()); showFresh(region); })
+    .then((html) => {
+      if (ownPage) {
+        const part = new DOMParser().parseFromString(html, "text/html").getElementById(region.id);
+        if (!part) {
+          return Promise.reject(new Error("part missing"));
+        }
+        html = part.innerHTML;
+        if (!part.hasAttribute("data-live")) {
+          region.removeAttribute("data-live");
+        }
+      }
+      region.innerHTML = html;
+      region.dataset.updated = String(Date.now());
+      showFresh(region);
+      return undefined;
+    })
     .catch((status) => { showStale(region, typeof status === "number" ? status : 0); });
 }
 
 function startLive(region) {
   region.dataset.loaded = String(Date.now());
   const interval = Number(region.dataset.interval || 2000);
-  const tick = () => refresh(region).finally(() => setTimeout(tick, interval));
+  const tick = () => refresh(region).finally(() => {
+    if (region.hasAttribute("data-live")) {
+      setTimeout(tick, interval);
+    }
+  });
   setTimeout(tick, interval);
 }
 
