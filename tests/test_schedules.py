@@ -18,7 +18,8 @@ import pytest
 from pgqd import ManualClock, MemoryBackend
 from pgqd.backend.base import Backend
 from pgqd.backend.postgres import PostgresBackend
-from pgqd.daemon.scheduler import Scheduler, ScheduleSpec, definitions, next_tick, plan_firing
+from pgqd.cron import next_tick
+from pgqd.daemon.scheduler import Scheduler, ScheduleSpec, definitions, plan_firing
 from pgqd.models import ScheduleState
 from tests.support.cli import run_pgqd
 from tests.support.daemon import Daemon, daemon_config

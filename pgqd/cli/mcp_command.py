@@ -6,7 +6,7 @@ import argparse
 import importlib
 from typing import Any
 
-from pgqd.cli.connect import add_connection_arguments, names_from, resolve_dsn
+from pgqd.cli.connect import add_connection_arguments, connection, names_from, resolve_dsn
 from pgqd.errors import ConfigError
 
 
@@ -31,5 +31,8 @@ async def serve(args: argparse.Namespace) -> int:
         raise ConfigError(f"pgqd mcp needs the mcp extra: pip install 'pgqd[mcp]' ({exc})") from None
     from pgqd.ops import mcp_server
 
-    await mcp_server.serve(resolve_dsn(args), names_from(args))
+    dsn = resolve_dsn(args)
+    async with connection(dsn):
+        pass  # fails early, and says why, when the database cannot be reached
+    await mcp_server.serve(dsn, names_from(args))
     return 0

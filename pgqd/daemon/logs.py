@@ -27,7 +27,7 @@ from typing import Any, Literal, TextIO
 
 import structlog
 
-from pgqd.dsn import mask_dsn as mask_dsn  # re-exported for older imports
+from pgqd.dsn import mask_dsn
 
 LogFormat = Literal["json", "console", "auto"]
 

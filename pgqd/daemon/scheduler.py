@@ -17,14 +17,13 @@ import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from zoneinfo import ZoneInfo
+from datetime import datetime, timedelta
 
 import structlog
-from croniter import croniter
 
 from pgqd.backend.base import Backend
 from pgqd.backoff import Backoff
+from pgqd.cron import next_tick, ticks_between
 from pgqd.daemon.metrics import WorkerMetrics
 from pgqd.errors import BackendUnavailable
 from pgqd.models import NewJob, ScheduleDefinition, ScheduleSpec, ScheduleState
@@ -38,34 +37,6 @@ CATCH_UP_TICKS = 1000
 CATCH_UP_WINDOW = timedelta(days=1)
 # Even with nothing due, look again now and then: another daemon may have changed the table.
 MAX_SLEEP = 60.0
-
-
-def next_tick(cron: str, timezone: str, after: datetime) -> datetime:
-    """The first tick strictly after ``after``, as an aware UTC time.
-
-    Ticks are wall-clock times in the schedule's zone. Across a DST change: a tick inside the hour that is
-    skipped fires once, moved by the jump (02:30 becomes 03:30 when clocks go from 02:00 to 03:00); the hour that
-    happens twice runs its ticks once, in its first pass.
-    """
-    zone = ZoneInfo(timezone)
-    wall = croniter(cron, after.astimezone(zone).replace(tzinfo=None))
-    while True:
-        candidate: datetime = wall.get_next(datetime)
-        instant = candidate.replace(tzinfo=zone, fold=0).astimezone(UTC)
-        if instant > after:
-            return instant
-
-
-def ticks_between(cron: str, timezone: str, start: datetime, end: datetime, limit: int) -> list[datetime]:
-    """Ticks ``start`` (included, when it is one) up to ``end`` (included), at most ``limit``."""
-    found = [start] if start <= end else []
-    current = start
-    while len(found) < limit:
-        current = next_tick(cron, timezone, current)
-        if current > end:
-            break
-        found.append(current)
-    return found
 
 
 @dataclass(frozen=True)

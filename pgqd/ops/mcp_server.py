@@ -18,7 +18,6 @@ from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import ToolAnnotations
 
 from pgqd import __version__
-from pgqd.cli.connect import connection
 from pgqd.identifiers import Names
 from pgqd.models import FINAL_STATUSES
 from pgqd.ops.history import SPANS, STATUS_GROUPS, JobHistory
@@ -191,9 +190,7 @@ def build_server(stats: QueueStats) -> MCPServer[Any]:
 
 
 async def serve(dsn: str | None, names: Names) -> None:
-    """Serves the tools on stdin/stdout until the client closes them."""
-    async with connection(dsn):
-        pass  # fails early, and says why, when the database cannot be reached
+    """Serves the tools on stdin/stdout until the client closes them (``pgqd mcp`` has checked the database)."""
     pool = await asyncpg.create_pool(
         dsn, min_size=1, max_size=2, server_settings={"application_name": "pgqd-mcp"}, timeout=10
     )

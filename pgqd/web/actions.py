@@ -16,7 +16,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from pgqd.client import Client
-from pgqd.daemon.scheduler import next_tick
+from pgqd.cron import next_tick
 from pgqd.models import NewJob
 from pgqd.ops import action_log
 from pgqd.ops.action_log import Action, id_target
