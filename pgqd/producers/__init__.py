@@ -2,6 +2,6 @@
 driver family that runs a statement on the caller's connection, session or pool.
 
 ``operations`` says what each producer call sends and how to read the answer, without doing any I/O;
-``sync_drivers`` and ``async_drivers`` execute one statement on a driver; ``targets`` picks the adapter for
-whatever the caller passed. Drivers are imported only when a target of theirs shows up.
+``drivers`` execute one statement on a driver, offering what ``executors`` describes; ``targets`` picks the
+adapter for whatever the caller passed. Drivers are imported only when a target of theirs shows up.
 """

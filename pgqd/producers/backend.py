@@ -12,8 +12,8 @@ from pgqd.backend.base import EventCallback
 from pgqd.identifiers import Names
 from pgqd.models import CancelResult, FinalStatus, JobState, NewJob, OnConflict, PauseState
 from pgqd.producers import operations
+from pgqd.producers.executors import AsyncExecutor
 from pgqd.producers.operations import run_async
-from pgqd.producers.targets import AsyncExecutor
 from pgqd.sql.statements import statements_for
 
 

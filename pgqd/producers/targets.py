@@ -11,27 +11,15 @@ import importlib
 import importlib.util
 import inspect
 import sys
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple
 
 from pgqd.backend.base import ProducerBackend
+from pgqd.backend.postgres import PostgresBackend
 from pgqd.errors import PgqdError
 from pgqd.identifiers import Names
+from pgqd.producers.backend import DriverBackend
 from pgqd.producers.driver_errors import missing_extra
-from pgqd.producers.operations import Rows
-
-
-class SyncExecutor(Protocol):
-    """Runs one statement (``$n`` placeholders) with its arguments on a blocking driver; returns its rows."""
-
-    def fetch(self, sql: str, args: tuple[Any, ...]) -> Rows: ...
-
-    def close(self) -> None: ...
-
-
-class AsyncExecutor(Protocol):
-    async def fetch(self, sql: str, args: tuple[Any, ...]) -> Rows: ...
-
-    async def close(self) -> None: ...
+from pgqd.producers.executors import AsyncExecutor, SyncExecutor
 
 
 class _Kind(NamedTuple):
@@ -152,12 +140,9 @@ def async_backend(target: Any, names: Names) -> ProducerBackend:
     if kind.blocking:
         raise PgqdError(f"{_a(kind.label)} is blocking: pass it to pgqd.SyncClient, not pgqd.Client")
     if not kind.adapter:
-        from pgqd.backend.postgres import PostgresBackend
-
         return PostgresBackend(target, names)
-    from pgqd.producers.backend import DriverBackend
-
-    return DriverBackend(_adapter(kind, target), names)
+    executor: AsyncExecutor = _adapter(kind, target)
+    return DriverBackend(executor, names)
 
 
 def _owned_connection(dsn: str) -> SyncExecutor:
