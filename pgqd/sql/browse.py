@@ -8,7 +8,10 @@ from __future__ import annotations
 # $4: read the log), then filters them. Its cost is bounded by the window, not by the table; when a window came
 # back full, rows older than its last one are not looked at, and `edge` says where the next search starts.
 # Filters: $5 entrypoint, $6 status, $7 / $8 created between, $9 LIKE pattern for error text, $10 LIKE pattern
-# for payloads (in PostgreSQL's "escape" encoding, which any byte string has), $11 rows wanted.
+# for payloads (in PostgreSQL's "escape" encoding, which any byte string has), $11 rows wanted, $12 / $13
+# finished between (finished jobs only). The log is read only in the day partitions between the later of $7 and
+# $12 (a job finishes after it was created) and $13: a search over one day reads one or two partitions, however
+# long the log. The bounds are written as plain comparisons so that PostgreSQL prunes partitions with them.
 SEARCH_JOBS = """
 WITH live AS (
     SELECT j.id, j.entrypoint, j.status::text AS status, j.priority, j.attempts, j.created_at, j.execute_after,
@@ -26,6 +29,8 @@ done AS (
            NULL::bytea AS payload, concat_ws(' ', l.error_type, l.error_message, l.error_traceback) AS error_text
     FROM {log} AS l
     WHERE $4 AND l.job_id < $1
+      AND l.finished_at >= GREATEST(COALESCE($12::timestamptz, '-infinity'), COALESCE($7::timestamptz, '-infinity'))
+      AND l.finished_at < COALESCE($13::timestamptz, 'infinity')
     ORDER BY l.job_id DESC
     LIMIT $2
 ),

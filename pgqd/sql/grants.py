@@ -15,6 +15,11 @@ FUNCTIONS = {
     ),
     "raise_dedupe_conflict": "text[]",
     "notify_ids": "text, text, bigint[]",
+    # The lead worker's upkeep of the log's partitions (migration 0007): they run with the owner's rights.
+    "log_add_partition": "timestamptz, timestamptz",
+    "log_drop_partition": "regclass, timestamptz",
+    "log_default_days": "",
+    "log_prune_default": "timestamptz, integer",
 }
 WORKER_TABLES = ("jobs", "log", "workers", "entrypoint_limits", "entrypoint_pauses", "schedules")
 WORKER_SEQUENCES = ("jobs_id_seq", "workers_id_seq")

@@ -3,8 +3,10 @@ queue gauges of ``/metrics``.
 
 Each must stay fast with a million live jobs and a million log rows, so none reads the jobs table in full: they
 walk the partial indexes of migration 0001 (``jobs_ready_idx``, ``jobs_deferred_idx``, ``jobs_failed_idx``,
-``jobs_picked_idx``), 0003's ``jobs_suspect_idx`` and the log's block-range index on ``finished_at``. Render
-them with ``StatsStatements``.
+``jobs_picked_idx``), 0003's ``jobs_suspect_idx``, and in the log only the day partitions of the time range
+they ask for (migration 0007), each through its B-tree on ``finished_at``. The range is written as a bound on
+``finished_at`` from ``now()`` or a parameter, which PostgreSQL prunes partitions with when the query starts.
+Render them with ``StatsStatements``.
 """
 
 from __future__ import annotations
@@ -107,7 +109,7 @@ PAUSES = """
 SELECT p.entrypoint, p.paused, p.changed_at FROM {entrypoint_pauses} AS p ORDER BY p.entrypoint
 """
 
-# The log's block-range index on finished_at keeps this to the last few minutes' pages.
+# Reads the last five minutes' rows of today's partition (yesterday's too, just after midnight UTC).
 THROUGHPUT = """
 SELECT l.entrypoint, l.status::text AS status,
        count(*) FILTER (WHERE l.finished_at > now() - interval '1 minute') AS last_1m,
@@ -119,7 +121,8 @@ ORDER BY 1, 2
 """
 
 # Finished jobs per entrypoint in time buckets of $2 seconds over the last $1 seconds (the overview chart).
-# Reads only the window's pages through the block-range index on finished_at.
+# Reads only the window's rows, through the B-tree on finished_at of the partitions the window overlaps: the
+# cost follows the rows in the window, not the log's size or the order its rows lie on disk.
 THROUGHPUT_SERIES = """
 SELECT to_timestamp(floor(extract(epoch FROM l.finished_at) / $2) * $2) AS bucket_start, l.entrypoint,
        count(*) FILTER (WHERE l.status = 'successful') AS succeeded,
@@ -195,6 +198,7 @@ SELECT l.job_id AS id, l.entrypoint, l.status::text AS status, l.priority, l.att
        l.started_at, l.finished_at, l.worker_id, l.dedupe_key, l.error_type, l.error_message
 FROM {log} AS l
 WHERE ($1::text IS NULL OR l.entrypoint = $1) AND l.status::text = $2
+-- The partitions are read newest first, each backwards along its B-tree on finished_at, until $3 rows match.
 ORDER BY l.finished_at DESC
 LIMIT $3
 """

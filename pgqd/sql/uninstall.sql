@@ -6,5 +6,12 @@ DROP FUNCTION IF EXISTS {claim_jobs}(
 );
 DROP FUNCTION IF EXISTS {raise_dedupe_conflict}(text[]);
 DROP FUNCTION IF EXISTS {notify_ids}(text, text, bigint[]);
+DROP FUNCTION IF EXISTS {schema}."{prefix}log_add_partition"(timestamptz, timestamptz);
+DROP FUNCTION IF EXISTS {schema}."{prefix}log_drop_partition"(regclass, timestamptz);
+DROP FUNCTION IF EXISTS {schema}."{prefix}log_default_days"();
+DROP FUNCTION IF EXISTS {schema}."{prefix}log_prune_default"(timestamptz, integer);
+DROP FUNCTION IF EXISTS {schema}."{prefix}log_partitions"();
+-- Dropping the partitioned log drops its partitions; the old table is on its own only mid-upgrade.
+DROP TABLE IF EXISTS {schema}."{prefix}log_legacy";
 DROP TABLE IF EXISTS {jobs}, {log}, {workers}, {entrypoint_limits}, {entrypoint_pauses}, {schedules}, {schema_version};
 DROP TYPE IF EXISTS {job_status}, {final_status};
