@@ -78,6 +78,8 @@ class Names:
                 "schedules",
                 "entrypoint_limits",
                 "entrypoint_pauses",
+                "log_minutes",
+                "log_minutes_rolled",
                 "schema_version",
                 "job_status",
                 "final_status",

@@ -246,9 +246,43 @@ async def test_the_chart_reads_only_the_last_hours_partitions_through_their_b_tr
     read = relations_read(json.loads(plan)[0]["Plan"])
     # Yesterday's 43,200 rows are not looked at: only today's partition and those after it (empty, and the
     # default partition that holds anything beyond them).
-    assert f"pgqd_log_{yesterday:%Y%m%d}" not in read
+    assert read.get(f"pgqd_log_{yesterday:%Y%m%d}", 0) == 0
     assert f"pgqd_log_{day_start(now):%Y%m%d}" in read
-    assert sum(rows for rows in read.values()) <= 300
+    assert sum(rows for rows in read.values()) <= 302
+
+
+async def test_the_chart_counts_settled_minutes_from_the_rollup_and_reads_only_the_last_minutes_rows(
+    conn: Any, upkeep: LogPartitionUpkeep
+) -> None:
+    now = await server_now(conn)
+    hour_ago = now.replace(second=0, microsecond=0) - timedelta(hours=1)
+    for day in {day_start(hour_ago), day_start(now)}:  # the hour may begin yesterday
+        await conn.fetchval("SELECT pgqd_log_add_partition($1, $2)", day, day + timedelta(days=1)) if not any(
+            r["lower_bound"] <= day < r["upper_bound"] for r in await conn.fetch(PARTITIONS)
+        ) else None
+    await conn.execute("UPDATE pgqd_log_minutes_rolled SET rolled_from = $1, rolled_until = $1", hour_ago)
+    await conn.execute(INSERT_ROWS, 0, [now - timedelta(seconds=s / 4) for s in range(1, 4 * 3600 - 4)])
+    stats = render(THROUGHPUT_SERIES, NAMES)
+
+    async def settled_buckets() -> list[tuple[Any, ...]]:  # those that stay put while the test runs
+        rows = await conn.fetch(stats, 3600.0, 60.0, None)
+        return [tuple(r) for r in rows if hour_ago + timedelta(minutes=2) < r[0] < now - timedelta(minutes=2)]
+
+    before = await settled_buckets()
+    assert len(before) > 50
+
+    await upkeep.step()
+    rolled_until = await conn.fetchval("SELECT rolled_until FROM pgqd_log_minutes_rolled")
+    assert rolled_until >= now - timedelta(seconds=120)
+    assert await conn.fetchval("SELECT sum(succeeded) FROM pgqd_log_minutes") > 13_000
+    assert await settled_buckets() == before  # the same figures
+    plan = await conn.fetchval(
+        "EXPLAIN (ANALYZE, FORMAT JSON) "
+        + stats.replace("$1", "3600::float8").replace("$2", "60::float8").replace("$3", "NULL")
+    )
+    read = relations_read(json.loads(plan)[0]["Plan"])
+    log_rows = sum(n for name, n in read.items() if not name.startswith("pgqd_log_minutes"))
+    assert log_rows <= 4 * 130  # the rows of the last two minutes or so, not the hour's 14,000
 
 
 async def test_a_search_over_one_finishing_day_returns_that_days_jobs_only(conn: Any) -> None:

@@ -1,4 +1,5 @@
-"""The log's partitions, kept by the lead worker of each daemon: days created ahead, days past retention dropped.
+"""The log's partitions and per-minute counts, kept by the lead worker of each daemon: days created ahead, days
+past retention dropped, settled minutes counted for the overview's chart.
 
 The log is partitioned by the UTC day its jobs finished (migration 0007). A day is the partition width because
 retention is counted in days (7 by default): a week is 8 partitions, few enough that planning a query over all
@@ -13,7 +14,10 @@ the server's time, and then:
 - gives the days that have rows in the default partition a partition of their own, which the rows move into
   (rows older than retention are deleted there instead, in batches);
 - drops each partition whose every row is older than retention: a catalogue change, whatever its size. Rows are
-  thus kept between ``retention`` and ``retention`` plus one day.
+  thus kept between ``retention`` and ``retention`` plus one day;
+- counts the jobs finished in each minute older than ``SETTLE`` into ``log_minutes``, from the B-tree on
+  finished_at, at most ``ROLL_MINUTES`` minutes a call: the chart reads those counts and only the last few
+  minutes' rows. Counting there rather than on the hot path keeps the workers' flushes independent of each other.
 
 Each change takes a lock on the log for a moment; ``LOCK_TIMEOUT`` bounds how long it may wait for one (for a
 long read of the log to end), as outcome writes queue behind a waiting DROP. A change that gives up is tried
@@ -40,7 +44,11 @@ log = structlog.get_logger("pgqd.daemon.log_partitions")
 
 DAY = 86400.0
 AHEAD_DAYS = 3
-CHECK_EVERY = 60.0
+CHECK_EVERY = 15.0
+# A minute is counted once it ended this long ago; outcomes are written milliseconds after their jobs end.
+SETTLE = 30.0
+ROLL_MINUTES = 60
+MAX_ROLLS = 24
 TIMEOUT = 60.0
 # How long a change may wait for its lock on the log; outcome writes may wait behind it for as long.
 LOCK_TIMEOUT = 0.5
@@ -179,11 +187,20 @@ class LogPartitionUpkeep:
             rows = await self._change(conn, self.sql.drop_partition, partition.name, partition.upper)
             if rows is not None:
                 log.info("dropped a log partition past retention", partition=partition.name, rows=rows)
+        await self._roll_minutes(conn)
         if plan.prune_default_before is not None:
             for _ in range(MAX_PRUNE_BATCHES):
                 pruned = await self._change(conn, self.sql.prune_default, plan.prune_default_before, PRUNE_BATCH)
                 if pruned is None or pruned < PRUNE_BATCH:
                     break
+
+    async def _roll_minutes(self, conn: Any) -> None:
+        # Minutes are kept a day longer than the rows they count (NULL: as long as the log keeps rows).
+        keep = self.retention + DAY if self.retention else None
+        for _ in range(MAX_ROLLS):
+            counted = await self._change(conn, self.sql.roll_minutes, SETTLE, ROLL_MINUTES, keep)
+            if counted is None or counted < ROLL_MINUTES:
+                return
 
     async def _change(self, conn: Any, statement: str, *args: Any) -> Any:
         """One change in a transaction of its own; None when it gave up waiting for its lock."""

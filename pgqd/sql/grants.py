@@ -20,8 +20,18 @@ FUNCTIONS = {
     "log_drop_partition": "regclass, timestamptz",
     "log_default_days": "",
     "log_prune_default": "timestamptz, integer",
+    "log_roll_minutes": "interval, integer, interval",
 }
-WORKER_TABLES = ("jobs", "log", "workers", "entrypoint_limits", "entrypoint_pauses", "schedules")
+WORKER_TABLES = (
+    "jobs",
+    "log",
+    "log_minutes",
+    "log_minutes_rolled",
+    "workers",
+    "entrypoint_limits",
+    "entrypoint_pauses",
+    "schedules",
+)
 WORKER_SEQUENCES = ("jobs_id_seq", "workers_id_seq")
 
 

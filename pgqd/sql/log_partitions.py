@@ -35,6 +35,12 @@ PRUNE_DEFAULT = """
 SELECT {schema}."{prefix}log_prune_default"(to_timestamp($1::double precision), $2::integer)
 """
 
+# Counts the settled minutes since the last counted into log_minutes (the overview chart's source).
+ROLL_MINUTES = """
+SELECT {schema}."{prefix}log_roll_minutes"(make_interval(secs => $1::double precision), $2::integer,
+                                           make_interval(secs => $3::double precision))
+"""
+
 # One upkeep at a time across the fleet (a session lock, so that it spans the round's transactions).
 TRY_LOCK = "SELECT pg_try_advisory_lock(hashtext($1::text))"
 UNLOCK = "SELECT pg_advisory_unlock(hashtext($1::text))"
@@ -47,4 +53,5 @@ class LogPartitionStatements:
         self.add_partition = render(ADD_PARTITION, names)
         self.drop_partition = render(DROP_PARTITION, names)
         self.prune_default = render(PRUNE_DEFAULT, names)
+        self.roll_minutes = render(ROLL_MINUTES, names)
         self.lock_key = f"{names.lock_key}:log-partitions"

@@ -121,19 +121,52 @@ ORDER BY 1, 2
 """
 
 # Finished jobs per entrypoint in time buckets of $2 seconds over the last $1 seconds (the overview chart).
-# Reads only the window's rows, through the B-tree on finished_at of the partitions the window overlaps: the
-# cost follows the rows in the window, not the log's size or the order its rows lie on disk.
-THROUGHPUT_SERIES = """
-SELECT to_timestamp(floor(extract(epoch FROM l.finished_at) / $2) * $2) AS bucket_start, l.entrypoint,
-       count(*) FILTER (WHERE l.status = 'successful') AS succeeded,
-       count(*) FILTER (WHERE l.status IN ('exception', 'timeout')) AS failed,
-       count(*) FILTER (WHERE l.status NOT IN ('successful', 'exception', 'timeout')) AS other
-FROM {log} AS l
-WHERE l.finished_at > now() - make_interval(secs => $1)
-  AND ($3::text IS NULL OR l.entrypoint = $3)
+# The minutes the lead worker has counted come from log_minutes (migration 0007): a row per minute and
+# entrypoint, so an hour costs 60 rows per entrypoint however many jobs finished in it. Only the rows since the
+# last minute counted (two or three minutes of them), and any older than the first, are read from the log,
+# through the B-tree on finished_at of the partitions they lie in. Buckets that are not whole minutes are
+# counted from the log alone. The bounds come from InitPlans, which PostgreSQL prunes partitions with.
+_LOG_ROWS_COUNTED = """
+    SELECT l.finished_at, l.entrypoint, (l.status = 'successful')::integer,
+           (l.status IN ('exception', 'timeout'))::integer,
+           (l.status NOT IN ('successful', 'exception', 'timeout'))::integer
+    FROM {log} AS l
+"""
+THROUGHPUT_SERIES = (
+    """
+WITH bounds AS MATERIALIZED (
+    -- With whole-minute buckets, the window starts at the first whole minute in it.
+    SELECT CASE WHEN w.whole THEN date_trunc('minute', now() - make_interval(secs => $1) + interval '59.999999 s')
+                ELSE now() - make_interval(secs => $1) END AS start,
+           r.rolled_from, r.rolled_until
+    FROM (SELECT mod($2::numeric, 60) = 0 AS whole) AS w
+    LEFT JOIN {log_minutes_rolled} AS r ON w.whole
+),
+finished AS (
+    SELECT m.minute AS at, m.entrypoint, m.succeeded, m.failed, m.other
+    FROM {log_minutes} AS m, bounds AS b
+    WHERE m.minute >= b.rolled_from AND m.minute < b.rolled_until AND m.minute >= b.start
+      AND ($3::text IS NULL OR m.entrypoint = $3)
+    UNION ALL
+"""
+    + _LOG_ROWS_COUNTED
+    + """    WHERE l.finished_at >= GREATEST((SELECT b.start FROM bounds AS b),
+                                    (SELECT b.rolled_until FROM bounds AS b))
+      AND ($3::text IS NULL OR l.entrypoint = $3)
+    UNION ALL
+"""
+    + _LOG_ROWS_COUNTED
+    + """    WHERE l.finished_at >= (SELECT b.start FROM bounds AS b)
+      AND l.finished_at < (SELECT b.rolled_from FROM bounds AS b)
+      AND ($3::text IS NULL OR l.entrypoint = $3)
+)
+SELECT to_timestamp(floor(extract(epoch FROM f.at) / $2) * $2) AS bucket_start, f.entrypoint,
+       sum(f.succeeded)::bigint AS succeeded, sum(f.failed)::bigint AS failed, sum(f.other)::bigint AS other
+FROM finished AS f
 GROUP BY 1, 2
 ORDER BY 1, 2
 """
+)
 
 # Held jobs (status failed, waiting for an operator), oldest first, in pages: $2 is the last id of the page
 # before. With an entrypoint, jobs_failed_idx gives them in order; without, the held rows are read from the

@@ -11,6 +11,8 @@ DROP FUNCTION IF EXISTS {schema}."{prefix}log_drop_partition"(regclass, timestam
 DROP FUNCTION IF EXISTS {schema}."{prefix}log_default_days"();
 DROP FUNCTION IF EXISTS {schema}."{prefix}log_prune_default"(timestamptz, integer);
 DROP FUNCTION IF EXISTS {schema}."{prefix}log_partitions"();
+DROP FUNCTION IF EXISTS {schema}."{prefix}log_roll_minutes"(interval, integer, interval);
+DROP TABLE IF EXISTS {schema}."{prefix}log_minutes", {schema}."{prefix}log_minutes_rolled";
 -- Dropping the partitioned log drops its partitions; the old table is on its own only mid-upgrade.
 DROP TABLE IF EXISTS {schema}."{prefix}log_legacy";
 DROP TABLE IF EXISTS {jobs}, {log}, {workers}, {entrypoint_limits}, {entrypoint_pauses}, {schedules}, {schema_version};
