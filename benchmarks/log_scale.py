@@ -44,6 +44,7 @@ from pgqd.ops.browse import JobFilter, JobSearch
 from pgqd.ops.stats import QueueStats
 from pgqd.schema import apply_upgrade
 from pgqd.sql import migrations, render
+from pgqd.sql.log_partitions import LogPartitionStatements
 from pgqd.sql.statements import PRUNE_LOG, RECORD_OUTCOMES
 from pgqd.sql.stats import WITHOUT_JIT
 
@@ -244,34 +245,44 @@ async def overview_and_search(conn: Any, repeat: int) -> dict[str, Any]:
 
 
 async def retention(dsn: str, conn: Any, days: float) -> dict[str, Any]:
-    """One batch of the old row-by-row pruning, then the round that drops the oldest day."""
-    prune = render(PRUNE_LOG, NAMES)
+    """One batch of the old row-by-row pruning; the drop of the oldest day on its own; a whole round of the lead
+    worker's upkeep that drops nothing, and one that drops the next day."""
+    sql = LogPartitionStatements(NAMES)
     # Old enough for the batch to be full: the ids grow with the finish time.
     age = await conn.fetchval("SELECT date_part('epoch', now() - finished_at) FROM pgqd_log WHERE job_id = 10001")
     status = ""
 
     async def delete_batch() -> None:
         nonlocal status
-        status = await conn.execute(prune, age, 10_000, "bench-prune")
+        status = await conn.execute(render(PRUNE_LOG, NAMES), age, 10_000, "bench-prune")
 
     deleting = await timed(delete_batch)
-    rows_before = await conn.fetchval(LOG_PARTITION_ROWS)
-    upkeep = LogPartitionUpkeep(dsn, NAMES, retention=(days - 1) * DAY)
+    oldest = (await conn.fetch(sql.partitions))[0]
+    rows = await conn.fetchval("SELECT reltuples::bigint FROM pg_class WHERE oid = $1::text::regclass", oldest["name"])
+    await conn.execute("SET lock_timeout = '500ms'")
+    dropping = await timed(lambda: conn.fetchval(sql.drop_partition, oldest["name"], oldest["upper_bound"]))
+    upkeep = LogPartitionUpkeep(dsn, NAMES, retention=(days + 2) * DAY)
     try:
-        plan_holder: list[Any] = []
+        await upkeep.step()  # the connection opened, the minutes since counted
+        idle_round = await timed(upkeep.step)
+        upkeep.retention = (days - 2) * DAY
+        plans: list[Any] = []
 
-        async def step() -> None:
-            plan_holder.append(await upkeep.step())
+        async def round_with_drop() -> None:
+            plans.append(await upkeep.step())
 
-        dropping = await timed(step)
+        drop_round = await timed(round_with_drop)
     finally:
         upkeep.close()
-    plan = plan_holder[0]
+    rounds = {
+        "round_without_drop_ms": ms(idle_round),
+        "round_with_drop_ms": ms(drop_round),
+        "days_dropped_in_round": len(plans[0].drop) if plans[0] else 0,
+    }
     return {
-        "drop_round_ms": ms(dropping),
-        "partitions_dropped": len(plan.drop) if plan else 0,
-        "rows_before": rows_before,
-        "rows_dropped_estimate": rows_before - await conn.fetchval(LOG_PARTITION_ROWS),
+        "drop_one_day_ms": ms(dropping),
+        "rows_in_that_day": rows,
+        **rounds,
         "row_delete_ms": ms(deleting),
         "row_delete_rows": int(status.split()[-1]),
     }
