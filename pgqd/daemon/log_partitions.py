@@ -20,9 +20,10 @@ the server's time, and then:
   minutes' rows. Counting there rather than on the hot path keeps the workers' flushes independent of each other.
 
 Each change takes a lock on the log for a moment; ``LOCK_TIMEOUT`` bounds how long it may wait for one (for a
-long read of the log to end), as outcome writes queue behind a waiting DROP. A change that gives up is tried
-again at the next round. The work is done by functions of the schema's owner (SECURITY DEFINER), so a worker
-role without DDL rights may run it.
+long read of the log to end), as outcome writes queue behind a waiting DETACH. A change that gives up is tried
+again at the next round. A day is detached first and dropped in a transaction of its own, so that no lock on
+the log is held while the file system frees its files. The work is done by functions of the schema's owner
+(SECURITY DEFINER), so a worker role without DDL rights may run it.
 """
 
 from __future__ import annotations
@@ -187,6 +188,8 @@ class LogPartitionUpkeep:
             rows = await self._change(conn, self.sql.drop_partition, partition.name, partition.upper)
             if rows is not None:
                 log.info("dropped a log partition past retention", partition=partition.name, rows=rows)
+        # Out of the log, the tables are dropped with no lock on it: outcome writes do not wait for the files.
+        await self._change(conn, self.sql.drop_detached)
         await self._roll_minutes(conn)
         if plan.prune_default_before is not None:
             for _ in range(MAX_PRUNE_BATCHES):

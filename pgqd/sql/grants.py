@@ -18,6 +18,7 @@ FUNCTIONS = {
     # The lead worker's upkeep of the log's partitions (migration 0007): they run with the owner's rights.
     "log_add_partition": "timestamptz, timestamptz",
     "log_drop_partition": "regclass, timestamptz",
+    "log_drop_detached": "",
     "log_default_days": "",
     "log_prune_default": "timestamptz, integer",
     "log_roll_minutes": "interval, integer, interval",

@@ -31,6 +31,8 @@ DROP_PARTITION = """
 SELECT {schema}."{prefix}log_drop_partition"($1::text::regclass, to_timestamp($2::double precision))
 """
 
+DROP_DETACHED = 'SELECT {schema}."{prefix}log_drop_detached"()'
+
 PRUNE_DEFAULT = """
 SELECT {schema}."{prefix}log_prune_default"(to_timestamp($1::double precision), $2::integer)
 """
@@ -52,6 +54,7 @@ class LogPartitionStatements:
         self.default_days = render(DEFAULT_DAYS, names)
         self.add_partition = render(ADD_PARTITION, names)
         self.drop_partition = render(DROP_PARTITION, names)
+        self.drop_detached = render(DROP_DETACHED, names)
         self.prune_default = render(PRUNE_DEFAULT, names)
         self.roll_minutes = render(ROLL_MINUTES, names)
         self.lock_key = f"{names.lock_key}:log-partitions"

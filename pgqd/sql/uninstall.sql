@@ -8,6 +8,7 @@ DROP FUNCTION IF EXISTS {raise_dedupe_conflict}(text[]);
 DROP FUNCTION IF EXISTS {notify_ids}(text, text, bigint[]);
 DROP FUNCTION IF EXISTS {schema}."{prefix}log_add_partition"(timestamptz, timestamptz);
 DROP FUNCTION IF EXISTS {schema}."{prefix}log_drop_partition"(regclass, timestamptz);
+DROP FUNCTION IF EXISTS {schema}."{prefix}log_drop_detached"();
 DROP FUNCTION IF EXISTS {schema}."{prefix}log_default_days"();
 DROP FUNCTION IF EXISTS {schema}."{prefix}log_prune_default"(timestamptz, integer);
 DROP FUNCTION IF EXISTS {schema}."{prefix}log_partitions"();
