@@ -153,6 +153,8 @@ async def test_the_upkeep_drops_days_past_retention_and_deletes_old_rows_of_the_
     names = [r["name"] for r in await conn.fetch(PARTITIONS)]
     assert f"pgqd_log_{old_day:%Y%m%d}" not in names
     assert names[0] == f"pgqd_log_{recent_day:%Y%m%d}"
+    # Detached first, then dropped on its own: nothing of the day is left.
+    assert await conn.fetchval("SELECT count(*) FROM pg_class WHERE relname LIKE 'pgqd\\_log\\_x%'") == 0
     assert [dict(r) for r in await conn.fetch(WHERE_ROWS_ARE)] == [{"part": names[0], "n": 1}]
 
 
