@@ -140,6 +140,36 @@ async def test_the_upkeep_creates_a_missing_day_and_moves_its_rows_out_of_the_de
     assert upkeep.rounds == 2
 
 
+async def test_outcomes_written_into_a_day_while_its_partition_is_created_all_land_in_it(
+    conn: Any, db_dsn: str, upkeep: LogPartitionUpkeep
+) -> None:
+    tomorrow = day_start(await server_now(conn)) + timedelta(days=1)
+    name = f"pgqd_log_{tomorrow:%Y%m%d}"
+    await conn.execute(f"DROP TABLE {name}")
+    writer = await asyncpg.connect(db_dsn)
+    written = 0
+    stop = asyncio.Event()
+
+    async def write_outcomes() -> None:  # rows of that day, before, during and after: none may be refused
+        nonlocal written
+        while not stop.is_set():
+            await writer.execute(INSERT_ROWS, 1000 * written, [tomorrow + timedelta(seconds=written)])
+            written += 1
+            await asyncio.sleep(0.001)
+
+    try:
+        writing = asyncio.create_task(write_outcomes())
+        await asyncio.sleep(0.2)
+        for _ in range(3):
+            await upkeep.step()
+        await asyncio.sleep(0.2)
+        stop.set()
+        await writing
+    finally:
+        await writer.close()
+    assert [dict(r) for r in await conn.fetch(WHERE_ROWS_ARE)] == [{"part": name, "n": written}]
+
+
 async def test_the_upkeep_drops_days_past_retention_and_deletes_old_rows_of_the_default_partition(
     conn: Any, upkeep: LogPartitionUpkeep
 ) -> None:
