@@ -13,8 +13,8 @@ the server's time, and then:
   meets a missing partition (and were the duty stopped for longer, the default partition takes the rows);
 - gives the days that have rows in the default partition a partition of their own, which the rows move into
   (rows older than retention are deleted there instead, in batches);
-- drops each partition whose every row is older than retention: a catalogue change, whatever its size. Rows are
-  thus kept between ``retention`` and ``retention`` plus one day;
+- drops each partition whose every row is older than retention: no row deleted, nothing left for vacuum. Rows
+  are thus kept between ``retention`` and ``retention`` plus one day;
 - counts the jobs finished in each minute older than ``SETTLE`` into ``log_minutes``, from the B-tree on
   finished_at, at most ``ROLL_MINUTES`` minutes a call: the chart reads those counts and only the last few
   minutes' rows. Counting there rather than on the hot path keeps the workers' flushes independent of each other.
