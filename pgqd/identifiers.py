@@ -81,6 +81,8 @@ class Names:
                 "entrypoint_limits",
                 "entrypoint_pauses",
                 "action_log",
+                "log_minutes",
+                "log_minutes_rolled",
                 "schema_version",
                 "job_status",
                 "final_status",

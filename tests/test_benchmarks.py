@@ -24,6 +24,22 @@ SMOKE_RUNS = {
     "growth": ["--jobs", "300", "--ineligible", "0", "2000", "--kind", "deferred", "other"],
     "claim_cost": ["--claims", "5"],
     "deep_drain": ["--jobs", "500", "--processes", "1", "--batch", "10"],
+    "log_scale": [
+        "--rows",
+        "20000",
+        "--min-rows",
+        "1000",
+        "--days",
+        "2",
+        "--flushes",
+        "5",
+        "--repeat",
+        "2",
+        "--disorder-rows",
+        "5000",
+        "--deleted",
+        "500",
+    ],
     "web_pages": ["--live", "2000", "--log", "2000", "--requests", "2", "--port", str(free_port())],
 }
 

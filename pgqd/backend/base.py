@@ -126,7 +126,10 @@ class Backend(ProducerBackend, Protocol):
         ...
 
     async def prune_log(self, older_than: float, limit: int) -> int:
-        """Deletes up to ``limit`` log rows finished more than ``older_than`` seconds ago (one pruner at a time)."""
+        """Deletes up to ``limit`` log rows finished more than ``older_than`` seconds ago (one pruner at a time).
+
+        Row by row, exactly, for deleting history by hand. The daemon's retention does not use it: on PostgreSQL
+        it drops whole days of the partitioned log (``pgqd.daemon.log_partitions``)."""
         ...
 
     # --- schedules ----------------------------------------------------------------------------------------

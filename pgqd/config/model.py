@@ -148,7 +148,10 @@ class LoggingConfig:
 class RetentionConfig:
     log: float = field(
         default=7 * 86400.0,
-        metadata=spec(Duration(allow_zero=True), 'keep finished jobs in the log this long ("0s" = forever)'),
+        metadata=spec(
+            Duration(allow_zero=True),
+            'keep finished jobs in the log this long, by whole days: up to a day more ("0s" = forever)',
+        ),
     )
 
 

@@ -93,8 +93,8 @@ def worker_plan(
     queue_gauges: bool,
 ) -> WorkerPlan:
     """What one worker process runs; the ``lead`` worker also fires the schedules, vacuums the jobs table (unless
-    ``[database] vacuum_jobs`` is off), rolls up the log for the history charts and, with ``queue_gauges``,
-    collects the queue gauges."""
+    ``[database] vacuum_jobs`` is off), keeps the log's partitions, rolls up the log for the history charts and,
+    with ``queue_gauges``, collects the queue gauges."""
     limit = config.workers.max_jobs_per_worker
     # Jitter spreads the recycling of workers started together, so they never all restart at once.
     max_jobs = int(limit * random.uniform(1.0, 1.1)) if limit else 0
@@ -112,6 +112,7 @@ def worker_plan(
         queue_gauges=lead and queue_gauges,
         upkeep=lead and config.database.vacuum_jobs,
         log_rollup=lead,
+        log_partitions=lead,
         django_settings=config.django.settings if config.django else None,
         timeouts=database_timeouts(config),
     )

@@ -25,6 +25,7 @@ from pgqd.backend.bounded import DatabaseHealth, DatabaseTimeouts
 from pgqd.backend.postgres import PostgresBackend
 from pgqd.backoff import Backoff
 from pgqd.daemon.checkin import Beat
+from pgqd.daemon.log_partitions import LogPartitionUpkeep
 from pgqd.daemon.log_rollup import LogRollup
 from pgqd.daemon.logs import end_noise_episodes
 from pgqd.daemon.metrics import QueueGaugeSamples, WorkerMetrics, use_multiprocess_directory
@@ -69,6 +70,8 @@ class WorkerPlan:
     upkeep: bool = False
     # Whether this process keeps the log's hourly rollup for the history charts (one worker per daemon).
     log_rollup: bool = False
+    # Whether this process keeps the log's partitions: created ahead, dropped past retention (see log_partitions.py).
+    log_partitions: bool = False
     # The Django settings module this process sets up before it runs Django tasks (None: no Django).
     django_settings: str | None = None
 
@@ -164,6 +167,9 @@ async def _serve_checked_in(plan: WorkerPlan, stop: _Stop, check_in: _CheckIn) -
                 duties.append(loop.create_task(JobsTableUpkeep(plan.dsn, plan.names).run()))
             if plan.log_rollup:
                 duties.append(loop.create_task(LogRollup(plan.dsn, plan.names).run()))
+            if plan.log_partitions:
+                partitions = LogPartitionUpkeep(plan.dsn, plan.names, plan.settings.retention)
+                duties.append(loop.create_task(partitions.run()))
             try:
                 await worker.run()
             finally:

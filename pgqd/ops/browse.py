@@ -35,6 +35,9 @@ class JobFilter:
     dedupe_key: str | None = None  # exactly
     # A header's name and value, exactly (finished jobs keep no headers, so this finds live jobs only).
     header: tuple[str, str] | None = None
+    # Finished between (only finished jobs match): the log is read only in the partitions of these days.
+    finished_from: datetime | None = None
+    finished_until: datetime | None = None
 
     def __post_init__(self) -> None:
         allowed = (*LIVE_STATUSES, *FINAL_STATUSES, *STATUS_GROUPS)
@@ -118,11 +121,12 @@ class JobSearch:
             _, _, _, text, payload, dedupe_key, header_name, header_value = where.live_filter_args()
             finished = where.status in FINAL_STATUSES or where.status == "finished"
             live = where.status in LIVE_STATUSES or where.status == "live"
+            by_finish = where.finished_from is not None or where.finished_until is not None
             rows = await self.db.fetch(
                 render(browse.SEARCH_JOBS, self.names),
                 cursor,
                 window,
-                where.status is None or live,
+                (where.status is None or live) and not by_finish,
                 where.status is None or finished,
                 where.entrypoint,
                 where.status if where.status not in STATUS_GROUPS else None,
@@ -138,6 +142,8 @@ class JobSearch:
                 bounds.live_until,
                 bounds.log_from,
                 bounds.log_until,
+                where.finished_from,
+                where.finished_until,
             )
         edge = rows[0]["edge"] if rows else None
         found = [{k: v for k, v in r.items() if k != "edge"} for r in rows if r["id"] is not None]

@@ -10,8 +10,11 @@ from __future__ import annotations
 # Filters: $5 entrypoint, $6 status, $7 / $8 created between, $9 LIKE pattern for error text, $10 LIKE pattern
 # for payloads (in PostgreSQL's "escape" encoding, which any byte string has), $11 rows wanted, $12 dedupe key,
 # $13 / $14 a header's name and value (finished jobs keep no headers); $15 / $16 the range of ids worth reading in
-# the jobs table ([$15, $16): jobs created between $7 and $8, see pgqd.sql.seek), $17 / $18 the same in the log.
-# Jobs created from $7 on finished from $7 on, so the log's time partitions before $7 are not read.
+# the jobs table ([$15, $16): jobs created between $7 and $8, see pgqd.sql.seek), $17 / $18 the same in the log;
+# $19 / $20 finished between (finished jobs only). The log is read only in the day partitions between the later
+# of $7 and $19 (a job finishes after it was created) and $20: a search over one day reads one or two
+# partitions, however long the log. The bounds are written as plain comparisons so that PostgreSQL prunes
+# partitions with them.
 SEARCH_JOBS = """
 WITH live AS (
     SELECT j.id, j.entrypoint, j.status::text AS status, j.priority, j.attempts, j.created_at, j.execute_after,
@@ -31,7 +34,8 @@ done AS (
            l.dedupe_key, NULL::jsonb AS headers
     FROM {log} AS l
     WHERE $4 AND l.job_id < least($1::bigint, $18::bigint) AND l.job_id >= $17::bigint
-      AND ($7::timestamptz IS NULL OR l.finished_at >= $7)
+      AND l.finished_at >= GREATEST(COALESCE($19::timestamptz, '-infinity'), COALESCE($7::timestamptz, '-infinity'))
+      AND l.finished_at < COALESCE($20::timestamptz, 'infinity')
     ORDER BY l.job_id DESC
     LIMIT $2
 ),

@@ -16,12 +16,21 @@ FUNCTIONS = {
     ),
     "raise_dedupe_conflict": "text[]",
     "notify_ids": "text, text, bigint[]",
+    # The lead worker's upkeep of the log's partitions (migration 0007): they run with the owner's rights.
+    "log_add_partition": "timestamptz, timestamptz",
+    "log_drop_partition": "regclass, timestamptz",
+    "log_drop_detached": "",
+    "log_default_days": "",
+    "log_prune_default": "timestamptz, integer",
+    "log_roll_minutes": "interval, integer, interval",
 }
 WORKER_TABLES = (
     "jobs",
     "log",
     "log_rollup",
     "log_rollup_state",
+    "log_minutes",
+    "log_minutes_rolled",
     "workers",
     "entrypoint_limits",
     "entrypoint_pauses",

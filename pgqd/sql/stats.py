@@ -3,8 +3,10 @@ queue gauges of ``/metrics``.
 
 Each must stay fast with a million live jobs and a million log rows, so none reads the jobs table in full: they
 walk the partial indexes of migration 0001 (``jobs_ready_idx``, ``jobs_deferred_idx``, ``jobs_failed_idx``,
-``jobs_picked_idx``), 0003's ``jobs_suspect_idx`` and the log's block-range index on ``finished_at``. Render
-them with ``StatsStatements``.
+``jobs_picked_idx``), 0003's ``jobs_suspect_idx``, and in the log only the day partitions of the time range
+they ask for (migration 0007), each through its B-tree on ``finished_at``. The range is written as a bound on
+``finished_at`` from ``now()`` or a parameter, which PostgreSQL prunes partitions with when the query starts.
+Render them with ``StatsStatements``.
 """
 
 from __future__ import annotations
@@ -107,7 +109,7 @@ PAUSES = """
 SELECT p.entrypoint, p.paused, p.changed_at FROM {entrypoint_pauses} AS p ORDER BY p.entrypoint
 """
 
-# The log's block-range index on finished_at keeps this to the last few minutes' pages.
+# Reads the last five minutes' rows of today's partition (yesterday's too, just after midnight UTC).
 THROUGHPUT = """
 SELECT l.entrypoint, l.status::text AS status,
        count(*) FILTER (WHERE l.finished_at > now() - interval '1 minute') AS last_1m,
@@ -119,18 +121,52 @@ ORDER BY 1, 2
 """
 
 # Finished jobs per entrypoint in time buckets of $2 seconds over the last $1 seconds (the overview chart).
-# Reads only the window's pages through the block-range index on finished_at.
-THROUGHPUT_SERIES = """
-SELECT to_timestamp(floor(extract(epoch FROM l.finished_at) / $2) * $2) AS bucket_start, l.entrypoint,
-       count(*) FILTER (WHERE l.status = 'successful') AS succeeded,
-       count(*) FILTER (WHERE l.status IN ('exception', 'timeout')) AS failed,
-       count(*) FILTER (WHERE l.status NOT IN ('successful', 'exception', 'timeout')) AS other
-FROM {log} AS l
-WHERE l.finished_at > now() - make_interval(secs => $1)
-  AND ($3::text IS NULL OR l.entrypoint = $3)
+# The minutes the lead worker has counted come from log_minutes (migration 0007): a row per minute and
+# entrypoint, so an hour costs 60 rows per entrypoint however many jobs finished in it. Only the rows since the
+# last minute counted (two or three minutes of them), and any older than the first, are read from the log,
+# through the B-tree on finished_at of the partitions they lie in. Buckets that are not whole minutes are
+# counted from the log alone. The bounds come from InitPlans, which PostgreSQL prunes partitions with.
+_LOG_ROWS_COUNTED = """
+    SELECT l.finished_at, l.entrypoint, (l.status = 'successful')::integer,
+           (l.status IN ('exception', 'timeout'))::integer,
+           (l.status NOT IN ('successful', 'exception', 'timeout'))::integer
+    FROM {log} AS l
+"""
+THROUGHPUT_SERIES = (
+    """
+WITH bounds AS MATERIALIZED (
+    -- With whole-minute buckets, the window starts at the first whole minute in it.
+    SELECT CASE WHEN w.whole THEN date_trunc('minute', now() - make_interval(secs => $1) + interval '59.999999 s')
+                ELSE now() - make_interval(secs => $1) END AS start,
+           r.rolled_from, r.rolled_until
+    FROM (SELECT mod($2::numeric, 60) = 0 AS whole) AS w
+    LEFT JOIN {log_minutes_rolled} AS r ON w.whole
+),
+finished AS (
+    SELECT m.minute AS at, m.entrypoint, m.succeeded, m.failed, m.other
+    FROM {log_minutes} AS m, bounds AS b
+    WHERE m.minute >= b.rolled_from AND m.minute < b.rolled_until AND m.minute >= b.start
+      AND ($3::text IS NULL OR m.entrypoint = $3)
+    UNION ALL
+"""
+    + _LOG_ROWS_COUNTED
+    + """    WHERE l.finished_at >= GREATEST((SELECT b.start FROM bounds AS b),
+                                    (SELECT b.rolled_until FROM bounds AS b))
+      AND ($3::text IS NULL OR l.entrypoint = $3)
+    UNION ALL
+"""
+    + _LOG_ROWS_COUNTED
+    + """    WHERE l.finished_at >= (SELECT b.start FROM bounds AS b)
+      AND l.finished_at < (SELECT b.rolled_from FROM bounds AS b)
+      AND ($3::text IS NULL OR l.entrypoint = $3)
+)
+SELECT to_timestamp(floor(extract(epoch FROM f.at) / $2) * $2) AS bucket_start, f.entrypoint,
+       sum(f.succeeded)::bigint AS succeeded, sum(f.failed)::bigint AS failed, sum(f.other)::bigint AS other
+FROM finished AS f
 GROUP BY 1, 2
 ORDER BY 1, 2
 """
+)
 
 # Held jobs (status failed, waiting for an operator), oldest first, in pages: $2 is the last id of the page
 # before. With an entrypoint, jobs_failed_idx gives them in order; without, the held rows are read from the
@@ -196,6 +232,7 @@ SELECT l.job_id AS id, l.entrypoint, l.status::text AS status, l.priority, l.att
        l.started_at, l.finished_at, l.worker_id, l.dedupe_key, l.error_type, l.error_message
 FROM {log} AS l
 WHERE ($1::text IS NULL OR l.entrypoint = $1) AND l.status::text = $2
+-- The partitions are read newest first, each backwards along its B-tree on finished_at, until $3 rows match.
 ORDER BY l.finished_at DESC
 LIMIT $3
 """

@@ -10,6 +10,16 @@ DROP FUNCTION IF EXISTS {claim_jobs}(
 );
 DROP FUNCTION IF EXISTS {raise_dedupe_conflict}(text[]);
 DROP FUNCTION IF EXISTS {notify_ids}(text, text, bigint[]);
+DROP FUNCTION IF EXISTS {schema}."{prefix}log_add_partition"(timestamptz, timestamptz);
+DROP FUNCTION IF EXISTS {schema}."{prefix}log_drop_partition"(regclass, timestamptz);
+DROP FUNCTION IF EXISTS {schema}."{prefix}log_drop_detached"();
+DROP FUNCTION IF EXISTS {schema}."{prefix}log_default_days"();
+DROP FUNCTION IF EXISTS {schema}."{prefix}log_prune_default"(timestamptz, integer);
+DROP FUNCTION IF EXISTS {schema}."{prefix}log_partitions"();
+DROP FUNCTION IF EXISTS {schema}."{prefix}log_roll_minutes"(interval, integer, interval);
+DROP TABLE IF EXISTS {schema}."{prefix}log_minutes", {schema}."{prefix}log_minutes_rolled";
+-- Dropping the partitioned log drops its partitions; the old table is on its own only mid-upgrade.
+DROP TABLE IF EXISTS {schema}."{prefix}log_legacy";
 DROP TABLE IF EXISTS {jobs}, {log}, {log_rollup}, {log_rollup_state}, {workers}, {entrypoint_limits},
     {entrypoint_pauses}, {schedules}, {action_log}, {schema_version};
 DROP TYPE IF EXISTS {job_status}, {final_status};

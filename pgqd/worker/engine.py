@@ -1,7 +1,7 @@
 """The worker engine: claims jobs, runs them with bounded concurrency, records outcomes, stays alive.
 
 One task owns each long-lived duty: the dispatch loop (claiming), the outcome recorder (flushing) and the
-heartbeat (liveness, cancellation requests, rescue of dead workers' jobs, log retention). Events from the
+heartbeat (liveness, cancellation requests, rescue of dead workers' jobs). Events from the
 database (new jobs, cancellations, freed slots) only set flags and wake the dispatch loop.
 """
 

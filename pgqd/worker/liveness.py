@@ -1,5 +1,5 @@
-"""The heartbeat duty of a worker: it marks the worker alive, hears of cancellations and waiting suspects,
-rescues the jobs of silent workers, and prunes the log."""
+"""The heartbeat duty of a worker: it marks the worker alive, hears of cancellations and waiting suspects, and
+rescues the jobs of silent workers. (The log's retention is the lead worker's: pgqd/daemon/log_partitions.py.)"""
 
 from __future__ import annotations
 
@@ -16,8 +16,6 @@ from pgqd.worker.settings import WorkerSettings
 from pgqd.worker.telemetry import EngineMetrics
 
 log = structlog.get_logger("pgqd.worker")
-
-PRUNE_BATCH = 10_000
 
 
 class Liveness:
@@ -50,7 +48,7 @@ class Liveness:
 
     async def run(self) -> None:
         settings = self._settings
-        last_rescue = last_prune = 0.0
+        last_rescue = 0.0
         while True:
             await asyncio.sleep(settings.beat_every)
             now = time.monotonic()
@@ -62,9 +60,6 @@ class Liveness:
                 if now - last_rescue >= settings.worker_timeout / 2:
                     last_rescue = now
                     await self._rescue_stale()
-                if settings.retention is not None and now - last_prune >= 60:
-                    pruned = await self._backend.prune_log(settings.retention, PRUNE_BATCH)
-                    last_prune = now if pruned < PRUNE_BATCH else 0.0
             except BackendUnavailable as exc:
                 self._on_unavailable(exc)
 

@@ -20,6 +20,7 @@ class WorkerSettings:
     worker_timeout: float = _CONFIG.worker_timeout
     shutdown_timeout: float = _CONFIG.shutdown_timeout
     heartbeat_interval: float | None = None
+    # How long the log keeps finished jobs (None: forever), applied by the daemon's lead worker.
     retention: float | None = None
     flush_linger: float = 0.005
     flush_max_batch: int = 500
