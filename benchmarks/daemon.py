@@ -23,6 +23,7 @@ from pathlib import Path
 import asyncpg
 
 from benchmarks.common import concurrency_for
+from benchmarks.runners.mix import Entrypoint
 
 REPO = Path(__file__).resolve().parents[1]
 PGQD = str(Path(sys.executable).with_name("pgqd"))
@@ -35,13 +36,28 @@ batch_size = {batch}
 
 [metrics]
 listen = "127.0.0.1:{metrics_port}"
+"""
 
+ENTRYPOINTS = """
 [entrypoints.noop]
 handler = "benchmarks.handlers:noop"
 
 [entrypoints.stamp]
 handler = "benchmarks.handlers:stamp"
 """
+
+
+def entrypoints_toml(mix: tuple[Entrypoint, ...]) -> str:
+    """A mix's entrypoints (benchmarks/runners/mix.py) as the config's sections."""
+    sections = []
+    for e in mix:
+        lines = [f"[entrypoints.{e.name}]", f'handler = "benchmarks.handlers:{"limited" if e.limited else "noop"}"']
+        if e.concurrency_limit:
+            lines.append(f"concurrency_limit = {e.concurrency_limit}")
+        if e.rate_per_s:
+            lines.append(f'rate_limit = "{e.rate_per_s:g}/s"')
+        sections.append("\n".join(lines))
+    return "\n" + "\n\n".join(sections) + "\n"
 
 
 def free_port() -> int:
@@ -95,10 +111,12 @@ async def running_daemon(
     concurrency: int | None = None,
     env: Mapping[str, str] | None = None,
     extra: str = "",
+    mix: tuple[Entrypoint, ...] | None = None,
 ) -> AsyncIterator[None]:
     """The daemon on ``dsn`` until the block ends; waits until its workers have registered and it serves
     /metrics. ``concurrency`` defaults to ``concurrency_for(batch)``; ``extra`` is TOML added to the config, for
-    a benchmark that sets a default aside to measure what it does."""
+    a benchmark that sets a default aside to measure what it does; ``mix`` replaces the entrypoints ``noop`` and
+    ``stamp``."""
     port = free_port()
     conn = await asyncpg.connect(dsn)
     with tempfile.TemporaryDirectory() as folder:
@@ -107,6 +125,7 @@ async def running_daemon(
             CONFIG.format(
                 processes=processes, concurrency=concurrency or concurrency_for(batch), batch=batch, metrics_port=port
             )
+            + (ENTRYPOINTS if mix is None else entrypoints_toml(mix))
             + extra
         )
 

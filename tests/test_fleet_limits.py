@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from benchmarks.limits_check import max_overlap
 from pgqd import Client, JobSpec
 from tests.support.handlers import RUNS_TABLE
 from tests.support.processes import describe, engine_subprocesses
@@ -26,16 +27,6 @@ async def registered(conn: Any, count: int) -> None:
         return bool(await conn.fetchval("SELECT count(*) = $1 FROM pgqd_workers", count))
 
     await wait_until(all_up, timeout=15, what=f"{count} registered workers")
-
-
-def max_overlap(intervals: list[tuple[datetime, datetime]]) -> int:
-    """The most [start, end) intervals that share an instant; an end and a start at the same instant do not."""
-    events = sorted([(start, 1) for start, _ in intervals] + [(end, -1) for _, end in intervals])
-    running = highest = 0
-    for _, step in events:
-        running += step
-        highest = max(highest, running)
-    return highest
 
 
 def test_max_overlap_counts_half_open_intervals() -> None:
