@@ -1,6 +1,10 @@
 """pgqd side by side with PgQueuer, procrastinate and a plain-SQL ceiling, in one run on one server.
 
     .venv/bin/python -m benchmarks.compare [--rounds 3] [--jobs 20000] [--quick]
+    .venv/bin/python -m benchmarks.compare --scenario realistic fleet idle-limit --systems pgqd pgqueuer
+
+The first table has one entrypoint and no limits (scenarios enqueue, drain, steady, latency); the second the
+realistic configuration of benchmarks/runners/mix.py (realistic, fleet, idle-limit; see benchmarks/realistic.py).
 
 Rounds are interleaved: each round runs every scenario for every system (in an order that rotates from
 round to round) before the next round starts, so the drift of a shared machine lands on all of them alike;
