@@ -194,9 +194,9 @@ async def main(argv: list[str] | None = None) -> None:
     table = compare_report.ratio_table(medians, rows)
     found = compare_report.targets(medians, rows)
     mixed_keys = [key for key in medians if key.startswith(("realistic", "fleet"))]
-    second = realistic_report.table(medians, mixed_keys)
+    second = realistic_report.table(medians, results, mixed_keys)
     limits = realistic_report.limits(results, mixed_keys)
-    idle = realistic_report.idle_table(medians, [key for key in medians if key.startswith("idle limit")])
+    idle = realistic_report.idle_table(medians, results, [key for key in medians if key.startswith("idle limit")])
     found += realistic_report.targets(second, limits)
     document = {
         "benchmark": "compare",

@@ -86,7 +86,7 @@ def verdicts(mix: tuple[Entrypoint, ...], runs_by_system: dict[str, list[dict[st
                               "used_in_full": most == e.concurrency_limit,
                               "runs": sum(r[f"{e.name} runs"] for r in runs)})  # fmt: skip
             if e.rate_per_s and all(f"{e.name} excess" in r for r in runs):
-                excess = max(r[f"{e.name} excess"] for r in runs)
+                excess = round(max(r[f"{e.name} excess"] for r in runs), 3) + 0.0  # no "-0.000"
                 found.append({"system": system, "entrypoint": e.name, "limit": f"rate {e.rate_per_s:g}/s",
                               "observed": f"{excess:+.3f} jobs beyond the bucket's bound at most",
                               "held": excess <= SLACK, "used_in_full": excess > -1,

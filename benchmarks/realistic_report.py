@@ -29,39 +29,62 @@ def ratio(figures: dict[str, dict[str, float]], mine: str, theirs: str) -> float
     return None if a is None or not b else a / b
 
 
+def by_round(runs: dict[str, list[dict[str, float]]], mine: str, theirs: str) -> list[float | None]:
+    """``mine`` over ``theirs`` within each round (taken minutes apart at most, so on a machine whose load moves
+    they compare better than the medians)."""
+    if mine not in runs or theirs not in runs:
+        return []
+    rounds = min(len(runs[mine]), len(runs[theirs]))
+    return [ratio({mine: runs[mine][i], theirs: runs[theirs][i]}, mine, theirs) for i in range(rounds)]
+
+
 def label(key: str) -> str:
     kind, processes, batch = key.rsplit(" ", 2)
     count = int(processes[:-1])
     return f"{kind}, {count} process{'es' if count > 1 else ''}, batch {batch[1:]}"
 
 
-def table(medians: dict[str, dict[str, dict[str, float]]], keys: list[str]) -> list[dict[str, Any]]:
+PAIRS = {
+    "pgqd / PgQueuer": ("pgqd", "pgqueuer"),
+    "pgqd: limited / unlimited only": ("pgqd", "pgqd" + UNLIMITED_ONLY),
+    "PgQueuer: limited / unlimited only": ("pgqueuer", "pgqueuer" + UNLIMITED_ONLY),
+}
+
+
+def table(
+    medians: dict[str, dict[str, dict[str, float]]],
+    results: dict[str, dict[str, list[dict[str, float]]]],
+    keys: list[str],
+) -> list[dict[str, Any]]:
+    """Per scenario: the medians, their ratios, and the ratios within each round."""
     rows = []
     for key in keys:
-        figures = medians.get(key, {})
+        figures, runs = medians.get(key, {}), results.get(key, {})
         rows.append(
             {
                 "scenario": f"{label(key)} (unlimited entrypoints' jobs/s)",
                 "figures": {name: values[FIELD] for name, values in figures.items()},
-                "ratios": {
-                    "pgqd / PgQueuer": ratio(figures, "pgqd", "pgqueuer"),
-                    "pgqd: limited / unlimited only": ratio(figures, "pgqd", "pgqd" + UNLIMITED_ONLY),
-                    "PgQueuer: limited / unlimited only": ratio(figures, "pgqueuer", "pgqueuer" + UNLIMITED_ONLY),
-                },
+                "ratios": {name: ratio(figures, a, b) for name, (a, b) in PAIRS.items()},
+                "ratios_by_round": {name: by_round(runs, a, b) for name, (a, b) in PAIRS.items()},
             }
         )
     return rows
 
 
-def idle_table(medians: dict[str, dict[str, dict[str, float]]], keys: list[str]) -> list[dict[str, Any]]:
+def idle_table(
+    medians: dict[str, dict[str, dict[str, float]]],
+    results: dict[str, dict[str, list[dict[str, float]]]],
+    keys: list[str],
+) -> list[dict[str, Any]]:
     rows = []
     for key in keys:
-        figures = medians.get(key, {})
+        figures, runs = medians.get(key, {}), results.get(key, {})
         rows.append(
             {
                 "scenario": label(key),
                 "alone_jobs_per_s": figures.get("alone", {}).get(FIELD),
                 "ratios": {variant: ratio(figures, variant, "alone") for variant in IDLE_MIXES},
+                "ratios_by_round": {variant: by_round(runs, variant, "alone") for variant in IDLE_MIXES},
             }
         )
     return rows
@@ -100,6 +123,11 @@ def cell(value: float | None, suffix: str = "x") -> str:
     return "-" if value is None else f"{value:.2f}{suffix}"
 
 
+def with_rounds(row: dict[str, Any], column: str, suffix: str) -> str:
+    rounds = " / ".join(cell(r, "") for r in row["ratios_by_round"].get(column, []))
+    return cell(row["ratios"][column], suffix) + (f" (rounds: {rounds})" if rounds else "")
+
+
 def format_tables(rows: list[dict[str, Any]], idle: list[dict[str, Any]], held: list[dict[str, object]]) -> str:
     lines = []
     if rows:
@@ -107,8 +135,8 @@ def format_tables(rows: list[dict[str, Any]], idle: list[dict[str, Any]], held: 
         lines += ["| scenario | " + " | ".join(columns) + " | figures |", "|" + " --- |" * (len(columns) + 2)]
         for row in rows:
             figures = ", ".join(f"{name} {value:,.0f}" for name, value in row["figures"].items())
-            lines.append(f"| {row['scenario']} | " + " | ".join(cell(row["ratios"][c]) for c in columns)
-                         + f" | {figures} |")  # fmt: skip
+            ratios = [with_rounds(row, c, "x") for c in columns]
+            lines.append(f"| {row['scenario']} | " + " | ".join(ratios) + f" | {figures} |")
     if held:
         lines += ["", "| system | entrypoint | limit | observed | held | used in full | runs |", "|" + " --- |" * 7]
         for limit in held:
@@ -120,6 +148,6 @@ def format_tables(rows: list[dict[str, Any]], idle: list[dict[str, Any]], held: 
         lines += ["", "| one entrypoint's drain, pgqd | " + " | ".join(variants) + " |", "|" + " --- |" * 4]
         for row in idle:
             alone = "-" if row["alone_jobs_per_s"] is None else f"1.00 ({row['alone_jobs_per_s']:,.0f} jobs/s)"
-            lines.append(f"| {row['scenario']} | {alone} | "
-                         + " | ".join(cell(row["ratios"][v], "") for v in variants[1:]) + " |")  # fmt: skip
+            ratios = [with_rounds(row, v, "") for v in variants[1:]]
+            lines.append(f"| {row['scenario']} | {alone} | " + " | ".join(ratios) + " |")
     return "\n".join(lines)
