@@ -34,6 +34,7 @@ import datetime
 import json
 import os
 import sys
+import tempfile
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -151,8 +152,10 @@ async def soak(dsn: str, args: argparse.Namespace, rate: float, mix: Any) -> dic
     producer = Producer(producer_conn)
     recorder = Recorder(recorder_conn, producer, args.sample_every)
     marks: dict[str, datetime.datetime] = {}
+    folder = tempfile.TemporaryDirectory()
+    log = Path(folder.name) / "daemon.log"
     try:
-        async with running_daemon(dsn, PROCESSES, BATCH, mix=mix):
+        async with running_daemon(dsn, PROCESSES, BATCH, mix=mix, keep_log=log):
             sampling = asyncio.create_task(recorder.run())
             try:
                 for phase, share in (("low", args.low), ("high", args.high)):
@@ -173,8 +176,10 @@ async def soak(dsn: str, args: argparse.Namespace, rate: float, mix: Any) -> dic
                 with contextlib.suppress(asyncio.CancelledError):
                     await sampling
         return {"sent": producer.sent, "left": await conn.fetchval("SELECT count(*) FROM pgqd_jobs"),
-                **await phases(conn, marks, rate), "samples": recorder.samples}  # fmt: skip
+                **await phases(conn, marks, rate), "daemon_log": soak_samples.daemon_log(log),
+                "samples": recorder.samples}  # fmt: skip
     finally:
+        folder.cleanup()
         for each in (conn, producer_conn, recorder_conn):
             await each.close()
 

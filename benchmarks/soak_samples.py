@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import json
 from pathlib import Path
 from typing import Any
 
@@ -69,3 +70,22 @@ async def sample(conn: Any, since: datetime.datetime, now: datetime.datetime) ->
         "indexes_bytes": indexes,
         "worker_rss_mb": [round(r / 2**20, 1) for r in known],
     }
+
+
+def daemon_log(path: Path) -> dict[str, Any]:
+    """From the daemon's JSON log: its vacuums of the jobs table (how many, how long) and its warnings and errors
+    by event."""
+    took: list[float] = []
+    problems: dict[str, int] = {}
+    for line in path.read_text(errors="replace").splitlines() if path.exists() else []:
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if entry.get("event") == "vacuumed the jobs table":
+            took.append(float(entry.get("took_s", 0.0)))
+        elif entry.get("level") in ("warning", "error", "critical"):
+            problems[str(entry.get("event"))] = problems.get(str(entry.get("event")), 0) + 1
+    took.sort()
+    lengths = {"median": took[len(took) // 2], "max": took[-1], "total": round(sum(took), 1)} if took else {}
+    return {"vacuums": len(took), "vacuum_took_s": lengths, "warnings_and_errors": problems}
