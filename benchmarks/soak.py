@@ -194,6 +194,8 @@ async def phases(conn: Any, marks: dict[str, datetime.datetime], rate: float) ->
         if phase == "drain" and figures["last_finish"] is not None:
             span = (figures["last_finish"] - start).total_seconds()
             figures["per_s"] = round(figures["finished"] / span, 1) if span > 0 else None
+        elif phase == "drain":
+            figures["per_s"] = None  # no backlog: the overload was none
         figures["of_capacity"] = None if figures["per_s"] is None else round(figures["per_s"] / rate, 3)
         found[phase] = {k: v for k, v in figures.items() if k not in ("first_start", "last_finish")}
         found[phase]["seconds"] = round((stop - start).total_seconds(), 1)
@@ -207,11 +209,12 @@ async def phases(conn: Any, marks: dict[str, datetime.datetime], rate: float) ->
 
 def verdicts(result: dict[str, Any]) -> dict[str, Any]:
     """The targets: overload and backlog drain at 90 % of the capacity or more; waits at 50 % load flat (the
-    last third's p99 within twice the first's, or both under 100 ms)."""
+    last third's p99 within twice the first's, or under 100 ms). None: no backlog was left to drain."""
     p99 = [third["wait_p99_ms"] or 0.0 for third in result["low_thirds"]]
+    drained = result["drain"]["of_capacity"]
     return {
         "overload_at_90pct_of_capacity": (result["high"]["of_capacity"] or 0) >= GOAL,
-        "backlog_drains_at_90pct_of_capacity": (result["drain"]["of_capacity"] or 0) >= GOAL and not result["left"],
+        "backlog_drains_at_90pct_of_capacity": None if drained is None else drained >= GOAL and not result["left"],
         "waits_flat_at_low_load": p99[2] <= max(2 * p99[0], 100.0),
     }
 
@@ -266,12 +269,17 @@ def summary(run: dict[str, Any]) -> str:
     end = run["samples"][-1] if run["samples"] else {}
     mb = {k: end.get(k, 0) / 2**20 for k in ("jobs_bytes", "jobs_indexes_bytes", "log_bytes")}
     most_rss = max((max(s["worker_rss_mb"], default=0) for s in run["samples"]), default=0)
+    drained = (
+        "no backlog to drain"
+        if drain["per_s"] is None
+        else f"{drain['per_s']:,.0f} jobs/s = {drain['of_capacity']:.0%} over {drain['seconds']}s"
+    )
     return (
         f"capacity {run['capacity_per_s']:,.0f} jobs/s; 50% load: {low['per_s']:,.0f} jobs/s, p99 wait by thirds "
         f"{thirds} ms; 150% load: {high['per_s']:,.0f} jobs/s = {high['of_capacity']:.0%} of capacity; backlog "
-        f"drain: {drain['per_s'] or 0:,.0f} jobs/s = {drain['of_capacity'] or 0:.0%} over {drain['seconds']}s, "
-        f"{run['left']:,} left; worker RSS up to {most_rss} MB; at the end jobs table {mb['jobs_bytes']:.1f} MB, "
-        f"its indexes {mb['jobs_indexes_bytes']:.1f} MB, log {mb['log_bytes']:.1f} MB; targets {run['targets']}"
+        f"drain: {drained}, {run['left']:,} left; worker RSS up to {most_rss} MB; at the end jobs table "
+        f"{mb['jobs_bytes']:.1f} MB, its indexes {mb['jobs_indexes_bytes']:.1f} MB, log {mb['log_bytes']:.1f} MB; "
+        f"targets {run['targets']}"
     )
 
 
