@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -23,6 +24,7 @@ from pathlib import Path
 import asyncpg
 
 from benchmarks.common import concurrency_for
+from benchmarks.runners.mix import Entrypoint
 
 REPO = Path(__file__).resolve().parents[1]
 PGQD = str(Path(sys.executable).with_name("pgqd"))
@@ -35,13 +37,28 @@ batch_size = {batch}
 
 [metrics]
 listen = "127.0.0.1:{metrics_port}"
+"""
 
+ENTRYPOINTS = """
 [entrypoints.noop]
 handler = "benchmarks.handlers:noop"
 
 [entrypoints.stamp]
 handler = "benchmarks.handlers:stamp"
 """
+
+
+def entrypoints_toml(mix: tuple[Entrypoint, ...]) -> str:
+    """A mix's entrypoints (benchmarks/runners/mix.py) as the config's sections."""
+    sections = []
+    for e in mix:
+        lines = [f"[entrypoints.{e.name}]", f'handler = "benchmarks.handlers:{"limited" if e.limited else "noop"}"']
+        if e.concurrency_limit:
+            lines.append(f"concurrency_limit = {e.concurrency_limit}")
+        if e.rate_per_s:
+            lines.append(f'rate_limit = "{e.rate_per_s:g}/s"')
+        sections.append("\n".join(lines))
+    return "\n" + "\n\n".join(sections) + "\n"
 
 
 def free_port() -> int:
@@ -53,11 +70,16 @@ def free_port() -> int:
 
 @contextlib.asynccontextmanager
 async def running_processes(
-    commands: list[list[str]], env: Mapping[str, str], ready: Callable[[], asyncio.Future[bool]], timeout: float = 60
+    commands: list[list[str]],
+    env: Mapping[str, str],
+    ready: Callable[[], asyncio.Future[bool]],
+    timeout: float = 60,
+    keep_log: Path | None = None,
 ) -> AsyncIterator[None]:
     """Runs ``commands`` (from the repository root, output to a log file) until the block ends.
 
     Waits until ``ready()`` says so; fails with the end of the log if a process exits or the wait times out.
+    With ``keep_log`` the log is copied there once the processes have ended.
     """
     with tempfile.TemporaryDirectory() as folder:
         log_path = Path(folder) / "output.log"
@@ -85,6 +107,8 @@ async def running_processes(
                 except subprocess.TimeoutExpired:
                     process.kill()
                     process.wait(10)
+            if keep_log is not None:
+                shutil.copyfile(log_path, keep_log)
 
 
 @contextlib.asynccontextmanager
@@ -95,10 +119,13 @@ async def running_daemon(
     concurrency: int | None = None,
     env: Mapping[str, str] | None = None,
     extra: str = "",
+    mix: tuple[Entrypoint, ...] | None = None,
+    keep_log: Path | None = None,
 ) -> AsyncIterator[None]:
     """The daemon on ``dsn`` until the block ends; waits until its workers have registered and it serves
     /metrics. ``concurrency`` defaults to ``concurrency_for(batch)``; ``extra`` is TOML added to the config, for
-    a benchmark that sets a default aside to measure what it does."""
+    a benchmark that sets a default aside to measure what it does; ``mix`` replaces the entrypoints ``noop`` and
+    ``stamp``; ``keep_log`` keeps its log (JSON lines)."""
     port = free_port()
     conn = await asyncpg.connect(dsn)
     with tempfile.TemporaryDirectory() as folder:
@@ -107,6 +134,7 @@ async def running_daemon(
             CONFIG.format(
                 processes=processes, concurrency=concurrency or concurrency_for(batch), batch=batch, metrics_port=port
             )
+            + (ENTRYPOINTS if mix is None else entrypoints_toml(mix))
             + extra
         )
 
@@ -115,7 +143,7 @@ async def running_daemon(
 
         try:
             command = [PGQD, "--config", str(config)]
-            async with running_processes([command], {**(env or {}), "PGQD_DSN": dsn}, ready):
+            async with running_processes([command], {**(env or {}), "PGQD_DSN": dsn}, ready, keep_log=keep_log):
                 await asyncio.to_thread(check_metrics_served, port)
                 yield
         finally:

@@ -11,6 +11,7 @@ from typing import Any
 
 import asyncpg
 
+from benchmarks.runners.mix import limited_run
 from benchmarks.runners.protocol import stamp as stamp_start
 from pgqd import Context, Job
 
@@ -50,3 +51,8 @@ async def chaos_poison(job: Job, ctx: Context) -> None:
 async def stamp(job: Job) -> None:
     """Records when it started (for pickup latency); the payload is the job's sequence number."""
     stamp_start(job.payload.decode())
+
+
+async def limited(job: Job) -> None:
+    """A limited entrypoint's job (benchmarks/runners/mix.py): works a few milliseconds and records its run."""
+    await limited_run(job.entrypoint, job.picked_at.timestamp())

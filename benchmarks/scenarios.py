@@ -19,10 +19,11 @@ import asyncpg
 
 from benchmarks.common import concurrency_for, empty_database
 from benchmarks.runners import ceiling_client
-from benchmarks.systems import REPO, System, runner_env
+from benchmarks.systems import REPO, Mix, System, runner_env
 
 ENQUEUE_BATCH = 1_000  # jobs per call in the batched-enqueue scenario and when filling a queue
 FLOOD_BATCH = 100  # jobs per call of the flooding producer in the steady-state scenario
+NOOP = ["noop"]  # the entrypoint whose jobs the scenarios count
 
 
 async def settle(dsn: str) -> None:
@@ -37,11 +38,11 @@ async def settle(dsn: str) -> None:
         await conn.close()
 
 
-async def wait_until(conn: Any, sql: str, target: int, timeout: float) -> int:
+async def wait_until(conn: Any, sql: str, target: int, timeout: float, *args: Any) -> int:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while True:
-        value = int(await conn.fetchval(sql))
+        value = int(await conn.fetchval(sql, *args))
         if value >= target or loop.time() > deadline:
             return value
         await asyncio.sleep(0.1)
@@ -58,19 +59,37 @@ async def drain(
 ) -> dict[str, float]:
     """Drains ``jobs`` pre-queued no-op jobs; stops after ``cap`` seconds if they are not all done, and then
     rates what finished. Rate = finished / (last finish - first start), from the system's own tables."""
+    return await drain_of(system, server, {"noop": jobs}, NOOP, processes, batch, concurrency, cap)
+
+
+async def drain_of(
+    system: System,
+    server: str,
+    counts: dict[str, int],
+    measured: list[str],
+    processes: int,
+    batch: int,
+    concurrency: int,
+    cap: float,
+    mix: Mix | None = None,
+    env: dict[str, str] | None = None,
+) -> dict[str, float]:
+    """Drains the pre-queued jobs of ``counts`` (entrypoint -> jobs) with the entrypoints of ``mix`` served, until
+    the jobs of the ``measured`` entrypoints are done or ``cap`` seconds have passed; rates those jobs alone."""
+    wanted = sum(counts[name] for name in measured)
     async with empty_database(server) as dsn:
         await system.install(dsn)
-        await system.run(dsn, "fill", jobs=jobs, batch=ENQUEUE_BATCH)
+        await system.run(dsn, "fill_mix", counts=counts, batch=ENQUEUE_BATCH)
         await settle(dsn)
         conn = await asyncpg.connect(dsn)
         try:
-            async with system.consumer(dsn, processes, batch, concurrency, {}):
-                await wait_until(conn, system.tables.finished, jobs, cap)
-            finished, first_start, last_finish = await conn.fetchrow(system.tables.span)
+            async with system.consumer(dsn, processes, batch, concurrency, env or {}, mix):
+                await wait_until(conn, system.tables.finished, wanted, cap, measured)
+            finished, first_start, last_finish = await conn.fetchrow(system.tables.span, measured)
         finally:
             await conn.close()
     if finished < 2:
-        raise RuntimeError(f"{system.label} finished {finished} of {jobs} jobs within {cap}s")
+        raise RuntimeError(f"{system.label} finished {finished} of {wanted} jobs within {cap}s")
     return {"jobs_per_s": finished / (last_finish - first_start).total_seconds(), "finished": finished}
 
 
@@ -102,7 +121,7 @@ async def steady(system: System, server: str, seconds: float, processes: int, ba
         try:
             async with system.consumer(dsn, processes, batch, concurrency_for(batch), {}):
                 await system.run(dsn, "fill", jobs=1, batch=1)  # the consumer has picked up and finished a job
-                if await wait_until(conn, system.tables.finished, 1, 30) < 1:
+                if await wait_until(conn, system.tables.finished, 1, 30, NOOP) < 1:
                     raise RuntimeError(f"{system.label} did not run the warm-up job")
                 window = await system.run(dsn, "flood", seconds=seconds, batch=FLOOD_BATCH)
                 done = await conn.fetchval(system.tables.completed_between, window["started"], window["ended"])

@@ -23,17 +23,21 @@ import asyncpg
 
 from benchmarks.daemon import REPO, running_daemon, running_processes
 from benchmarks.peer_envs import ensure_peer, installed_version
+from benchmarks.runners.mix import ENTRYPOINTS_ENV, Entrypoint, dumps
 from benchmarks.runners.protocol import DSN_ENV
 from pgqd import install
+
+Mix = tuple[Entrypoint, ...]
 
 
 @dataclass(frozen=True)
 class Tables:
-    """Where a system records outcomes: SQL over its own tables, for the no-op jobs only."""
+    """Where a system records outcomes: SQL over its own tables, for the no-op jobs only (``finished`` and
+    ``span``: for the entrypoints in $1)."""
 
     where: str  # which columns the rates are read from, in words
-    finished: str  # -> count of finished jobs
-    span: str  # -> (finished, first start, last finish)
+    finished: str  # $1: entrypoints -> count of finished jobs
+    span: str  # $1: entrypoints -> (finished, first start, last finish)
     completed_between: str  # $1, $2: epoch seconds -> finished in that window
     backlog: str  # -> jobs not finished yet
 
@@ -43,6 +47,7 @@ class System:
     label: str
     runner: str
     tables: Tables
+    has_rate_limit = True  # whether it can limit the rate of an entrypoint's jobs across its workers
 
     def python(self) -> str:
         raise NotImplementedError
@@ -54,8 +59,9 @@ class System:
         raise NotImplementedError
 
     def consumer(
-        self, dsn: str, processes: int, batch: int, concurrency: int, env: dict[str, str]
+        self, dsn: str, processes: int, batch: int, concurrency: int, env: dict[str, str], mix: Mix | None = None
     ) -> contextlib.AbstractAsyncContextManager[None]:
+        """Its workers, serving ``noop`` and ``stamp``, or the entrypoints of ``mix`` (benchmarks/runners/mix.py)."""
         raise NotImplementedError
 
     async def run(self, dsn: str, op: str, **arguments: Any) -> dict[str, Any]:
@@ -81,8 +87,8 @@ class Pgqd(System):
     runner = "benchmarks.runners.pgqd_runner"
     tables = Tables(
         where="pgqd_log: started_at (handler start) and finished_at (handler end)",
-        finished="SELECT count(*) FROM pgqd_log WHERE entrypoint = 'noop'",
-        span="SELECT count(*), min(started_at), max(finished_at) FROM pgqd_log WHERE entrypoint = 'noop'",
+        finished="SELECT count(*) FROM pgqd_log WHERE entrypoint = ANY($1::text[])",
+        span="SELECT count(*), min(started_at), max(finished_at) FROM pgqd_log WHERE entrypoint = ANY($1::text[])",
         completed_between="""SELECT count(*) FROM pgqd_log WHERE entrypoint = 'noop'
                              AND finished_at BETWEEN to_timestamp($1) AND to_timestamp($2)""",
         backlog="SELECT count(*) FROM pgqd_jobs",
@@ -104,9 +110,9 @@ class Pgqd(System):
             await conn.close()
 
     def consumer(
-        self, dsn: str, processes: int, batch: int, concurrency: int, env: dict[str, str]
+        self, dsn: str, processes: int, batch: int, concurrency: int, env: dict[str, str], mix: Mix | None = None
     ) -> contextlib.AbstractAsyncContextManager[None]:
-        return running_daemon(dsn, processes, batch, concurrency, env)
+        return running_daemon(dsn, processes, batch, concurrency, env, mix=mix)
 
 
 class Peer(System):
@@ -127,8 +133,10 @@ class Peer(System):
 
     @contextlib.asynccontextmanager
     async def consumer(
-        self, dsn: str, processes: int, batch: int, concurrency: int, env: dict[str, str]
+        self, dsn: str, processes: int, batch: int, concurrency: int, env: dict[str, str], mix: Mix | None = None
     ) -> AsyncIterator[None]:
+        if mix is not None:
+            env = {**env, ENTRYPOINTS_ENV: dumps(mix)}
         conn = await asyncpg.connect(dsn)
 
         async def ready() -> bool:
@@ -147,12 +155,14 @@ class PgQueuer(Peer):
     label = "PgQueuer"
     package = "pgqueuer"
     runner = "benchmarks.runners.pgqueuer_runner"
+    has_rate_limit = False  # 1.6's entrypoint() takes a concurrency_limit, and no rate
     tables = Tables(
         where="pgqueuer_log: created of the 'picked' rows (claim) and of the 'successful' rows (outcome written)",
-        finished="SELECT count(*) FROM pgqueuer_log WHERE entrypoint = 'noop' AND status = 'successful'",
+        finished="""SELECT count(*) FROM pgqueuer_log
+                    WHERE entrypoint = ANY($1::text[]) AND status = 'successful'""",
         span="""SELECT count(*) FILTER (WHERE status = 'successful'), min(created) FILTER (WHERE status = 'picked'),
                        max(created) FILTER (WHERE status = 'successful')
-                FROM pgqueuer_log WHERE entrypoint = 'noop'""",
+                FROM pgqueuer_log WHERE entrypoint = ANY($1::text[])""",
         completed_between="""SELECT count(*) FROM pgqueuer_log WHERE entrypoint = 'noop' AND status = 'successful'
                              AND created BETWEEN to_timestamp($1) AND to_timestamp($2)""",
         backlog="SELECT count(*) FROM pgqueuer",
@@ -179,11 +189,12 @@ class Procrastinate(Peer):
     app = "benchmarks.runners.procrastinate_app.app"
     tables = Tables(
         where="procrastinate_events: at of the 'started' events (fetch) and of the 'succeeded' events (outcome)",
-        finished="SELECT count(*) FROM procrastinate_jobs WHERE task_name = 'noop' AND status = 'succeeded'",
+        finished="""SELECT count(*) FROM procrastinate_jobs
+                    WHERE task_name = ANY($1::text[]) AND status = 'succeeded'""",
         span="""SELECT count(*) FILTER (WHERE e.type = 'succeeded'), min(e.at) FILTER (WHERE e.type = 'started'),
                        max(e.at) FILTER (WHERE e.type = 'succeeded')
                 FROM procrastinate_events e JOIN procrastinate_jobs j ON j.id = e.job_id
-                WHERE j.task_name = 'noop'""",
+                WHERE j.task_name = ANY($1::text[])""",
         completed_between="""SELECT count(*) FROM procrastinate_events e JOIN procrastinate_jobs j ON j.id = e.job_id
                              WHERE j.task_name = 'noop' AND e.type = 'succeeded'
                              AND e.at BETWEEN to_timestamp($1) AND to_timestamp($2)""",
@@ -196,6 +207,13 @@ class Procrastinate(Peer):
             subprocess.run, [self.tool("procrastinate"), "--app", self.app, "schema", "--apply"],
             env=runner_env(dsn), cwd=REPO, check=True, capture_output=True,
         )  # fmt: skip
+
+    def consumer(
+        self, dsn: str, processes: int, batch: int, concurrency: int, env: dict[str, str], mix: Mix | None = None
+    ) -> contextlib.AbstractAsyncContextManager[None]:
+        if mix is not None:
+            raise ValueError("the procrastinate app of these benchmarks has the tasks noop and stamp only")
+        return super().consumer(dsn, processes, batch, concurrency, env)
 
     def commands(self, batch: int, concurrency: int) -> list[str]:
         # procrastinate fetches one job per query: it has no batch size, only concurrency.

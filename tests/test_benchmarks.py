@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.limits_check import max_overlap, rate_excess
+from benchmarks.private_cluster import PGBIN
 from tests.support.daemon import free_port
 
 REPO = Path(__file__).resolve().parents[1]
@@ -72,7 +74,8 @@ def test_compare_runs_pgqd_against_the_ceiling_and_writes_ratios(pg_server: str,
     output = tmp_path / "compare.json"
     command = [sys.executable, "-m", "benchmarks.compare", "--server", pg_server, "--quick", "--systems", "pgqd",
                "ceiling", "--jobs", "300", "--processes", "1", "--batch", "10", "--single", "20",
-               "--steady-seconds", "1", "--latency-jobs", "10", "--output", str(output)]  # fmt: skip
+               "--steady-seconds", "1", "--latency-jobs", "10", "--output", str(output),
+               "--scenarios", "enqueue", "drain", "steady", "latency"]  # fmt: skip
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=240, check=False)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "drain 1p b10" in result.stderr  # a progress line per scenario
@@ -86,6 +89,50 @@ def test_compare_runs_pgqd_against_the_ceiling_and_writes_ratios(pg_server: str,
     assert rows["pickup latency p99 (ms, lower is better)"]["figures"]["pgqd"] > 0
     assert rows["steady state under a flooding producer (completed jobs/s)"]["figures"]["pgqd"] > 0
     assert "| drain, 1 process, batch 10 (jobs/s) |" in result.stdout
+
+
+def test_compare_runs_the_realistic_mix_and_checks_its_limits(pg_server: str, tmp_path: Path) -> None:
+    output = tmp_path / "compare.json"
+    command = [sys.executable, "-m", "benchmarks.compare", "--server", pg_server, "--systems", "pgqd", "--rounds", "1",
+               "--jobs", "400", "--processes", "1", "--batch", "10", "--fleet-processes", "2",
+               "--scenario", "realistic", "fleet", "idle-limit", "--output", str(output)]  # fmt: skip
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=240, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    document = json.loads(output.read_text())
+    realistic = document["medians"]["realistic 1p b10"]
+    assert realistic["pgqd"]["finished"] == realistic["pgqd unlimited only"]["finished"] == 360
+    assert {row["entrypoint"] for row in document["limits"]} == {"billing", "crm_sync", "sms"}
+    assert all(row["held"] for row in document["limits"])
+    assert set(document["medians"]["idle limit 2p b10"]) == {"alone", "+3 unlimited", "+3, one limited"}
+    assert "| fleet, 2 processes, batch 10 (unlimited entrypoints' jobs/s) |" in result.stdout
+
+
+def test_soak_measures_capacity_loads_and_drains(pg_server: str, tmp_path: Path) -> None:
+    # A private cluster too, when this machine has PostgreSQL's server binaries: the soak's "autovacuum on".
+    clusters = ["server", *(["private-autovacuum-on"] if (PGBIN / "initdb").exists() else [])]
+    output = tmp_path / "soak.json"
+    command = [sys.executable, "-m", "benchmarks.soak", "--server", pg_server, "--clusters", *clusters,
+               "--capacity-jobs", "300", "--phase-seconds", "2", "--sample-every", "1",
+               "--output", str(output)]  # fmt: skip
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=240, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    runs = json.loads(output.read_text())["runs"]
+    assert [run["cluster"] for run in runs] == clusters
+    for run in runs:
+        assert run["capacity_per_s"] > 0
+        assert run["left"] == 0
+        assert run["low"]["finished"] > 0
+        assert run["samples"][-1]["jobs_indexes_bytes"] > 0
+    assert [run["autovacuum"] for run in runs[1:]] == ["on"] * (len(runs) - 1)
+
+
+def test_limit_checks_count_overlaps_and_the_bucket_bound() -> None:
+    assert max_overlap([(0.0, 1.0), (1.0, 2.0)]) == 1
+    assert max_overlap([(0.0, 2.0), (1.0, 3.0), (0.5, 3.0)]) == 3
+    # 10 a second, bursts of 10: 10 claims at once are allowed, an 11th not before 0.1 s later.
+    assert rate_excess([0.0] * 10 + [0.1], 10.0, 10.0) == pytest.approx(0.0)
+    assert rate_excess([0.0] * 10 + [0.05], 10.0, 10.0) == pytest.approx(0.5)
+    assert rate_excess([0.0, 1.0, 2.0], 10.0, 10.0) < -1
 
 
 def test_engine_cost_drains_the_memory_backend() -> None:

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
+from benchmarks.limits_check import max_overlap
 from pgqd import Client, JobSpec
-from tests.support.fleet_checks import max_overlap
 from tests.support.handlers import RUNS_TABLE
 from tests.support.processes import describe, engine_subprocesses
 from tests.support.waiting import wait_until

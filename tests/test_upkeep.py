@@ -1,5 +1,6 @@
 """The lead worker's vacuum of the jobs table: it runs once claimed jobs have left enough dead rows, not before,
-never when the role may not vacuum the table, and a daemon's lead worker runs it unless it is turned off."""
+however deep the backlog, at most a share of the time, never when the role may not vacuum the table, and a
+daemon's lead worker runs it unless it is turned off."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import pytest
 
 from pgqd.config.load import parse_config
 from pgqd.daemon.runtime import worker_plan
-from pgqd.daemon.upkeep import MIN_DEAD_ROWS, JobsTableUpkeep
+from pgqd.daemon.upkeep import MAX_TIME_SHARE, MIN_DEAD_ROWS, JobsTableUpkeep
 from pgqd.identifiers import Names
 from tests.support.daemon import StartDaemon, daemon_config
 from tests.support.waiting import wait_until
@@ -23,11 +24,16 @@ DEAD_ROWS = "SELECT n_dead_tup FROM pg_stat_user_tables WHERE relname = 'pgqd_jo
 VACUUMS = "SELECT vacuum_count FROM pg_stat_user_tables WHERE relname = 'pgqd_jobs'"
 
 
-async def leave_dead_rows(conn: Any, count: int) -> None:
-    """Jobs inserted and deleted, as finished jobs are; waits until the statistics count their dead rows."""
+async def leave_dead_rows(conn: Any, count: int, keep_live: bool = False) -> None:
+    """Jobs inserted and deleted, as finished jobs are (with ``keep_live``, only those); waits until the
+    statistics count their dead rows."""
     before = int(await conn.fetchval(DEAD_ROWS) or 0)
-    await conn.execute("INSERT INTO pgqd_jobs (entrypoint) SELECT 'a' FROM generate_series(1, $1)", count)
-    await conn.execute("DELETE FROM pgqd_jobs")
+    ids = await conn.fetchval(
+        "WITH new AS (INSERT INTO pgqd_jobs (entrypoint) SELECT 'a' FROM generate_series(1, $1) RETURNING id) "
+        "SELECT array_agg(id) FROM new",
+        count,
+    )
+    await conn.execute("DELETE FROM pgqd_jobs WHERE $1 OR id = ANY($2::bigint[])", not keep_live, ids)
     await conn.execute("SELECT pg_stat_force_next_flush()")
 
     async def counted() -> bool:
@@ -50,6 +56,48 @@ async def test_it_vacuums_once_dead_rows_reach_the_threshold_and_not_before(conn
             return int(await conn.fetchval(VACUUMS)) == 1 and int(await conn.fetchval(DEAD_ROWS)) == 0
 
         await wait_until(vacuumed, timeout=10, what="the vacuum in the statistics")
+    finally:
+        upkeep.close()
+
+
+async def test_a_deep_backlog_does_not_put_the_vacuum_off(conn: Any, db_dsn: str) -> None:
+    # Ten times as many live jobs as the threshold: a threshold that grew with the live rows never came.
+    await conn.execute("INSERT INTO pgqd_jobs (entrypoint) SELECT 'a' FROM generate_series(1, 20000)")
+    upkeep = JobsTableUpkeep(db_dsn, Names(), min_dead_rows=2_000)
+    try:
+        await leave_dead_rows(conn, 2_500, keep_live=True)
+        assert await upkeep.check()
+        assert upkeep.vacuums == 1
+        assert await conn.fetchval("SELECT n_live_tup FROM pg_stat_user_tables WHERE relname = 'pgqd_jobs'") >= 20_000
+    finally:
+        upkeep.close()
+
+
+class SteppingClock:
+    """A clock that moves on a second each time it is read: a vacuum between two readings takes one second."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        self.now += 1.0
+        return self.now
+
+
+async def test_vacuums_take_at_most_their_share_of_the_time(conn: Any, db_dsn: str) -> None:
+    upkeep = JobsTableUpkeep(db_dsn, Names(), min_dead_rows=2_000, clock=SteppingClock())
+    try:
+        await leave_dead_rows(conn, 2_500)
+        assert await upkeep.check()
+        assert upkeep.vacuums == 1  # it took a second by that clock, from 2 to 3
+        await leave_dead_rows(conn, 2_500)
+        checks_put_off = 0
+        while upkeep.vacuums == 1 and checks_put_off < 20:
+            assert await upkeep.check()
+            checks_put_off += upkeep.vacuums == 1
+        # One check a second: the next vacuum starts at 2 + 1 / MAX_TIME_SHARE, not before.
+        assert upkeep.vacuums == 2
+        assert checks_put_off == round(1 / MAX_TIME_SHARE) - 2
     finally:
         upkeep.close()
 

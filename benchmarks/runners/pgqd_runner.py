@@ -15,8 +15,8 @@ class PgqdProducer:
     def __init__(self, client: Client) -> None:
         self.client = client
 
-    async def batch(self, count: int) -> None:
-        await self.client.enqueue_many([JobSpec("noop", BATCH_PAYLOAD) for _ in range(count)])
+    async def batch(self, count: int, entrypoint: str = "noop") -> None:
+        await self.client.enqueue_many([JobSpec(entrypoint, BATCH_PAYLOAD) for _ in range(count)])
 
     async def one(self, entrypoint: str, sequence: int) -> None:
         await self.client.enqueue(entrypoint, str(sequence).encode())

@@ -23,6 +23,7 @@ from pgqueuer.db import AsyncpgDriver
 from pgqueuer.models import Job
 from pgqueuer.queries import Queries
 
+from benchmarks.runners.mix import ENTRYPOINTS_ENV, Entrypoint, limited_run, loads
 from benchmarks.runners.protocol import BATCH_PAYLOAD, DSN_ENV, run, stamp
 
 # Lets compare.py tell this consumer's connections apart in pg_stat_activity, to know when it is up.
@@ -33,8 +34,8 @@ class PgQueuerProducer:
     def __init__(self, queries: Queries) -> None:
         self.queries = queries
 
-    async def batch(self, count: int) -> None:
-        await self.queries.enqueue(["noop"] * count, [BATCH_PAYLOAD] * count, [0] * count)
+    async def batch(self, count: int, entrypoint: str = "noop") -> None:
+        await self.queries.enqueue([entrypoint] * count, [BATCH_PAYLOAD] * count, [0] * count)
 
     async def one(self, entrypoint: str, sequence: int) -> None:
         await self.queries.enqueue(entrypoint, str(sequence).encode())
@@ -55,18 +56,37 @@ async def create_pgqueuer() -> AsyncIterator[PgQueuer]:
     conn = await asyncpg.connect(os.environ[DSN_ENV], server_settings={"application_name": APPLICATION_NAME})
     pgq = PgQueuer(AsyncpgDriver(conn))
 
-    @pgq.entrypoint("noop")
-    async def noop(job: Job) -> None:
-        pass
+    if ENTRYPOINTS_ENV in os.environ:
+        register_mix(pgq, loads(os.environ[ENTRYPOINTS_ENV]))
+    else:
 
-    @pgq.entrypoint("stamp")
-    async def stamp_start(job: Job) -> None:
-        stamp((job.payload or b"").decode())
+        @pgq.entrypoint("noop")
+        async def noop(job: Job) -> None:
+            pass
+
+        @pgq.entrypoint("stamp")
+        async def stamp_start(job: Job) -> None:
+            stamp((job.payload or b"").decode())
 
     try:
         yield pgq
     finally:
         await conn.close()
+
+
+async def noop(job: Job) -> None:
+    pass
+
+
+async def limited(job: Job) -> None:
+    await limited_run(job.entrypoint, job.updated.timestamp())
+
+
+def register_mix(pgq: PgQueuer, mix: tuple[Entrypoint, ...]) -> None:
+    """A mix's entrypoints (benchmarks/runners/mix.py). PgQueuer 1.6 limits concurrency across its workers
+    (``concurrency_limit``) but has no rate limit: compare.py queues no jobs for a rate-limited entrypoint here."""
+    for e in mix:
+        pgq.entrypoint(e.name, concurrency_limit=e.concurrency_limit)(limited if e.limited else noop)
 
 
 def consume(batch: int, concurrency: int) -> None:

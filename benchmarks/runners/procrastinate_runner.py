@@ -14,7 +14,9 @@ from benchmarks.runners.protocol import BATCH_ARGUMENTS, run
 
 
 class ProcrastinateProducer:
-    async def batch(self, count: int) -> None:
+    async def batch(self, count: int, entrypoint: str = "noop") -> None:
+        if entrypoint != "noop":
+            raise ValueError("this runner's app has the tasks noop and stamp only")
         await noop.batch_defer_async(*(BATCH_ARGUMENTS for _ in range(count)))
 
     async def one(self, entrypoint: str, sequence: int) -> None:

@@ -28,10 +28,10 @@ DSN_ENV = "BENCH_DSN"
 
 
 class Producer(Protocol):
-    """One system's producer on one connection: a batch of no-op jobs (each carrying ``BATCH_ARGUMENTS``), or one
-    job carrying a sequence number."""
+    """One system's producer on one connection: a batch of jobs of one entrypoint (each carrying
+    ``BATCH_ARGUMENTS``), or one job carrying a sequence number."""
 
-    async def batch(self, count: int) -> None: ...
+    async def batch(self, count: int, entrypoint: str = "noop") -> None: ...
 
     async def one(self, entrypoint: str, sequence: int) -> None: ...
 
@@ -64,6 +64,20 @@ async def fill(producer: Producer, jobs: int, batch: int) -> dict[str, float]:
     return {}
 
 
+async def fill_mix(producer: Producer, counts: dict[str, int], batch: int) -> dict[str, float]:
+    """Each entrypoint's count of jobs, in batches taken from the entrypoints in turn, so that their jobs are
+    interleaved in the queue as an application's would be."""
+    left = {name: count for name, count in counts.items() if count > 0}
+    while left:
+        for name in list(left):
+            size = min(batch, left[name])
+            await producer.batch(size, name)
+            left[name] -= size
+            if not left[name]:
+                del left[name]
+    return {}
+
+
 async def flood(producer: Producer, seconds: float, batch: int) -> dict[str, float]:
     """Enqueues as fast as one connection can for ``seconds``; the window is reported in wall-clock time."""
     started = time.time()
@@ -93,6 +107,7 @@ async def one(producer: Producer, entrypoint: str, sequence: int) -> dict[str, A
 OPERATIONS: dict[str, Callable[..., Awaitable[dict[str, Any]]]] = {
     "enqueue": enqueue_rates,
     "fill": fill,
+    "fill_mix": fill_mix,
     "one": one,
     "flood": flood,
     "trickle": trickle,

@@ -9,6 +9,11 @@ seconds and vacuums it once they are many, on a connection of its own: a vacuum 
 table, and must hold neither a worker's pooled connection nor its heartbeat. ``SKIP_LOCKED`` makes a daemon
 skip a vacuum another daemon (or autovacuum) is already running.
 
+The threshold is a number of dead rows, whatever the live ones: one relative to the live rows grew with a backlog,
+so under overload the vacuum stopped, dead entries piled up at the head of the ready index, every claim got
+dearer and the backlog grew faster (a death spiral). What a deep table makes dearer is the vacuum itself (it reads
+every index whole), so that is bounded in time instead: vacuums take at most ``MAX_TIME_SHARE`` of the time.
+
 A vacuum cannot remove the rows that a transaction older than them may still see: an application holding a
 snapshot keeps them. So what counts is the dead rows added since the last vacuum left some, not all of them;
 otherwise such a transaction would have the table vacuumed every second, to no avail.
@@ -17,7 +22,9 @@ otherwise such a transaction would have the table vacuumed every second, to no a
 from __future__ import annotations
 
 import asyncio
+import math
 import time
+from collections.abc import Callable
 from typing import Any
 
 import structlog
@@ -28,10 +35,15 @@ from pgqd.identifiers import Names
 log = structlog.get_logger("pgqd.daemon.upkeep")
 
 CHECK_EVERY = 1.0
-# Vacuum once the dead rows reach both figures: a vacuum reads the whole table and its indexes, so on a deep
-# queue it waits for dead rows in proportion.
-MIN_DEAD_ROWS = 100_000
-DEAD_SHARE_OF_LIVE = 0.25
+# Vacuum once the dead rows since the last vacuum reach this many. A claimed job leaves about two (the version its
+# claim replaced, whose entry stays at the head of the ready index, and the one its outcome deleted): a vacuum
+# every ~5,000 claimed jobs, however deep the backlog. Each claim steps over the entries of every job claimed
+# since the last vacuum, so the claims' extra cost grows with the threshold while a vacuum of a table without a
+# deep backlog costs tens of milliseconds: 100,000 had claims of 10 three times dearer before each vacuum than
+# after it under a steady load (docs/performance.md, the soak).
+MIN_DEAD_ROWS = 10_000
+# The next vacuum waits until the last one's length is at most this share of the time since it started.
+MAX_TIME_SHARE = 0.2
 CHECK_TIMEOUT = 5.0
 VACUUM_TIMEOUT = 600.0
 
@@ -44,13 +56,21 @@ WHERE c.oid = to_regclass($1)
 
 
 class JobsTableUpkeep:
-    """Vacuums the jobs table once its dead rows reach ``min_dead_rows`` and a ``DEAD_SHARE_OF_LIVE`` of its
-    live ones; stops for good if this role may not vacuum it."""
+    """Vacuums the jobs table once ``min_dead_rows`` dead rows were added since its last vacuum, and vacuums take
+    at most ``MAX_TIME_SHARE`` of the time; stops for good if this role may not vacuum it."""
 
-    def __init__(self, dsn: str | None, names: Names, min_dead_rows: int = MIN_DEAD_ROWS) -> None:
+    def __init__(
+        self,
+        dsn: str | None,
+        names: Names,
+        min_dead_rows: int = MIN_DEAD_ROWS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.table = names.table("jobs")
         self.min_dead_rows = min_dead_rows
+        self.clock = clock
         self.vacuums = 0
+        self.not_before = -math.inf  # when the time share lets the next vacuum start
         # Dead rows the last vacuum could not remove (still visible to an older transaction).
         self.dead_left = 0
         self._side = SideConnection(
@@ -82,9 +102,9 @@ class JobsTableUpkeep:
             if not row["may_vacuum"]:
                 log.info("this role does not own the jobs table: vacuuming it is left to autovacuum", table=self.table)
                 return False
-            dead, live = row["n_dead_tup"], row["n_live_tup"]
+            dead = row["n_dead_tup"]
             self.dead_left = min(self.dead_left, dead)  # autovacuum, or another daemon, vacuumed meanwhile
-            if dead - self.dead_left >= max(self.min_dead_rows, live * DEAD_SHARE_OF_LIVE):
+            if dead - self.dead_left >= self.min_dead_rows and self.clock() >= self.not_before:
                 await self._vacuum(conn, row)
         except Exception as exc:  # whatever the database or the network does, try again next time
             self._side.failed(exc)
@@ -93,9 +113,10 @@ class JobsTableUpkeep:
         return True
 
     async def _vacuum(self, conn: Any, before: Any) -> None:
-        started = time.monotonic()
+        started = self.clock()
         await conn.execute(f"VACUUM (SKIP_LOCKED) {self.table}", timeout=VACUUM_TIMEOUT)
-        took = round(time.monotonic() - started, 3)
+        took = self.clock() - started
+        self.not_before = started + took / MAX_TIME_SHARE
         after = await conn.fetchrow(DEAD_ROWS, self.table, timeout=CHECK_TIMEOUT)
         if after is None or after["vacuum_count"] == before["vacuum_count"]:
             # Skipped (its lock was taken): another daemon's vacuum, or autovacuum, is doing the work.
@@ -108,7 +129,7 @@ class JobsTableUpkeep:
             dead_rows=before["n_dead_tup"],
             live_rows=before["n_live_tup"],
             left=self.dead_left,
-            took_s=took,
+            took_s=round(took, 3),
         )
 
     def close(self) -> None:

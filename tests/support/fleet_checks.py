@@ -36,16 +36,6 @@ class Fault:
     ended: datetime
 
 
-def max_overlap(intervals: Sequence[tuple[datetime, datetime]]) -> int:
-    """The most [start, end) intervals that share an instant; an end and a start at the same instant do not."""
-    events = sorted([(start, 1) for start, _ in intervals] + [(end, -1) for _, end in intervals])
-    running = highest = 0
-    for _, step in events:
-        running += step
-        highest = max(highest, running)
-    return highest
-
-
 def most_in_window(moments: Sequence[datetime], window: float) -> int:
     """The most moments inside any closed window of ``window`` seconds."""
     ordered = sorted(moments)

@@ -1,0 +1,68 @@
+"""compare.py's scenarios with several entrypoints, some limited (benchmarks/runners/mix.py), one run each.
+
+- ``realistic_drain``: the realistic mix of eight entrypoints, 10 % of the jobs on the three limited ones, or the
+  same without its limited entrypoints and their jobs. The rate is that of the five unlimited entrypoints' jobs,
+  the drain ends when they are done, and the limited ones' records say whether their limits held.
+- ``idle_limit_drain``: pgqd draining one entrypoint's jobs beside three entrypoints with nothing queued, one of
+  them limited or not: what a limit costs the claims of the entrypoints it does not concern.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from benchmarks import limits_check
+from benchmarks.common import concurrency_for
+from benchmarks.runners.mix import (
+    IDLE_MIXES,
+    REALISTIC,
+    REALISTIC_UNLIMITED_ONLY,
+    RECORDS_ENV,
+    Entrypoint,
+    job_counts,
+)
+from benchmarks.scenarios import drain_of
+from benchmarks.systems import SYSTEMS, Mix, System
+
+MEASURED = [e.name for e in REALISTIC if not e.limited]
+
+
+def served_by(system: System, mix: Mix) -> Mix:
+    """The mix as ``system`` can serve it: without a rate limit, a rate-limited entrypoint is served unlimited
+    (and is given no jobs, see ``realistic_counts``)."""
+    if system.has_rate_limit:
+        return mix
+    return tuple(Entrypoint(e.name, e.concurrency_limit) if e.rate_per_s else e for e in mix)
+
+
+def realistic_counts(system: System, jobs: int, limited: bool) -> dict[str, int]:
+    """Jobs per entrypoint: the full mix's share whether its limited entrypoints are there or not, so that the
+    unlimited ones get the same jobs in both runs; none for a limit the system does not have."""
+    counts = job_counts(REALISTIC, jobs)
+    kept = {e.name for e in (REALISTIC if limited else REALISTIC_UNLIMITED_ONLY)}
+    unsupported = {e.name for e in REALISTIC if e.rate_per_s and not system.has_rate_limit}
+    return {name: (0 if name in unsupported else count) for name, count in counts.items() if name in kept}
+
+
+async def realistic_drain(
+    system: System, server: str, jobs: int, processes: int, batch: int, cap: float, limited: bool = True
+) -> dict[str, float]:
+    mix = served_by(system, REALISTIC if limited else REALISTIC_UNLIMITED_ONLY)
+    counts = realistic_counts(system, jobs, limited)
+    with tempfile.TemporaryDirectory() as folder:
+        records = Path(folder) / "records"
+        result = await drain_of(
+            system, server, counts, MEASURED, processes, batch, concurrency_for(batch), cap, mix,
+            {RECORDS_ENV: str(records)},
+        )  # fmt: skip
+        result.update(limits_check.figures(mix, limits_check.read_runs(records)))
+    return result
+
+
+async def idle_limit_drain(
+    server: str, jobs: int, processes: int, batch: int, cap: float, variant: str
+) -> dict[str, float]:
+    mix = IDLE_MIXES[variant]
+    counts = job_counts(mix, jobs, has_jobs=("noop",))
+    return await drain_of(SYSTEMS["pgqd"], server, counts, ["noop"], processes, batch, concurrency_for(batch), cap, mix)
