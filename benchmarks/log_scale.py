@@ -183,6 +183,7 @@ async def record_flush(conn: Any, statement: str, batch: int) -> float:
         [],
         "pgqd_bench",
         [],
+        [],  # no entrypoint keeps its payload
     )
     return await timed(lambda: conn.fetchval(statement, *args))
 

@@ -9,7 +9,6 @@ from tests.support.fleet_checks import (
     Fault,
     Run,
     decided_by_last_run,
-    max_overlap,
     most_in_window,
     rerun_report,
     run_intervals,
@@ -25,11 +24,6 @@ def at(seconds: float) -> datetime:
 
 def run(run_id: int, job_id: int, host: str, start: float, end: float | None, tick: str | None = None) -> Run:
     return Run(run_id, job_id, "plain", host, at(start), at(start), None if end is None else at(end), tick)
-
-
-def test_max_overlap_counts_half_open_intervals() -> None:
-    assert max_overlap([(at(0), at(1)), (at(1), at(2))]) == 1
-    assert max_overlap([(at(0), at(2)), (at(1), at(3)), (at(0), at(3))]) == 3
 
 
 def test_most_in_window_counts_a_closed_window() -> None:

@@ -21,6 +21,7 @@ from typing import Any
 
 import asyncpg
 
+from benchmarks.limits_check import max_overlap
 from pgqd import Client, JobSpec
 from pgqd.schema import install
 from tests.support.fleet_app import RUNS_TABLE
@@ -28,7 +29,6 @@ from tests.support.fleet_checks import (
     Fault,
     Run,
     decided_by_last_run,
-    max_overlap,
     most_in_window,
     rerun_report,
     run_intervals,
