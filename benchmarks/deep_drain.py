@@ -3,7 +3,8 @@
     .venv/bin/python -m benchmarks.deep_drain [--jobs 300000] [--processes 2] [--batch 100] [--runs 3]
 
 Each run drains ``--jobs`` pre-queued no-op jobs twice, in fresh databases: once in the default configuration,
-where the lead worker vacuums the jobs table once claimed jobs have left enough dead rows (pgqd/daemon/upkeep.py),
+where the lead worker vacuums the jobs table once claimed jobs have left enough dead rows
+(pgqd/daemon/worker/vacuum.py),
 and once with ``[database] vacuum_jobs = false``; which comes first alternates from run to run. It prints both
 rates and the CPU per job of the database's server processes (the vacuums' included; read from /proc, so the
 server must run on this machine), their ratios, and how many vacuums ran. The rate is jobs divided by the time

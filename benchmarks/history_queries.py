@@ -24,7 +24,7 @@ import asyncpg
 
 from benchmarks.common import environment, fresh_database, parser, report
 from benchmarks.web_pages import ENTRYPOINTS, FILL_LIVE, FILL_RUNNING
-from pgqd.daemon.log_rollup import LogRollup, hour_of
+from pgqd.daemon.worker.log_rollup import LogRollup, hour_of
 from pgqd.identifiers import Names
 from pgqd.ops.browse import MAX_ID
 from pgqd.ops.history import SPANS

@@ -38,7 +38,7 @@ from typing import Any
 import asyncpg
 
 from benchmarks.common import empty_database, environment, fresh_database, parser, report
-from pgqd.daemon.log_partitions import DAY, LogPartitionUpkeep
+from pgqd.daemon.worker.log_partitions import DAY, LogPartitionUpkeep
 from pgqd.identifiers import Names
 from pgqd.ops.browse import JobFilter, JobSearch
 from pgqd.ops.stats import QueueStats

@@ -26,7 +26,7 @@ from typing import Any
 import asyncpg
 
 from benchmarks.common import environment, fresh_database, parser, report
-from pgqd.daemon.log_rollup import LogRollup
+from pgqd.daemon.worker.log_rollup import LogRollup
 from pgqd.identifiers import Names
 
 BUDGET_MS = 200.0

@@ -23,7 +23,7 @@ import yaml
 from pgqd import Client, JobSpec
 from pgqd.config.load import parse_config
 from pgqd.config.model import WorkersConfig
-from pgqd.daemon.supervisor import STOP_MARGIN
+from pgqd.daemon.supervisor.main import STOP_MARGIN
 from tests.support.artefacts import (
     DEPLOY,
     KUBERNETES,

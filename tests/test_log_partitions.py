@@ -17,8 +17,8 @@ import asyncpg
 import pytest
 
 from pgqd.config.load import parse_config
-from pgqd.daemon.log_partitions import DAY, LogPartitionUpkeep, Partition, plan_partitions, uncovered
-from pgqd.daemon.runtime import worker_plan
+from pgqd.daemon.supervisor.runtime import worker_plan
+from pgqd.daemon.worker.log_partitions import DAY, LogPartitionUpkeep, Partition, plan_partitions, uncovered
 from pgqd.identifiers import Names
 from pgqd.ops.browse import JobFilter, JobSearch
 from pgqd.schema import apply_upgrade, installed_version

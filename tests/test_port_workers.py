@@ -10,7 +10,7 @@ import pytest
 
 from pgqd import BackendUnavailable, MemoryBackend
 from pgqd.backend.base import Backend
-from pgqd.daemon.scheduler import ScheduleSpec, definitions
+from pgqd.daemon.worker.scheduler import ScheduleSpec, definitions
 from pgqd.models import EntrypointLimit, ErrorInfo, Finished, NewJob, Requeued
 from tests.support.port import Events, enqueue_ids, info, new, plain, worker
 from tests.support.time_passes import TimePasses

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from pgqd.daemon.checkin import Beat, parse_beat
-from pgqd.daemon.health import SupervisorView, readiness_problems
-from pgqd.daemon.side_connection import SideConnection
+from pgqd.daemon.supervisor.health import SupervisorView, readiness_problems
+from pgqd.daemon.worker.side_connection import SideConnection
 from pgqd.identifiers import Names
 from pgqd.sql import render
 from pgqd.sql.queue_gauges import QUEUE_GAUGES

@@ -19,7 +19,8 @@ from pgqd import ManualClock, MemoryBackend
 from pgqd.backend.base import Backend
 from pgqd.backend.postgres import PostgresBackend
 from pgqd.cron import next_tick
-from pgqd.daemon.scheduler import Scheduler, ScheduleSpec, definitions, plan_firing
+from pgqd.daemon.worker.duties import keep_doing
+from pgqd.daemon.worker.scheduler import Scheduler, ScheduleSpec, definitions, plan_firing
 from pgqd.models import ScheduleState
 from tests.support.cli import run_pgqd
 from tests.support.daemon import Daemon, daemon_config
@@ -208,7 +209,7 @@ async def test_ticks_are_due_by_the_storage_clock_not_the_hosts() -> None:
     # daemon whose host clock is off must (a fleet's daemons share one clock: the database's).
     clock = ManualClock(start=time.time() + 3600, running=True)
     backend = MemoryBackend(clock=clock)
-    task = asyncio.create_task(Scheduler(backend, [ScheduleSpec("s", "* * * * * *", "e")]).run())
+    task = asyncio.create_task(keep_doing(Scheduler(backend, [ScheduleSpec("s", "* * * * * *", "e")])))
     try:
 
         async def fired() -> datetime | None:

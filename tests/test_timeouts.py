@@ -13,7 +13,7 @@ import pytest
 from pgqd import Client, PostgresBackend
 from pgqd.backend.bounded import DatabaseTimeouts
 from pgqd.config.load import parse_config
-from pgqd.daemon.runtime import database_timeouts
+from pgqd.daemon.supervisor.runtime import database_timeouts
 from pgqd.errors import BackendUnavailable
 from pgqd.models import Event, WorkerInfo
 from tests.support.tcp_proxy import TcpProxy

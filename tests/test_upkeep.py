@@ -13,8 +13,8 @@ import asyncpg
 import pytest
 
 from pgqd.config.load import parse_config
-from pgqd.daemon.runtime import worker_plan
-from pgqd.daemon.upkeep import MAX_TIME_SHARE, MIN_DEAD_ROWS, JobsTableUpkeep
+from pgqd.daemon.supervisor.runtime import worker_plan
+from pgqd.daemon.worker.vacuum import MAX_TIME_SHARE, MIN_DEAD_ROWS, JobsTableUpkeep
 from pgqd.identifiers import Names
 from tests.support.daemon import StartDaemon, daemon_config
 from tests.support.waiting import wait_until

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from pgqd import Client, Entrypoint, JobSpec, PostgresBackend, Worker, WorkerSettings
-from pgqd.daemon.log_rollup import KEEP, LogRollup
+from pgqd.daemon.worker.log_rollup import KEEP, LogRollup
 from pgqd.identifiers import Names
 from pgqd.ops.browse import SEARCH_WINDOW
 from pgqd.ops.history import class_seconds, percentiles

@@ -129,7 +129,7 @@ class Backend(ProducerBackend, Protocol):
         """Deletes up to ``limit`` log rows finished more than ``older_than`` seconds ago (one pruner at a time).
 
         Row by row, exactly, for deleting history by hand. The daemon's retention does not use it: on PostgreSQL
-        it drops whole days of the partitioned log (``pgqd.daemon.log_partitions``)."""
+        it drops whole days of the partitioned log (``pgqd.daemon.worker.log_partitions``)."""
         ...
 
     # --- schedules ----------------------------------------------------------------------------------------

@@ -20,8 +20,8 @@ from pgqd.config.render import render_effective, starter_config
 from pgqd.daemon.embedded import EmbeddedServer
 from pgqd.daemon.logs import configure_logging
 from pgqd.daemon.metrics import make_multiprocess_directory, remove_multiprocess_directory
-from pgqd.daemon.runtime import names
-from pgqd.daemon.supervisor import Supervisor
+from pgqd.daemon.supervisor.main import Supervisor
+from pgqd.daemon.supervisor.runtime import names
 from pgqd.dsn import mask_dsn
 from pgqd.errors import BackendUnavailable, ConfigError, PgqdError, SchemaVersionError
 from pgqd.schema import apply_upgrade, require_current

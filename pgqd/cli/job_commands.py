@@ -10,7 +10,7 @@ from typing import Any
 from pgqd.backend.postgres import PostgresBackend
 from pgqd.cli.connect import add_connection_arguments, connection, names_from, resolve_dsn
 from pgqd.client import Client
-from pgqd.daemon.scheduler import describe
+from pgqd.daemon.worker.scheduler import describe
 from pgqd.errors import ConfigError
 from pgqd.units import parse_duration
 

@@ -12,7 +12,7 @@ from typing import Any
 from pgqd.cli.connect import add_connection_arguments, connection, names_from, resolve_dsn
 from pgqd.config.load import load_config, web_credentials
 from pgqd.config.model import Config
-from pgqd.daemon.runtime import database_timeouts
+from pgqd.daemon.supervisor.runtime import database_timeouts
 from pgqd.errors import ConfigError
 from pgqd.identifiers import Names
 from pgqd.schema import require_current

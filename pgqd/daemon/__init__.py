@@ -1,2 +1,3 @@
-"""The daemon's internals: the supervisor, the life of one forked worker process, health and HTTP, systemd,
-runtime wiring, metrics, logging, schedules and the embedded server. Nothing here is public API."""
+"""The daemon, laid out by process: ``supervisor/`` runs in the supervisor, ``worker/`` in each forked worker
+process, and the modules here in both (logging, metrics, the check-in line between them, the embedded server).
+Nothing here is public API."""

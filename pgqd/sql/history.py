@@ -3,7 +3,7 @@ week, and what the running jobs are compared with.
 
 Every statement reads the log by ranges of ``finished_at`` only (its block-range index now, time partitions
 later), never the whole table. The last hour is read from the log itself; a day or a week from the rollup of
-migration 0007, which the lead worker of each daemon keeps up to date (``pgqd.daemon.log_rollup``).
+migration 0007, which the lead worker of each daemon keeps up to date (``pgqd.daemon.worker.log_rollup``).
 
 Durations are counted in classes a quarter of a doubling wide (see the migration), so that percentiles of any
 mix of entrypoints, states and time slices come from summed counts: within 9 % of the true value.

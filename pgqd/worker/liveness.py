@@ -1,5 +1,5 @@
 """The heartbeat duty of a worker: it marks the worker alive, hears of cancellations and waiting suspects, and
-rescues the jobs of silent workers. (The log's retention is the lead worker's: pgqd/daemon/log_partitions.py.)"""
+rescues the jobs of silent workers. (The log's retention is the lead worker's: pgqd/daemon/worker/log_partitions.py.)"""
 
 from __future__ import annotations
 

@@ -26,7 +26,7 @@ from pgqd.backend.postgres import PostgresBackend
 from pgqd.dsn import mask_dsn
 from pgqd.identifiers import Names
 
-log = structlog.get_logger("pgqd.daemon.rescue")
+log = structlog.get_logger("pgqd.daemon.supervisor.rescue")
 
 # How long one attempt may take in the child, and how much longer before the supervisor kills it.
 ATTEMPT_TIMEOUT = 5.0

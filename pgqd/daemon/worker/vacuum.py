@@ -21,7 +21,6 @@ otherwise such a transaction would have the table vacuumed every second, to no a
 
 from __future__ import annotations
 
-import asyncio
 import math
 import time
 from collections.abc import Callable
@@ -29,10 +28,10 @@ from typing import Any
 
 import structlog
 
-from pgqd.daemon.side_connection import SideConnection
+from pgqd.daemon.worker.side_connection import SideConnection
 from pgqd.identifiers import Names
 
-log = structlog.get_logger("pgqd.daemon.upkeep")
+log = structlog.get_logger("pgqd.daemon.worker.vacuum")
 
 CHECK_EVERY = 1.0
 # Vacuum once the dead rows since the last vacuum reach this many. A claimed job leaves about two (the version its
@@ -83,14 +82,9 @@ class JobsTableUpkeep:
             settings={"statement_timeout": f"{round(VACUUM_TIMEOUT * 1000)}ms"},
         )
 
-    async def run(self) -> None:
-        try:
-            while True:
-                await asyncio.sleep(CHECK_EVERY)
-                if not await self.check():
-                    return
-        finally:
-            self.close()
+    async def turn(self) -> float | None:
+        # None: this role may not vacuum the table, and asking again would not change that.
+        return CHECK_EVERY if await self.check() else None
 
     async def check(self) -> bool:
         """Vacuums if due; False when this role may not vacuum the table (there is no point asking again)."""

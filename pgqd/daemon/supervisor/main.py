@@ -26,17 +26,17 @@ import structlog
 
 from pgqd.config.load import ConfigProblems, import_handlers, load_config
 from pgqd.config.model import Config
-from pgqd.daemon.children import Child, stop_processes
-from pgqd.daemon.deaths import CRASH_WINDOW, CrashGuard, Verdict, exit_cause, judge
-from pgqd.daemon.health import Endpoints, SupervisorView
 from pgqd.daemon.metrics import mark_process_dead
-from pgqd.daemon.rescue import Rescuer, RescueReport
-from pgqd.daemon.runtime import names, worker_plan
-from pgqd.daemon.systemd import Notifier
-from pgqd.daemon.worker_main import worker_main
+from pgqd.daemon.supervisor.children import Child, stop_processes
+from pgqd.daemon.supervisor.deaths import CRASH_WINDOW, CrashGuard, Verdict, exit_cause, judge
+from pgqd.daemon.supervisor.health import Endpoints, SupervisorView
+from pgqd.daemon.supervisor.rescue import Rescuer, RescueReport
+from pgqd.daemon.supervisor.runtime import names, worker_plan
+from pgqd.daemon.supervisor.systemd import Notifier
+from pgqd.daemon.worker.main import worker_main
 from pgqd.errors import ConfigError, PgqdError
 
-log = structlog.get_logger("pgqd.daemon.supervisor")
+log = structlog.get_logger("pgqd.daemon.supervisor.main")
 
 STOP_MARGIN = 5.0
 _HANDLED = ("SIGTERM", "SIGINT", "SIGHUP", "SIGTTIN", "SIGTTOU", "SIGCHLD")

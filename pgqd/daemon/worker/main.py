@@ -25,13 +25,9 @@ from pgqd.backend.bounded import DatabaseHealth, DatabaseTimeouts
 from pgqd.backend.postgres import PostgresBackend
 from pgqd.backoff import Backoff
 from pgqd.daemon.checkin import Beat
-from pgqd.daemon.log_partitions import LogPartitionUpkeep
-from pgqd.daemon.log_rollup import LogRollup
 from pgqd.daemon.logs import end_noise_episodes
-from pgqd.daemon.metrics import QueueGaugeSamples, WorkerMetrics, use_multiprocess_directory
-from pgqd.daemon.queue_gauges import COUNT_LIMIT, QueueGaugeCollector
-from pgqd.daemon.scheduler import Scheduler
-from pgqd.daemon.upkeep import JobsTableUpkeep
+from pgqd.daemon.metrics import WorkerMetrics, use_multiprocess_directory
+from pgqd.daemon.worker.duties import keep_doing, lead_duties
 from pgqd.entrypoint import Entrypoint
 from pgqd.errors import BackendUnavailable
 from pgqd.identifiers import Names
@@ -66,7 +62,7 @@ class WorkerPlan:
     timeouts: DatabaseTimeouts = field(default_factory=DatabaseTimeouts)
     # Whether this process collects the queue gauges (one worker per daemon, when metrics are served).
     queue_gauges: bool = False
-    # Whether this process vacuums the jobs table when dead rows pile up (one worker per daemon; see upkeep.py).
+    # Whether this process vacuums the jobs table when dead rows pile up (one worker per daemon; see vacuum.py).
     upkeep: bool = False
     # Whether this process keeps the log's hourly rollup for the history charts (one worker per daemon).
     log_rollup: bool = False
@@ -159,17 +155,7 @@ async def _serve_checked_in(plan: WorkerPlan, stop: _Stop, check_in: _CheckIn) -
             check_in.attach(worker)
             if stop.requested.is_set():
                 return 0
-            duties = [loop.create_task(Scheduler(backend, plan.schedules, metrics).run())]
-            if plan.queue_gauges and metrics is not None:
-                samples = QueueGaugeSamples(COUNT_LIMIT, (e.name for e in plan.entrypoints))
-                duties.append(loop.create_task(QueueGaugeCollector(plan.dsn, plan.names, samples).run()))
-            if plan.upkeep:
-                duties.append(loop.create_task(JobsTableUpkeep(plan.dsn, plan.names).run()))
-            if plan.log_rollup:
-                duties.append(loop.create_task(LogRollup(plan.dsn, plan.names).run()))
-            if plan.log_partitions:
-                partitions = LogPartitionUpkeep(plan.dsn, plan.names, plan.settings.retention)
-                duties.append(loop.create_task(partitions.run()))
+            duties = [loop.create_task(keep_doing(duty)) for duty in lead_duties(plan, backend, metrics)]
             try:
                 await worker.run()
             finally:

@@ -14,7 +14,7 @@ import enum
 import signal
 from dataclasses import dataclass, field
 
-from pgqd.daemon.children import Child
+from pgqd.daemon.supervisor.children import Child
 
 CRASH_WINDOW = 60.0
 CRASH_LIMIT = 5

@@ -11,8 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from pgqd import __version__
-from pgqd.daemon.http import HttpServer, Response
 from pgqd.daemon.metrics import SupervisorCollector, render_metrics
+from pgqd.daemon.supervisor.http import HttpServer, Response
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,6 @@ to see them due, move ``next_run`` past the ticks in between, which then never f
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from collections.abc import Sequence
@@ -28,7 +27,7 @@ from pgqd.daemon.metrics import WorkerMetrics
 from pgqd.errors import BackendUnavailable
 from pgqd.models import NewJob, ScheduleDefinition, ScheduleSpec, ScheduleState
 
-log = structlog.get_logger("pgqd.daemon.scheduler")
+log = structlog.get_logger("pgqd.daemon.worker.scheduler")
 
 # A tick fired up to this late is on time (the scheduler was busy or just started); older ones are misfires.
 ON_TIME = timedelta(seconds=60)
@@ -85,27 +84,30 @@ class Scheduler:
         # Where this scheduler moved each schedule when it fired it: the database should never go back from there.
         self._moved_to: dict[str, datetime] = {}
         self.rewinds = 0
+        self._synced = False
+        self._backoff = Backoff(initial=0.5, maximum=30.0)
 
-    async def run(self) -> None:
+    async def turn(self) -> float | None:
+        """Syncs the schedules once, then fires what is due; returns the seconds until the next tick is due."""
         if not self.specs:
-            return
-        backoff = Backoff(initial=0.5, maximum=30.0)
-        synced = False
-        while True:
-            try:
-                if not synced:
-                    await self.backend.sync_schedules(definitions(self.specs, await self.backend.current_time()))
-                    synced = True
-                pause = await self.fire_due(await self.backend.current_time())
-                backoff.reset()
-            except BackendUnavailable as exc:
-                pause = backoff.next()
-                log.warning("scheduler waiting for the database", error=str(exc), retry_in=round(pause, 1))
-            except Exception:
-                # A bad row or a bug must not silently end scheduling for this daemon.
-                pause = backoff.next()
-                log.exception("scheduler failed; retrying", retry_in=round(pause, 1))
-            await asyncio.sleep(pause)
+            return None
+        try:
+            if not self._synced:
+                await self.backend.sync_schedules(definitions(self.specs, await self.backend.current_time()))
+                self._synced = True
+            pause = await self.fire_due(await self.backend.current_time())
+            self._backoff.reset()
+        except BackendUnavailable as exc:
+            pause = self._backoff.next()
+            log.warning("scheduler waiting for the database", error=str(exc), retry_in=round(pause, 1))
+        except Exception:
+            # A bad row or a bug must not silently end scheduling for this daemon.
+            pause = self._backoff.next()
+            log.exception("scheduler failed; retrying", retry_in=round(pause, 1))
+        return pause
+
+    def close(self) -> None:
+        return None
 
     async def fire_due(self, now: datetime) -> float:
         """Fires every due schedule as of ``now`` (the database's time); returns the seconds until the next tick is

@@ -9,18 +9,16 @@ drops that connection (a hung one must not be reused) and keeps the last figures
 
 from __future__ import annotations
 
-import asyncio
-
 import structlog
 
 from pgqd.daemon.metrics import QueueGaugeSamples
-from pgqd.daemon.side_connection import SideConnection
+from pgqd.daemon.worker.side_connection import SideConnection
 from pgqd.identifiers import Names
 from pgqd.sql import render
 from pgqd.sql.pauses import PAUSES
 from pgqd.sql.queue_gauges import QUEUE_GAUGES
 
-log = structlog.get_logger("pgqd.daemon.queue_gauges")
+log = structlog.get_logger("pgqd.daemon.worker.queue_gauges")
 
 COLLECT_EVERY = 5.0
 COUNT_LIMIT = 10_000
@@ -40,13 +38,12 @@ class QueueGaugeCollector:
             dsn, "pgqd-gauges", TIMEOUT, log, "queue gauges not collected; keeping the last figures"
         )
 
-    async def run(self) -> None:
-        try:
-            while True:
-                await self.collect()
-                await asyncio.sleep(COLLECT_EVERY)
-        finally:
-            self._side.close()
+    async def turn(self) -> float:
+        await self.collect()
+        return COLLECT_EVERY
+
+    def close(self) -> None:
+        self._side.close()
 
     async def collect(self) -> None:
         try:

@@ -28,7 +28,6 @@ the log is held while the file system frees its files. The work is done by funct
 
 from __future__ import annotations
 
-import asyncio
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -37,11 +36,11 @@ from typing import Any
 import asyncpg
 import structlog
 
-from pgqd.daemon.side_connection import SideConnection
+from pgqd.daemon.worker.side_connection import SideConnection
 from pgqd.identifiers import Names
 from pgqd.sql.log_partitions import NOW, TRY_LOCK, UNLOCK, LogPartitionStatements
 
-log = structlog.get_logger("pgqd.daemon.log_partitions")
+log = structlog.get_logger("pgqd.daemon.worker.log_partitions")
 
 DAY = 86400.0
 AHEAD_DAYS = 3
@@ -145,13 +144,9 @@ class LogPartitionUpkeep:
             },
         )
 
-    async def run(self) -> None:
-        try:
-            while True:
-                await self.step()
-                await asyncio.sleep(self.check_every)
-        finally:
-            self.close()
+    async def turn(self) -> float:
+        await self.step()
+        return self.check_every
 
     async def step(self) -> PartitionPlan | None:
         """One round; returns what it planned, or None when another daemon's round runs or the database failed."""

@@ -13,7 +13,7 @@ import structlog
 
 from pgqd.daemon.checkin import parse_beat
 
-log = structlog.get_logger("pgqd.daemon.supervisor")
+log = structlog.get_logger("pgqd.daemon.supervisor.main")
 
 
 @dataclass

@@ -13,17 +13,16 @@ from doing the same work at once.
 
 from __future__ import annotations
 
-import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
 
-from pgqd.daemon.side_connection import SideConnection
+from pgqd.daemon.worker.side_connection import SideConnection
 from pgqd.identifiers import Names
 from pgqd.sql.history import HistoryStatements
 
-log = structlog.get_logger("pgqd.daemon.log_rollup")
+log = structlog.get_logger("pgqd.daemon.worker.log_rollup")
 
 EVERY = 60.0
 # Outcomes reach the log a little after they finish (the flush, a reconnect): an hour is rolled up again for
@@ -58,13 +57,12 @@ class LogRollup:
             settings={"statement_timeout": f"{round(TIMEOUT * 1000)}ms", "jit": "off"},
         )
 
-    async def run(self) -> None:
-        try:
-            while True:
-                await self.step()
-                await asyncio.sleep(self.every)
-        finally:
-            self._side.close()
+    async def turn(self) -> float:
+        await self.step()
+        return self.every
+
+    def close(self) -> None:
+        self._side.close()
 
     async def step(self) -> None:
         try:
