@@ -5,7 +5,11 @@ queued, 10% deferred, 0.1% held, 100 running; 1,000,000 log rows over the last 2
 rolls the log up as a daemon's lead worker does, starts the real `pgqd web` on it in its shipped configuration,
 and times each page over HTTP.
 
-    .venv/bin/python -m benchmarks.web_pages [--live 1000000] [--log 1000000] [--requests 20]
+    .venv/bin/python -m benchmarks.web_pages [--live 1000000] [--log 1000000] [--requests 20] [--mass-delete 15000]
+
+With ``--mass-delete N`` the pages are timed after ordinary use has scattered the log: a third of its rows
+deleted and the table vacuumed (free space all over it), then N queued jobs deleted at once (as "every matching
+job" does), whose log rows land in that free space.
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ from typing import Any
 import asyncpg
 
 from benchmarks.common import environment, fresh_database, parser, report
+from pgqd import PostgresBackend
+from pgqd.daemon.worker.log_partitions import LogPartitionUpkeep
 from pgqd.daemon.worker.log_rollup import LogRollup
 from pgqd.identifiers import Names
 
@@ -79,17 +85,32 @@ FROM generate_series(1, 20) AS g
 """
 
 
-async def fill(dsn: str, live: int, logged: int) -> dict[str, Any]:
+async def fill(dsn: str, live: int, logged: int, mass_delete: int) -> dict[str, Any]:
     conn = await asyncpg.connect(dsn)
     try:
         started = time.monotonic()
         await conn.execute(FILL_LIVE, live, list(ENTRYPOINTS))
         await conn.execute(FILL_RUNNING, 100, list(ENTRYPOINTS))
+        # The days the log rows fall on, as the lead worker would have created them while the rows were written.
+        await conn.execute(PAST_PARTITIONS)
         await conn.execute(FILL_LOG, logged, list(ENTRYPOINTS))
         await conn.execute(FILL_SCHEDULES, list(ENTRYPOINTS))
+        if mass_delete:
+            await conn.execute("DELETE FROM pgqd_log WHERE job_id % 3 = 0")
+            await conn.execute("VACUUM pgqd_log")
+            doomed = await conn.fetch(
+                "SELECT id FROM pgqd_jobs WHERE status = 'queued' ORDER BY id LIMIT $1", mass_delete
+            )
+            await PostgresBackend(conn).cancel([row["id"] for row in doomed], "deleted")
         await conn.execute("VACUUM ANALYZE pgqd_jobs")
-        await conn.execute("VACUUM ANALYZE pgqd_log")
-        await LogRollup(dsn, Names()).step()  # as a running daemon's lead worker would have
+        await conn.execute("ANALYZE pgqd_log")
+        # As a running daemon's lead worker would have: the hourly rollup, and the log's upkeep (minutes counted).
+        await LogRollup(dsn, Names()).step()
+        upkeep = LogPartitionUpkeep(dsn, Names(), retention=None)
+        try:
+            await upkeep.step()
+        finally:
+            upkeep.close()
         ids = {
             "live_id": await conn.fetchval("SELECT max(id) FROM pgqd_jobs WHERE status = 'queued'"),
             "held_id": await conn.fetchval("SELECT min(id) FROM pgqd_jobs WHERE status = 'failed'"),
@@ -102,6 +123,13 @@ async def fill(dsn: str, live: int, logged: int) -> dict[str, Any]:
     finally:
         await conn.close()
     return ids
+
+
+PAST_PARTITIONS = """
+SELECT "public"."pgqd_log_add_partition"(d, d + interval '1 day')
+FROM generate_series(date_trunc('day', now(), 'UTC') - interval '2 days',
+                     date_trunc('day', now(), 'UTC') - interval '1 day', interval '1 day') AS d
+"""
 
 
 def pages(ids: dict[str, Any]) -> list[tuple[str, str]]:
@@ -204,10 +232,11 @@ async def main() -> None:
     p.add_argument("--log", type=int, default=1_000_000, help="finished jobs in the log (default 1,000,000)")
     p.add_argument("--requests", type=int, default=20, help="timed requests per page (default 20)")
     p.add_argument("--port", type=int, default=9475, help="port for the web UI (default 9475)")
+    p.add_argument("--mass-delete", type=int, default=0, help="scatter the log, then delete this many jobs at once")
     args = p.parse_args()
     env = await environment(args.server)
     async with fresh_database(args.server) as dsn:
-        ids = await fill(dsn, args.live, args.log)
+        ids = await fill(dsn, args.live, args.log, args.mass_delete)
         base = f"http://127.0.0.1:{args.port}"
         process = serve(dsn, args.port)
         try:
@@ -216,7 +245,12 @@ async def main() -> None:
         finally:
             process.terminate()
             process.wait(10)
-    env["rows"] = {"live": args.live, "log": args.log, "fill_seconds": ids["fill_seconds"]}
+    env["rows"] = {
+        "live": args.live,
+        "log": args.log,
+        "mass_delete": args.mass_delete,
+        "fill_seconds": ids["fill_seconds"],
+    }
     report("web_pages", results, env, args.json)
 
 

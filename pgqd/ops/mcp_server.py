@@ -21,7 +21,7 @@ from pgqd import __version__
 from pgqd.identifiers import Names
 from pgqd.models import FINAL_STATUSES
 from pgqd.ops.history import SPANS, STATUS_GROUPS, JobHistory
-from pgqd.ops.stats import QueueStats
+from pgqd.ops.stats import READ_SIDE_SETTINGS, QueueStats
 
 # Payloads can be large and are untrusted: a tool shows at most this many bytes of one.
 PAYLOAD_PREVIEW_BYTES = 4096
@@ -192,7 +192,7 @@ def build_server(stats: QueueStats) -> MCPServer[Any]:
 async def serve(dsn: str | None, names: Names) -> None:
     """Serves the tools on stdin/stdout until the client closes them (``pgqd mcp`` has checked the database)."""
     pool = await asyncpg.create_pool(
-        dsn, min_size=1, max_size=2, server_settings={"application_name": "pgqd-mcp"}, timeout=10
+        dsn, min_size=1, max_size=2, server_settings={"application_name": "pgqd-mcp", **READ_SIDE_SETTINGS}, timeout=10
     )
     try:
         await build_server(QueueStats(pool, names)).run_stdio_async()

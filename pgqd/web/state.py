@@ -10,7 +10,7 @@ from starlette.requests import Request
 from pgqd.backend.bounded import DatabaseHealth
 from pgqd.backend.postgres import PostgresBackend
 from pgqd.ops.browse import JobSearch
-from pgqd.ops.stats import QueueStats
+from pgqd.ops.stats import READ_SIDE_SETTINGS, QueueStats
 from pgqd.web import present
 from pgqd.web.pool import WebPool
 from pgqd.web.security import Authenticator, CsrfTokens, LoginThrottle
@@ -56,7 +56,7 @@ class WebState:
             timeout=timeouts.connect,
             command_timeout=timeouts.command,
             # Page queries are short; compiling one to machine code first (JIT) would take longer than running it.
-            server_settings={"application_name": "pgqd-web", "jit": "off", **timeouts.server_settings},
+            server_settings={"application_name": "pgqd-web", **READ_SIDE_SETTINGS, **timeouts.server_settings},
         )
 
     async def close(self) -> None:
