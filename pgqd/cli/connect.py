@@ -18,6 +18,7 @@ from pgqd.daemon.embedded import running_dsn
 from pgqd.dsn import mask_dsn
 from pgqd.errors import BackendUnavailable, ConfigError, PgqdError
 from pgqd.identifiers import Names
+from pgqd.ops.stats import READ_SIDE_SETTINGS
 
 DSN_HELP = "database to use (default: $PGQD_DSN, else the libpq PG* environment variables)"
 
@@ -70,7 +71,9 @@ def describe(dsn: str | None) -> str:
 @contextlib.asynccontextmanager
 async def connection(dsn: str | None, timeout: float = 10.0) -> AsyncIterator[Any]:
     try:
-        conn = await asyncpg.connect(dsn, timeout=timeout, server_settings={"application_name": "pgqd-cli"})
+        conn = await asyncpg.connect(
+            dsn, timeout=timeout, server_settings={"application_name": "pgqd-cli", **READ_SIDE_SETTINGS}
+        )
     except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError, ValueError) as exc:
         message = mask_dsn(str(exc)) or type(exc).__name__
         text = f"could not connect to {describe(dsn)}: {message}"
