@@ -16,13 +16,15 @@ from pgqd.errors import (
     JobNotFound,
     PgqdError,
     SchemaVersionError,
+    UnknownParents,
 )
 from pgqd.job import Context, InvalidPayload, Job, RetryLater
-from pgqd.models import CancelResult, JobState, PauseState
+from pgqd.models import CancelResult, JobLinks, JobState, PauseState, WorkflowView
 from pgqd.schema import install
 from pgqd.sync_client import SyncClient
 from pgqd.units import Rate
 from pgqd.worker.engine import Worker, WorkerSettings
+from pgqd.workflow import Step, Workflow, WorkflowRun
 
 __version__ = "0.1.0"
 
@@ -37,6 +39,7 @@ __all__ = [
     "IdentifierError",
     "InvalidPayload",
     "Job",
+    "JobLinks",
     "JobNotFound",
     "JobSpec",
     "JobState",
@@ -49,9 +52,14 @@ __all__ = [
     "RetryLater",
     "RetryPolicy",
     "SchemaVersionError",
+    "Step",
     "SyncClient",
+    "UnknownParents",
     "Worker",
     "WorkerSettings",
+    "Workflow",
+    "WorkflowRun",
+    "WorkflowView",
     "__version__",
     "install",
 ]

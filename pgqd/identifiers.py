@@ -86,6 +86,11 @@ class Names:
                 "notify_ids",
                 "jobs_id_seq",
                 "workers_id_seq",
+                "job_edges",
+                "workflows",
+                "workflow_steps",
+                "settle_children",
+                "enqueue_steps",
             )
         }
         values["schema"] = f'"{self.schema}"'

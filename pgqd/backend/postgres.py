@@ -28,17 +28,21 @@ from pgqd.models import (
     FinalStatus,
     Finished,
     HeartbeatReply,
+    JobLinks,
     JobState,
     NewJob,
+    NewStep,
     OnConflict,
     Outcome,
     PauseState,
     Requeued,
     ScheduleDefinition,
     ScheduleState,
+    StepsEnqueued,
     WorkerInfo,
+    WorkflowView,
 )
-from pgqd.producers import operations
+from pgqd.producers import operations, workflow_operations
 from pgqd.producers.operations import run_async
 from pgqd.sql.statements import statements_for
 
@@ -130,6 +134,22 @@ class PostgresBackend:
         await subscription.start()
         return subscription
 
+    async def enqueue_steps(self, steps: Sequence[NewStep], workflow: str | None, make_workflow: bool) -> StepsEnqueued:
+        operation = workflow_operations.enqueue_steps(self.sql, steps, workflow, make_workflow)
+        return await run_async(operation, self._fetch)
+
+    async def job_links(self, job_id: int) -> JobLinks:
+        return await run_async(workflow_operations.job_links(self.sql, job_id), self._fetch)
+
+    async def workflow(self, workflow_id: int) -> WorkflowView | None:
+        return await run_async(workflow_operations.workflow(self.sql, workflow_id), self._fetch)
+
+    async def cancel_workflow(self, workflow_id: int) -> CancelResult:
+        return await run_async(workflow_operations.cancel_workflow(self.sql, workflow_id), self._fetch)
+
+    async def parent_results(self, job_id: int) -> dict[int | str, Any]:
+        return await run_async(workflow_operations.parent_results(self.sql, job_id), self._fetch)
+
     async def pause(self, entrypoints: Sequence[str] | None) -> None:
         await run_async(operations.pause(self.sql, entrypoints), self._fetch)
 
@@ -210,6 +230,7 @@ class PostgresBackend:
                 [json.dumps(o.error.as_dict()) if o.error else None for o in requeued],
                 self._channel,
                 list(slot_entrypoints),
+                _nullable([o.handed_json for o in finished]),
             )
         )
         return applied

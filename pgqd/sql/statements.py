@@ -178,21 +178,34 @@ FROM set_config('synchronous_commit', 'off', true) AS s,
                  $7::boolean, NULL::integer[], $8::boolean[], $9::integer[]) AS c
 """
 
+# The children of jobs that just ended, settled in the same transaction (migration 0008's settle_children),
+# only when one of them has children: for a flush of ordinary jobs this reads the ended rows and nothing else.
+_SETTLED = """settled AS (
+    SELECT {{settle_children}}(array_agg(r.id ORDER BY r.id), array_agg({status} ORDER BY r.id),
+                              array_agg({result} ORDER BY r.id), NULL, {channel}::text) AS released
+    FROM {ended} AS r WHERE r.has_dependents
+    HAVING count(*) > 0
+)"""
+
 # One round trip per flush: finished jobs move from jobs to the log, retried/held/released ones are updated in
 # place. Every change requires that the worker still owns the job (worker_id and status 'picked'): if it was
-# presumed dead and its jobs were rescued, its late outcomes are dropped and the rescued run decides.
-RECORD_OUTCOMES = """
+# presumed dead and its jobs were rescued, its late outcomes are dropped and the rescued run decides, so a
+# job's end settles its children (workflows, migration 0008) once. $16: results of entrypoints that do not
+# store them, kept only for jobs that have children.
+RECORD_OUTCOMES = (
+    """
 WITH done AS (
     SELECT * FROM unnest($2::bigint[], $3::text[], $4::double precision[], $5::double precision[],
-                         $6::text[], $7::text[], $8::text[], $9::text[])
-        AS d(id, status, started_after, duration, error_type, error_message, error_traceback, result)
+                         $6::text[], $7::text[], $8::text[], $9::text[], $16::text[])
+        AS d(id, status, started_after, duration, error_type, error_message, error_traceback, result, handed)
 ),
 removed AS (
     DELETE FROM {jobs} AS j USING done AS d
     WHERE j.id = d.id AND j.worker_id = $1::bigint AND j.status = 'picked'
     RETURNING j.id, j.entrypoint, j.priority, j.attempts, j.dedupe_key, j.created_at, j.picked_at,
-              j.notify_finished, j.errors, d.status, d.started_after, d.duration, d.error_type, d.error_message,
-              d.error_traceback, d.result
+              j.notify_finished, j.errors, j.has_dependents, d.status, d.started_after, d.duration, d.error_type,
+              d.error_message, d.error_traceback, COALESCE(d.result, CASE WHEN j.has_dependents THEN d.handed END)
+              AS result
 ),
 logged AS (
     INSERT INTO {log} (job_id, entrypoint, priority, status, attempts, dedupe_key, worker_id, created_at,
@@ -229,6 +242,9 @@ changed AS (
     WHERE cardinality($10::bigint[]) > 0 AND j.id = c.id AND j.worker_id = $1::bigint AND j.status = 'picked'
     RETURNING j.id, j.entrypoint, j.status, j.notify_finished, c.delay
 ),
+"""
+    + _SETTLED.format(ended="removed", status="r.status", result="r.result", channel="$14")
+    + """,
 finished_notice AS (
     SELECT {notify_ids}($14::text, 'finished', array_agg(f.id)) AS sent
     FROM (SELECT r.id FROM removed AS r WHERE r.notify_finished
@@ -253,8 +269,9 @@ requeue_notice AS (
 )
 SELECT (SELECT count(*) FROM removed) + (SELECT count(*) FROM changed) AS applied,
        (SELECT count(*) FROM finished_notice) + (SELECT count(*) FROM slot_notice)
-           + (SELECT count(*) FROM requeue_notice) AS notices
+           + (SELECT count(*) FROM requeue_notice) + (SELECT count(*) FROM settled) AS notices
 """
+)
 
 REGISTER_WORKER = """
 INSERT INTO {workers} (host, pid, entrypoints) VALUES ($1::text, $2::integer, $3::text[]) RETURNING id
@@ -305,13 +322,18 @@ WITH rescued AS (
 # 'failed' with its last run counted. Every other job goes back at once: queued after its first death, a suspect
 # (to run alone) after its second, or when charged.
 _LOST_MESSAGE = "'killed its worker process (%s) while running alone, in death %s of %s allowed: given up'"
-_TAKE_BACK = """
+_TAKE_BACK = (
+    """
 given_up AS (
     DELETE FROM {jobs} AS j USING lost AS l
     WHERE j.id = l.id AND l.charged AND j.lost_runs + 1 >= COALESCE(j.max_deaths, 3) AND NOT j.hold_failures
     RETURNING j.id, j.entrypoint, j.priority, j.attempts, j.dedupe_key, j.worker_id, j.created_at, j.picked_at,
-              j.notify_finished, j.lost_runs + 1 AS lost_runs, COALESCE(j.max_deaths, 3) AS max_deaths, l.cause
+              j.notify_finished, j.lost_runs + 1 AS lost_runs, COALESCE(j.max_deaths, 3) AS max_deaths, l.cause,
+              j.has_dependents
 ),
+"""
+    + _SETTLED.format(ended="given_up", status="'exception'::text", result="NULL::text", channel="$2")
+    + """,
 logged AS (
     INSERT INTO {log} (job_id, entrypoint, priority, status, attempts, dedupe_key, worker_id, created_at,
                        started_at, finished_at, error_type, error_message, error_traceback)
@@ -355,8 +377,10 @@ announced AS (
     FROM back AS r HAVING count(*) > 0
 )
 SELECT COALESCE(array_agg(l.id ORDER BY l.id), ARRAY[]::bigint[])
-FROM lost AS l, (SELECT count(*) FROM announced) AS a, (SELECT count(*) FROM finished_notice) AS f
-""".replace("{lost_message}", _LOST_MESSAGE)
+FROM lost AS l, (SELECT count(*) FROM announced) AS a, (SELECT count(*) FROM finished_notice) AS f,
+     (SELECT count(*) FROM settled) AS s
+"""
+).replace("{lost_message}", _LOST_MESSAGE)
 # Charged: the job was claimed to run alone and it is the only job its worker held.
 _CHARGED = """j.isolated AND NOT EXISTS (
                SELECT 1 FROM {jobs} AS o WHERE o.worker_id = j.worker_id AND o.status = 'picked' AND o.id <> j.id
@@ -403,7 +427,8 @@ lost AS MATERIALIZED (
     + _TAKE_BACK
 )
 
-CANCEL_JOBS = """
+CANCEL_JOBS = (
+    """
 WITH wanted AS (
     SELECT DISTINCT unnest($1::bigint[]) AS id
 ),
@@ -411,8 +436,11 @@ removed AS (
     DELETE FROM {jobs} AS j USING wanted AS w
     WHERE j.id = w.id AND j.status <> 'picked'
     RETURNING j.id, j.entrypoint, j.priority, j.attempts, j.dedupe_key, j.created_at, j.notify_finished,
-              j.last_error, j.errors
+              j.last_error, j.errors, j.has_dependents
 ),
+"""
+    + _SETTLED.format(ended="removed", status="$2::text", result="NULL::text", channel="$3")
+    + """,
 logged AS (
     INSERT INTO {log} (job_id, entrypoint, priority, status, attempts, dedupe_key, created_at, finished_at,
                        error_type, error_message, error_traceback, errors)
@@ -429,8 +457,10 @@ signalled AS (
 SELECT COALESCE((SELECT array_agg(r.id) FROM removed AS r), ARRAY[]::bigint[]) AS canceled,
        COALESCE((SELECT array_agg(s.id) FROM signalled AS s), ARRAY[]::bigint[]) AS signalled,
        {notify_ids}($3::text, 'finished', (SELECT array_agg(r.id) FROM removed AS r WHERE r.notify_finished)),
-       {notify_ids}($3::text, 'cancel', (SELECT array_agg(s.id) FROM signalled AS s))
+       {notify_ids}($3::text, 'cancel', (SELECT array_agg(s.id) FROM signalled AS s)),
+       (SELECT count(*) FROM settled) AS settled
 """
+)
 
 REQUEUE_HELD = """
 WITH requeued AS (

@@ -324,6 +324,7 @@ class Worker:
             self.info.pid,
             self._job_done,
         )
+        run.results_source = self.backend
         job = run.job
         self.running[job.id] = run
         self.jobs_started += 1
