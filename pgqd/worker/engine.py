@@ -339,6 +339,8 @@ class Worker:
     def _job_done(self, run: JobRun, outcome: Outcome) -> None:
         self.recorder.add(outcome)
         self.running.pop(run.job.id, None)
+        if not self.running:
+            self.recorder.flush_soon()
         state = self.state
         state.job_ended(run.job.id)
         # A freed slot matters only if there may be work to claim, or when the last job ends (drain, stop).

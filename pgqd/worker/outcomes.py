@@ -49,6 +49,12 @@ class OutcomeRecorder:
         if len(self._pending) >= self._max_batch:
             self._full.set()
 
+    def flush_soon(self) -> None:
+        """Ends the linger now: nothing else is running to share the flush with, and a job waiting for the one
+        that just ended (a workflow's next step) is released only once its outcome is written."""
+        if self._pending:
+            self._full.set()
+
     @property
     def unwritten(self) -> int:
         return len(self._pending) + len(self._flushing)
