@@ -26,6 +26,7 @@ TOOLS = {
     "workers",
     "schedules",
     "paused_entrypoints",
+    "workflow",
 }
 
 

@@ -13,7 +13,7 @@ from pgqd.identifiers import Names
 from pgqd.models import FINAL_STATUSES
 from pgqd.sql import browse, render
 
-LIVE_STATUSES = ("queued", "deferred", "suspect", "picked", "failed")
+LIVE_STATUSES = ("queued", "deferred", "suspect", "picked", "failed", "waiting")
 # Status filters besides single statuses: every live job, or every finished one.
 STATUS_GROUPS = ("live", "finished")
 # The job search reads at most this many of the newest rows of each table per page.

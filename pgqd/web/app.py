@@ -198,7 +198,7 @@ async def request_form(request: Request) -> dict[str, Any]:
 
 
 def create_app(settings: WebSettings) -> Starlette:
-    from pgqd.web import actions, pages
+    from pgqd.web import actions, pages, workflow_pages
 
     state = WebState(settings)
 
@@ -213,6 +213,7 @@ def create_app(settings: WebSettings) -> Starlette:
     routes = [
         *pages.routes(),
         *actions.routes(),
+        *workflow_pages.routes(),
         Mount("/static", StaticFiles(packages=[("pgqd.web", "static")]), name="static"),
     ]
     app = Starlette(

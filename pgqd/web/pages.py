@@ -12,7 +12,7 @@ from starlette.routing import Route
 
 from pgqd.models import FINAL_STATUSES
 from pgqd.ops.browse import LIVE_STATUSES, SEARCH_WINDOW, STATUS_GROUPS, JobFilter
-from pgqd.web import present
+from pgqd.web import present, workflow_pages
 from pgqd.web.app import not_found, render, web_state
 from pgqd.web.chart import throughput_chart
 from pgqd.web.filters import FilterProblem, job_filter, page_size
@@ -136,6 +136,7 @@ async def job(request: Request) -> Response:
         headers=sorted((detail.headers or {}).items()),
         result=present.pretty_json_value(detail.result) if detail.result is not None else None,
         errors=present.error_history(detail),
+        links=await workflow_pages.links_of(request, job_id),
     )
 
 
