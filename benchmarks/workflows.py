@@ -13,8 +13,10 @@ and each is reported as the median of its ratios to the baseline of the same rou
 For the chain, the per-link delay is each job's start minus its parent's end (p50/p99 over the 9,999 links),
 beside the median time of a durable one-row commit on the same server (the floor under each link).
 
-``--waiting N`` adds a run of the baseline with N jobs waiting (on a parent that never ends) in the same table,
-to show that jobs waiting for dependencies cost the claim nothing.
+``--waiting N`` adds a run of the baseline with N jobs waiting (on a parent that never ends) in the same table.
+``--claim-cost N`` instead times the claim alone: two databases with a deep queue of ready jobs, one of them with
+N jobs of the same entrypoint waiting, and blocks of claims of 10 (the worker's own ``PostgresBackend.claim``)
+alternating between the two; it prints the median time per claim of each.
 """
 
 from __future__ import annotations
@@ -31,7 +33,8 @@ import asyncpg
 
 from benchmarks.common import environment, fresh_database, parser, report
 from benchmarks.daemon import running_daemon
-from pgqd import Client, Workflow
+from pgqd import Client, PostgresBackend, Workflow
+from pgqd.models import EntrypointLimit, WorkerInfo
 
 PROCESSES = 2
 BATCH = 10  # pgqd's default batch_size
@@ -105,6 +108,9 @@ async def run_pattern(server: str, name: str, jobs: int, waiting: int = 0) -> di
             run = await Client(conn).enqueue_workflow(workflow)
             enqueue_s = time.perf_counter() - started
             await conn.execute("VACUUM ANALYZE pgqd_jobs")
+            # Every run starts right after a checkpoint, as benchmarks/drain.py's do: the WAL of the set-up (a
+            # million rows with --waiting) must not bring one into the middle of the run.
+            await conn.execute("CHECKPOINT")
             async with running_daemon(dsn, PROCESSES, BATCH):
                 deadline = time.monotonic() + 900
                 while await conn.fetchval("SELECT count(*) FROM pgqd_log") < jobs:
@@ -156,13 +162,51 @@ async def link_delays(conn: Any, ids: list[int]) -> list[float]:
     return [float(r["ms"]) for r in rows]
 
 
+async def claim_cost(server: str, waiting: int, rounds: int = 6, claims: int = 400) -> list[dict[str, Any]]:
+    async with fresh_database(server) as plain, fresh_database(server) as crowded:
+        backends = {}
+        for label, dsn in (("no jobs waiting", plain), (f"{waiting} jobs waiting", crowded)):
+            if dsn == crowded:
+                await add_waiting(dsn, waiting)
+            conn = await asyncpg.connect(dsn)
+            await conn.execute(
+                "INSERT INTO pgqd_jobs (entrypoint) SELECT 'noop' FROM generate_series(1, $1)", rounds * claims * 10
+            )
+            await conn.execute("VACUUM ANALYZE pgqd_jobs")
+            await conn.execute("CHECKPOINT")
+            backend = PostgresBackend(conn)
+            backends[label] = (conn, backend, await backend.register_worker(WorkerInfo("bench", os.getpid(), ["noop"])))
+        times: dict[str, list[float]] = {label: [] for label in backends}
+        limits = [EntrypointLimit("noop")]
+        for round_number in range(rounds):
+            for label in list(backends)[:: 1 if round_number % 2 else -1]:
+                _, backend, worker = backends[label]
+                started = time.perf_counter()
+                for _ in range(claims):
+                    if len((await backend.claim(worker, 10, limits)).jobs) != 10:
+                        raise RuntimeError("the queue ran dry")
+                times[label].append((time.perf_counter() - started) / claims * 1000)
+        for conn, _, _ in backends.values():
+            await conn.close()
+    return [
+        {"table": label, "claim_ms_median": round(statistics.median(t), 3), "rounds": [round(x, 3) for x in t],
+         "load": round(os.getloadavg()[0], 1)}
+        for label, t in times.items()
+    ]  # fmt: skip
+
+
 async def main() -> None:
     p = parser(__doc__ or "")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--jobs", type=int, default=10_000)
     p.add_argument("--waiting", type=int, default=0, help="also run the baseline with this many waiting jobs")
     p.add_argument("--patterns", nargs="+", default=list(PATTERNS), choices=list(PATTERNS))
+    p.add_argument("--claim-cost", type=int, default=0, metavar="N", help="time the claim with N waiting jobs")
     args = p.parse_args()
+    if args.claim_cost:
+        results = await claim_cost(args.server, args.claim_cost)
+        report("claim with jobs waiting", results, await environment(args.server), args.json)
+        return
     runs: list[dict[str, Any]] = []
     for round_number in range(args.rounds):
         order = [name for name in args.patterns if name != "baseline"]

@@ -614,6 +614,7 @@ class MemoryBackend(MemoryWorkflows):
         old = [job_id for job_id, row in self.log.items() if row.finished_at < cutoff][:limit]
         for job_id in old:
             del self.log[job_id]
+        self._forget_pruned(old)
         return len(old)
 
     # --- schedules ----------------------------------------------------------------------------------------

@@ -248,10 +248,10 @@ class PostgresBackend:
         return list(ids)
 
     async def prune_log(self, older_than: float, limit: int) -> int:
-        status: str = await guard(
-            self._db.execute(self.sql.prune_log, older_than, limit, f"{self.names.lock_key}:prune")
+        pruned: int = await guard(
+            self._db.fetchval(self.sql.prune_log, older_than, limit, f"{self.names.lock_key}:prune")
         )
-        return int(status.split()[-1])
+        return pruned
 
     # --- schedules ----------------------------------------------------------------------------------------
     async def sync_schedules(self, schedules: Sequence[ScheduleDefinition]) -> None:

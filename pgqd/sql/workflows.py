@@ -73,37 +73,6 @@ FROM {workflow_steps} AS s JOIN {jobs} AS j ON j.id = s.job_id
 WHERE s.workflow_id = $1::bigint
 """
 
-# Workflow rows whose jobs are all gone from the jobs table and from the log (pruned by retention), a bounded
-# batch at a time. Edges go with their child, so a waiting child keeps its parents' results however old.
-PRUNE_WORKFLOWS = """
-WITH gone_edges AS (
-    DELETE FROM {job_edges} AS e
-    WHERE e.ctid = ANY (ARRAY(
-        SELECT g.ctid FROM {job_edges} AS g
-        WHERE NOT EXISTS (SELECT 1 FROM {jobs} AS j WHERE j.id = g.child_id)
-          AND NOT EXISTS (SELECT 1 FROM {log} AS l WHERE l.job_id = g.child_id)
-        LIMIT $1::integer))
-    RETURNING 1
-),
-gone_steps AS (
-    DELETE FROM {workflow_steps} AS s
-    WHERE s.job_id = ANY (ARRAY(
-        SELECT g.job_id FROM {workflow_steps} AS g
-        WHERE NOT EXISTS (SELECT 1 FROM {jobs} AS j WHERE j.id = g.job_id)
-          AND NOT EXISTS (SELECT 1 FROM {log} AS l WHERE l.job_id = g.job_id)
-        LIMIT $1::integer))
-    RETURNING s.workflow_id, s.job_id
-),
-gone_workflows AS (
-    DELETE FROM {workflows} AS w
-    WHERE w.id IN (SELECT g.workflow_id FROM gone_steps AS g)
-      AND NOT EXISTS (SELECT 1 FROM {workflow_steps} AS s
-                      WHERE s.workflow_id = w.id AND s.job_id NOT IN (SELECT job_id FROM gone_steps))
-    RETURNING 1
-)
-SELECT (SELECT count(*) FROM gone_edges) + (SELECT count(*) FROM gone_steps) + (SELECT count(*) FROM gone_workflows)
-"""
-
 
 class WorkflowStatements:
     """The statements above, rendered for one install."""
@@ -115,7 +84,6 @@ class WorkflowStatements:
         self.workflow = render(WORKFLOW, names)
         self.workflow_steps = render(WORKFLOW_STEPS, names)
         self.workflow_live_jobs = render(WORKFLOW_LIVE_JOBS, names)
-        self.prune_workflows = render(PRUNE_WORKFLOWS, names)
 
 
 @functools.lru_cache(maxsize=64)
