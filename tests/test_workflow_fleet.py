@@ -5,6 +5,7 @@ starts before each of its parents finished a successful run, and no step is left
 from __future__ import annotations
 
 import os
+import random
 import signal
 from typing import Any
 
@@ -83,3 +84,33 @@ async def test_a_worker_killed_in_the_middle_of_a_workflow_loses_no_step_and_run
     assert counts == {"successful": len(run.ids)}
     assert await db.fetchval("SELECT count(*) FROM test_runs WHERE pid = $1 AND ended IS NULL", victim) >= 1
     assert await steps_started_after_their_parents(db, run.id) == []
+
+
+async def test_children_enqueued_while_their_parents_end_are_released_exactly_once(
+    db: Any, start_daemon: StartDaemon
+) -> None:
+    start_daemon(daemon_config(processes=2)).wait_ready()
+    client = Client(db)
+    parents = [i for i in await client.enqueue_many([JobSpec("sleeper", "0.02") for _ in range(400)]) if i]
+    rng = random.Random(7)
+    children: list[int] = []
+    # Named while the parents are queued, running, being recorded or already ended.
+    for _ in range(40):
+        batch = [JobSpec("sleeper", after=rng.sample(parents, 3)) for _ in range(10)]
+        children += [i for i in await client.enqueue_many(batch) if i]
+
+    async def all_children_ended() -> bool:
+        states = await client.status(children)
+        return all(state.finished for state in states.values())
+
+    await wait_until(all_children_ended, timeout=120, what="every child to end")
+    assert {s.status for s in (await client.status(children)).values()} == {"successful"}
+    assert await db.fetchval("SELECT count(*) FROM test_runs WHERE job_id = ANY($1::bigint[])", children) == 400
+    early = await db.fetchval(
+        """SELECT count(*) FROM pgqd_job_edges AS e
+           WHERE e.child_id = ANY($1::bigint[])
+             AND (SELECT min(c.started) FROM test_runs AS c WHERE c.job_id = e.child_id)
+                 < (SELECT max(p.ended) FROM test_runs AS p WHERE p.job_id = e.parent_id)""",
+        children,
+    )
+    assert early == 0

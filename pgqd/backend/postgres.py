@@ -212,8 +212,10 @@ class PostgresBackend:
         return ClaimResult(jobs, min(throttled, default=None), min(due, default=None), suspects)
 
     async def record(self, worker_id: int, outcomes: Sequence[Outcome], slot_entrypoints: Sequence[str]) -> int:
-        finished = [o for o in outcomes if isinstance(o, Finished)]
-        requeued = [o for o in outcomes if isinstance(o, Requeued)]
+        # In id order, the order in which the statement locks the rows: an enqueue naming some of them as parents
+        # locks them in that order too (enqueue_steps), so the two take turns rather than deadlock.
+        finished = sorted((o for o in outcomes if isinstance(o, Finished)), key=_by_job_id)
+        requeued = sorted((o for o in outcomes if isinstance(o, Requeued)), key=_by_job_id)
         applied: int = await guard(
             self._db.fetchval(
                 self.sql.record_outcomes,
@@ -347,6 +349,10 @@ class PostgresBackend:
         """Closes the pool this backend opened itself; a caller's connection or pool is left alone."""
         if self._owns_executor:
             await self._db.close()
+
+
+def _by_job_id(outcome: Outcome) -> int:
+    return outcome.job_id
 
 
 def _nullable(values: list[Any]) -> list[Any] | None:
