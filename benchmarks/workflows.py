@@ -8,7 +8,8 @@ layered (20 layers, each job waiting for 3 jobs of the layer before). Each run e
 call (``Client.enqueue_workflow``) on a fresh database, then starts the daemon in its default configuration with
 2 worker processes and waits for every job to end. Throughput is jobs divided by the time from the first job's
 start to the last job's end, as the log records them. The patterns are interleaved, in a new order each round,
-and each is reported as the median of its ratios to the baseline of the same round, with the load average.
+each between two baselines, and each is reported as the median of its ratios to the mean of the two baselines
+around it, with the load average.
 
 For the chain, the per-link delay is each job's start minus its parent's end (p50/p99 over the 9,999 links),
 beside the median time of a durable one-row commit on the same server (the floor under each link).
@@ -36,7 +37,6 @@ from benchmarks.daemon import running_daemon
 from pgqd import Client, PostgresBackend, Workflow
 from pgqd.models import EntrypointLimit, WorkerInfo
 
-PROCESSES = 2
 BATCH = 10  # pgqd's default batch_size
 
 
@@ -97,7 +97,7 @@ async def add_waiting(dsn: str, count: int) -> None:
         await conn.close()
 
 
-async def run_pattern(server: str, name: str, jobs: int, waiting: int = 0) -> dict[str, Any]:
+async def run_pattern(server: str, name: str, jobs: int, waiting: int = 0, processes: int = 2) -> dict[str, Any]:
     async with fresh_database(server) as dsn:
         if waiting:
             await add_waiting(dsn, waiting)
@@ -111,7 +111,7 @@ async def run_pattern(server: str, name: str, jobs: int, waiting: int = 0) -> di
             # Every run starts right after a checkpoint, as benchmarks/drain.py's do: the WAL of the set-up (a
             # million rows with --waiting) must not bring one into the middle of the run.
             await conn.execute("CHECKPOINT")
-            async with running_daemon(dsn, PROCESSES, BATCH):
+            async with running_daemon(dsn, processes, BATCH):
                 deadline = time.monotonic() + 900
                 while await conn.fetchval("SELECT count(*) FROM pgqd_log") < jobs:
                     if time.monotonic() > deadline:
@@ -201,6 +201,7 @@ async def main() -> None:
     p.add_argument("--jobs", type=int, default=10_000)
     p.add_argument("--waiting", type=int, default=0, help="also run the baseline with this many waiting jobs")
     p.add_argument("--patterns", nargs="+", default=list(PATTERNS), choices=list(PATTERNS))
+    p.add_argument("--processes", type=int, default=2, help="worker processes of the daemon (default 2)")
     p.add_argument("--claim-cost", type=int, default=0, metavar="N", help="time the claim with N waiting jobs")
     args = p.parse_args()
     if args.claim_cost:
@@ -209,19 +210,27 @@ async def main() -> None:
         return
     runs: list[dict[str, Any]] = []
     for round_number in range(args.rounds):
-        order = [name for name in args.patterns if name != "baseline"]
-        random.shuffle(order)
-        # The baseline first and last, so every pattern sits between two baselines of its own round.
-        measured = [await run_pattern(args.server, "baseline", args.jobs)]
-        for name in order:
-            measured.append(await run_pattern(args.server, name, args.jobs))
+        order: list[tuple[str, int]] = [(name, 0) for name in args.patterns if name != "baseline"]
         if args.waiting:
-            measured.append(await run_pattern(args.server, "baseline", args.jobs, args.waiting))
-        measured.append(await run_pattern(args.server, "baseline", args.jobs))
-        base = statistics.mean(r["jobs_per_s"] for r in measured if r["pattern"] == "baseline")
+            order.append(("baseline", args.waiting))
+        random.shuffle(order)
+        # Every pattern sits between two baselines, and is compared with their mean: on a shared machine the
+        # load drifts within minutes, so a baseline measured far from the pattern says little about it.
+        before = await run_pattern(args.server, "baseline", args.jobs, processes=args.processes)
+        measured = [before]
+        for name, waiting in order:
+            result = await run_pattern(args.server, name, args.jobs, waiting, processes=args.processes)
+            after = await run_pattern(args.server, "baseline", args.jobs, processes=args.processes)
+            result["ratio"] = round(
+                result["jobs_per_s"] / statistics.mean([before["jobs_per_s"], after["jobs_per_s"]]), 3
+            )
+            measured += [result, after]
+            before = after
+        baselines = [r for r in measured if r["pattern"] == "baseline"]
+        for r in baselines:
+            r["ratio"] = round(r["jobs_per_s"] / statistics.mean(b["jobs_per_s"] for b in baselines), 3)
         for r in measured:
             r["round"] = round_number + 1
-            r["ratio"] = round(r["jobs_per_s"] / base, 3)
             if not args.json:
                 print(r, flush=True)
         runs.extend(measured)

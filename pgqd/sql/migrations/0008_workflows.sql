@@ -77,13 +77,15 @@ DECLARE
     v_canceled bigint[];
     v_watched bigint[];
     v_entrypoints text[];
-    v_next_statuses text[];
 BEGIN
     WHILE p_parents IS NOT NULL AND cardinality(p_parents) > 0 LOOP
-        UPDATE {job_edges} AS e SET result = f.result::jsonb
-        FROM unnest(p_parents, p_statuses, p_results) AS f(id, status, result)
-        WHERE e.parent_id = f.id AND f.status = 'successful' AND f.result IS NOT NULL
-          AND (p_only IS NULL OR e.child_id = ANY (p_only));
+        -- Tested as plain expressions (no query): most settlements have no result to copy and no failure.
+        IF cardinality(array_remove(p_results, NULL)) > 0 THEN
+            UPDATE {job_edges} AS e SET result = f.result::jsonb
+            FROM unnest(p_parents, p_statuses, p_results) AS f(id, status, result)
+            WHERE e.parent_id = f.id AND f.status = 'successful' AND f.result IS NOT NULL
+              AND (p_only IS NULL OR e.child_id = ANY (p_only));
+        END IF;
 
         PERFORM 1 FROM {jobs} AS j
         WHERE j.id IN (SELECT e.child_id FROM {job_edges} AS e
@@ -91,6 +93,35 @@ BEGIN
           AND j.status = 'waiting'
         ORDER BY j.id
         FOR UPDATE;
+
+        IF cardinality(array_remove(p_statuses, 'successful')) = 0 THEN
+            -- Every parent succeeded: count them off, and release the children that have none left.
+            WITH tally AS (
+                SELECT e.child_id, count(*)::integer AS n
+                FROM {job_edges} AS e
+                WHERE e.parent_id = ANY (p_parents) AND (p_only IS NULL OR e.child_id = ANY (p_only))
+                GROUP BY e.child_id
+            ),
+            moved AS (
+                UPDATE {jobs} AS j
+                SET waiting_on = j.waiting_on - t.n,
+                    status = (CASE WHEN j.waiting_on - t.n > 0 THEN 'waiting'
+                                   WHEN j.execute_after > now() THEN 'deferred'
+                                   ELSE 'queued' END)::{job_status}
+                FROM tally AS t
+                WHERE j.id = t.child_id AND j.status = 'waiting'
+                RETURNING j.entrypoint, j.status
+            )
+            SELECT count(*) FILTER (WHERE m.status <> 'waiting')::integer,
+                   array_agg(DISTINCT m.entrypoint) FILTER (WHERE m.status <> 'waiting')
+            INTO v_count, v_entrypoints
+            FROM moved AS m;
+            v_released := v_released + v_count;
+            IF v_entrypoints IS NOT NULL THEN
+                PERFORM pg_notify(p_channel, json_build_object('t', 'enqueued', 'e', v_entrypoints)::text);
+            END IF;
+            RETURN v_released;
+        END IF;
 
         WITH tally AS (
             SELECT e.child_id, count(*)::integer AS n,
@@ -148,12 +179,13 @@ BEGIN
         IF v_entrypoints IS NOT NULL THEN
             PERFORM pg_notify(p_channel, json_build_object('t', 'enqueued', 'e', v_entrypoints)::text);
         END IF;
-        PERFORM {notify_ids}(p_channel, 'finished', v_watched);
+        IF v_watched IS NOT NULL THEN
+            PERFORM {notify_ids}(p_channel, 'finished', v_watched);
+        END IF;
 
         -- Canceled children that have children of their own: the next round settles those.
-        SELECT array_agg('canceled'::text) INTO v_next_statuses FROM unnest(v_canceled);
         p_parents := v_canceled;
-        p_statuses := v_next_statuses;
+        p_statuses := array_fill('canceled'::text, ARRAY[COALESCE(cardinality(v_canceled), 0)]);
         p_results := NULL;
         p_only := NULL;
     END LOOP;
