@@ -88,6 +88,7 @@ class Names:
                 "workers_id_seq",
                 "job_edges",
                 "workflows",
+                "workflows_id_seq",
                 "workflow_steps",
                 "settle_children",
                 "enqueue_steps",

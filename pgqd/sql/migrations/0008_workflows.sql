@@ -78,6 +78,10 @@ DECLARE
     v_watched bigint[];
     v_entrypoints text[];
 BEGIN
+    -- Only parents that ended can settle children (this function runs with its owner's rights, see below).
+    IF EXISTS (SELECT 1 FROM {jobs} AS j WHERE j.id = ANY (p_parents)) THEN
+        RAISE EXCEPTION 'pgqd: settle_children was given jobs that have not ended';
+    END IF;
     WHILE p_parents IS NOT NULL AND cardinality(p_parents) > 0 LOOP
         -- Tested as plain expressions (no query): most settlements have no result to copy and no failure.
         IF cardinality(array_remove(p_results, NULL)) > 0 THEN
@@ -312,3 +316,12 @@ BEGIN
     RETURN QUERY SELECT x.id, v_workflow FROM unnest(v_ids) WITH ORDINALITY AS x(id, ord) ORDER BY x.ord;
 END;
 $$;
+
+-- Both functions change rows a producer may not change directly (a child's status when its parent is canceled,
+-- a parent's has_dependents): they run with their owner's rights, on a search path that cannot be hijacked
+-- (every object they use is named with its schema). pgqd grants gives producers EXECUTE on them.
+ALTER FUNCTION {settle_children}(bigint[], text[], text[], bigint[], text)
+    SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
+ALTER FUNCTION {enqueue_steps}(text[], bytea[], text[], integer[], double precision[], timestamptz[], text[], text[],
+                               text[], integer[], bigint[], boolean, text, text)
+    SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
