@@ -339,9 +339,11 @@ class Worker:
     def _job_done(self, run: JobRun, outcome: Outcome) -> None:
         self.recorder.add(outcome)
         self.running.pop(run.job.id, None)
-        if not self.running:
-            self.recorder.flush_soon()
         state = self.state
+        if not self.running and not state.may_have_work and not state.queue_deep:
+            # Idle, and no work in sight to share a flush with: write the outcome now rather than after the
+            # linger, as a job waiting for this one (a workflow's next step) is released only by that write.
+            self.recorder.flush_soon()
         state.job_ended(run.job.id)
         # A freed slot matters only if there may be work to claim, or when the last job ends (drain, stop).
         if state.may_have_work or state.queue_deep or not self.running:

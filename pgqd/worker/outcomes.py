@@ -50,8 +50,7 @@ class OutcomeRecorder:
             self._full.set()
 
     def flush_soon(self) -> None:
-        """Ends the linger now: nothing else is running to share the flush with, and a job waiting for the one
-        that just ended (a workflow's next step) is released only once its outcome is written."""
+        """Ends the linger now, for a worker with nothing else to share the flush with."""
         if self._pending:
             self._full.set()
 
