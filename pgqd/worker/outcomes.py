@@ -67,8 +67,11 @@ class OutcomeRecorder:
         while True:
             await self._has_pending.wait()
             if len(self._pending) < self._max_batch:
+                # asyncio.timeout rather than wait_for: on Python 3.11, wait_for swallows a cancellation that
+                # arrives as the event is set (flush_soon while the worker stops), and this task never ends.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._full.wait(), self._linger)
+                    async with asyncio.timeout(self._linger):
+                        await self._full.wait()
             try:
                 await self.flush()
             except BackendUnavailable as exc:
