@@ -14,7 +14,9 @@ spends one of its max_worker_deaths. The handler records every execution (job, a
 table, on a direct connection. At the end it reports jobs lost (must be 0), jobs stuck in 'picked' (must be 0),
 ordinary jobs given up (must be 0), jobs run more than once (allowed for jobs in flight at a fault), how long the
 queue took to move again after each fault and how long a killed worker's jobs took to start again, and what
-became of the poison jobs (each must be given up as pgqd.WorkerLost while the daemon lives on).
+became of the poison jobs (each must be given up as pgqd.WorkerLost while the daemon lives on). Among the jobs are
+also ``--workflows`` small DAGs (benchmarks/chaos_workflows.py): every step must end successful, none left
+waiting, none started before each of its parents ended.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import asyncpg
 
+from benchmarks.chaos_workflows import STEPS_PER_WORKFLOW, workflow_mix, workflow_report
 from pgqd import Client, JobSpec, install
 from pgqd.daemon.embedded import EmbeddedServer
 from pgqd.daemon.logs import configure_logging
@@ -255,6 +258,8 @@ async def run(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
             jobs.insert((n + 1) * len(jobs) // (args.poison + 1), JobSpec("chaos_poison", {"n": n}))
         for start in range(0, len(jobs), 5000):
             await client.enqueue_many(jobs[start : start + 5000])
+        for workflow in workflow_mix(args.workflows, args.work_ms):
+            await client.enqueue_workflow(workflow)
         config = folder / "chaos.toml"
         config.write_text(CONFIG.format(processes=args.processes, poison_deaths=args.poison_deaths))
         proxy = TcpProxy.to_unix_socket(unix_socket(dsn)).start()
@@ -265,7 +270,7 @@ async def run(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
         next_kill = time.monotonic() + args.kill_every
         suspect_kills_resume = 0.0
         done = 0
-        total = args.jobs + args.poison
+        total = enqueued(args)
         while done < total and time.monotonic() - began < args.seconds:
             await asyncio.sleep(0.1)
             conn, done = await finished_count(chaos, conn)
@@ -341,10 +346,10 @@ async def account(conn: Any, args: argparse.Namespace, chaos: Chaos, elapsed: fl
     one_offs = [f for f in chaos.faults if f.kind not in ("kill_worker", "kill_suspect_runner")]
     kills = sorted(f.recovered_after for f in chaos.faults if f.kind == "kill_worker" and f.recovered_after is not None)
     return {
-        "jobs_enqueued": args.jobs + args.poison,
+        "jobs_enqueued": enqueued(args),
         "jobs_finished": in_log,
         "final_statuses": logged,
-        "jobs_lost": args.jobs + args.poison - in_log - sum(live.values()),
+        "jobs_lost": enqueued(args) - in_log - sum(live.values()),
         "jobs_left_in_queue": live,
         "jobs_stuck_picked": live.get("picked", 0),
         "ordinary_jobs_given_up": ordinary_given_up,
@@ -359,9 +364,15 @@ async def account(conn: Any, args: argparse.Namespace, chaos: Chaos, elapsed: fl
             "max": kills[-1] if kills else None,
         },
         "poison": await poison_report(conn, poison_ids),
+        "workflows": await workflow_report(conn),
         "elapsed_s": round(elapsed, 1),
         "last_daemon_exit_code": exit_code,
     }
+
+
+def enqueued(args: argparse.Namespace) -> int:
+    """Every job the run enqueues: ordinary, poison, and the workflows' steps."""
+    return args.jobs + args.poison + args.workflows * STEPS_PER_WORKFLOW
 
 
 async def poison_report(conn: Any, ids: list[int]) -> dict[str, Any]:
@@ -422,6 +433,7 @@ def main() -> None:
     parser.add_argument("--work-ms", type=float, default=50, help="each job works up to this long (default 50)")
     parser.add_argument("--poison", type=int, default=1, help="jobs that kill their worker on every run (default 1)")
     parser.add_argument("--poison-deaths", type=int, default=3, help="their max_worker_deaths (default 3)")
+    parser.add_argument("--workflows", type=int, default=20, help="workflows of 12 steps among the jobs (default 20)")
     parser.add_argument("--json", action="store_true", help="print only the JSON result")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="pgqd-chaos-") as folder:
@@ -430,9 +442,12 @@ def main() -> None:
         result["jobs_lost"] == 0
         and result["jobs_stuck_picked"] == 0
         and result["ordinary_jobs_given_up"] == 0
-        and result["jobs_finished"] == args.jobs + args.poison
+        and result["jobs_finished"] == enqueued(args)
         and result["poison"]["given_up"] == args.poison
-        and result["final_statuses"].get("successful", 0) == args.jobs
+        and result["final_statuses"].get("successful", 0) == enqueued(args) - args.poison
+        and result["workflows"]["steps_not_successful"] == 0
+        and result["workflows"]["steps_left_waiting"] == 0
+        and result["workflows"]["steps_started_before_a_parent_ended"] == 0
     )
     result["verdict"] = "ok" if ok else "FAILED"
     print(json.dumps(result, indent=None if args.json else 2, default=str))

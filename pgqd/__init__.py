@@ -17,13 +17,15 @@ from pgqd.errors import (
     PgqdError,
     ReadOnlyDatabase,
     SchemaVersionError,
+    UnknownParents,
 )
 from pgqd.job import Context, InvalidPayload, Job, RetryLater
-from pgqd.models import CancelResult, JobState, PauseState
+from pgqd.models import CancelResult, JobLinks, JobState, PauseState, WorkflowView
 from pgqd.schema import install
 from pgqd.sync_client import SyncClient
 from pgqd.units import Rate
 from pgqd.worker.engine import Worker, WorkerSettings
+from pgqd.workflow import Step, Workflow, WorkflowRun
 
 __version__ = "0.1.0"
 
@@ -38,6 +40,7 @@ __all__ = [
     "IdentifierError",
     "InvalidPayload",
     "Job",
+    "JobLinks",
     "JobNotFound",
     "JobSpec",
     "JobState",
@@ -51,9 +54,14 @@ __all__ = [
     "RetryLater",
     "RetryPolicy",
     "SchemaVersionError",
+    "Step",
     "SyncClient",
+    "UnknownParents",
     "Worker",
     "WorkerSettings",
+    "Workflow",
+    "WorkflowRun",
+    "WorkflowView",
     "__version__",
     "install",
 ]

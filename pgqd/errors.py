@@ -34,6 +34,17 @@ class DedupeConflict(PgqdError):
         )
 
 
+class UnknownParents(PgqdError):
+    """A job was enqueued to wait for jobs that do not exist (or whose log rows retention already removed)."""
+
+    def __init__(self, ids: Sequence[int]) -> None:
+        self.ids = tuple(ids)
+        super().__init__(
+            f"after= names job(s) that are neither live nor in the log: {', '.join(map(str, self.ids[:10]))}; "
+            "nothing was enqueued"
+        )
+
+
 class JobNotFound(PgqdError):
     """No job, live or finished, has this id."""
 

@@ -91,6 +91,12 @@ class Names:
                 "notify_ids",
                 "jobs_id_seq",
                 "workers_id_seq",
+                "job_edges",
+                "workflows",
+                "workflows_id_seq",
+                "workflow_steps",
+                "settle_children",
+                "enqueue_steps",
             )
         }
         values["schema"] = f'"{self.schema}"'

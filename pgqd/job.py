@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -170,19 +170,48 @@ def _resolve(waiter: asyncio.Future[None]) -> None:
 
 class Context:
     """What a two-argument handler gets besides the job: ``resources`` (from the workers' resources factory),
-    ``cancelled`` (set when the job is cancelled or times out), ``log`` (a logger bound to the job) and
-    ``worker_id`` (the id of the worker running it, as the log and the web UI show it)."""
+    ``cancelled`` (set when the job is cancelled or times out), ``log`` (a logger bound to the job),
+    ``worker_id`` (the id of the worker running it, as the log and the web UI show it) and, for a job that waited
+    for others, their results (``await ctx.parent_results()``)."""
 
-    __slots__ = ("_bind_log", "_log", "cancelled", "resources", "worker_id")
+    __slots__ = ("_bind_log", "_fetch_parents", "_log", "_loop", "_parents", "cancelled", "resources", "worker_id")
 
     def __init__(
-        self, resources: Any, log: Any = None, bind_log: Callable[[], Any] | None = None, worker_id: int = 0
+        self,
+        resources: Any,
+        log: Any = None,
+        bind_log: Callable[[], Any] | None = None,
+        worker_id: int = 0,
+        parents: Callable[[], Awaitable[dict[int | str, Any]]] | None = None,
     ) -> None:
         self.resources = resources
         self.worker_id = worker_id
         self.cancelled = CancelledFlag()
         self._log = log
         self._bind_log = bind_log
+        self._fetch_parents = parents
+        self._parents: dict[int | str, Any] | None = None
+        try:
+            self._loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            self._loop = None
+
+    async def parent_results(self) -> dict[int | str, Any]:
+        """The results of the parents this job waited for (``after=``, a workflow's edges), under each parent's
+        job id and, in a workflow, its step name too. Read from the database on the first call only; a parent
+        that returned None is absent."""
+        if self._parents is None:
+            self._parents = {} if self._fetch_parents is None else await self._fetch_parents()
+        return self._parents
+
+    def parent_results_blocking(self, timeout: float = 30.0) -> dict[int | str, Any]:
+        """``parent_results`` for a plain ``def`` handler (it runs in a thread of the worker)."""
+        if self._parents is None:
+            if self._loop is None:
+                return {}
+            future = asyncio.run_coroutine_threadsafe(self.parent_results(), self._loop)
+            return future.result(timeout)
+        return self._parents
 
     @property
     def log(self) -> Any:

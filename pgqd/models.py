@@ -10,7 +10,7 @@ from typing import Any, Literal, NamedTuple, overload
 OnConflict = Literal["raise", "skip", "raise_priority"]
 ON_CONFLICT_CHOICES: tuple[OnConflict, ...] = ("raise", "skip", "raise_priority")
 
-LiveStatus = Literal["queued", "deferred", "suspect", "picked", "failed"]
+LiveStatus = Literal["queued", "deferred", "suspect", "picked", "failed", "waiting"]
 FinalStatus = Literal["successful", "exception", "canceled", "deleted", "timeout"]
 FINAL_STATUSES: tuple[FinalStatus, ...] = ("successful", "exception", "canceled", "deleted", "timeout")
 
@@ -32,6 +32,21 @@ class NewJob(NamedTuple):
     execute_after: datetime | None = None
     dedupe_key: str | None = None
     headers: str | None = None
+
+
+ParentFailurePolicy = Literal["cancel", "run", "hold"]
+PARENT_FAILURE_POLICIES: tuple[ParentFailurePolicy, ...] = ("cancel", "run", "hold")
+
+
+class NewStep(NamedTuple):
+    """A job that may wait for others, as ``enqueue_steps`` stores it. ``after``: its parents, each the id of an
+    existing job (positive) or ``-n`` for the n-th step (1-based) of the same call. ``step``: its name in a
+    workflow. ``on_parent_failure``: None means cancel."""
+
+    job: NewJob
+    after: tuple[int, ...] = ()
+    on_parent_failure: ParentFailurePolicy | None = None
+    step: str | None = None
 
 
 class PlainJobs(Sequence[NewJob]):
@@ -174,6 +189,8 @@ class Finished:
     duration: float = 0.0
     error: ErrorInfo | None = None
     result_json: str | None = None
+    # The result of an entrypoint that does not store results: kept only if the job has children (workflows).
+    handed_json: str | None = None
 
 
 @dataclass(slots=True)
@@ -280,3 +297,64 @@ class PauseState:
 
     def as_dict(self) -> dict[str, Any]:
         return {"all_paused": self.all_paused, "paused": sorted(self.paused), "excepted": sorted(self.excepted)}
+
+
+@dataclass(frozen=True, slots=True)
+class StepsEnqueued:
+    """What ``enqueue_steps`` stored: each step's job id in input order, and the workflow's id (None without)."""
+
+    ids: list[int]
+    workflow_id: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class LinkedJob:
+    """A parent or child of a job: its id, step name (in a workflow), entrypoint and status now (live or final;
+    None once retention removed its log row)."""
+
+    id: int
+    step: str | None
+    entrypoint: str | None
+    status: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class JobLinks:
+    """A job's place in a workflow: the workflow it belongs to (None for ``after=`` alone), its parents and its
+    children."""
+
+    workflow_id: int | None
+    parents: list[LinkedJob]
+    children: list[LinkedJob]
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowStep:
+    job_id: int
+    step: str | None
+    entrypoint: str | None
+    status: str | None
+    parents: list[int]
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowView:
+    """Every step of a workflow with its status and its parents (the edges), in enqueue order."""
+
+    id: int
+    name: str | None
+    created_at: datetime
+    steps: list[WorkflowStep]
+
+    def counts(self) -> dict[str, int]:
+        """Steps per status."""
+        counted: dict[str, int] = {}
+        for step in self.steps:
+            key = step.status or "pruned"
+            counted[key] = counted.get(key, 0) + 1
+        return counted
+
+    @property
+    def ended(self) -> bool:
+        live = {"queued", "deferred", "suspect", "picked", "failed", "waiting"}
+        return not any(step.status in live for step in self.steps)

@@ -5,16 +5,20 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pgqd.client import JobSpec, id_list, in_input_order, pause_targets, poll_pauses, prepare_batch, settled
+from pgqd.dependencies import dependent_steps
 from pgqd.errors import JobNotFound
 from pgqd.identifiers import Names
-from pgqd.models import CancelResult, JobState, OnConflict, PauseState
-from pgqd.producers import operations
+from pgqd.models import CancelResult, JobLinks, JobState, OnConflict, ParentFailurePolicy, PauseState, WorkflowView
+from pgqd.producers import operations, workflow_operations
 from pgqd.producers.operations import Operation, run_sync
 from pgqd.producers.targets import sync_executor
 from pgqd.sql.statements import statements_for
+
+if TYPE_CHECKING:
+    from pgqd.workflow import Workflow, WorkflowRun
 
 T = TypeVar("T")
 
@@ -55,17 +59,38 @@ class SyncClient:
         dedupe_key: str | None = None,
         headers: Mapping[str, Any] | None = None,
         on_conflict: OnConflict = "raise",
+        after: Iterable[int] | None = None,
+        on_parent_failure: ParentFailurePolicy | None = None,
     ) -> int | None:
         """Stores one job and returns its id (None when ``on_conflict="skip"`` skipped it); see Client.enqueue."""
-        spec = JobSpec(entrypoint, payload, priority, execute_after, dedupe_key, headers)
+        spec = JobSpec(entrypoint, payload, priority, execute_after, dedupe_key, headers, after, on_parent_failure)
         return self.enqueue_many([spec], on_conflict=on_conflict)[0]
 
     def enqueue_many(
         self, jobs: Iterable[JobSpec | Mapping[str, Any]], *, on_conflict: OnConflict = "raise"
     ) -> list[int | None]:
         """Stores many jobs in one statement, all or nothing; ids come back in input order."""
-        sent, position = prepare_batch(jobs, on_conflict)
+        specs = jobs if isinstance(jobs, list) else list(jobs)
+        sent, position = prepare_batch(specs, on_conflict)
+        steps = dependent_steps(specs, sent, on_conflict)
+        if steps is not None:
+            return list(self._run(workflow_operations.enqueue_steps(self.sql, steps, None, False)).ids)
         return in_input_order(self._run(operations.enqueue(self.sql, sent, on_conflict)), position)
+
+    def enqueue_workflow(self, workflow: Workflow) -> WorkflowRun:
+        """Stores every step of a workflow in one statement; see Client.enqueue_workflow."""
+        operation = workflow_operations.enqueue_steps(self.sql, workflow.new_steps(), workflow.name, True)
+        return workflow.run_of(self._run(operation))
+
+    def workflow(self, workflow_id: int) -> WorkflowView | None:
+        return self._run(workflow_operations.workflow(self.sql, workflow_id))
+
+    def links(self, job_id: int) -> JobLinks:
+        return self._run(workflow_operations.job_links(self.sql, job_id))
+
+    def cancel_workflow(self, workflow_id: int) -> CancelResult:
+        """Cancels every step of the workflow that has not ended."""
+        return self._run(workflow_operations.cancel_workflow(self.sql, workflow_id))
 
     def cancel(self, ids: int | Iterable[int]) -> CancelResult:
         """Waiting and held jobs are logged as canceled at once; running ones are told to stop."""

@@ -25,8 +25,15 @@ def test_short_chaos_run_loses_nothing() -> None:
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert result.returncode == 0, json.dumps(report, indent=2) + result.stderr[-2000:]
     assert report["verdict"] == "ok"
-    assert report["jobs_finished"] == 601
-    assert report["final_statuses"] == {"successful": 600, "exception": 1}
+    # 600 ordinary jobs, 1 poison job, and 20 workflows of 12 steps.
+    assert report["jobs_finished"] == 601 + 240
+    assert report["final_statuses"] == {"successful": 840, "exception": 1}
+    assert report["workflows"] == {
+        "steps": 240,
+        "steps_not_successful": 0,
+        "steps_left_waiting": 0,
+        "steps_started_before_a_parent_ended": 0,
+    }
     [poison] = report["poison"]["ended"]
     assert poison["error_type"] == "pgqd.WorkerLost"
     assert poison["error_message"].startswith("killed its worker process (")

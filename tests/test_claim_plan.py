@@ -53,6 +53,21 @@ class ExplainedStatements:
         return [plan for plan in self.plans if any(n.get("Relation Name") == relation for n in nodes(plan["Plan"]))]
 
 
+async def explaining(conn: Any, *settings: str) -> ExplainedStatements:
+    """Turns auto_explain on for the connection (with ``settings`` added) and collects its plans."""
+    explained = ExplainedStatements(conn)
+    try:
+        await conn.execute(AUTO_EXPLAIN[0])
+    except asyncpg.UndefinedFileError:
+        # The embedded server's wheel ships without contrib modules; CI runs this against the local server.
+        if os.environ.get("CI"):
+            raise
+        pytest.skip("auto_explain is not installed on this PostgreSQL server")
+    for statement in (*AUTO_EXPLAIN[1:], *settings):
+        await conn.execute(statement)
+    return explained
+
+
 def nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
     yield plan
     for child in plan.get("Plans", ()):
@@ -97,16 +112,7 @@ async def test_claim_reads_the_pgqd_indexes_and_never_scans_the_jobs_table(conn:
 
     backend = PostgresBackend(conn)
     worker_id = await backend.register_worker(WorkerInfo("plan-test", os.getpid(), ("target",)))
-    explained = ExplainedStatements(conn)
-    try:
-        await conn.execute(AUTO_EXPLAIN[0])
-    except asyncpg.UndefinedFileError:
-        # The embedded server's wheel ships without contrib modules; CI runs this against the local server.
-        if os.environ.get("CI"):
-            raise
-        pytest.skip("auto_explain is not installed on this PostgreSQL server")
-    for statement in AUTO_EXPLAIN[1:]:
-        await conn.execute(statement)
+    explained = await explaining(conn)
     plans: list[dict[str, Any]] = []
 
     async def call_logged() -> bool:

@@ -392,8 +392,8 @@ async def test_the_upgrade_keeps_every_log_row_while_writes_go_on_and_the_old_st
         # The old rows are found by id, and the previous version's row-by-row pruning still runs.
         states = await conn.fetch(render(JOB_STATES, NAMES), [1, 2, 99_999])
         assert sorted(r["id"] for r in states) == [1, 2, 99_999]
-        deleted = await conn.execute(render(PRUNE_LOG, NAMES), 4 * 86400.0, 1000, "prune")
-        assert deleted == "DELETE 1000"
+        deleted = await conn.fetchval(render(PRUNE_LOG, NAMES), 4 * 86400.0, 1000, "prune")
+        assert deleted == 1000
 
         # Once retention has passed the upgrade, the old table goes whole.
         keeper = LogPartitionUpkeep(empty_dsn, NAMES, retention=0.001)

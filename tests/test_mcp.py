@@ -28,6 +28,7 @@ TOOLS = {
     "paused_entrypoints",
     "history",
     "running_jobs",
+    "workflow",
 }
 
 

@@ -11,7 +11,7 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import pytest
 
-from pgqd import Client, Entrypoint, JobSpec, PostgresBackend, RetryPolicy, Worker, WorkerSettings
+from pgqd import Client, Entrypoint, JobSpec, PostgresBackend, RetryPolicy, Worker, WorkerSettings, Workflow
 from pgqd.identifiers import Names
 from pgqd.sql.grants import grant_statements
 from tests.support.cli import run_pgqd
@@ -127,6 +127,19 @@ async def test_grants_let_a_producer_enqueue_but_not_claim_and_a_worker_run_jobs
                 await as_producer.execute("DELETE FROM pgqd_workers")
             canceled = await client.cancel(ids[-1])
             assert canceled.canceled == [ids[-1]]
+            # Workflows: a chain, and cancelling a parent, which settles its children by their policies.
+            chain = Workflow("granted")
+            chain.chain("work", "work")
+            run = await client.enqueue_workflow(chain)
+            runs_anyway = await client.enqueue("work", after=[run.ids[0]], on_parent_failure="run")
+            assert runs_anyway is not None
+            await client.cancel(run.ids[0])
+            states = await client.status([*run.ids, runs_anyway])
+            assert [states[i].status for i in (*run.ids, runs_anyway)] == ["canceled", "canceled", "queued"]
+            with pytest.raises(asyncpg.RaiseError):
+                await as_producer.fetch(
+                    "SELECT pgqd_settle_children(ARRAY[$1::bigint], ARRAY['successful'], NULL, NULL, 'x')", ids[0]
+                )
         finally:
             await as_producer.close()
         backend = await PostgresBackend.open(as_role(db_dsn, worker))
@@ -134,7 +147,7 @@ async def test_grants_let_a_producer_enqueue_but_not_claim_and_a_worker_run_jobs
             await Worker(backend, [Entrypoint("work", noop)], WorkerSettings(poll_interval=0.2)).run(drain=True)
         finally:
             await backend.close()
-        assert await conn.fetchval("SELECT count(*) FROM pgqd_log WHERE status = 'successful'") == 5
+        assert await conn.fetchval("SELECT count(*) FROM pgqd_log WHERE status = 'successful'") == 5 + 1
     finally:
         await conn.execute(f'DROP OWNED BY "{producer}", "{worker}"')
 

@@ -35,6 +35,7 @@ async def test_queue_gauges_count_every_status_exactly_below_the_limit_and_stop_
     await conn.execute(INSERT, "resize", 0, "deferred", -60.0, 1)  # due a minute ago
     await conn.execute(INSERT, "report", 0, "failed", -1.0, 2)
     await conn.execute(INSERT, "report", 0, "suspect", -1.0, 4)
+    await conn.execute(INSERT, "pdf", 0, "waiting", -1.0, 5)  # workflow steps waiting for their parents
     found = await gauges(conn, 100)
     assert {key: jobs for key, (jobs, _) in found.items()} == {
         ("mail", "queued"): 7,
@@ -42,6 +43,7 @@ async def test_queue_gauges_count_every_status_exactly_below_the_limit_and_stop_
         ("resize", "deferred"): 6,
         ("report", "failed"): 2,
         ("report", "suspect"): 4,
+        ("pdf", "waiting"): 5,
     }
     # The oldest job that could run now: the oldest head over every priority; a due deferred job counts.
     assert 30 <= found[("mail", "queued")][1] < 40
@@ -53,12 +55,14 @@ async def test_queue_gauges_count_every_status_exactly_below_the_limit_and_stop_
         ("resize", "deferred"): 3,
         ("report", "failed"): 2,
         ("report", "suspect"): 3,
+        ("pdf", "waiting"): 3,
     }
 
 
 async def test_queue_gauges_read_indexes_only_whatever_the_table_size(conn: Any) -> None:
     await conn.execute(INSERT, "bulk", 0, "queued", -5.0, 100_000)
     await conn.execute(INSERT, "later", 0, "deferred", 600.0, 50_000)
+    await conn.execute(INSERT, "steps", 0, "waiting", -1.0, 50_000)
     await conn.execute("VACUUM ANALYZE pgqd_jobs")
     plan = json.loads(await conn.fetchval("EXPLAIN (ANALYZE, FORMAT JSON) " + GAUGES, 1000, 1000))
     text = json.dumps(plan)

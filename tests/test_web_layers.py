@@ -25,6 +25,7 @@ LAYERS = [
     "estimates",
     "bulk",
     "views_seek",
+    "workflow_pages",
     "pages",
     "views_history",
     "views_running",

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from pgqd.models import (
     CancelResult,
@@ -18,14 +18,18 @@ from pgqd.models import (
     Event,
     FinalStatus,
     HeartbeatReply,
+    JobLinks,
     JobState,
     NewJob,
+    NewStep,
     OnConflict,
     Outcome,
     PauseState,
     ScheduleDefinition,
     ScheduleState,
+    StepsEnqueued,
     WorkerInfo,
+    WorkflowView,
 )
 
 EventCallback = Callable[[Event], None]
@@ -71,6 +75,20 @@ class ProducerBackend(Protocol):
         ...
 
     async def pauses(self) -> PauseState: ...
+
+    async def enqueue_steps(self, steps: Sequence[NewStep], workflow: str | None, make_workflow: bool) -> StepsEnqueued:
+        """Stores jobs that may wait for others (``NewStep.after``) in one atomic step, with a workflow holding
+        them when ``make_workflow``. A job whose parents have not all ended waits; parents that already ended
+        settle it at once (docs/workflows.md)."""
+        ...
+
+    async def job_links(self, job_id: int) -> JobLinks: ...
+
+    async def workflow(self, workflow_id: int) -> WorkflowView | None: ...
+
+    async def cancel_workflow(self, workflow_id: int) -> CancelResult:
+        """Cancels every step of the workflow that has not ended."""
+        ...
 
     async def close(self) -> None: ...
 
@@ -123,6 +141,10 @@ class Backend(ProducerBackend, Protocol):
         once; after its second it is a suspect, to run alone. A job the worker ran alone (claimed isolated, no
         other job held) is charged with the death, and once it died alone its ``max_worker_deaths`` times it is
         given up with a ``pgqd.WorkerLost`` error naming ``cause`` (logged as exception, or held)."""
+        ...
+
+    async def parent_results(self, job_id: int) -> dict[int | str, Any]:
+        """The results of the job's parents that succeeded with one, by parent id and by step name."""
         ...
 
     async def prune_log(self, older_than: float, limit: int) -> int:

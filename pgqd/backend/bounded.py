@@ -28,8 +28,9 @@ log = structlog.get_logger("pgqd.database")
 T = TypeVar("T")
 
 # Errors after which the same call may succeed on a new connection: the server went away, is starting or
-# shutting down, is out of connections, or the connection broke under us.
-_TRANSIENT_SQLSTATE_CLASSES = ("08", "53", "57")
+# shutting down, is out of connections, or the connection broke under us; or (class 40) it rolled the
+# transaction back to break a deadlock, and running the call again is what it asks for.
+_TRANSIENT_SQLSTATE_CLASSES = ("08", "40", "53", "57")
 
 _TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     OSError,

@@ -19,7 +19,8 @@ from typing import Any
 
 from pgqd.backend.base import EventCallback
 from pgqd.backend.clock import Clock, ManualClock
-from pgqd.backend.memory_rows import Bucket, JobRow, LogRow, WorkerRow
+from pgqd.backend.memory_rows import Bucket, JobRow, LogRow, WorkerRow, new_row
+from pgqd.backend.memory_workflows import Ended, MemoryWorkflows
 from pgqd.errors import DedupeConflict
 from pgqd.models import (
     PAUSE_ALL,
@@ -62,7 +63,7 @@ class _Subscription:
             self.backend._subscriptions.remove(self)
 
 
-class MemoryBackend:
+class MemoryBackend(MemoryWorkflows):
     """Jobs, log, workers and limits held in dictionaries and heaps of one process.
 
     ``clock`` returns seconds since the epoch (``time.time`` by default). Tests of your own handlers may pass a
@@ -96,6 +97,7 @@ class MemoryBackend:
         self._deferred: dict[str, list[tuple[float, int, int]]] = {}
         self._schedules: dict[str, ScheduleState] = {}
         self._pauses: dict[str, bool] = {}
+        self._reset_workflows()
 
     def finished(self, entrypoint: str | None = None, status: FinalStatus | None = None) -> list[JobState]:
         """The jobs that ended (in the order they ended), with their final status, attempts, error and result;
@@ -179,22 +181,11 @@ class MemoryBackend:
                         self._set_status(existing, "queued")
                 ids.append(existing.id)
                 continue
-            due = new.execute_after or (now + timedelta(seconds=new.delay))
-            job = JobRow(
-                id=next(self._ids),
-                entrypoint=new.entrypoint,
-                payload=new.payload,
-                headers=new.headers,
-                priority=new.priority,
-                status="queued",
-                execute_after=due,
-                dedupe_key=new.dedupe_key,
-                created_at=now,
-            )
+            job = new_row(next(self._ids), new, now)
             self.jobs[job.id] = job
             if job.dedupe_key is not None:
                 self._dedupe[job.dedupe_key] = job.id
-            self._set_status(job, "deferred" if due > now else "queued")
+            self._set_status(job, "deferred" if job.execute_after > now else "queued")
             ids.append(job.id)
         delays = [max((j.execute_after or now + timedelta(seconds=j.delay)) - now, timedelta(0)) for j in jobs]
         due_in = min(delays).total_seconds() if all(d > timedelta(0) for d in delays) else None
@@ -205,6 +196,7 @@ class MemoryBackend:
         canceled: list[int] = []
         signalled: list[int] = []
         finished_watched: list[int] = []
+        ended: list[Ended] = []
         for job_id in dict.fromkeys(ids):
             job = self.jobs.get(job_id)
             if job is None:
@@ -218,6 +210,9 @@ class MemoryBackend:
             canceled.append(job_id)
             if job.notify_finished:
                 finished_watched.append(job_id)
+            if job.has_dependents:
+                ended.append((job.id, status, None))
+        self._settle_ended(ended)
         if finished_watched:
             self._emit(Event("finished", ids=tuple(finished_watched)))
         if signalled:
@@ -470,6 +465,7 @@ class MemoryBackend:
         finished_watched: list[int] = []
         slots: set[str] = set()
         requeued: dict[str, list[float]] = {}
+        ended: list[Ended] = []
         for outcome in outcomes:
             job = self.jobs.get(outcome.job_id)
             if job is None or job.worker_id != worker_id or job.status != "picked" or job.picked_at is None:
@@ -480,6 +476,9 @@ class MemoryBackend:
             if isinstance(outcome, Finished):
                 self._remove(job)
                 started = job.picked_at + timedelta(seconds=outcome.started_after)
+                # A result the entrypoint does not store is kept for the job's children, if it has any.
+                kept = outcome.result_json or (outcome.handed_json if job.has_dependents else None)
+                result = None if kept is None else json.loads(kept)
                 self._log(
                     job,
                     outcome.status,
@@ -487,9 +486,11 @@ class MemoryBackend:
                     finished_at=started + timedelta(seconds=outcome.duration),
                     worker_id=worker_id,
                     error=outcome.error,
-                    result=None if outcome.result_json is None else json.loads(outcome.result_json),
+                    result=result,
                     payload=job.payload if job.entrypoint in keep_payload else None,
                 )
+                if job.has_dependents:
+                    ended.append((job.id, outcome.status, result))
                 if job.notify_finished:
                     finished_watched.append(job.id)
                 continue
@@ -514,6 +515,7 @@ class MemoryBackend:
                 job.execute_after = self._now() + timedelta(seconds=outcome.delay)
                 self._set_status(job, "deferred" if outcome.delay > 0 else "queued")
                 requeued.setdefault(job.entrypoint, []).append(outcome.delay)
+        self._settle_ended(ended)
         if finished_watched:
             self._emit(Event("finished", ids=tuple(finished_watched)))
         if slots:
@@ -574,6 +576,7 @@ class MemoryBackend:
             held_by[job.worker_id] = held_by.get(job.worker_id, 0) + 1
         finished_watched: list[int] = []
         suspected: set[str] = set()
+        ended: list[Ended] = []
         for job in lost:
             cause = causes[job.id]
             charged = job.isolated and held_by[job.worker_id] == 1
@@ -618,6 +621,9 @@ class MemoryBackend:
                     error=given_up,
                     payload=_kept_beyond_outcomes(job),
                 )
+                if job.has_dependents:
+                    ended.append((job.id, "exception", None))
+        self._settle_ended(ended)
         if finished_watched:
             self._emit(Event("finished", ids=tuple(finished_watched)))
         if suspected:
@@ -629,6 +635,7 @@ class MemoryBackend:
         old = [job_id for job_id, row in self.log.items() if row.finished_at < cutoff][:limit]
         for job_id in old:
             del self.log[job_id]
+        self._forget_pruned(old)
         return len(old)
 
     # --- schedules ----------------------------------------------------------------------------------------

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from pgqd.models import ErrorInfo, FinalStatus, LiveStatus, WorkerInfo
+from pgqd.models import ErrorInfo, FinalStatus, LiveStatus, NewJob, WorkerInfo
 
 
 @dataclass(slots=True)
@@ -33,8 +33,28 @@ class JobRow:
     isolated: bool = False
     max_deaths: int | None = None
     hold_failures: bool = False
+    # Workflows: parents not ended yet (while waiting), whether some job waits for this one, and the policy
+    # when a parent fails (None: cancel).
+    waiting_on: int = 0
+    has_dependents: bool = False
+    on_parent_failure: str | None = None
     # Bumped on every change of status; heap entries carrying an older version are stale and skipped.
     version: int = 0
+
+
+def new_row(job_id: int, new: NewJob, now: datetime) -> JobRow:
+    """The row of a job just enqueued, due at its ``execute_after`` or after its delay (status set by the caller)."""
+    return JobRow(
+        id=job_id,
+        entrypoint=new.entrypoint,
+        payload=new.payload,
+        headers=new.headers,
+        priority=new.priority,
+        status="queued",
+        execute_after=new.execute_after or (now + timedelta(seconds=new.delay)),
+        dedupe_key=new.dedupe_key,
+        created_at=now,
+    )
 
 
 @dataclass(slots=True)

@@ -28,17 +28,21 @@ from pgqd.models import (
     FinalStatus,
     Finished,
     HeartbeatReply,
+    JobLinks,
     JobState,
     NewJob,
+    NewStep,
     OnConflict,
     Outcome,
     PauseState,
     Requeued,
     ScheduleDefinition,
     ScheduleState,
+    StepsEnqueued,
     WorkerInfo,
+    WorkflowView,
 )
-from pgqd.producers import operations
+from pgqd.producers import operations, workflow_operations
 from pgqd.producers.operations import run_async
 from pgqd.sql.statements import DATABASE_CLOCK, statements_for
 
@@ -130,6 +134,22 @@ class PostgresBackend:
         await subscription.start()
         return subscription
 
+    async def enqueue_steps(self, steps: Sequence[NewStep], workflow: str | None, make_workflow: bool) -> StepsEnqueued:
+        operation = workflow_operations.enqueue_steps(self.sql, steps, workflow, make_workflow)
+        return await run_async(operation, self._fetch)
+
+    async def job_links(self, job_id: int) -> JobLinks:
+        return await run_async(workflow_operations.job_links(self.sql, job_id), self._fetch)
+
+    async def workflow(self, workflow_id: int) -> WorkflowView | None:
+        return await run_async(workflow_operations.workflow(self.sql, workflow_id), self._fetch)
+
+    async def cancel_workflow(self, workflow_id: int) -> CancelResult:
+        return await run_async(workflow_operations.cancel_workflow(self.sql, workflow_id), self._fetch)
+
+    async def parent_results(self, job_id: int) -> dict[int | str, Any]:
+        return await run_async(workflow_operations.parent_results(self.sql, job_id), self._fetch)
+
     async def pause(self, entrypoints: Sequence[str] | None) -> None:
         await run_async(operations.pause(self.sql, entrypoints), self._fetch)
 
@@ -198,8 +218,10 @@ class PostgresBackend:
         slot_entrypoints: Sequence[str],
         keep_payload: Sequence[str] = (),
     ) -> int:
-        finished = [o for o in outcomes if isinstance(o, Finished)]
-        requeued = [o for o in outcomes if isinstance(o, Requeued)]
+        # In id order, the order in which the statement locks the rows: an enqueue naming some of them as parents
+        # locks them in that order too (enqueue_steps), so the two take turns rather than deadlock.
+        finished = sorted((o for o in outcomes if isinstance(o, Finished)), key=_by_job_id)
+        requeued = sorted((o for o in outcomes if isinstance(o, Requeued)), key=_by_job_id)
         applied: int = await guard(
             self._db.fetchval(
                 self.sql.record_outcomes,
@@ -217,6 +239,7 @@ class PostgresBackend:
                 self._channel,
                 list(slot_entrypoints),
                 list(keep_payload),
+                _nullable([o.handed_json for o in finished]),
             )
         )
         return applied
@@ -234,10 +257,10 @@ class PostgresBackend:
         return list(ids)
 
     async def prune_log(self, older_than: float, limit: int) -> int:
-        status: str = await guard(
-            self._db.execute(self.sql.prune_log, older_than, limit, f"{self.names.lock_key}:prune")
+        pruned: int = await guard(
+            self._db.fetchval(self.sql.prune_log, older_than, limit, f"{self.names.lock_key}:prune")
         )
-        return int(status.split()[-1])
+        return pruned
 
     # --- schedules ----------------------------------------------------------------------------------------
     async def sync_schedules(self, schedules: Sequence[ScheduleDefinition]) -> None:
@@ -337,6 +360,10 @@ class PostgresBackend:
         """Closes the pool this backend opened itself; a caller's connection or pool is left alone."""
         if self._owns_executor:
             await self._db.close()
+
+
+def _by_job_id(outcome: Outcome) -> int:
+    return outcome.job_id
 
 
 def _nullable(values: list[Any]) -> list[Any] | None:

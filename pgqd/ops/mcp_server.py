@@ -22,6 +22,7 @@ from pgqd.identifiers import Names
 from pgqd.models import FINAL_STATUSES
 from pgqd.ops.history import SPANS, STATUS_GROUPS, JobHistory
 from pgqd.ops.stats import READ_SIDE_SETTINGS, QueueStats
+from pgqd.ops.workflows import WorkflowReads, links_as_dict, workflow_as_dict
 
 # Payloads can be large and are untrusted: a tool shows at most this many bytes of one.
 PAYLOAD_PREVIEW_BYTES = 4096
@@ -141,6 +142,28 @@ def build_server(stats: QueueStats) -> MCPServer[Any]:
         if job is None:
             raise ToolError(f"no job {job_id}: it never existed, or it finished and was pruned from the log")
         return plain(job)  # type: ignore[no-any-return]
+
+    @server.tool(annotations=READ_ONLY)
+    async def workflow(workflow_id: int | None = None, job_id: int | None = None) -> dict[str, Any]:
+        """A workflow (jobs that wait for other jobs), by its id or by the id of one of its jobs: every step with
+        its job id, step name, entrypoint, status, the job ids it waits for and its depth (layer), plus counts
+        per status. Given a job_id, also that job's parents and children (a job enqueued with after= but in no
+        workflow has those only)."""
+        reads = WorkflowReads(stats.db, stats.names)
+        found: dict[str, Any] = {}
+        if job_id is not None:
+            links = await reads.links(job_id)
+            found["job"] = {"id": job_id, **links_as_dict(links)}
+            workflow_id = workflow_id or links.workflow_id
+        if workflow_id is None:
+            if job_id is None:
+                raise ToolError("give workflow_id or job_id")
+            return found
+        view = await reads.workflow(workflow_id)
+        if view is None:
+            raise ToolError(f"no workflow {workflow_id}: it never existed, or retention removed it")
+        found["workflow"] = workflow_as_dict(view)
+        return found
 
     @server.tool(annotations=READ_ONLY)
     async def workers() -> dict[str, Any]:

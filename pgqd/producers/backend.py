@@ -10,8 +10,19 @@ from collections.abc import Sequence
 
 from pgqd.backend.base import EventCallback
 from pgqd.identifiers import Names
-from pgqd.models import CancelResult, FinalStatus, JobState, NewJob, OnConflict, PauseState
-from pgqd.producers import operations
+from pgqd.models import (
+    CancelResult,
+    FinalStatus,
+    JobLinks,
+    JobState,
+    NewJob,
+    NewStep,
+    OnConflict,
+    PauseState,
+    StepsEnqueued,
+    WorkflowView,
+)
+from pgqd.producers import operations, workflow_operations
 from pgqd.producers.executors import AsyncExecutor
 from pgqd.producers.operations import run_async
 from pgqd.sql.statements import statements_for
@@ -48,6 +59,19 @@ class DriverBackend:
 
     async def pauses(self) -> PauseState:
         return await run_async(operations.pauses(self.sql), self._executor.fetch)
+
+    async def enqueue_steps(self, steps: Sequence[NewStep], workflow: str | None, make_workflow: bool) -> StepsEnqueued:
+        operation = workflow_operations.enqueue_steps(self.sql, steps, workflow, make_workflow)
+        return await run_async(operation, self._executor.fetch)
+
+    async def job_links(self, job_id: int) -> JobLinks:
+        return await run_async(workflow_operations.job_links(self.sql, job_id), self._executor.fetch)
+
+    async def workflow(self, workflow_id: int) -> WorkflowView | None:
+        return await run_async(workflow_operations.workflow(self.sql, workflow_id), self._executor.fetch)
+
+    async def cancel_workflow(self, workflow_id: int) -> CancelResult:
+        return await run_async(workflow_operations.cancel_workflow(self.sql, workflow_id), self._executor.fetch)
 
     async def watch_finished(self, job_id: int) -> bool:
         # Without events to deliver there is nothing to ask for: the caller polls.

@@ -10,9 +10,10 @@ import json
 
 from pgqd.backend.bounded import READ_ONLY_SQLSTATE
 from pgqd.backend.connection import is_transient
-from pgqd.errors import BackendUnavailable, DedupeConflict, PgqdError, ReadOnlyDatabase
+from pgqd.errors import BackendUnavailable, DedupeConflict, PgqdError, ReadOnlyDatabase, UnknownParents
 
 DEDUPE_CONFLICT_SQLSTATE = "PGQ01"
+UNKNOWN_PARENTS_SQLSTATE = "PGQ02"
 _UNIQUE_VIOLATION = "23505"
 _IN_FAILED_TRANSACTION = "25P02"
 # The server went away, is starting or shutting down, is out of connections, or the connection broke.
@@ -59,6 +60,8 @@ def translate_error(exc: BaseException) -> PgqdError | None:
     sqlstate = sqlstate_of(exc)
     if sqlstate == DEDUPE_CONFLICT_SQLSTATE:
         return DedupeConflict(json.loads(detail_of(exc) or "[]"))
+    if sqlstate == UNKNOWN_PARENTS_SQLSTATE:
+        return UnknownParents(json.loads(detail_of(exc) or "[]"))
     if sqlstate == _UNIQUE_VIOLATION and "dedupe_key" in detail_of(exc):
         return DedupeConflict([_key_from_detail(detail_of(exc))])
     if sqlstate == READ_ONLY_SQLSTATE:

@@ -16,14 +16,21 @@ FUNCTIONS = {
     ),
     "raise_dedupe_conflict": "text[]",
     "notify_ids": "text, text, bigint[]",
-    # The lead worker's upkeep of the log's partitions (migration 0007): they run with the owner's rights.
+    # The lead worker's upkeep of the log's partitions (migration 0011): they run with the owner's rights.
     "log_add_partition": "timestamptz, timestamptz",
     "log_drop_partition": "regclass, timestamptz",
     "log_drop_detached": "",
     "log_default_days": "",
     "log_prune_default": "timestamptz, integer",
     "log_roll_minutes": "interval, integer, interval",
+    # Workflows (migration 0012): both run with their owner's rights, so a producer needs only to call them.
+    "enqueue_steps": (
+        "text[], bytea[], text[], integer[], double precision[], timestamptz[], text[], text[], text[], integer[],"
+        " bigint[], boolean, text, text"
+    ),
+    "settle_children": "bigint[], text[], text[], bigint[], text",
 }
+WORKFLOW_TABLES = ("job_edges", "workflows", "workflow_steps")
 WORKER_TABLES = (
     "jobs",
     "log",
@@ -35,8 +42,9 @@ WORKER_TABLES = (
     "entrypoint_limits",
     "entrypoint_pauses",
     "schedules",
+    *WORKFLOW_TABLES,
 )
-WORKER_SEQUENCES = ("jobs_id_seq", "workers_id_seq")
+WORKER_SEQUENCES = ("jobs_id_seq", "workers_id_seq", "workflows_id_seq")
 
 
 def grant_statements(names: Names, producer_role: str | None, worker_role: str | None) -> list[str]:
@@ -59,7 +67,10 @@ def grant_statements(names: Names, producer_role: str | None, worker_role: str |
             f"GRANT EXECUTE ON FUNCTION {names.table('raise_dedupe_conflict')}({FUNCTIONS['raise_dedupe_conflict']})"
             f" TO {role};",
             f"GRANT EXECUTE ON FUNCTION {names.table('notify_ids')}({FUNCTIONS['notify_ids']}) TO {role};",
-        ]
+            *(f"GRANT EXECUTE ON FUNCTION {names.table(name)}({FUNCTIONS[name]}) TO {role};"
+              for name in ("enqueue_steps", "settle_children")),
+            *(f"GRANT SELECT ON {names.table(table)} TO {role};" for table in WORKFLOW_TABLES),
+        ]  # fmt: skip
     if worker_role:
         role = f'"{worker_role}"'
         statements.append(f"GRANT USAGE ON SCHEMA {schema} TO {role};")

@@ -5,7 +5,8 @@ entrypoint and status, however many jobs wait. A ``GROUP BY`` over the table wou
 (0.4 s at a million queued jobs, and growing with them).
 
 - Entrypoints are found by skipping through the leading column of each partial index (``jobs_ready_idx``,
-  ``jobs_deferred_idx``, ``jobs_failed_idx``): one index probe per entrypoint, at most ``$2`` entrypoints.
+  ``jobs_deferred_idx``, ``jobs_failed_idx``, and ``jobs_waiting_idx`` for jobs waiting for their parents in a
+  workflow): one index probe per entrypoint, at most ``$2`` entrypoints.
 - Counts stop at ``$1`` per entrypoint and status (a count of ``$1`` means at least that many). Running jobs
   (``picked``) are few by nature (at most the fleet's concurrency), and so are suspects (jobs present in two
   worker deaths, read from their own partial index): each is counted up to ``$1`` in all.
@@ -51,6 +52,13 @@ failed_entrypoints AS (
            e.n + 1
     FROM failed_entrypoints AS e WHERE e.entrypoint IS NOT NULL AND e.n < $2
 ),
+waiting_entrypoints AS (
+    SELECT min(j.entrypoint) AS entrypoint, 1 AS n FROM {jobs} AS j WHERE j.status = 'waiting'
+    UNION ALL
+    SELECT (SELECT min(j.entrypoint) FROM {jobs} AS j WHERE j.status = 'waiting' AND j.entrypoint > e.entrypoint),
+           e.n + 1
+    FROM waiting_entrypoints AS e WHERE e.entrypoint IS NOT NULL AND e.n < $2
+),
 ready_heads AS (
     SELECT p.entrypoint,
            min((SELECT j.execute_after FROM {jobs} AS j
@@ -79,6 +87,12 @@ SELECT e.entrypoint, 'failed',
                               LIMIT $1) AS c),
        NULL
 FROM failed_entrypoints AS e WHERE e.entrypoint IS NOT NULL
+UNION ALL
+SELECT e.entrypoint, 'waiting',
+       (SELECT count(*) FROM (SELECT FROM {jobs} AS j WHERE j.status = 'waiting' AND j.entrypoint = e.entrypoint
+                              LIMIT $1) AS c),
+       NULL
+FROM waiting_entrypoints AS e WHERE e.entrypoint IS NOT NULL
 UNION ALL
 SELECT r.entrypoint, 'picked', count(*), NULL
 FROM (SELECT j.entrypoint FROM {jobs} AS j WHERE j.status = 'picked' LIMIT $1) AS r

@@ -178,9 +178,20 @@ FROM set_config('synchronous_commit', 'off', true) AS s,
                  $7::boolean, NULL::integer[], $8::boolean[], $9::integer[]) AS c
 """
 
+# The children of jobs that just ended, settled in the same transaction (migration 0012's settle_children),
+# only when one of them has children: for a flush of ordinary jobs this reads the ended rows and nothing else.
+_SETTLED = """settled AS (
+    SELECT {{settle_children}}(array_agg(r.id ORDER BY r.id), array_agg({status} ORDER BY r.id),
+                              array_agg({result} ORDER BY r.id), NULL, {channel}::text) AS released
+    FROM {ended} AS r WHERE r.has_dependents
+    HAVING count(*) > 0
+)"""
+
 # One round trip per flush: finished jobs move from jobs to the log, retried/held/released ones are updated in
 # place. Every change requires that the worker still owns the job (worker_id and status 'picked'): if it was
-# presumed dead and its jobs were rescued, its late outcomes are dropped and the rescued run decides.
+# presumed dead and its jobs were rescued, its late outcomes are dropped and the rescued run decides, so a
+# job's end settles its children (workflows, migration 0012) once. $17: results of entrypoints that do not
+# store them, kept only for jobs that have children.
 # The payload goes to the log only for the entrypoints in $16 (keep_payload): the others' payloads are not
 # read, so a large one is not even fetched from its TOAST table.
 # Outside the worker's outcome write, which knows the entrypoints that keep payloads, a job logged by a cancel or
@@ -188,18 +199,20 @@ FROM set_config('synchronous_commit', 'off', true) AS s,
 # task, which only the payload holds.
 _KEPT_PAYLOAD = "CASE WHEN j.entrypoint LIKE 'django.%' THEN j.payload END"
 
-RECORD_OUTCOMES = """
+RECORD_OUTCOMES = (
+    """
 WITH done AS (
     SELECT * FROM unnest($2::bigint[], $3::text[], $4::double precision[], $5::double precision[],
-                         $6::text[], $7::text[], $8::text[], $9::text[])
-        AS d(id, status, started_after, duration, error_type, error_message, error_traceback, result)
+                         $6::text[], $7::text[], $8::text[], $9::text[], $17::text[])
+        AS d(id, status, started_after, duration, error_type, error_message, error_traceback, result, handed)
 ),
 removed AS (
     DELETE FROM {jobs} AS j USING done AS d
     WHERE j.id = d.id AND j.worker_id = $1::bigint AND j.status = 'picked'
     RETURNING j.id, j.entrypoint, j.priority, j.attempts, j.dedupe_key, j.created_at, j.execute_after, j.picked_at,
-              j.notify_finished, j.errors, d.status, d.started_after, d.duration, d.error_type, d.error_message,
-              d.error_traceback, d.result, CASE WHEN j.entrypoint = ANY ($16::text[]) THEN j.payload END AS payload
+              j.notify_finished, j.errors, j.has_dependents, d.status, d.started_after, d.duration, d.error_type,
+              d.error_message, d.error_traceback, COALESCE(d.result, CASE WHEN j.has_dependents THEN d.handed END)
+              AS result, CASE WHEN j.entrypoint = ANY ($16::text[]) THEN j.payload END AS payload
 ),
 logged AS (
     INSERT INTO {log} (job_id, entrypoint, priority, status, attempts, dedupe_key, worker_id, created_at,
@@ -238,6 +251,9 @@ changed AS (
     WHERE cardinality($10::bigint[]) > 0 AND j.id = c.id AND j.worker_id = $1::bigint AND j.status = 'picked'
     RETURNING j.id, j.entrypoint, j.status, j.notify_finished, c.delay
 ),
+"""
+    + _SETTLED.format(ended="removed", status="r.status", result="r.result", channel="$14")
+    + """,
 finished_notice AS (
     SELECT {notify_ids}($14::text, 'finished', array_agg(f.id)) AS sent
     FROM (SELECT r.id FROM removed AS r WHERE r.notify_finished
@@ -262,8 +278,9 @@ requeue_notice AS (
 )
 SELECT (SELECT count(*) FROM removed) + (SELECT count(*) FROM changed) AS applied,
        (SELECT count(*) FROM finished_notice) + (SELECT count(*) FROM slot_notice)
-           + (SELECT count(*) FROM requeue_notice) AS notices
+           + (SELECT count(*) FROM requeue_notice) + (SELECT count(*) FROM settled) AS notices
 """
+)
 
 REGISTER_WORKER = """
 INSERT INTO {workers} (host, pid, entrypoints) VALUES ($1::text, $2::integer, $3::text[]) RETURNING id
@@ -314,14 +331,19 @@ WITH rescued AS (
 # 'failed' with its last run counted. Every other job goes back at once: queued after its first death, a suspect
 # (to run alone) after its second, or when charged.
 _LOST_MESSAGE = "'killed its worker process (%s) while running alone, in death %s of %s allowed: given up'"
-_TAKE_BACK = """
+_TAKE_BACK = (
+    (
+        """
 given_up AS (
     DELETE FROM {jobs} AS j USING lost AS l
     WHERE j.id = l.id AND l.charged AND j.lost_runs + 1 >= COALESCE(j.max_deaths, 3) AND NOT j.hold_failures
     RETURNING j.id, j.entrypoint, j.priority, j.attempts, j.dedupe_key, j.worker_id, j.created_at, j.picked_at,
               j.notify_finished, j.lost_runs + 1 AS lost_runs, COALESCE(j.max_deaths, 3) AS max_deaths, l.cause,
-              {kept_payload} AS payload
+              {kept_payload} AS payload, j.has_dependents
 ),
+"""
+        + _SETTLED.format(ended="given_up", status="'exception'::text", result="NULL::text", channel="$2")
+        + """,
 logged AS (
     INSERT INTO {log} (job_id, entrypoint, priority, status, attempts, dedupe_key, worker_id, created_at,
                        started_at, finished_at, error_type, error_message, error_traceback, payload)
@@ -365,8 +387,13 @@ announced AS (
     FROM back AS r HAVING count(*) > 0
 )
 SELECT COALESCE(array_agg(l.id ORDER BY l.id), ARRAY[]::bigint[])
-FROM lost AS l, (SELECT count(*) FROM announced) AS a, (SELECT count(*) FROM finished_notice) AS f
-""".replace("{lost_message}", _LOST_MESSAGE).replace("{kept_payload}", _KEPT_PAYLOAD)
+FROM lost AS l, (SELECT count(*) FROM announced) AS a, (SELECT count(*) FROM finished_notice) AS f,
+     (SELECT count(*) FROM settled) AS s
+"""
+    )
+    .replace("{lost_message}", _LOST_MESSAGE)
+    .replace("{kept_payload}", _KEPT_PAYLOAD)
+)
 # Charged: the job was claimed to run alone and it is the only job its worker held.
 _CHARGED = """j.isolated AND NOT EXISTS (
                SELECT 1 FROM {jobs} AS o WHERE o.worker_id = j.worker_id AND o.status = 'picked' AND o.id <> j.id
@@ -413,7 +440,8 @@ lost AS MATERIALIZED (
     + _TAKE_BACK
 )
 
-CANCEL_JOBS = """
+CANCEL_JOBS = (
+    """
 WITH wanted AS (
     SELECT DISTINCT unnest($1::bigint[]) AS id
 ),
@@ -421,8 +449,11 @@ removed AS (
     DELETE FROM {jobs} AS j USING wanted AS w
     WHERE j.id = w.id AND j.status <> 'picked'
     RETURNING j.id, j.entrypoint, j.priority, j.attempts, j.dedupe_key, j.created_at, j.notify_finished,
-              j.last_error, j.errors, {kept_payload} AS payload
+              j.last_error, j.errors, {kept_payload} AS payload, j.has_dependents
 ),
+"""
+    + _SETTLED.format(ended="removed", status="$2::text", result="NULL::text", channel="$3")
+    + """,
 logged AS (
     INSERT INTO {log} (job_id, entrypoint, priority, status, attempts, dedupe_key, created_at, finished_at,
                        error_type, error_message, error_traceback, errors, payload)
@@ -439,8 +470,10 @@ signalled AS (
 SELECT COALESCE((SELECT array_agg(r.id) FROM removed AS r), ARRAY[]::bigint[]) AS canceled,
        COALESCE((SELECT array_agg(s.id) FROM signalled AS s), ARRAY[]::bigint[]) AS signalled,
        {notify_ids}($3::text, 'finished', (SELECT array_agg(r.id) FROM removed AS r WHERE r.notify_finished)),
-       {notify_ids}($3::text, 'cancel', (SELECT array_agg(s.id) FROM signalled AS s))
-""".replace("{kept_payload}", _KEPT_PAYLOAD)
+       {notify_ids}($3::text, 'cancel', (SELECT array_agg(s.id) FROM signalled AS s)),
+       (SELECT count(*) FROM settled) AS settled
+"""
+).replace("{kept_payload}", _KEPT_PAYLOAD)
 
 REQUEUE_HELD = """
 WITH requeued AS (
@@ -485,7 +518,9 @@ announced AS (
 SELECT w.id FROM watched AS w, (SELECT count(*) FROM announced) AS a
 """
 
-# One pruner at a time across the fleet: whoever gets the advisory lock deletes a bounded batch.
+# One pruner at a time across the fleet: whoever gets the advisory lock deletes a bounded batch. A pruned job's
+# workflow rows go with it (migration 0012): the edges into it (its parents' results, which only it read) and
+# its step, and a workflow once its last step is gone.
 PRUNE_LOG = """
 WITH turn AS MATERIALIZED (
     SELECT pg_try_advisory_xact_lock(hashtext($3::text)) AS mine
@@ -494,8 +529,25 @@ batch AS (
     SELECT l.job_id FROM {log} AS l, turn AS t
     WHERE t.mine AND l.finished_at < now() - make_interval(secs => $1::double precision)
     LIMIT $2::integer
+),
+pruned AS (
+    DELETE FROM {log} AS l USING batch AS b WHERE l.job_id = b.job_id
+    RETURNING l.job_id
+),
+edges AS (
+    DELETE FROM {job_edges} AS e USING pruned AS p WHERE e.child_id = p.job_id
+),
+steps AS (
+    DELETE FROM {workflow_steps} AS s USING pruned AS p WHERE s.job_id = p.job_id
+    RETURNING s.workflow_id
+),
+workflows AS (
+    DELETE FROM {workflows} AS w
+    WHERE w.id IN (SELECT s.workflow_id FROM steps AS s)
+      AND NOT EXISTS (SELECT 1 FROM {workflow_steps} AS s
+                      WHERE s.workflow_id = w.id AND s.job_id NOT IN (SELECT p.job_id FROM pruned AS p))
 )
-DELETE FROM {log} AS l USING batch AS b WHERE l.job_id = b.job_id
+SELECT count(*) FROM pruned
 """
 
 

@@ -8,6 +8,11 @@ DROP FUNCTION IF EXISTS {claim_jobs}(
     bigint, integer, text[], integer[], double precision[], double precision[], boolean, integer[], boolean[],
     integer[]
 );
+DROP FUNCTION IF EXISTS {enqueue_steps}(
+    text[], bytea[], text[], integer[], double precision[], timestamptz[], text[], text[], text[], integer[], bigint[],
+    boolean, text, text
+);
+DROP FUNCTION IF EXISTS {settle_children}(bigint[], text[], text[], bigint[], text);
 DROP FUNCTION IF EXISTS {raise_dedupe_conflict}(text[]);
 DROP FUNCTION IF EXISTS {notify_ids}(text, text, bigint[]);
 DROP FUNCTION IF EXISTS {schema}."{prefix}log_add_partition"(timestamptz, timestamptz);
@@ -21,5 +26,6 @@ DROP TABLE IF EXISTS {schema}."{prefix}log_minutes", {schema}."{prefix}log_minut
 -- Dropping the partitioned log drops its partitions; the old table is on its own only mid-upgrade.
 DROP TABLE IF EXISTS {schema}."{prefix}log_legacy";
 DROP TABLE IF EXISTS {jobs}, {log}, {log_rollup}, {log_rollup_state}, {workers}, {entrypoint_limits},
-    {entrypoint_pauses}, {schedules}, {action_log}, {schema_version};
+    {entrypoint_pauses}, {schedules}, {action_log}, {schema_version},
+    {job_edges}, {workflows}, {workflow_steps};
 DROP TYPE IF EXISTS {job_status}, {final_status};

@@ -15,7 +15,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from pgqd.errors import BackendUnavailable, ReadOnlyDatabase
-from pgqd.web import actions, pages, views_history, views_running
+from pgqd.web import actions, pages, views_history, views_running, workflow_pages
 from pgqd.web.guard import Forwarded, Guard, SecurityHeaders
 from pgqd.web.params import ParamProblem
 from pgqd.web.rendering import bad_request, database_read_only, database_unavailable, unknown
@@ -55,7 +55,7 @@ def create_app(settings: WebSettings) -> Starlette:
 
     deadline = settings.timeouts.command + PAGE_DEADLINE_MARGIN
     # Pages only: an action on every matching job works in batches for up to its own time budget.
-    page_routes = [*pages.routes(), *views_history.routes(), *views_running.routes()]
+    page_routes = [*pages.routes(), *views_history.routes(), *views_running.routes(), *workflow_pages.routes()]
     bounded_pages = [Route(r.path, within(deadline, r.endpoint), name=r.name) for r in page_routes]
     routes = [
         *bounded_pages,

@@ -13,7 +13,7 @@ from starlette.routing import Route
 from pgqd.identifiers import MAX_ENTRYPOINT_NAME
 from pgqd.ops import action_log
 from pgqd.ops.browse import MAX_ID, SEARCH_WINDOW, JobFilter
-from pgqd.web import params, present
+from pgqd.web import params, present, workflow_pages
 from pgqd.web.chart import throughput_chart
 from pgqd.web.estimates import add_estimates
 from pgqd.web.filters import FILTER_FIELDS, STATUS_CHOICES, FilterProblem, job_filter, page_size
@@ -152,6 +152,7 @@ async def job(request: Request) -> Response:
         headers=sorted((detail.headers or {}).items()),
         result=present.pretty_json_value(detail.result) if detail.result is not None else None,
         errors=present.error_history(detail),
+        links=await workflow_pages.links_of(request, job_id),
     )
 
 

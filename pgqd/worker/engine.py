@@ -99,8 +99,10 @@ class Worker:
             max_batch=self.settings.flush_max_batch,
             linger=self.settings.flush_linger,
             on_unavailable=self._database_unavailable,
-            after_flush=metrics.publish_soon,
+            after_flush=self._flushed,
         )
+        self._claim_after_flush = False
+        self._draining = False
 
     # --- control ------------------------------------------------------------------------------------------
     def stop(self, grace: float | None = None) -> None:
@@ -134,6 +136,7 @@ class Worker:
             async with asyncio.TaskGroup() as group:
                 duties = [group.create_task(self.recorder.run()), group.create_task(self.liveness.run())]
                 try:
+                    self._draining = drain
                     await self._dispatch(drain)
                     await self._finish_running()
                 finally:
@@ -326,6 +329,7 @@ class Worker:
             self._job_done,
             worker_id=self.worker_id,
         )
+        run.results_source = self.backend
         job = run.job
         self.running[job.id] = run
         self.jobs_started += 1
@@ -337,10 +341,24 @@ class Worker:
         self.metrics.job_started(job.entrypoint, claimed.picked_s - due + time.monotonic() - claimed_at)
         run.task = asyncio.get_running_loop().create_task(run.run())
 
+    def _flushed(self) -> None:
+        self.metrics.publish_soon()
+        if self._claim_after_flush:
+            self._claim_after_flush = False
+            self.state.work_announced()
+            self._wake.set()
+
     def _job_done(self, run: JobRun, outcome: Outcome) -> None:
         self.recorder.add(outcome)
         self.running.pop(run.job.id, None)
         state = self.state
+        if not self.running and not state.may_have_work and not state.queue_deep:
+            # Idle, and no work in sight to share a flush with: write the outcome now rather than after the
+            # linger, as a job waiting for this one (a workflow's next step) is released only by that write.
+            # A drain then claims again for what it released rather than end first; otherwise the
+            # announcement of the released jobs wakes the worker, as any enqueue does.
+            self._claim_after_flush = self._draining
+            self.recorder.flush_soon()
         state.job_ended(run.job.id)
         # A freed slot matters only if there may be work to claim, or when the last job ends (drain, stop).
         if state.may_have_work or state.queue_deep or not self.running:

@@ -80,6 +80,8 @@ class JobRun:
     on_end: Callable[[JobRun, Outcome], None] | None = field(default=None, repr=False)
     worker_id: int = 0
     _context: Context | None = field(default=None, repr=False)
+    # Where ctx.parent_results reads from (the worker's backend); set by the engine.
+    results_source: Any = field(default=None, repr=False)
     started_at: float = 0.0
     stop_reason: StopReason | None = None
     began: bool = False
@@ -106,8 +108,16 @@ class JobRun:
         # Made when first needed: a handler that takes only the job never sees it, and most jobs neither log nor
         # are cancelled (a context and its flag cost about 1.5 us, made per job).
         if self._context is None:
-            self._context = Context(self.resources, bind_log=self._bind_log, worker_id=self.worker_id)
+            self._context = Context(
+                self.resources, bind_log=self._bind_log, worker_id=self.worker_id, parents=self._parent_results
+            )
         return self._context
+
+    async def _parent_results(self) -> dict[int | str, Any]:
+        if self.results_source is None:
+            return {}
+        results: dict[int | str, Any] = await self.results_source.parent_results(self.job.id)
+        return results
 
     def _bind_log(self) -> Any:
         job = self.job
@@ -230,15 +240,23 @@ class JobRun:
         return Finished(self.job.id, status, started_after, duration, error, result_json)
 
     def _succeeded(self, result: Any) -> Outcome:
-        if not self.handler.entrypoint.store_result or result is None:
+        if result is None:
             return self._finished("successful")
+        stored = self.handler.entrypoint.store_result
         try:
             encoded = json.dumps(result, separators=(",", ":"), ensure_ascii=False)
         except (TypeError, ValueError) as exc:
+            if not stored:
+                return self._finished("successful")
             # The work is done; running it again to get a storable result would repeat its side effects.
             problem = ErrorInfo(type(exc).__name__, f"result not stored, it is not JSON-serialisable: {exc}")
             return self._finished("successful", problem)
-        return self._finished("successful", result_json=encoded)
+        if stored:
+            return self._finished("successful", result_json=encoded)
+        # Not kept in the log, but handed to the job's children if it has any (the flush decides).
+        outcome = self._finished("successful")
+        outcome.handed_json = encoded
+        return outcome
 
     def _failed(self, exc: BaseException) -> Outcome:
         retry = self.handler.entrypoint.retry

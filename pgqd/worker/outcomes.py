@@ -51,6 +51,11 @@ class OutcomeRecorder:
         if len(self._pending) >= self._max_batch:
             self._full.set()
 
+    def flush_soon(self) -> None:
+        """Ends the linger now, for a worker with nothing else to share the flush with."""
+        if self._pending:
+            self._full.set()
+
     @property
     def unwritten(self) -> int:
         return len(self._pending) + len(self._flushing)
@@ -64,8 +69,11 @@ class OutcomeRecorder:
         while True:
             await self._has_pending.wait()
             if len(self._pending) < self._max_batch:
+                # asyncio.timeout rather than wait_for: on Python 3.11, wait_for swallows a cancellation that
+                # arrives as the event is set (flush_soon while the worker stops), and this task never ends.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._full.wait(), self._linger)
+                    async with asyncio.timeout(self._linger):
+                        await self._full.wait()
             try:
                 await self.flush()
             except BackendUnavailable as exc:
