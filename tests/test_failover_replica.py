@@ -23,7 +23,7 @@ from pgqd import Client, ReadOnlyDatabase, SyncClient, install
 from tests.support.cli import run_pgqd
 from tests.support.daemon import Daemon, daemon_config, wait_for
 from tests.support.daemon_app import CREATE_RUNS
-from tests.support.failover_drill import DrillResult, DrillSettings, run_drill
+from tests.support.failover_drill import WORKFLOW_KEYS, DrillResult, DrillSettings, run_drill
 from tests.support.replication import ReplicatedPair, server_binaries
 from tests.support.web import WebServer
 
@@ -53,6 +53,10 @@ async def test_a_synchronous_failover_loses_no_acknowledged_job_outcome_or_effec
     assert result.lost_enqueues == []
     assert result.lost_outcomes == []
     assert result.effects_missing == []
+    # The workflow in flight at the crash completed, no step before its parents.
+    assert result.workflow_statuses == dict.fromkeys(WORKFLOW_KEYS, "successful")
+    assert result.workflow_left == 0
+    assert result.workflow_started_early == []
     assert result.ids_handed_out_twice == []
     # Afterwards every job ended exactly once, all successful, and no schedule tick got two jobs.
     assert result.jobs_left == 0
@@ -70,6 +74,7 @@ async def test_an_asynchronous_failover_loses_what_the_standby_lacked_and_pgqd_c
     assert result.standby_lag_bytes_at_crash
     assert result.standby_lag_bytes_at_crash > 0
     assert result.lost_enqueues, "jobs acknowledged in the last second should be gone with the old primary"
+    assert result.workflow_left == 0  # the workflow ended (or was lost whole): no step waits forever
     # pgqd itself stays whole on what survived: nothing stuck, nothing logged twice, the same processes.
     assert result.jobs_left == 0
     assert result.jobs_logged_twice == []

@@ -29,7 +29,7 @@ from typing import Any
 
 import asyncpg
 
-from pgqd import Client, JobSpec, SyncClient, install
+from pgqd import Client, JobSpec, SyncClient, Workflow, install
 from tests.support.daemon import Daemon, daemon_config
 from tests.support.daemon_app import CREATE_RUNS
 from tests.support.replication import ReplicatedPair
@@ -94,6 +94,11 @@ class DrillResult:
     worker_pids_after: list[int] = field(default_factory=list)
     standby_lag_bytes_at_crash: int | None = None
     daemon_warnings: dict[str, int] = field(default_factory=dict)
+    # The workflow in flight at the crash (a root, members side by side, a callback): how each step ended on
+    # the new primary (absent: lost with the old one), steps left unended, and runs started before a parent ended.
+    workflow_statuses: dict[str, str] = field(default_factory=dict)
+    workflow_left: int = 0
+    workflow_started_early: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -256,6 +261,8 @@ async def run_drill(settings: DrillSettings, folder: Path) -> DrillResult:
                 loop.run_in_executor(None, producers.run_sync),
                 loop.create_task(reader.run()),
             ]
+            # Its members run across the crash: the root ends after 1 s, the members take 2 s each.
+            await _enqueue_workflow(dsn)
             await asyncio.sleep(settings.load_before)
             if settings.replication_held > 0:
                 pair.hold_replication()
@@ -276,7 +283,8 @@ async def run_drill(settings: DrillSettings, folder: Path) -> DrillResult:
                 await asyncio.gather(*tasks, return_exceptions=True)
                 tasks = []
                 result.resumed_after_promotion = await _first_run_after(new_primary, promoted_at)
-                await _drain(new_primary, sorted(producers.acknowledged), settings.drain_timeout)
+                await _drain(new_primary, sorted(producers.acknowledged) + WORKFLOW_KEYS, settings.drain_timeout)
+                await _account_workflow(new_primary, result)
                 result.wake_after_failover = await _wake_time(new_primary, dsn)
                 result.worker_pids_after = sorted(daemon.worker_pids())
                 await _account(new_primary, result, producers, reader)
@@ -290,6 +298,48 @@ async def run_drill(settings: DrillSettings, folder: Path) -> DrillResult:
             daemon.stop(timeout=20)
             result.daemon_warnings = _daemon_warnings(daemon)
     return result
+
+
+WORKFLOW_MEMBERS = 6
+WORKFLOW_KEYS = ["wf-root", *(f"wf-member-{n}" for n in range(WORKFLOW_MEMBERS)), "wf-callback"]
+# Each step's parents, by key.
+WORKFLOW_PARENTS = {
+    **{f"wf-member-{n}": ["wf-root"] for n in range(WORKFLOW_MEMBERS)},
+    "wf-callback": [f"wf-member-{n}" for n in range(WORKFLOW_MEMBERS)],
+}
+
+
+async def _enqueue_workflow(dsn: str) -> None:
+    workflow = Workflow("failover-drill")
+
+    def step(key: str, seconds: str, after: Any = None) -> Any:
+        return workflow.add("sleeper", seconds, after=after, name=key, dedupe_key=key, headers={"test-key": key})
+
+    root = step("wf-root", "1")
+    members = [step(f"wf-member-{n}", "2", root) for n in range(WORKFLOW_MEMBERS)]
+    step("wf-callback", "0.1", members)
+    conn = await asyncpg.connect(dsn)
+    try:
+        await Client(conn).enqueue_workflow(workflow)
+    finally:
+        await conn.close()
+
+
+async def _account_workflow(conn: Any, result: DrillResult) -> None:
+    """How the workflow ended on the new primary, and whether any step ran before one of its parents ended."""
+    ended = await conn.fetch(
+        "SELECT dedupe_key, status::text, finished_at FROM pgqd_log WHERE dedupe_key = ANY ($1)", WORKFLOW_KEYS
+    )
+    result.workflow_statuses = {r["dedupe_key"]: r["status"] for r in ended}
+    finished = {r["dedupe_key"]: r["finished_at"] for r in ended}
+    result.workflow_left = await conn.fetchval(
+        "SELECT count(*) FROM pgqd_jobs WHERE dedupe_key = ANY ($1)", WORKFLOW_KEYS
+    )
+    runs = await conn.fetch("SELECT key, started FROM test_runs WHERE key = ANY ($1)", WORKFLOW_KEYS)
+    for run in runs:
+        for parent in WORKFLOW_PARENTS.get(run["key"], []):
+            if parent not in finished or run["started"] < finished[parent]:
+                result.workflow_started_early.append(f"{run['key']} before {parent}")
 
 
 async def _first_run_after(conn: Any, promoted_at: datetime) -> float | None:
