@@ -26,12 +26,11 @@ import signal
 import statistics
 import sys
 import tempfile
-import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import asyncpg
 
@@ -40,8 +39,7 @@ from pgqd import Client, JobSpec
 from tests.support.daemon import Daemon, daemon_config
 from tests.support.daemon_app import CREATE_RUNS
 from tests.support.databases import LOCAL_SERVER
-
-T = TypeVar("T")
+from tests.support.waiting import wait_until
 
 POISON = """
 [entrypoints.poison]
@@ -54,17 +52,6 @@ def recovery_config(concurrency: int = 32, extra: str = "") -> str:
     is measured is the supervisor's rescue."""
     config = daemon_config(processes=2, worker_timeout="60s", extra=extra)
     return config.replace("concurrency = 10", f"concurrency = {concurrency}")
-
-
-async def poll(check: Callable[[], Awaitable[T | None]], timeout: float, what: str) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"gave up after {timeout:g}s waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 @dataclass
@@ -87,7 +74,7 @@ async def kill_a_busy_worker(db: Any, daemon: Daemon, jobs: int, seconds: float)
         rows = await db.fetch("SELECT job_id, pid FROM test_runs WHERE job_id = ANY($1::bigint[])", ids)
         return rows if len(rows) == len(ids) else None
 
-    rows = await poll(all_running, 30, "every job to start")
+    rows = await wait_until(all_running, timeout=30, what="every job to start")
     by_pid: dict[int, list[int]] = {}
     for row in rows:
         by_pid.setdefault(row["pid"], []).append(row["job_id"])
@@ -105,7 +92,7 @@ async def kill_a_busy_worker(db: Any, daemon: Daemon, jobs: int, seconds: float)
             )
         )
 
-    await poll(rescued, 60, "the rescue")
+    await wait_until(rescued, timeout=60, what="the rescue")
     detected_at = await db.fetchval("SELECT clock_timestamp()")
 
     async def all_finished() -> bool:
@@ -113,7 +100,7 @@ async def kill_a_busy_worker(db: Any, daemon: Daemon, jobs: int, seconds: float)
             await db.fetchval("SELECT count(*) = $2 FROM pgqd_log WHERE job_id = ANY($1::bigint[])", held, len(held))
         )
 
-    await poll(all_finished, 60 + len(held) * seconds, "the killed worker's jobs to finish")
+    await wait_until(all_finished, timeout=60 + len(held) * seconds, what="the killed worker's jobs to finish")
     restarts = await db.fetch(
         "SELECT extract(epoch FROM min(started) - $2)::float8 AS s FROM test_runs"
         " WHERE job_id = ANY($1::bigint[]) AND pid <> $3 GROUP BY job_id",
@@ -148,7 +135,7 @@ async def run_of(db: Any, job_id: int, runs: int) -> Any:
         rows = await db.fetch("SELECT pid, started FROM test_runs WHERE job_id = $1 ORDER BY started", job_id)
         return rows[runs - 1] if len(rows) >= runs else None
 
-    return await poll(started, 60, f"run {runs} of job {job_id}")
+    return await wait_until(started, timeout=60, what=f"run {runs} of job {job_id}")
 
 
 @dataclass
@@ -168,7 +155,11 @@ async def kill_a_suspects_worker(db: Any, seconds: float = 3.0) -> SuspectReport
         row = await run_of(db, job_id, run)
         if run == 3:
             # The third run is the suspect's, alone in its process.
-            await poll(lambda: db.fetchval("SELECT isolated FROM pgqd_jobs WHERE id = $1", job_id), 10, "the lone run")
+            await wait_until(
+                lambda: db.fetchval("SELECT isolated FROM pgqd_jobs WHERE id = $1", job_id),
+                timeout=10,
+                what="the lone run",
+            )
         os.kill(row["pid"], signal.SIGKILL)
     state = await client.wait(job_id, timeout=60 + 2 * seconds)
     runs = await db.fetch("SELECT job_id, pid, started, ended FROM test_runs ORDER BY started")
@@ -203,7 +194,9 @@ async def poison_among_ordinary_jobs(db: Any, daemon: Daemon, ordinary: int) -> 
     jobs.insert(ordinary // 4, JobSpec("poison"))
     ids = [i for i in await client.enqueue_many(jobs) if i]
     poison_id = ids.pop(ordinary // 4)
-    await poll(lambda: db.fetchval("SELECT count(*) = $1 FROM pgqd_log", ordinary + 1), 300, "every job to end")
+    await wait_until(
+        lambda: db.fetchval("SELECT count(*) = $1 FROM pgqd_log", ordinary + 1), timeout=300, what="every job to end"
+    )
     row = await db.fetchrow("SELECT status::text, error_message FROM pgqd_log WHERE job_id = $1", poison_id)
     runs = await db.fetchval("SELECT count(*) FROM test_runs WHERE job_id = $1", poison_id)
     not_ok = await db.fetchval(

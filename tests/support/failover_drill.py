@@ -33,6 +33,7 @@ from pgqd import Client, JobSpec, SyncClient, Workflow, install
 from tests.support.daemon import Daemon, daemon_config
 from tests.support.daemon_app import CREATE_RUNS
 from tests.support.replication import ReplicatedPair
+from tests.support.waiting import wait_until
 
 DRILL_CONFIG = """
 [schedules.tick]
@@ -166,17 +167,6 @@ class _Producers:
 
     def stop(self) -> None:
         self._stop.set()
-
-
-async def _wait(check: Any, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 async def _connect(dsn: str) -> Any:
@@ -343,12 +333,12 @@ async def _account_workflow(conn: Any, result: DrillResult) -> None:
 
 
 async def _first_run_after(conn: Any, promoted_at: datetime) -> float | None:
-    seconds = await _wait(
+    seconds = await wait_until(
         lambda: conn.fetchval(
             "SELECT extract(epoch FROM min(started) - $1) FROM test_runs WHERE started > $1", promoted_at
         ),
-        30,
-        "a job to run after the promotion",
+        timeout=30,
+        what="a job to run after the promotion",
     )
     return round(float(seconds), 3)
 
@@ -379,10 +369,10 @@ async def _wake_time(conn: Any, dsn: str) -> float:
         await Client(producer).enqueue("sleeper", "0", dedupe_key="wake", headers={"test-key": "wake"})
     finally:
         await producer.close()
-    started = await _wait(
+    started = await wait_until(
         lambda: conn.fetchval("SELECT min(started) FROM test_runs WHERE key = 'wake'"),
-        15,
-        "the job enqueued after the failover to start",
+        timeout=15,
+        what="the job enqueued after the failover to start",
     )
     return round((started - enqueued_at).total_seconds(), 3)
 
