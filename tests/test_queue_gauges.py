@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from pgqd.daemon.checkin import Beat, parse_beat
+from pgqd.daemon.check_in import CheckIn, parse_check_in
 from pgqd.daemon.supervisor.health import SupervisorView, readiness_problems
 from pgqd.daemon.worker.side_connection import SideConnection
 from pgqd.identifiers import Names
@@ -82,13 +82,14 @@ def _nodes(node: dict[str, Any]) -> list[dict[str, Any]]:
     return scans
 
 
-def test_a_beat_says_what_the_supervisor_needs_and_survives_its_pipe() -> None:
-    beat = Beat(worker_id=12, jobs_started=40, retiring=False, running=3, database_age=0.25)
-    assert parse_beat(beat.encode().rstrip(b"\n")) == beat
-    starting = Beat(worker_id=0, jobs_started=0, retiring=False, running=0, database_age=None)
-    assert parse_beat(starting.encode().strip()) == starting
-    assert parse_beat(b"beat 12 40 0") is None  # a torn or older line is ignored, not misread
-    assert parse_beat(b"beat 12 40 0 x 1.0") is None
+def test_a_check_in_says_what_the_supervisor_needs_and_survives_its_pipe() -> None:
+    check_in = CheckIn(worker_id=12, jobs_started=40, retiring=False, running=3, database_age=0.25)
+    assert parse_check_in(check_in.encode().rstrip(b"\n")) == check_in
+    starting = CheckIn(worker_id=0, jobs_started=0, retiring=False, running=0, database_age=None)
+    assert parse_check_in(starting.encode().strip()) == starting
+    assert parse_check_in(b"check-in 12 40 0") is None  # a torn line is ignored, not misread
+    assert parse_check_in(b"check-in 12 40 0 x 1.0") is None
+    assert parse_check_in(b"status 12 40 0 3 0.250") is None  # nor a foreign one
 
 
 def view(**changes: Any) -> SupervisorView:

@@ -288,9 +288,9 @@ INSERT INTO {workers} (host, pid, entrypoints) VALUES ($1::text, $2::integer, $3
 
 # Re-inserts the row when it is gone (the worker was presumed dead and forgotten, or the table was emptied).
 # Also tells a busy worker (whose full claims do not look) whether suspects of its entrypoints wait to run
-# alone: one probe of a partial index that is empty unless a job was present in two deaths, once per beat.
+# alone: one probe of a partial index that is empty unless a job was present in two deaths, once per heartbeat.
 HEARTBEAT = """
-WITH beat AS (
+WITH heartbeat AS (
     INSERT INTO {workers} AS w (id, host, pid, entrypoints) VALUES ($1::bigint, $2::text, $3::integer, $4::text[])
     ON CONFLICT (id) DO UPDATE SET heartbeat_at = now()
 )

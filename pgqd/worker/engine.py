@@ -130,7 +130,7 @@ class Worker:
         subscription: Subscription | None = None
         try:
             self.worker_id = await self._retry_until_stopped(lambda: self.backend.register_worker(self.info))
-            self.liveness.last_beat = time.monotonic()
+            self.liveness.last_heartbeat = time.monotonic()
             self.registered.set()
             subscription = await self._retry_until_stopped(lambda: self.backend.subscribe(self._on_event))
             async with asyncio.TaskGroup() as group:

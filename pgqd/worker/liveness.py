@@ -19,8 +19,8 @@ log = structlog.get_logger("pgqd.worker")
 
 
 class Liveness:
-    """Beats every ``settings.beat_every`` seconds until cancelled. ``last_beat`` is the monotonic time of the
-    last heartbeat written (or of the registration)."""
+    """Writes the heartbeat every ``settings.heartbeat_every`` seconds until cancelled. ``last_heartbeat`` is the
+    monotonic time of the last heartbeat written (or of the registration)."""
 
     def __init__(
         self,
@@ -40,22 +40,22 @@ class Liveness:
         self._metrics = metrics
         self._on_reply = on_reply
         self._on_unavailable = on_unavailable
-        self.last_beat = time.monotonic()
+        self.last_heartbeat = time.monotonic()
 
     def stale(self) -> bool:
         """True once the last heartbeat written is so old that the fleet may soon presume this worker dead."""
-        return time.monotonic() - self.last_beat > self._settings.claims_stop_after
+        return time.monotonic() - self.last_heartbeat > self._settings.claims_stop_after
 
     async def run(self) -> None:
         settings = self._settings
         last_rescue = 0.0
         while True:
-            await asyncio.sleep(settings.beat_every)
+            await asyncio.sleep(settings.heartbeat_every)
             now = time.monotonic()
             self._metrics.publish()
             try:
                 reply = await self._backend.heartbeat(self._worker_id(), self._info)
-                self.last_beat = time.monotonic()
+                self.last_heartbeat = time.monotonic()
                 self._on_reply(reply)
                 if now - last_rescue >= settings.worker_timeout / 2:
                     last_rescue = now

@@ -34,12 +34,13 @@ class WorkerSettings:
             raise ValueError("poll_interval and worker_timeout must be positive, shutdown_timeout not negative")
 
     @property
-    def beat_every(self) -> float:
-        # Several beats per timeout, so one slow beat never makes a live worker look dead.
+    def heartbeat_every(self) -> float:
+        """Seconds between two heartbeats: ``heartbeat_interval``, or a quarter of the timeout (at most 5 s)."""
+        # Several heartbeats per timeout, so one slow heartbeat never makes a live worker look dead.
         return self.heartbeat_interval or min(self.worker_timeout / 4, 5.0)
 
     @property
     def claims_stop_after(self) -> float:
-        """Seconds without a successful heartbeat after which the worker claims nothing: one beat before the
+        """Seconds without a successful heartbeat after which the worker claims nothing: one heartbeat before the
         fleet may presume it dead and hand its jobs to others, it takes no work it might not be able to record."""
-        return max(self.worker_timeout - self.beat_every, self.beat_every)
+        return max(self.worker_timeout - self.heartbeat_every, self.heartbeat_every)

@@ -26,7 +26,7 @@ class EngineMetrics(Protocol):
         """Outcomes were written: publish the figures before long."""
 
     def publish(self) -> None:
-        """Publish the figures now (a beat, or the worker's end)."""
+        """Publish the figures now (at each heartbeat, and at the worker's end)."""
 
 
 class NoMetrics:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import structlog
 
-from pgqd.daemon.checkin import parse_beat
+from pgqd.daemon.check_in import parse_check_in
 
 log = structlog.get_logger("pgqd.daemon.supervisor.main")
 
@@ -22,9 +22,9 @@ class Child:
 
     pid: int
     generation: int
-    checkin_fd: int
+    check_in_fd: int
     started: float
-    last_beat: float
+    last_check_in: float
     # The worker that runs the daemon's one-per-daemon duties: cron schedules and the queue gauges.
     lead: bool = False
     db_id: int = 0
@@ -41,10 +41,10 @@ class Child:
     killed: str = ""
     pending: bytes = b""
 
-    def read_checkins(self) -> None:
-        """Takes in whatever beats the worker wrote since the last look (never blocks)."""
+    def read_check_ins(self) -> None:
+        """Takes in whatever check-ins the worker wrote since the last look (never blocks)."""
         try:
-            data = os.read(self.checkin_fd, 65536)
+            data = os.read(self.check_in_fd, 65536)
         except BlockingIOError:
             return
         except OSError as exc:
@@ -57,14 +57,14 @@ class Child:
         lines = (self.pending + data).split(b"\n")
         self.pending = lines.pop()
         for line in lines:
-            beat = parse_beat(line)
-            if beat is None:
+            check_in = parse_check_in(line)
+            if check_in is None:
                 continue
-            self.db_id, self.jobs, self.retiring = beat.worker_id, beat.jobs_started, beat.retiring
-            self.running = beat.running
-            if beat.database_age is not None:
-                self.db_seen_at = now - beat.database_age
-            self.last_beat = now
+            self.db_id, self.jobs, self.retiring = check_in.worker_id, check_in.jobs_started, check_in.retiring
+            self.running = check_in.running
+            if check_in.database_age is not None:
+                self.db_seen_at = now - check_in.database_age
+            self.last_check_in = now
 
     def rss_mb(self) -> float:
         try:

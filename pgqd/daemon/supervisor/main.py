@@ -128,7 +128,7 @@ class Supervisor:
             self._sleep()
             if self.signals:
                 self._dispatch(self.signals.pop(0))
-            self._read_checkins()
+            self._read_check_ins()
             self._kill_silent()
             self._reap()
             self._rescue()
@@ -138,7 +138,7 @@ class Supervisor:
             self._watchdog()
 
     def _sleep(self) -> None:
-        fds = [self._wake_r, *(w.checkin_fd for w in self.workers.values())]
+        fds = [self._wake_r, *(w.check_in_fd for w in self.workers.values())]
         if self.endpoints is not None:
             fds += self.endpoints.server.filenos()
         try:
@@ -292,7 +292,7 @@ class Supervisor:
     def _close_in_child(self) -> None:
         if self.endpoints is not None:
             self.endpoints.server.close()
-        for fd in (self._wake_r, self._wake_w, *(w.checkin_fd for w in self.workers.values())):
+        for fd in (self._wake_r, self._wake_w, *(w.check_in_fd for w in self.workers.values())):
             with contextlib.suppress(OSError):
                 os.close(fd)
         self.workers.clear()
@@ -314,9 +314,9 @@ class Supervisor:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signum)
 
-    def _read_checkins(self) -> None:
+    def _read_check_ins(self) -> None:
         for worker in self.workers.values():
-            worker.read_checkins()
+            worker.read_check_ins()
 
     def _kill_silent(self) -> None:
         """SIGKILLs workers whose event loop stopped checking in, and draining workers past their deadline."""
@@ -325,7 +325,7 @@ class Supervisor:
         for worker in self.workers.values():
             if worker.killed:
                 continue
-            silent_for = now - worker.last_beat
+            silent_for = now - worker.last_check_in
             if silent_for > timeout:
                 log.error(
                     "worker stopped checking in (blocked event loop?): killing it",
@@ -378,8 +378,8 @@ class Supervisor:
             worker = self.workers.pop(pid, None)
             if worker is None:
                 continue  # e.g. the embedded server's helper processes
-            worker.read_checkins()  # its last words, written before it died
-            os.close(worker.checkin_fd)
+            worker.read_check_ins()  # its last words, written before it died
+            os.close(worker.check_in_fd)
             if self.metrics_dir:
                 mark_process_dead(pid, self.metrics_dir)
             self._after_exit(worker, os.waitstatus_to_exitcode(status))

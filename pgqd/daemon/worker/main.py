@@ -1,10 +1,10 @@
 """The life of one forked worker process: an event loop, a database pool, the resources, the engine.
 
-It checks in with the supervisor over a pipe (``checkin.py``) from its event loop, from the moment it starts:
-a loop blocked by a handler stops the beats and the supervisor replaces the process. The beats also carry what
-the supervisor cannot learn otherwise without talking to the database: the jobs in flight, and when this worker
-last completed a round trip to the database. SIGTERM drains; a second SIGTERM stops at once. SIGINT is left to
-the supervisor, which forwards what it decides.
+It checks in with the supervisor over a pipe (``check_in.py``) from its event loop, from the moment it starts:
+a loop blocked by a handler stops the check-ins and the supervisor replaces the process. The check-ins also carry
+what the supervisor cannot learn otherwise without talking to the database: the jobs in flight, and when this
+worker last completed a round trip to the database. SIGTERM drains; a second SIGTERM stops at once. SIGINT is
+left to the supervisor, which forwards what it decides.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import structlog
 from pgqd.backend.bounded import DatabaseHealth, DatabaseTimeouts
 from pgqd.backend.postgres import PostgresBackend
 from pgqd.backoff import Backoff
-from pgqd.daemon.checkin import Beat
+from pgqd.daemon.check_in import CheckIn
 from pgqd.daemon.logs import end_noise_episodes
 from pgqd.daemon.metrics import WorkerMetrics, use_multiprocess_directory
 from pgqd.daemon.worker.duties import keep_doing, lead_duties
@@ -52,8 +52,8 @@ class WorkerPlan:
     entrypoints: Sequence[Entrypoint]
     settings: WorkerSettings
     resources: str | None
-    checkin_fd: int
-    beat_every: float
+    check_in_fd: int
+    check_in_every: float
     # The schedules this process fires: all of them in one worker per daemon, none in the others.
     schedules: Sequence[ScheduleSpec] = ()
     # Where this process records its Prometheus samples for the supervisor to serve (None: not recorded).
@@ -126,21 +126,21 @@ async def _serve(plan: WorkerPlan) -> int:
     loop = asyncio.get_running_loop()
     stop = _Stop()
     loop.add_signal_handler(signal.SIGTERM, stop)
-    check_in = _CheckIn(plan, stop)
-    beats = loop.create_task(check_in.run())
+    check_ins = _CheckIns(plan, stop)
+    checking_in = loop.create_task(check_ins.run())
     try:
-        return await _serve_checked_in(plan, stop, check_in)
+        return await _serve_checked_in(plan, stop, check_ins)
     finally:
-        beats.cancel()
-        await asyncio.gather(beats, return_exceptions=True)
+        checking_in.cancel()
+        await asyncio.gather(checking_in, return_exceptions=True)
 
 
-async def _serve_checked_in(plan: WorkerPlan, stop: _Stop, check_in: _CheckIn) -> int:
+async def _serve_checked_in(plan: WorkerPlan, stop: _Stop, check_ins: _CheckIns) -> int:
     loop = asyncio.get_running_loop()
     opened = await _open_backend(plan, stop)
     if opened is None:
         return 0
-    check_in.health = opened.health
+    check_ins.health = opened.health
     backend = opened
     try:
         metrics = None
@@ -152,7 +152,7 @@ async def _serve_checked_in(plan: WorkerPlan, stop: _Stop, check_in: _CheckIn) -
                 backend, plan.entrypoints, plan.settings, resources=resources, metrics=metrics or NO_METRICS
             )
             stop.worker = worker
-            check_in.attach(worker)
+            check_ins.attach(worker)
             if stop.requested.is_set():
                 return 0
             duties = [loop.create_task(keep_doing(duty)) for duty in lead_duties(plan, backend, metrics)]
@@ -196,14 +196,14 @@ async def _resources(factory_path: str | None) -> AsyncIterator[Any]:
         yield resources
 
 
-class _CheckIn:
-    """Beats to the supervisor every ``beat_every`` seconds from the start, and at once when the worker
+class _CheckIns:
+    """Checks in with the supervisor every ``check_in_every`` seconds from the start, and at once when the worker
     registers (so a crash right after its first claim is rescued at once) or spends its job budget (so its
     replacement starts without delay)."""
 
     def __init__(self, plan: WorkerPlan, stop: _Stop) -> None:
-        self.fd = plan.checkin_fd
-        self.every = plan.beat_every
+        self.fd = plan.check_in_fd
+        self.every = plan.check_in_every
         self.stop = stop
         self.worker: Worker | None = None
         # The backend's view of the database: when a call last came back from it.
@@ -217,23 +217,24 @@ class _CheckIn:
     async def run(self) -> None:
         while True:
             try:
-                os.write(self.fd, self.beat().encode())
+                os.write(self.fd, self.now().encode())
             except BlockingIOError:
                 pass
             except OSError:
                 # The supervisor is gone: drain and exit rather than run unsupervised.
                 self.stop()
                 return
-            await self._until_next_beat()
+            await self._until_next()
 
-    def beat(self) -> Beat:
+    def now(self) -> CheckIn:
+        """The check-in as of now."""
         worker, health = self.worker, self.health
         age = time.monotonic() - health.last_ok if health is not None else None
         if worker is None:
-            return Beat(0, 0, False, 0, age)
-        return Beat(worker.worker_id, worker.jobs_started, worker.retiring.is_set(), len(worker.running), age)
+            return CheckIn(0, 0, False, 0, age)
+        return CheckIn(worker.worker_id, worker.jobs_started, worker.retiring.is_set(), len(worker.running), age)
 
-    async def _until_next_beat(self) -> None:
+    async def _until_next(self) -> None:
         worker = self.worker
         events = [self._attached] if worker is None else [worker.registered, worker.retiring]
         waits = [asyncio.ensure_future(event.wait()) for event in events if not event.is_set()]
