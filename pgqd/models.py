@@ -96,7 +96,7 @@ class ErrorInfo:
 @dataclass(frozen=True, slots=True)
 class JobState:
     """Where a job is now: live (queued, deferred, suspect, picked, failed) or finished (a final status from the
-    log). ``suspect``: its worker died while holding it, and it waits to run alone (see docs/reliability.md).
+    log). ``suspect``: it was running in two worker deaths, and it waits to run alone (see docs/reliability.md).
     ``payload``: a live job's payload; a finished job's only if its entrypoint keeps payloads (``keep_payload``)."""
 
     id: int

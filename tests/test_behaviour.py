@@ -781,7 +781,7 @@ async def test_a_job_whose_runs_keep_dying_with_their_worker_is_given_up(backend
 
     poison_id = await client.enqueue("fragile")
     survivor_id = await client.enqueue("fragile")
-    # Two deaths with both jobs held charge neither, and make both suspects; then the poison, run alone, kills a
+    # Two deaths with both jobs picked charge neither, and make both suspects; then the poison, run alone, kills a
     # third worker: with max_worker_deaths=1 that death spends its budget and the job is given up.
     fragile = [EntrypointLimit("fragile", max_worker_deaths=1)]
     for lost, isolated in enumerate((False, False, True)):

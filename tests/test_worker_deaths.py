@@ -160,7 +160,7 @@ async def test_a_culprit_of_an_entrypoint_that_holds_failures_is_held_and_a_requ
     assert (await client.status([poison]))[poison].status == "queued"
 
 
-async def test_a_suspect_whose_worker_held_other_jobs_too_is_not_charged(backend: Backend, client: Client) -> None:
+async def test_a_suspect_whose_worker_ran_other_jobs_too_is_not_charged(backend: Backend, client: Client) -> None:
     [suspect] = await suspects_from_two_crashes(backend, client, 1)
     regular = await client.enqueue("work", "regular")
     dead = await ghost(backend, "busy")
@@ -283,10 +283,10 @@ async def test_a_suspect_cancelled_while_its_worker_waits_to_run_it_alone_never_
     regular = await client.enqueue("work", "regular")
     async with running_worker(Worker(backend, [Entrypoint("work", handler)], fast_settings(concurrency=2))):
 
-        async def held() -> bool:  # claimed to run alone, waiting for the regular job to end
+        async def claimed_to_run_alone() -> bool:  # waiting for the regular job to end
             return (await client.status([suspect]))[suspect].status == "picked"
 
-        await wait_until(held, timeout=10, what="the suspect to be claimed")
+        await wait_until(claimed_to_run_alone, timeout=10, what="the suspect to be claimed")
         assert (await client.cancel(suspect)).signalled == [suspect]
         assert (await client.wait(suspect, timeout=10)).status == "canceled"
         gate.set()

@@ -23,10 +23,10 @@ Step = Literal[
     "wait",  # something under way must end first: sleep until an event
     "idle",  # nothing to claim now: in drain mode see whether all is done, else sleep until an event
     "retire",  # the job budget (max_jobs) is spent: claim nothing more
-    "reconcile",  # a claim's reply may have been lost: release what this worker holds but does not run
+    "reconcile",  # a claim's reply may have been lost: release the jobs marked as ours that do not run
     "flush",  # a suspect ran alone: write its outcome before anything else is claimed
     "claim_suspect",  # suspects wait: claim one to run alone
-    "run_alone",  # the suspect held is the only job left: run it
+    "run_alone",  # the suspect claimed is the only job left: run it
     "claim",  # claim a batch
 ]
 
@@ -149,7 +149,8 @@ class DispatchState:
 
     def job_ended(self, job_id: int) -> None:
         if self.suspect_running == job_id:
-            # Its outcome is written before anything else is claimed: until then the job still counts as held.
+            # Its outcome is written before anything else is claimed: until then the job is still picked by this
+            # worker in the database.
             self.suspect_running = None
             self.flush_first = True
             self.suspects = self.suspects or self.more_suspects

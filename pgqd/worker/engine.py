@@ -269,8 +269,8 @@ class Worker:
             log.warning("running a suspect alone", job_id=result.jobs[0].id, worker_id=self.worker_id)
 
     async def _run_alone(self) -> None:
-        """Starts the suspect held, now that nothing else runs. Outcomes still buffered go out first: a job
-        whose outcome is not written still counts as held by this worker, and the suspect would not be alone."""
+        """Starts the suspect claimed, now that nothing else runs. Outcomes still buffered go out first: a job
+        whose outcome is not written is still picked by this worker, and the suspect would not be alone."""
         if self.recorder.unwritten:
             await self.recorder.flush()
         suspect = self.state.suspect_started()
