@@ -214,6 +214,10 @@ class WorkerInfo:
     entrypoints: Sequence[str]
 
 
+# The kinds of notice on the events channel (pgqd/sql/notices.py says what each carries).
+NoticeKind = Literal["enqueued", "cancel", "finished", "slot"]
+
+
 @dataclass(frozen=True, slots=True)
 class Event:
     """A notification on the events channel.
@@ -224,7 +228,7 @@ class Event:
     listener was down for a while and events may have been missed.
     """
 
-    kind: Literal["enqueued", "cancel", "finished", "slot", "reconnected"]
+    kind: NoticeKind | Literal["reconnected"]
     entrypoints: tuple[str, ...] = ()
     ids: tuple[int, ...] = ()
     due_in: float | None = None

@@ -1,66 +1,27 @@
-"""The connection side of the PostgreSQL adapter: the NOTIFY payloads, and the LISTEN connection that delivers
-events (checked with a round trip every few seconds, and re-opened with backoff when it drops or stops
-answering)."""
+"""The connection side of the PostgreSQL adapter: the LISTEN connection that delivers events (checked with a
+round trip every few seconds, and re-opened with backoff when it drops or stops answering). What the notices say
+is in pgqd/sql/notices.py."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import structlog
 
 from pgqd.backend.base import EventCallback
-from pgqd.backend.bounded import DatabaseHealth, DatabaseTimeouts, describe_error, guard, is_transient
+from pgqd.backend.bounded import DatabaseHealth, DatabaseTimeouts, describe_error, guard
 from pgqd.backoff import Backoff
 from pgqd.errors import BackendUnavailable
-from pgqd.models import Event, NewJob, PlainJobs
+from pgqd.models import Event
+from pgqd.sql.notices import parse_event
 
 log = structlog.get_logger("pgqd.database")
 
-__all__ = ["PgSubscription", "close_connection", "enqueue_notice", "guard", "is_transient", "parse_event"]
-
-
-def parse_event(payload: str) -> Event | None:
-    try:
-        data = json.loads(payload)
-        kind = data.get("t")
-        entrypoints = tuple(str(e) for e in data.get("e") or ())
-        ids = tuple(int(i) for i in data.get("ids") or ())
-        due = data.get("d")
-        due_in = None if due is None else max(float(due), 0.0)
-    except (ValueError, TypeError, AttributeError):
-        return None
-    if kind not in ("enqueued", "cancel", "finished", "slot"):
-        return None
-    return Event(kind=kind, entrypoints=entrypoints, ids=ids, due_in=due_in)
-
-
-def wake_notice(entrypoints: Sequence[str]) -> str:
-    """The NOTIFY payload that sends idle workers of these entrypoints (all when empty) to claim at once."""
-    text = json.dumps({"t": "enqueued", "e": sorted(set(entrypoints))}, separators=(",", ":"))
-    return text if len(text) <= 7000 else json.dumps({"t": "enqueued"})
-
-
-def enqueue_notice(jobs: Sequence[NewJob]) -> str:
-    """The NOTIFY payload for one enqueue statement: which entrypoints got work, and when it is due."""
-    if isinstance(jobs, PlainJobs):  # none of them is deferred
-        notice: dict[str, Any] = {"t": "enqueued", "e": sorted(set(jobs.entrypoints))}
-    else:
-        notice = {"t": "enqueued", "e": sorted({job.entrypoint for job in jobs})}
-        if all(job.delay > 0 and job.execute_after is None for job in jobs):
-            notice["d"] = min(job.delay for job in jobs)
-        elif all(job.execute_after is not None or job.delay > 0 for job in jobs):
-            # Absolute times are judged on the producer's clock; a worker will also learn the exact due time
-            # from its next claim, so a skewed producer delays nothing by more than one poll.
-            notice["d"] = 0.0
-    text = json.dumps(notice, separators=(",", ":"))
-    if len(text) > 7000:
-        text = json.dumps({"t": "enqueued"})
-    return text
+__all__ = ["PgSubscription", "close_connection"]
 
 
 class PgSubscription:

@@ -11,7 +11,7 @@ from typing import Any
 
 import asyncpg
 
-from pgqd.backend.connection import is_transient
+from pgqd.backend.bounded import is_transient
 from pgqd.config.load import load_config
 from pgqd.config.model import Config
 from pgqd.daemon.embedded import running_dsn

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import json
 
-from pgqd.backend.bounded import READ_ONLY_SQLSTATE
-from pgqd.backend.connection import is_transient
+from pgqd.backend.bounded import READ_ONLY_SQLSTATE, is_transient
 from pgqd.errors import BackendUnavailable, DedupeConflict, PgqdError, ReadOnlyDatabase, UnknownParents
 
 DEDUPE_CONFLICT_SQLSTATE = "PGQ01"

@@ -3,6 +3,7 @@ live jobs matching a filter for a bulk action, and turn a schedule on or off."""
 
 from __future__ import annotations
 
+from pgqd.sql import notices
 from pgqd.sql.browse import LIVE_FILTER
 
 # Deferred jobs become eligible at once; one NOTIFY wakes the workers of their entrypoints.
@@ -13,12 +14,11 @@ WITH moved AS (
     RETURNING j.id, j.entrypoint
 ),
 announced AS (
-    SELECT pg_notify($2, json_build_object('t', 'enqueued', 'e', array_agg(DISTINCT m.entrypoint))::text)
-    FROM moved AS m HAVING count(*) > 0
+    {announce}
 )
 SELECT COALESCE(array_agg(m.id ORDER BY m.id), ARRAY[]::bigint[])
 FROM moved AS m, (SELECT count(*) FROM announced) AS a
-"""
+""".replace("{announce}", notices.enqueued_from("$2", "moved"))
 
 # Ids of live jobs matching a filter (the job search's, without its read window), newest first below $1, at
 # most $10, in the states $11 the action applies to: a bulk action walks them in batches.

@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 
 from pgqd.identifiers import Names
-from pgqd.sql import render
+from pgqd.sql import notices, render
 
 PAUSE = """
 INSERT INTO {entrypoint_pauses} AS p (entrypoint, paused)
@@ -45,15 +45,15 @@ excepted AS (
     WHERE (SELECT e.paused FROM everything AS e)
     ON CONFLICT (entrypoint) DO UPDATE SET paused = false, changed_at = now()
 )
-SELECT pg_notify($2::text, $3::text)
-"""
+SELECT {announce}
+""".replace("{announce}", notices.given("$2", "$3"))
 
 RESUME_ALL = """
 WITH removed AS (
     DELETE FROM {entrypoint_pauses}
 )
-SELECT pg_notify($1::text, $2::text)
-"""
+SELECT {announce}
+""".replace("{announce}", notices.given("$1", "$2"))
 
 PAUSES = "SELECT p.entrypoint, p.paused FROM {entrypoint_pauses} AS p"
 

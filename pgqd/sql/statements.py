@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 
 from pgqd.identifiers import Names
-from pgqd.sql import render
+from pgqd.sql import notices, render
 
 # Ids are drawn from the identity sequence up front (in a materialised CTE) so that each input row keeps its id
 # whatever order the insert runs in; that is how ids come back in input order. One NOTIFY per statement.
@@ -36,7 +36,9 @@ inserted AS (
 """
 )
 
-_ENQUEUE_NOTIFY = "notified AS (SELECT pg_notify($8::text, $9::text) AS sent)"
+# The notice of an enqueue is built by the producer from what it sends (notices.enqueue_notice), so the statement
+# aggregates nothing over its rows.
+_ENQUEUE_NOTIFY = f"notified AS (SELECT {notices.given('$8', '$9')} AS sent)"
 
 # on_conflict="raise": a conflicting key fails the whole statement, so nothing of the batch is kept.
 ENQUEUE_OR_RAISE = (
@@ -91,6 +93,9 @@ ORDER BY i.ord
 """
 )
 
+# The same, in the statements below that take the channel and the notice as $4 and $5.
+_NOTIFIED = f"notified AS (SELECT {notices.given('$4', '$5')} AS sent)"
+
 # One job, the most common call, goes as single values: every array type is one more look-up asyncpg makes on
 # each new connection before its first statement that uses it (12 ms for the three of ENQUEUE_PLAIN), which
 # an application pays on the first enqueue of every pooled connection. The plain job needs none of the above.
@@ -98,9 +103,9 @@ ENQUEUE_ONE = """
 WITH inserted AS (
     INSERT INTO {jobs} (entrypoint, payload, priority) VALUES ($1::text, $2::bytea, $3::integer) RETURNING id
 ),
-notified AS (SELECT pg_notify($4::text, $5::text) AS sent)
+{notified}
 SELECT n.id FROM inserted AS n, notified
-"""
+""".replace("{notified}", _NOTIFIED)
 
 _ONE_JOB_ROW = """(VALUES ($1::text, $2::bytea, $3::text, $4::integer, $5::double precision,
                 $6::timestamptz, $7::text, 1::bigint))"""
@@ -125,9 +130,9 @@ inserted AS (
     INSERT INTO {jobs} (id, entrypoint, payload, priority)
     SELECT i.id, i.entrypoint, i.payload, i.priority FROM input AS i
 ),
-notified AS (SELECT pg_notify($4::text, $5::text) AS sent)
+{notified}
 SELECT array_agg(i.id ORDER BY i.ord) FROM input AS i, notified
-"""
+""".replace("{notified}", _NOTIFIED)
 
 # The same for a batch of one entrypoint and one priority (most batches), which go as single values: each array
 # parameter costs the driver ~0.3 ms per 1,000 elements to encode, as much as the whole statement takes to plan
@@ -141,9 +146,9 @@ inserted AS (
     INSERT INTO {jobs} (id, entrypoint, payload, priority)
     SELECT i.id, $1::text, i.payload, $3::integer FROM input AS i
 ),
-notified AS (SELECT pg_notify($4::text, $5::text) AS sent)
+{notified}
 SELECT array_agg(i.id ORDER BY i.ord) FROM input AS i, notified
-"""
+""".replace("{notified}", _NOTIFIED)
 
 # $3 jobs of one entrypoint and one priority without payloads are all alike, so no id needs matching to an input
 # row: no array goes either way but the ids, and the server neither keeps the input aside nor sorts it by
@@ -154,9 +159,9 @@ WITH inserted AS (
     SELECT $1::text, $2::integer FROM generate_series(1, $3::integer)
     RETURNING id
 ),
-notified AS (SELECT pg_notify($4::text, $5::text) AS sent)
+{notified}
 SELECT array_agg(i.id ORDER BY i.id) FROM inserted AS i, notified
-"""
+""".replace("{notified}", _NOTIFIED)
 
 # The claim itself is the claim_jobs function (migration 0007, which says why it is race-free and how limits are
 # read). Its contract, as PostgresBackend.claim reads it: every row is either a claimed job (hint IS NULL; the
@@ -200,7 +205,8 @@ _SETTLED = """settled AS (
 _KEPT_PAYLOAD = "CASE WHEN j.entrypoint LIKE 'django.%' THEN j.payload END"
 
 RECORD_OUTCOMES = (
-    """
+    (
+        """
 WITH done AS (
     SELECT * FROM unnest($2::bigint[], $3::text[], $4::double precision[], $5::double precision[],
                          $6::text[], $7::text[], $8::text[], $9::text[], $17::text[])
@@ -252,27 +258,23 @@ changed AS (
     RETURNING j.id, j.entrypoint, j.status, j.notify_finished, c.delay
 ),
 """
-    + _SETTLED.format(ended="removed", status="r.status", result="r.result", channel="$14")
-    + """,
+        + _SETTLED.format(ended="removed", status="r.status", result="r.result", channel="$14")
+        + """,
 finished_notice AS (
-    SELECT {notify_ids}($14::text, 'finished', array_agg(f.id)) AS sent
+    SELECT {notify_finished} AS sent
     FROM (SELECT r.id FROM removed AS r WHERE r.notify_finished
           UNION ALL
           SELECT c.id FROM changed AS c WHERE c.notify_finished AND c.status = 'failed') AS f
     HAVING count(*) > 0
 ),
 slot_notice AS (
-    SELECT pg_notify($14::text, json_build_object('t', 'slot', 'e', array_agg(DISTINCT s.entrypoint))::text) AS sent
+    SELECT {notify_slot} AS sent
     FROM (SELECT r.entrypoint FROM removed AS r UNION ALL SELECT c.entrypoint FROM changed AS c) AS s
     WHERE s.entrypoint = ANY ($15::text[])
     HAVING count(*) > 0
 ),
 requeue_notice AS (
-    SELECT pg_notify($14::text, json_build_object(
-               't', 'enqueued',
-               'e', array_agg(DISTINCT c.entrypoint),
-               'd', CASE WHEN bool_and(c.status = 'deferred') THEN min(c.delay) END
-           )::text) AS sent
+    SELECT {notify_requeued} AS sent
     FROM changed AS c WHERE c.status <> 'failed'
     HAVING count(*) > 0
 )
@@ -280,6 +282,18 @@ SELECT (SELECT count(*) FROM removed) + (SELECT count(*) FROM changed) AS applie
        (SELECT count(*) FROM finished_notice) + (SELECT count(*) FROM slot_notice)
            + (SELECT count(*) FROM requeue_notice) + (SELECT count(*) FROM settled) AS notices
 """
+    )
+    .replace("{notify_finished}", notices.ids("$14", "finished", "array_agg(f.id)"))
+    .replace("{notify_slot}", notices.slot("$14", "array_agg(DISTINCT s.entrypoint)"))
+    .replace(
+        "{notify_requeued}",
+        # Due later only when every job requeued is deferred: the soonest of them.
+        notices.enqueued(
+            "$14",
+            "array_agg(DISTINCT c.entrypoint)",
+            due_in="CASE WHEN bool_and(c.status = 'deferred') THEN min(c.delay) END",
+        ),
+    )
 )
 
 REGISTER_WORKER = """
@@ -305,11 +319,10 @@ DEREGISTER_WORKER = "DELETE FROM {workers} WHERE id = $1::bigint"
 
 _REQUEUE_AND_ANNOUNCE = """
 announced AS (
-    SELECT pg_notify($2::text, json_build_object('t', 'enqueued', 'e', array_agg(DISTINCT r.entrypoint))::text)
-    FROM rescued AS r HAVING count(*) > 0
+    {announce}
 )
 SELECT COALESCE(array_agg(r.id), ARRAY[]::bigint[]) FROM rescued AS r, (SELECT count(*) FROM announced) AS a
-"""
+""".replace("{announce}", notices.enqueued_from("$2", "rescued"))
 
 RELEASE_STRAY = (
     """
@@ -378,13 +391,12 @@ back AS (
     RETURNING j.id, j.entrypoint
 ),
 finished_notice AS (
-    SELECT {notify_ids}($2::text, 'finished', array_agg(f.id)) AS sent
+    SELECT {notify_finished} AS sent
     FROM (SELECT g.id FROM given_up AS g WHERE g.notify_finished
           UNION ALL SELECT h.id FROM held AS h WHERE h.notify_finished) AS f
 ),
 announced AS (
-    SELECT pg_notify($2::text, json_build_object('t', 'enqueued', 'e', array_agg(DISTINCT r.entrypoint))::text)
-    FROM back AS r HAVING count(*) > 0
+    {announce}
 )
 SELECT COALESCE(array_agg(l.id ORDER BY l.id), ARRAY[]::bigint[])
 FROM lost AS l, (SELECT count(*) FROM announced) AS a, (SELECT count(*) FROM finished_notice) AS f,
@@ -393,6 +405,8 @@ FROM lost AS l, (SELECT count(*) FROM announced) AS a, (SELECT count(*) FROM fin
     )
     .replace("{lost_message}", _LOST_MESSAGE)
     .replace("{kept_payload}", _KEPT_PAYLOAD)
+    .replace("{notify_finished}", notices.ids("$2", "finished", "array_agg(f.id)"))
+    .replace("{announce}", notices.enqueued_from("$2", "back"))
 )
 # Charged: the job was claimed to run alone and it is the only job its worker held.
 _CHARGED = """j.isolated AND NOT EXISTS (
@@ -441,7 +455,8 @@ lost AS MATERIALIZED (
 )
 
 CANCEL_JOBS = (
-    """
+    (
+        """
 WITH wanted AS (
     SELECT DISTINCT unnest($1::bigint[]) AS id
 ),
@@ -452,8 +467,8 @@ removed AS (
               j.last_error, j.errors, {kept_payload} AS payload, j.has_dependents
 ),
 """
-    + _SETTLED.format(ended="removed", status="$2::text", result="NULL::text", channel="$3")
-    + """,
+        + _SETTLED.format(ended="removed", status="$2::text", result="NULL::text", channel="$3")
+        + """,
 logged AS (
     INSERT INTO {log} (job_id, entrypoint, priority, status, attempts, dedupe_key, created_at, finished_at,
                        error_type, error_message, error_traceback, errors, payload)
@@ -469,11 +484,18 @@ signalled AS (
 )
 SELECT COALESCE((SELECT array_agg(r.id) FROM removed AS r), ARRAY[]::bigint[]) AS canceled,
        COALESCE((SELECT array_agg(s.id) FROM signalled AS s), ARRAY[]::bigint[]) AS signalled,
-       {notify_ids}($3::text, 'finished', (SELECT array_agg(r.id) FROM removed AS r WHERE r.notify_finished)),
-       {notify_ids}($3::text, 'cancel', (SELECT array_agg(s.id) FROM signalled AS s)),
+       {notify_finished},
+       {notify_cancel},
        (SELECT count(*) FROM settled) AS settled
 """
-).replace("{kept_payload}", _KEPT_PAYLOAD)
+    )
+    .replace("{kept_payload}", _KEPT_PAYLOAD)
+    .replace(
+        "{notify_finished}",
+        notices.ids("$3", "finished", "(SELECT array_agg(r.id) FROM removed AS r WHERE r.notify_finished)"),
+    )
+    .replace("{notify_cancel}", notices.ids("$3", "cancel", "(SELECT array_agg(s.id) FROM signalled AS s)"))
+)
 
 REQUEUE_HELD = """
 WITH requeued AS (
@@ -484,12 +506,11 @@ WITH requeued AS (
     RETURNING j.id, j.entrypoint
 ),
 announced AS (
-    SELECT pg_notify($2::text, json_build_object('t', 'enqueued', 'e', array_agg(DISTINCT r.entrypoint))::text)
-    FROM requeued AS r HAVING count(*) > 0
+    {announce}
 )
 SELECT COALESCE(array_agg(r.id ORDER BY r.id), ARRAY[]::bigint[])
 FROM requeued AS r, (SELECT count(*) FROM announced) AS a
-"""
+""".replace("{announce}", notices.enqueued_from("$2", "requeued"))
 
 JOB_STATES = """
 SELECT j.id, j.entrypoint, j.status::text AS status, j.attempts, j.priority, j.created_at,
@@ -511,12 +532,12 @@ WITH watched AS (
     RETURNING id, entrypoint, status, execute_after
 ),
 announced AS (
-    SELECT pg_notify($2::text, json_build_object('t', 'enqueued', 'e', ARRAY[w.entrypoint])::text) AS sent
+    SELECT {announce} AS sent
     FROM watched AS w
     WHERE w.status = 'queued' OR (w.status = 'deferred' AND w.execute_after <= now())
 )
 SELECT w.id FROM watched AS w, (SELECT count(*) FROM announced) AS a
-"""
+""".replace("{announce}", notices.enqueued("$2", "ARRAY[w.entrypoint]"))
 
 # One pruner at a time across the fleet: whoever gets the advisory lock deletes a bounded batch. A pruned job's
 # workflow rows go with it (migration 0012): the edges into it (its parents' results, which only it read) and
@@ -614,13 +635,12 @@ inserted AS (
     RETURNING id, entrypoint
 ),
 announced AS (
-    SELECT pg_notify($9::text, json_build_object('t', 'enqueued', 'e', array_agg(DISTINCT n.entrypoint))::text)
-    FROM inserted AS n HAVING count(*) > 0
+    {announce}
 )
 SELECT (SELECT count(*) FROM moved) AS won,
        COALESCE((SELECT array_agg(n.id ORDER BY n.id) FROM inserted AS n), ARRAY[]::bigint[]) AS ids,
        (SELECT count(*) FROM announced) AS announced
-"""
+""".replace("{announce}", notices.enqueued_from("$9", "inserted"))
 
 
 class Statements:
