@@ -11,6 +11,7 @@ OnConflict = Literal["raise", "skip", "raise_priority"]
 ON_CONFLICT_CHOICES: tuple[OnConflict, ...] = ("raise", "skip", "raise_priority")
 
 LiveStatus = Literal["queued", "deferred", "suspect", "picked", "failed", "waiting"]
+LIVE_STATUSES: tuple[LiveStatus, ...] = ("queued", "deferred", "suspect", "picked", "failed", "waiting")
 FinalStatus = Literal["successful", "exception", "canceled", "deleted", "timeout"]
 FINAL_STATUSES: tuple[FinalStatus, ...] = ("successful", "exception", "canceled", "deleted", "timeout")
 
@@ -360,5 +361,4 @@ class WorkflowView:
 
     @property
     def ended(self) -> bool:
-        live = {"queued", "deferred", "suspect", "picked", "failed", "waiting"}
-        return not any(step.status in live for step in self.steps)
+        return not any(step.status in LIVE_STATUSES for step in self.steps)

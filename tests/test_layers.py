@@ -4,6 +4,7 @@ loads nothing of the daemon, the CLI or the web UI, and no library module import
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -41,3 +42,57 @@ def test_no_library_module_imports_the_daemon_or_the_cli() -> None:
             if any(module == f"pgqd.{top}" or module.startswith(f"pgqd.{top}.") for top in TOP):
                 wrong.append(f"{path.relative_to(PACKAGE)} imports {module}")
     assert wrong == []
+
+
+# What the lower layers may import of pgqd: the SQL text knows an install's names and the value types, nothing
+# that runs it; the storage port and the engine know nothing of the producer API, the read side or the web UI.
+LOWER_LAYERS = {
+    "sql": ("pgqd.sql", "pgqd.identifiers", "pgqd.models", "pgqd.errors"),
+    "backend": ("pgqd.backend", "pgqd.producers", "pgqd.sql", "pgqd.identifiers", "pgqd.models", "pgqd.errors",
+                "pgqd.backoff"),
+}  # fmt: skip
+ABOVE_THE_ENGINE = ("pgqd.client", "pgqd.sync_client", "pgqd.ops", "pgqd.web", "pgqd.contrib")
+
+
+def _within(module: str, allowed: tuple[str, ...]) -> bool:
+    return any(module == name or module.startswith(f"{name}.") for name in allowed)
+
+
+def test_the_sql_text_and_the_storage_port_import_only_what_lies_below_them() -> None:
+    wrong = []
+    for layer, allowed in LOWER_LAYERS.items():
+        for path in sorted((PACKAGE / layer).rglob("*.py")):
+            for module in imported_modules(path):
+                if module.startswith("pgqd") and not _within(module, allowed):
+                    wrong.append(f"{path.relative_to(PACKAGE)} imports {module}")
+    assert wrong == []
+
+
+def test_the_engine_imports_nothing_of_the_producer_api_the_read_side_or_the_web_ui() -> None:
+    wrong = [
+        f"{path.relative_to(PACKAGE)} imports {module}"
+        for path in sorted((PACKAGE / "worker").rglob("*.py"))
+        for module in imported_modules(path)
+        if _within(module, ABOVE_THE_ENGINE)
+    ]
+    assert wrong == []
+
+
+def test_the_module_map_names_every_module_and_only_paths_that_exist() -> None:
+    """docs/architecture.md's module map: a module is named by its path, or by its file name or bare name in a
+    row that names its folder."""
+    doc = (PACKAGE.parent / "docs" / "architecture.md").read_text()
+    rows = [line for line in doc[doc.index("## Module map") :].splitlines() if line.startswith("|")]
+    unnamed = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        relative = path.relative_to(PACKAGE.parent)
+        folder = f"{relative.parent}/"
+        if path.name == "__init__.py" or any(
+            str(relative) in row or (folder in row and (f"`{path.name}`" in row or f"`{path.stem}`" in row))
+            for row in rows
+        ):
+            continue
+        unnamed.append(str(relative))
+    assert unnamed == []
+    named = set(re.findall(r"`((?:pgqd|tests|docs)/[\w/.-]+)`", doc))
+    assert sorted(p for p in named if not (PACKAGE.parent / p).exists()) == []

@@ -13,12 +13,10 @@ from pgqd.backend.postgres import PostgresBackend
 from pgqd.cli.connect import add_connection_arguments, connection, names_from, resolve_dsn
 from pgqd.cli.workflow_commands import register_show
 from pgqd.errors import ConfigError
-from pgqd.models import FINAL_STATUSES
+from pgqd.models import FINAL_STATUSES, LIVE_STATUSES
 from pgqd.ops.action_log import Action, cli_actor, id_target, record
 from pgqd.ops.stats import QueueStats
 from pgqd.sql.grants import grant_statements
-
-LIVE_STATUSES = ("queued", "deferred", "suspect", "picked", "failed", "waiting")
 
 
 def register(commands: Any) -> None:

@@ -10,10 +10,9 @@ from datetime import datetime
 from typing import Any
 
 from pgqd.identifiers import Names
-from pgqd.models import FINAL_STATUSES
+from pgqd.models import FINAL_STATUSES, LIVE_STATUSES
 from pgqd.sql import browse, render
 
-LIVE_STATUSES = ("queued", "deferred", "suspect", "picked", "failed", "waiting")
 # Live states with a small partial index of their own, searched without a read window.
 INDEXED_STATUSES = ("failed", "picked", "suspect")
 # Status filters besides single statuses: every live job, or every finished one.

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from pgqd.identifiers import MAX_ENTRYPOINT_NAME
-from pgqd.models import FINAL_STATUSES
-from pgqd.ops.browse import LIVE_STATUSES, STATUS_GROUPS, JobFilter
+from pgqd.models import FINAL_STATUSES, LIVE_STATUSES
+from pgqd.ops.browse import STATUS_GROUPS, JobFilter
 from pgqd.web import params
 from pgqd.web.params import ParamProblem
 
