@@ -15,6 +15,7 @@ import asyncpg
 import pytest
 
 from pgqd import Client, DedupeConflict, JobSpec, PgqdError, PostgresBackend
+from pgqd.identifiers import Names
 
 
 class CountingConnection:
@@ -93,7 +94,7 @@ def test_job_spec_takes_its_fields_in_order_with_their_defaults() -> None:
 async def test_one_notification_per_enqueue_statement(conn: Any, db_dsn: str) -> None:
     listener = await asyncpg.connect(db_dsn)
     received: list[str] = []
-    await listener.add_listener("public.pgqd_events", lambda *args: received.append(args[3]))
+    await listener.add_listener(Names().channel, lambda *args: received.append(args[3]))
     try:
         await Client(conn).enqueue_many([JobSpec("a") for _ in range(500)] + [JobSpec("b") for _ in range(500)])
         await Client(conn).enqueue("c", execute_after=timedelta(seconds=30))

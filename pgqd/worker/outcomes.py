@@ -24,9 +24,9 @@ class OutcomeRecorder:
         worker_id: Callable[[], int],
         slot_entrypoints: Sequence[str],
         *,
+        max_batch: int,
+        linger: float,
         keep_payload: Sequence[str] = (),
-        max_batch: int = 500,
-        linger: float = 0.005,
         on_unavailable: Callable[[BackendUnavailable], None] | None = None,
         after_flush: Callable[[], None] | None = None,
     ) -> None:

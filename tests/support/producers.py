@@ -21,12 +21,13 @@ from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 from sqlalchemy.orm import Session, scoped_session, sessionmaker
 
 from pgqd import Client, SyncClient
+from pgqd.identifiers import Names
 from tests.conftest import _database
 from tests.support.daemon import Daemon, daemon_config
 from tests.support.daemon_app import CREATE_RUNS
 from tests.support.waiting import wait_until
 
-CHANNEL = "public.pgqd_events"
+CHANNEL = Names().channel
 HELD_AND_MEASURED = """
 [entrypoints.held]
 handler = "tests.support.daemon_app:raises_keyboard_interrupt"
