@@ -42,7 +42,6 @@ from pgqd.daemon.worker.log_partitions import DAY, LogPartitionUpkeep
 from pgqd.identifiers import Names
 from pgqd.ops.browse import JobFilter, JobSearch
 from pgqd.ops.stats import QueueStats
-from pgqd.schema import apply_upgrade
 from pgqd.sql import migrations, render
 from pgqd.sql.log_partitions import LogPartitionStatements
 from pgqd.sql.statements import PRUNE_LOG, RECORD_OUTCOMES
@@ -111,15 +110,24 @@ async def timed(call: Callable[[], Awaitable[Any]]) -> float:
     return time.perf_counter() - started
 
 
-async def install_previous_version(conn: Any) -> None:
-    # Every migration but the partitioning of the log: today's schema with the log as one table.
-    for migration in (m for m in migrations(NAMES) if m.name != "partitioned_log"):
+# The partitioning of the log and what builds on it: the previous schema is today's without them.
+PARTITIONING = ("partitioned_log", "workflow_retention")
+
+
+async def apply_migrations(conn: Any, partitioning: bool) -> None:
+    """The migrations of the partitioning (or all the others), in order, each recorded as applied."""
+    for migration in (m for m in migrations(NAMES) if (m.name in PARTITIONING) == partitioning):
         for step in migration.steps:
             async with conn.transaction():
                 await conn.execute(step)
         await conn.execute(
             "INSERT INTO pgqd_schema_version (version, name) VALUES ($1, $2)", migration.version, migration.name
         )
+
+
+async def install_previous_version(conn: Any) -> None:
+    """Today's schema with the log as one table."""
+    await apply_migrations(conn, partitioning=False)
 
 
 async def rows_that_fit(conn: Any, wanted: int, floor: int) -> tuple[int, float]:
@@ -338,7 +346,7 @@ async def disorder(server: str, rows: int, deleted: int, repeat: int) -> dict[st
                 out[schema] = await chart_times(conn, schema == "partitioned", repeat)
                 if schema == "previous_schema":
                     started = time.perf_counter()
-                    await apply_upgrade(conn, NAMES)
+                    await apply_migrations(conn, partitioning=True)
                     out["upgrade_s"] = round(time.perf_counter() - started, 2)
             finally:
                 await conn.close()
