@@ -44,13 +44,27 @@ from pgqd.ops.browse import JobFilter, JobSearch
 from pgqd.ops.stats import QueueStats
 from pgqd.sql import migrations, render
 from pgqd.sql.log_partitions import LogPartitionStatements
-from pgqd.sql.statements import PRUNE_LOG, RECORD_OUTCOMES
+from pgqd.sql.statements import RECORD_OUTCOMES
 from pgqd.sql.stats import WITHOUT_JIT
 
 NAMES = Names()
 # Heap and both indexes, per log row as generated here, with room to spare.
 BYTES_PER_ROW = 220
 DISK_RESERVE = 20 * 2**30
+
+# The row-by-row retention of schema version 10, before the log was partitioned: one pruner at a time deletes a
+# bounded batch. Daemons of that version still run it against the partitioned log while an upgrade rolls out.
+PREVIOUS_PRUNE_LOG = """
+WITH turn AS MATERIALIZED (
+    SELECT pg_try_advisory_xact_lock(hashtext($3::text)) AS mine
+),
+batch AS (
+    SELECT l.job_id FROM {log} AS l, turn AS t
+    WHERE t.mine AND l.finished_at < now() - make_interval(secs => $1::double precision)
+    LIMIT $2::integer
+)
+DELETE FROM {log} AS l USING batch AS b WHERE l.job_id = b.job_id
+"""
 
 # Setup, not a measured path: $1..$2 the job ids of the slice, $3 its last finish time, $4 seconds between rows.
 FILL_LOG = """
@@ -264,7 +278,7 @@ async def retention(dsn: str, conn: Any, days: float) -> dict[str, Any]:
 
     async def delete_batch() -> None:
         nonlocal status
-        status = await conn.execute(render(PRUNE_LOG, NAMES), age, 10_000, "bench-prune")
+        status = await conn.execute(render(PREVIOUS_PRUNE_LOG, NAMES), age, 10_000, "bench-prune")
 
     deleting = await timed(delete_batch)
     oldest = (await conn.fetch(sql.partitions))[0]
