@@ -42,16 +42,29 @@ from pgqd.daemon.worker.log_partitions import DAY, LogPartitionUpkeep
 from pgqd.identifiers import Names
 from pgqd.ops.browse import JobFilter, JobSearch
 from pgqd.ops.stats import QueueStats
-from pgqd.schema import apply_upgrade
 from pgqd.sql import migrations, render
 from pgqd.sql.log_partitions import LogPartitionStatements
-from pgqd.sql.statements import PRUNE_LOG, RECORD_OUTCOMES
+from pgqd.sql.statements import RECORD_OUTCOMES
 from pgqd.sql.stats import WITHOUT_JIT
 
 NAMES = Names()
 # Heap and both indexes, per log row as generated here, with room to spare.
 BYTES_PER_ROW = 220
 DISK_RESERVE = 20 * 2**30
+
+# The row-by-row retention of schema version 10, before the log was partitioned: one pruner at a time deletes a
+# bounded batch. Daemons of that version still run it against the partitioned log while an upgrade rolls out.
+PREVIOUS_PRUNE_LOG = """
+WITH turn AS MATERIALIZED (
+    SELECT pg_try_advisory_xact_lock(hashtext($3::text)) AS mine
+),
+batch AS (
+    SELECT l.job_id FROM {log} AS l, turn AS t
+    WHERE t.mine AND l.finished_at < now() - make_interval(secs => $1::double precision)
+    LIMIT $2::integer
+)
+DELETE FROM {log} AS l USING batch AS b WHERE l.job_id = b.job_id
+"""
 
 # Setup, not a measured path: $1..$2 the job ids of the slice, $3 its last finish time, $4 seconds between rows.
 FILL_LOG = """
@@ -111,15 +124,24 @@ async def timed(call: Callable[[], Awaitable[Any]]) -> float:
     return time.perf_counter() - started
 
 
-async def install_previous_version(conn: Any) -> None:
-    # Every migration but the partitioning of the log: today's schema with the log as one table.
-    for migration in (m for m in migrations(NAMES) if m.name != "partitioned_log"):
+# The partitioning of the log and what builds on it: the previous schema is today's without them.
+PARTITIONING = ("partitioned_log", "workflow_retention")
+
+
+async def apply_migrations(conn: Any, partitioning: bool) -> None:
+    """The migrations of the partitioning (or all the others), in order, each recorded as applied."""
+    for migration in (m for m in migrations(NAMES) if (m.name in PARTITIONING) == partitioning):
         for step in migration.steps:
             async with conn.transaction():
                 await conn.execute(step)
         await conn.execute(
             "INSERT INTO pgqd_schema_version (version, name) VALUES ($1, $2)", migration.version, migration.name
         )
+
+
+async def install_previous_version(conn: Any) -> None:
+    """Today's schema with the log as one table."""
+    await apply_migrations(conn, partitioning=False)
 
 
 async def rows_that_fit(conn: Any, wanted: int, floor: int) -> tuple[int, float]:
@@ -256,7 +278,7 @@ async def retention(dsn: str, conn: Any, days: float) -> dict[str, Any]:
 
     async def delete_batch() -> None:
         nonlocal status
-        status = await conn.execute(render(PRUNE_LOG, NAMES), age, 10_000, "bench-prune")
+        status = await conn.execute(render(PREVIOUS_PRUNE_LOG, NAMES), age, 10_000, "bench-prune")
 
     deleting = await timed(delete_batch)
     oldest = (await conn.fetch(sql.partitions))[0]
@@ -338,7 +360,7 @@ async def disorder(server: str, rows: int, deleted: int, repeat: int) -> dict[st
                 out[schema] = await chart_times(conn, schema == "partitioned", repeat)
                 if schema == "previous_schema":
                     started = time.perf_counter()
-                    await apply_upgrade(conn, NAMES)
+                    await apply_migrations(conn, partitioning=True)
                     out["upgrade_s"] = round(time.perf_counter() - started, 2)
             finally:
                 await conn.close()

@@ -933,29 +933,6 @@ async def test_handlers_raising_systemexit_or_keyboardinterrupt_fail_their_job_a
     assert ran == ["normal"]
 
 
-# --- retention ----------------------------------------------------------------------------------------------
-
-
-async def test_pruning_the_log_removes_finished_jobs_in_bounded_batches(
-    backend: Backend, client: Client, time_passes: TimePasses
-) -> None:
-    async def handler(job: Job) -> None:
-        return None
-
-    done_ids = [i for i in await client.enqueue_many([JobSpec("done") for _ in range(5)]) if i is not None]
-    waiting_id = await client.enqueue("unserved")
-    await drain(Worker(backend, [Entrypoint("done", handler)], fast_settings()))
-    assert {state.status for state in (await client.status(done_ids)).values()} == {"successful"}
-
-    assert await backend.prune_log(older_than=3600, limit=100) == 0
-    await time_passes(0.05)
-    assert await backend.prune_log(older_than=0, limit=3) == 3
-    assert len(await client.status(done_ids)) == 2
-    assert await backend.prune_log(older_than=0, limit=100) == 2
-    assert await client.status(done_ids) == {}
-    assert (await state_of(client, waiting_id)).status == "queued"
-
-
 # --- pause and resume ---------------------------------------------------------------------------------------
 
 

@@ -189,18 +189,6 @@ async def test_the_rescues_take_only_the_jobs_of_dead_or_silent_workers(
     assert [states[i].status for i in ids] == ["picked", "queued", "queued"]
 
 
-# --- prune_log (more in tests/test_behaviour.py) --------------------------------------------------------------
-
-
-async def test_prune_log_leaves_recent_and_live_jobs(backend: Backend, time_passes: TimePasses) -> None:
-    old, live = await enqueue_ids(backend, [new(), new()])
-    await backend.cancel([old])
-    await time_passes(0.2)
-    assert await backend.prune_log(older_than=3600, limit=10) == 0
-    assert await backend.prune_log(older_than=0.1, limit=10) == 1
-    assert set(await backend.job_states([old, live])) == {live}
-
-
 # --- sync_schedules, schedule_states, fire_schedule (more in tests/test_schedules.py) --------------------------
 
 

@@ -55,12 +55,20 @@ async def stats(db_dsn: str) -> Any:
 
 
 async def test_queues_count_every_live_state_per_entrypoint_with_ages(db_dsn: str, stats: QueueStats) -> None:
-    await fill(db_dsn)
+    ids = await fill(db_dsn)
+    conn = await asyncpg.connect(db_dsn)
+    try:  # two jobs waiting for the running one, one of an entrypoint with nothing else
+        await Client(conn).enqueue_many(
+            [JobSpec("report", after=[ids["running"]]), JobSpec("digest", after=[ids["running"]])]
+        )
+    finally:
+        await conn.close()
     queues = {q.entrypoint: q for q in await stats.queues()}
-    assert set(queues) == {"mail", "report"}
+    assert set(queues) == {"mail", "report", "digest"}
     mail, report = queues["mail"], queues["report"]
-    assert (mail.queued, mail.deferred, mail.running, mail.held) == (3, 1, 1, 1)
-    assert (report.queued, report.deferred, report.running, report.held) == (1, 0, 0, 0)
+    assert (mail.queued, mail.deferred, mail.running, mail.held, mail.waiting) == (3, 1, 1, 1, 0)
+    assert (report.queued, report.deferred, report.running, report.held, report.waiting) == (1, 0, 0, 0, 1)
+    assert (queues["digest"].queued, queues["digest"].waiting, queues["digest"].oldest_eligible_age) == (0, 1, None)
     assert mail.oldest_queued_age is not None
     assert 0 <= mail.oldest_queued_age < 60
     assert mail.oldest_due_age is None  # the deferred job is not due for an hour
@@ -72,7 +80,7 @@ async def test_queues_count_every_live_state_per_entrypoint_with_ages(db_dsn: st
 
     depth = {(d.entrypoint, d.status): d.jobs for d in await stats.depth()}
     assert depth == {("mail", "queued"): 3, ("mail", "deferred"): 1, ("mail", "picked"): 1, ("mail", "failed"): 1,
-                     ("report", "queued"): 1}  # fmt: skip
+                     ("report", "queued"): 1, ("report", "waiting"): 1, ("digest", "waiting"): 1}  # fmt: skip
 
 
 async def test_an_entrypoint_served_by_a_worker_shows_with_no_jobs(db_dsn: str, stats: QueueStats) -> None:

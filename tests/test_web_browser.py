@@ -92,9 +92,18 @@ async def test_the_overview_shows_a_newly_enqueued_job_without_a_reload(page: An
     await page.goto(web.url + "/")
     assert await page.locator("h1").inner_text() == "Overview"
     assert await page.locator('tr[data-entrypoint="fresh_entrypoint"]').count() == 0
-    await Client(conn).enqueue("fresh_entrypoint", {"hello": "world"})
+    first = await Client(conn).enqueue("fresh_entrypoint", {"hello": "world"})
     row = page.locator('tr[data-entrypoint="fresh_entrypoint"]')
     await row.wait_for(timeout=10_000)
+    assert (await row.locator('[data-col="queued"]').inner_text()).strip() == "1"
+    assert (await row.locator('[data-col="waiting"]').inner_text()).strip() == "0"
+
+    assert first is not None
+    await Client(conn).enqueue_many([JobSpec("fresh_entrypoint", after=[first]) for _ in range(2)])
+    waiting = row.locator('[data-col="waiting"] a')  # a count above zero links to those jobs
+    await waiting.wait_for(timeout=10_000)
+    assert (await waiting.inner_text()).strip() == "2"
+    assert await waiting.get_attribute("href") == "/jobs?status=waiting&entrypoint=fresh_entrypoint"
     assert (await row.locator('[data-col="queued"]').inner_text()).strip() == "1"
 
 

@@ -251,24 +251,3 @@ async def test_a_workflow_of_ten_thousand_steps_is_enqueued_in_one_call(backend:
     view = await client.workflow(run.id)
     assert view is not None
     assert view.counts() == {"queued": 1, "waiting": 9_999}
-
-
-async def test_pruning_the_log_never_takes_a_waiting_jobs_parent_results(backend: Backend, client: Client) -> None:
-    recorder = Recorder()
-    early = await client.enqueue("step", {"value": "kept"})
-    late = await client.enqueue("other")
-    assert early is not None
-    assert late is not None
-    child = await client.enqueue("step", after=[early, late])
-    assert child is not None
-    await drain(recorder.worker(backend))
-    assert await backend.prune_log(older_than=0, limit=100) == 1  # the early parent's log row is gone
-    assert early not in await client.status(early)
-
-    await drain(Worker(backend, [Entrypoint("other", recorder.step)], fast_settings()))
-    await drain(recorder.worker(backend))
-
-    assert recorder.seen[child] == {early: "kept"}
-    await backend.prune_log(older_than=0, limit=100)
-    links = await client.links(child)
-    assert links.parents == []

@@ -147,13 +147,6 @@ class Backend(ProducerBackend, Protocol):
         """The results of the job's parents that succeeded with one, by parent id and by step name."""
         ...
 
-    async def prune_log(self, older_than: float, limit: int) -> int:
-        """Deletes up to ``limit`` log rows finished more than ``older_than`` seconds ago (one pruner at a time).
-
-        Row by row, exactly, for deleting history by hand. The daemon's retention does not use it: on PostgreSQL
-        it drops whole days of the partitioned log (``pgqd.daemon.worker.log_partitions``)."""
-        ...
-
     # --- schedules ----------------------------------------------------------------------------------------
     async def sync_schedules(self, schedules: Sequence[ScheduleDefinition]) -> None:
         """Makes the stored schedules match the config: adds, changes, disables and removes."""

@@ -630,14 +630,6 @@ class MemoryBackend(MemoryWorkflows):
             self._emit(Event("enqueued", tuple(sorted(suspected))))
         return sorted(causes)
 
-    async def prune_log(self, older_than: float, limit: int) -> int:
-        cutoff = self._now() - timedelta(seconds=older_than)
-        old = [job_id for job_id, row in self.log.items() if row.finished_at < cutoff][:limit]
-        for job_id in old:
-            del self.log[job_id]
-        self._forget_pruned(old)
-        return len(old)
-
     # --- schedules ----------------------------------------------------------------------------------------
     async def sync_schedules(self, schedules: Sequence[ScheduleDefinition]) -> None:
         wanted = {d.spec.name: d for d in schedules}

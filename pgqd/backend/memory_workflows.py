@@ -177,18 +177,6 @@ class MemoryWorkflows:
         if ended:
             self._settle(sorted(ended))
 
-    def _forget_pruned(self, pruned: list[int]) -> None:
-        """A pruned job's edges from its parents, its step, and a workflow whose last step it was (as PRUNE_LOG)."""
-        for job_id in pruned:
-            for parent in self._parents.pop(job_id, ()):
-                self._edge_results.pop((parent, job_id), None)
-                children = self._children.get(parent, [])
-                if job_id in children:
-                    children.remove(job_id)
-            found = self._steps.pop(job_id, None)
-            if found is not None and not any(w == found[0] for w, _ in self._steps.values()):
-                self._workflows.pop(found[0], None)
-
     # --- reading ------------------------------------------------------------------------------------------
     async def parent_results(self, job_id: int) -> dict[int | str, Any]:
         rows = [

@@ -256,12 +256,6 @@ class PostgresBackend:
         ids = await guard(self._db.fetchval(self.sql.rescue_worker, worker_id, self._channel, cause))
         return list(ids)
 
-    async def prune_log(self, older_than: float, limit: int) -> int:
-        pruned: int = await guard(
-            self._db.fetchval(self.sql.prune_log, older_than, limit, f"{self.names.lock_key}:prune")
-        )
-        return pruned
-
     # --- schedules ----------------------------------------------------------------------------------------
     async def sync_schedules(self, schedules: Sequence[ScheduleDefinition]) -> None:
         await guard(

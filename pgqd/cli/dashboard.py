@@ -67,7 +67,7 @@ def render(snap: dict[str, Any], limit: int) -> str:
     queue_rows = [
         [
             q["entrypoint"],
-            *(str(q[column]) for column in ("queued", "deferred", "suspects", "running", "held")),
+            *(str(q[column]) for column in ("queued", "deferred", "waiting", "suspects", "running", "held")),
             _age(q["oldest_eligible_age"]),
             "paused" if q["paused"] else "",
         ]
@@ -88,7 +88,7 @@ def render(snap: dict[str, Any], limit: int) -> str:
     lines = [f"pgqd dashboard  {snap['at']}", ""]
     lines += _table(
         "Queues",
-        ["entrypoint", "queued", "deferred", "suspects", "running", "held", "oldest eligible", "state"],
+        ["entrypoint", "queued", "deferred", "waiting", "suspects", "running", "held", "oldest eligible", "state"],
         queue_rows,
         limit,
     )

@@ -94,9 +94,9 @@ def build_server(stats: QueueStats) -> MCPServer[Any]:
 
     @server.tool(annotations=READ_ONLY)
     async def queue_depth() -> dict[str, Any]:
-        """Per entrypoint: jobs queued (eligible now), deferred (waiting for their time), running, and held
-        (failed, waiting for an operator); the age in seconds of the job that has waited longest since it became
-        eligible; and whether the entrypoint is paused."""
+        """Per entrypoint: jobs queued (eligible now), deferred (waiting for their time), waiting (for their
+        parents in a workflow), running, and held (failed, waiting for an operator); the age in seconds of the
+        job that has waited longest since it became eligible; and whether the entrypoint is paused."""
         queues = await stats.queues()
         return {"entrypoints": [{**asdict(q), "oldest_eligible_age": q.oldest_eligible_age} for q in queues]}
 

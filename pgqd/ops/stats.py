@@ -41,6 +41,8 @@ class QueueSummary:
     paused: bool
     # Jobs present in two worker deaths, waiting to run alone (docs/reliability.md, "When a worker dies").
     suspects: int = 0
+    # Jobs waiting for their parents to end (docs/workflows.md).
+    waiting: int = 0
 
     @property
     def oldest_eligible_age(self) -> float | None:
@@ -180,6 +182,7 @@ class QueueStats:
                 _float(r["oldest_due_age"]),
                 r["paused"],
                 r["suspects"],
+                r["waiting"],
             )
             for r in rows
         ]
@@ -265,6 +268,7 @@ def depth_rows(summaries: Sequence[QueueSummary]) -> list[Depth]:
             ("picked", s.running, None),
             ("queued", s.queued, s.oldest_queued_age),
             ("suspect", s.suspects, None),
+            ("waiting", s.waiting, None),
         ):
             if jobs:
                 rows.append(Depth(s.entrypoint, status, jobs, age))

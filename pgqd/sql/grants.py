@@ -29,6 +29,9 @@ FUNCTIONS = {
         " bigint[], boolean, text, text"
     ),
     "settle_children": "bigint[], text[], text[], bigint[], text",
+    # Retention of workflows' rows (migration 0013), with the owner's rights like the partitions' upkeep.
+    "log_release_kept": "",
+    "log_sweep_workflows": "integer",
 }
 WORKFLOW_TABLES = ("job_edges", "workflows", "workflow_steps")
 WORKER_TABLES = (

@@ -1,4 +1,4 @@
-"""The statements of the log's partition upkeep (the functions of migration 0007, by name), rendered with
+"""The statements of the log's partition upkeep (the functions of migrations 0011 and 0013, by name), rendered with
 ``LogPartitionStatements``. Times travel as seconds since the epoch: ``-infinity`` and ``infinity`` (the bounds
 of the partition of everything before the upgrade) are floats, where they are no ``datetime``."""
 
@@ -33,9 +33,15 @@ SELECT {schema}."{prefix}log_drop_partition"($1::text::regclass, to_timestamp($2
 
 DROP_DETACHED = 'SELECT {schema}."{prefix}log_drop_detached"()'
 
+# Skips the rows of workflows with a step still live (log_kept), and returns the rows it settled.
 PRUNE_DEFAULT = """
 SELECT {schema}."{prefix}log_prune_default"(to_timestamp($1::double precision), $2::integer)
 """
+
+RELEASE_KEPT = 'SELECT {schema}."{prefix}log_release_kept"()'
+
+# Removes the edges, steps and workflows of up to $1 jobs gone from the jobs table and the log.
+SWEEP_WORKFLOWS = 'SELECT {schema}."{prefix}log_sweep_workflows"($1::integer)'
 
 # Counts the settled minutes since the last counted into log_minutes (the overview chart's source).
 ROLL_MINUTES = """
@@ -56,5 +62,7 @@ class LogPartitionStatements:
         self.drop_partition = render(DROP_PARTITION, names)
         self.drop_detached = render(DROP_DETACHED, names)
         self.prune_default = render(PRUNE_DEFAULT, names)
+        self.release_kept = render(RELEASE_KEPT, names)
+        self.sweep_workflows = render(SWEEP_WORKFLOWS, names)
         self.roll_minutes = render(ROLL_MINUTES, names)
         self.lock_key = f"{names.lock_key}:log-partitions"

@@ -539,39 +539,6 @@ announced AS (
 SELECT w.id FROM watched AS w, (SELECT count(*) FROM announced) AS a
 """.replace("{announce}", notices.enqueued("$2", "ARRAY[w.entrypoint]"))
 
-# One pruner at a time across the fleet: whoever gets the advisory lock deletes a bounded batch. A pruned job's
-# workflow rows go with it (migration 0012): the edges into it (its parents' results, which only it read) and
-# its step, and a workflow once its last step is gone.
-PRUNE_LOG = """
-WITH turn AS MATERIALIZED (
-    SELECT pg_try_advisory_xact_lock(hashtext($3::text)) AS mine
-),
-batch AS (
-    SELECT l.job_id FROM {log} AS l, turn AS t
-    WHERE t.mine AND l.finished_at < now() - make_interval(secs => $1::double precision)
-    LIMIT $2::integer
-),
-pruned AS (
-    DELETE FROM {log} AS l USING batch AS b WHERE l.job_id = b.job_id
-    RETURNING l.job_id
-),
-edges AS (
-    DELETE FROM {job_edges} AS e USING pruned AS p WHERE e.child_id = p.job_id
-),
-steps AS (
-    DELETE FROM {workflow_steps} AS s USING pruned AS p WHERE s.job_id = p.job_id
-    RETURNING s.workflow_id
-),
-workflows AS (
-    DELETE FROM {workflows} AS w
-    WHERE w.id IN (SELECT s.workflow_id FROM steps AS s)
-      AND NOT EXISTS (SELECT 1 FROM {workflow_steps} AS s
-                      WHERE s.workflow_id = w.id AND s.job_id NOT IN (SELECT p.job_id FROM pruned AS p))
-)
-SELECT count(*) FROM pruned
-"""
-
-
 # Config → table, on start and reload. A schedule whose cron or time zone changed, or that is enabled again,
 # starts from its next tick; otherwise next_run stays, so a restart neither skips nor repeats a tick.
 SYNC_SCHEDULES = """
@@ -670,7 +637,6 @@ class Statements:
         self.requeue_held = render(REQUEUE_HELD, names)
         self.job_states = render(JOB_STATES, names)
         self.watch_finished = render(WATCH_FINISHED, names)
-        self.prune_log = render(PRUNE_LOG, names)
         self.sync_schedules = render(SYNC_SCHEDULES, names)
         self.schedule_states = render(SCHEDULE_STATES, names)
         self.fire_schedule = render(FIRE_SCHEDULE, names)

@@ -3,9 +3,10 @@ queue gauges of ``/metrics``.
 
 Each must stay fast with a million live jobs and a million log rows, so none reads the jobs table in full: they
 walk the partial indexes of migration 0001 (``jobs_ready_idx``, ``jobs_deferred_idx``, ``jobs_failed_idx``,
-``jobs_picked_idx``), 0003's ``jobs_suspect_idx``, and in the log only the day partitions of the time range
-they ask for (migration 0007), each through its B-tree on ``finished_at``. The range is written as a bound on
-``finished_at`` from ``now()`` or a parameter, which PostgreSQL prunes partitions with when the query starts.
+``jobs_picked_idx``), 0003's ``jobs_suspect_idx``, 0012's ``jobs_waiting_idx``, and in the log only the day
+partitions of the time range they ask for (migration 0011), each through its B-tree on ``finished_at``. The
+range is written as a bound on ``finished_at`` from ``now()`` or a parameter, which PostgreSQL prunes partitions
+with when the query starts.
 Render them with ``StatsStatements``.
 """
 
@@ -46,7 +47,13 @@ QUEUES = (
     "WITH RECURSIVE"
     + ",".join(
         _DISTINCT_ENTRYPOINTS.format(name=name, status=status)
-        for name, status in (("ready", "queued"), ("waiting", "deferred"), ("held", "failed"), ("suspects", "suspect"))
+        for name, status in (
+            ("ready", "queued"),
+            ("later", "deferred"),
+            ("held", "failed"),
+            ("suspects", "suspect"),
+            ("waiting", "waiting"),
+        )
     )
     + """,
 running AS (
@@ -54,9 +61,10 @@ running AS (
 ),
 names AS (
     SELECT e.entrypoint FROM ready AS e WHERE e.entrypoint IS NOT NULL
-    UNION SELECT e.entrypoint FROM waiting AS e WHERE e.entrypoint IS NOT NULL
+    UNION SELECT e.entrypoint FROM later AS e WHERE e.entrypoint IS NOT NULL
     UNION SELECT e.entrypoint FROM held AS e WHERE e.entrypoint IS NOT NULL
     UNION SELECT e.entrypoint FROM suspects AS e WHERE e.entrypoint IS NOT NULL
+    UNION SELECT e.entrypoint FROM waiting AS e WHERE e.entrypoint IS NOT NULL
     UNION SELECT r.entrypoint FROM running AS r
     UNION SELECT unnest(w.entrypoints) FROM {workers} AS w
     UNION SELECT p.entrypoint FROM {entrypoint_pauses} AS p WHERE p.entrypoint <> '*'
@@ -75,6 +83,9 @@ SELECT n.entrypoint,
        """
     + _COUNT.format(status="suspect")
     + """ AS suspects,
+       """
+    + _COUNT.format(status="waiting")
+    + """ AS waiting,
        extract(epoch FROM now() - h.oldest) AS oldest_queued_age,
        extract(epoch FROM now() - (
            SELECT j.execute_after FROM {jobs} AS j

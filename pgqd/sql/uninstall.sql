@@ -22,6 +22,9 @@ DROP FUNCTION IF EXISTS {schema}."{prefix}log_default_days"();
 DROP FUNCTION IF EXISTS {schema}."{prefix}log_prune_default"(timestamptz, integer);
 DROP FUNCTION IF EXISTS {schema}."{prefix}log_partitions"();
 DROP FUNCTION IF EXISTS {schema}."{prefix}log_roll_minutes"(interval, integer, interval);
+DROP FUNCTION IF EXISTS {schema}."{prefix}log_release_kept"();
+DROP FUNCTION IF EXISTS {schema}."{prefix}log_sweep_workflows"(integer);
+DROP TABLE IF EXISTS {schema}."{prefix}log_kept", {schema}."{prefix}log_sweep";
 DROP TABLE IF EXISTS {schema}."{prefix}log_minutes", {schema}."{prefix}log_minutes_rolled";
 -- Dropping the partitioned log drops its partitions; the old table is on its own only mid-upgrade.
 DROP TABLE IF EXISTS {schema}."{prefix}log_legacy";

@@ -10,7 +10,13 @@ from pgqd.sql import bulk, render
 from pgqd.web.state import WebState
 
 # The overview's columns and the status each counts.
-COLUMN_STATUS = {"queued": "queued", "deferred": "deferred", "running": "picked", "held": "failed"}
+COLUMN_STATUS = {
+    "queued": "queued",
+    "deferred": "deferred",
+    "waiting": "waiting",
+    "running": "picked",
+    "held": "failed",
+}
 # At most this many estimates per page (each is one planning round trip).
 MAX_ESTIMATES = 20
 

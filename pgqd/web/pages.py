@@ -40,6 +40,7 @@ async def overview_context(request: Request) -> dict[str, Any]:
             "running": s.running,
             "held": s.held,
             "suspects": s.suspects,
+            "waiting": s.waiting,
             "oldest": s.oldest_eligible_age,
             "paused": s.paused,
         }
@@ -53,6 +54,7 @@ async def overview_context(request: Request) -> dict[str, Any]:
             "running": 0,
             "held": 0,
             "suspects": 0,
+            "waiting": 0,
             "oldest": None,
             "paused": pauses.is_paused(name),
         }

@@ -1,7 +1,8 @@
 """The log's partitions and per-minute counts, kept by the lead worker of each daemon: days created ahead, days
-past retention dropped, settled minutes counted for the overview's chart.
+past retention dropped, settled minutes counted for the overview's chart, and the rows of workflows kept until
+their last step ends.
 
-The log is partitioned by the UTC day its jobs finished (migration 0007). A day is the partition width because
+The log is partitioned by the UTC day its jobs finished (migration 0011). A day is the partition width because
 retention is counted in days (7 by default): a week is 8 partitions, few enough that planning a query over all
 of them (a job looked up by id) costs nothing, and each a table whose indexes stay in memory. Hourly
 partitions would give retention a finer grain, at 24 times as many tables for every such query to open.
@@ -14,10 +15,15 @@ the server's time, and then:
 - gives the days that have rows in the default partition a partition of their own, which the rows move into
   (rows older than retention are deleted there instead, in batches);
 - drops each partition whose every row is older than retention: no row deleted, nothing left for vacuum. Rows
-  are thus kept between ``retention`` and ``retention`` plus one day;
+  are thus kept between ``retention`` and ``retention`` plus one day. The rows of a workflow with a step that
+  has not ended (migration 0013) move into the default partition as their day goes, and the deletes there pass
+  over them until the round that finds the workflow's last step ended;
 - counts the jobs finished in each minute older than ``SETTLE`` into ``log_minutes``, from the B-tree on
   finished_at, at most ``ROLL_MINUTES`` minutes a call: the chart reads those counts and only the last few
-  minutes' rows. Counting there rather than on the hot path keeps the workers' flushes independent of each other.
+  minutes' rows. Counting there rather than on the hot path keeps the workers' flushes independent of each other;
+- sweeps the edges, steps and workflows of jobs gone from the jobs table and the log, at most
+  ``SWEEP_BATCH`` jobs a call and ``MAX_SWEEP_BATCHES`` calls a round, from the range of job ids that the days
+  dropped and the rows deleted left behind: a few index probes per job, never a pass over the log.
 
 Each change takes a lock on the log for a moment; ``LOCK_TIMEOUT`` bounds how long it may wait for one (for a
 long read of the log to end), as outcome writes queue behind a waiting DETACH. A change that gives up is tried
@@ -54,6 +60,9 @@ TIMEOUT = 60.0
 LOCK_TIMEOUT = 0.5
 PRUNE_BATCH = 10_000
 MAX_PRUNE_BATCHES = 10
+# Each job swept costs an index probe in the jobs table and in every partition of the log.
+SWEEP_BATCH = 5_000
+MAX_SWEEP_BATCHES = 10
 
 
 @dataclass(frozen=True)
@@ -71,16 +80,6 @@ class PartitionPlan:
     add: list[tuple[float, float]] = field(default_factory=list)
     drop: list[Partition] = field(default_factory=list)
     prune_default_before: float | None = None
-
-
-def droppable(partition: Partition) -> bool:
-    """Whether a partition past retention may go.
-
-    workflows: a workflow's log rows are pruned only when all its steps have ended. Once jobs can wait for others,
-    a partition holding a log row of a workflow with a step still live must be kept (or those rows moved out
-    first, into the default partition, which this duty prunes row by row). Until then every partition may go.
-    """
-    return True
 
 
 def uncovered(lower: float, upper: float, partitions: Iterable[Partition]) -> list[tuple[float, float]]:
@@ -118,7 +117,8 @@ def plan_partitions(
         else:
             days.add(day)
     add = [gap for day in sorted(days) for gap in uncovered(day, day + DAY, partitions)]
-    drop = [p for p in partitions if cutoff is not None and p.upper <= cutoff and droppable(p)]
+    # Every day past retention goes: the drop moves the rows of workflows still live out of it first.
+    drop = [p for p in partitions if cutoff is not None and p.upper <= cutoff]
     return PartitionPlan(add, drop, prune_before)
 
 
@@ -126,11 +126,17 @@ class LogPartitionUpkeep:
     """Runs ``step`` every ``check_every`` seconds on a connection of its own."""
 
     def __init__(
-        self, dsn: str | None, names: Names, retention: float | None, check_every: float = CHECK_EVERY
+        self,
+        dsn: str | None,
+        names: Names,
+        retention: float | None,
+        check_every: float = CHECK_EVERY,
+        sweep_batch: int = SWEEP_BATCH,
     ) -> None:
         self.sql = LogPartitionStatements(names)
         self.retention = retention
         self.check_every = check_every
+        self.sweep_batch = sweep_batch
         self.rounds = 0
         self._side = SideConnection(
             dsn,
@@ -185,19 +191,20 @@ class LogPartitionUpkeep:
                 log.info("dropped a log partition past retention", partition=partition.name, rows=rows)
         # Out of the log, the tables are dropped with no lock on it: outcome writes do not wait for the files.
         await self._change(conn, self.sql.drop_detached)
-        await self._roll_minutes(conn)
-        if plan.prune_default_before is not None:
-            for _ in range(MAX_PRUNE_BATCHES):
-                pruned = await self._change(conn, self.sql.prune_default, plan.prune_default_before, PRUNE_BATCH)
-                if pruned is None or pruned < PRUNE_BATCH:
-                    break
-
-    async def _roll_minutes(self, conn: Any) -> None:
         # Minutes are kept a day longer than the rows they count (NULL: as long as the log keeps rows).
         keep = self.retention + DAY if self.retention else None
-        for _ in range(MAX_ROLLS):
-            counted = await self._change(conn, self.sql.roll_minutes, SETTLE, ROLL_MINUTES, keep)
-            if counted is None or counted < ROLL_MINUTES:
+        await self._batches(conn, MAX_ROLLS, ROLL_MINUTES, self.sql.roll_minutes, SETTLE, ROLL_MINUTES, keep)
+        await self._change(conn, self.sql.release_kept)
+        if plan.prune_default_before is not None:
+            before = plan.prune_default_before
+            await self._batches(conn, MAX_PRUNE_BATCHES, PRUNE_BATCH, self.sql.prune_default, before, PRUNE_BATCH)
+        await self._batches(conn, MAX_SWEEP_BATCHES, self.sweep_batch, self.sql.sweep_workflows, self.sweep_batch)
+
+    async def _batches(self, conn: Any, calls: int, batch: int, statement: str, *args: Any) -> None:
+        """Runs ``statement`` up to ``calls`` times, until one does less than a full ``batch`` of work."""
+        for _ in range(calls):
+            done = await self._change(conn, statement, *args)
+            if done is None or done < batch:
                 return
 
     async def _change(self, conn: Any, statement: str, *args: Any) -> Any:
