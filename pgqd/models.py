@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, NamedTuple, overload
 
@@ -163,12 +163,16 @@ class ClaimResult:
     """Claimed jobs, and when claiming again may find more: ``throttled_in`` seconds until a rate-limited
     entrypoint with waiting jobs has a token again; ``due_in`` seconds until the next deferred job is due
     (reported only when the claim came back short). ``suspects``: suspects of these entrypoints wait to run
-    alone (reported by a claim that came back short, when none runs alone yet, and by an isolated claim)."""
+    alone (reported by a claim that came back short, when none runs alone yet, and by an isolated claim).
+    ``closed``: limited entrypoints of which the claim could take nothing, each with the seconds until it may
+    (a rate limit's next token, another claim's hold on its limit row), or None until a notification names it
+    (no claimable work, or its concurrency limit is reached); the worker leaves them out of its next claims."""
 
     jobs: list[ClaimedJob]
     throttled_in: float | None = None
     due_in: float | None = None
     suspects: bool = False
+    closed: dict[str, float | None] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

@@ -163,11 +163,15 @@ async def test_claim_reads_the_pgqd_indexes_and_never_scans_the_jobs_table(conn:
     counts = [p for p in plans if "GREATEST(u.conc - (" in p["Query Text"]]
     assert counts, evidence
     for plan in counts:
-        assert indexes(plan) == {"pgqd_jobs_picked_idx"}, evidence
+        running = [node for node in nodes(plan["Plan"]) if node.get("Index Name") == "pgqd_jobs_picked_idx"]
+        for node in running:
+            # The running jobs of the limited entrypoint alone are read, not every job running in the fleet.
+            assert "entrypoint" in node.get("Index Cond", ""), evidence
+    assert any(node.get("Index Name") == "pgqd_jobs_picked_idx" for p in counts for node in nodes(p["Plan"]))
     next_due = [p for p in plans if "min(n.execute_after)" in p["Query Text"]]
     assert next_due, evidence
     for plan in next_due:
-        assert indexes(plan) == {"pgqd_jobs_deferred_idx"}, evidence
+        assert "pgqd_jobs_deferred_idx" in indexes(plan), evidence
 
 
 async def test_only_the_claims_own_commit_skips_the_wait_for_the_disk(conn: Any) -> None:

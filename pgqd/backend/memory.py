@@ -379,14 +379,18 @@ class MemoryBackend(MemoryWorkflows):
         if isolated:
             batch = 1  # a suspect runs alone
         pool: list[JobRow] = []
+        idle: set[str] = set()  # limited entrypoints of which nothing could be taken
         for limit in limits:
             allow = self._allowance(limit, batch, now)
-            if allow <= 0:
-                continue
-            if isolated:
-                pool.extend(self._take_heads(self._suspects.get(limit.name, []), "suspect", allow))
-            else:
-                pool.extend(self._candidates(limit.name, allow, now))
+            found = []
+            if allow > 0:
+                if isolated:
+                    found = self._take_heads(self._suspects.get(limit.name, []), "suspect", allow)
+                else:
+                    found = self._candidates(limit.name, allow, now)
+            if not found and (limit.concurrency > 0 or limit.rate_per_second > 0):
+                idle.add(limit.name)
+            pool.extend(found)
         pool.sort(key=lambda j: (-j.priority, j.id))
         taken, spare = pool[:batch], pool[batch:]
         for job in spare:
@@ -423,16 +427,22 @@ class MemoryBackend(MemoryWorkflows):
                 self._buckets[name] = Bucket(self._refilled(limit, now) - spent, now)
         due_in = self._next_due_in(limits, now) if len(claimed) < batch else None
         suspects = (isolated or len(claimed) < batch) and self._suspects_waiting([limit.name for limit in limits])
-        return ClaimResult(claimed, self._throttled_in(limits, now), due_in, suspects)
+        throttled = self._throttled(limits, now)
+        # As the claim function reports them to a claim that is not isolated (migration 0014).
+        closed: dict[str, float | None] = {} if isolated else {name: None for name in idle}
+        if not isolated:
+            closed.update(throttled)
+        return ClaimResult(claimed, min(throttled.values(), default=None), due_in, suspects, closed)
 
-    def _throttled_in(self, limits: Sequence[EntrypointLimit], now: float) -> float | None:
-        hints: list[float] = []
+    def _throttled(self, limits: Sequence[EntrypointLimit], now: float) -> dict[str, float]:
+        """Rate-limited entrypoints with eligible jobs and no token: the seconds until their next one."""
+        hints: dict[str, float] = {}
         for limit in limits:
             if limit.rate_per_second > 0:
                 tokens = self._refilled(limit, now)
                 if tokens < 1 and self._has_eligible(limit.name, now):
-                    hints.append((1 - tokens) / limit.rate_per_second)
-        return min(hints, default=None)
+                    hints[limit.name] = (1 - tokens) / limit.rate_per_second
+        return hints
 
     def _next_due_in(self, limits: Sequence[EntrypointLimit], now: float) -> float | None:
         hints: list[float] = []

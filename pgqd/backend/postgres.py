@@ -49,6 +49,7 @@ from pgqd.sql.statements import DATABASE_CLOCK, statements_for
 # The layout of a CLAIM_JOBS row: ClaimedJob's fields, then wake_in and hint.
 CLAIMED_JOB_COLUMNS = len(fields(ClaimedJob))
 CLAIM_WAKE_IN = CLAIMED_JOB_COLUMNS
+CLAIM_ENTRYPOINT = 1  # of a hint row: the entrypoint it is about
 CLAIM_HINT = CLAIMED_JOB_COLUMNS + 1
 
 
@@ -192,9 +193,11 @@ class PostgresBackend:
             if isolated
             else (None, None)
         )
-        rows = await guard(self._db.fetch(self.sql.claim_jobs, worker_id, batch, *arrays, isolated, *budgets))
+        rows = await guard(
+            self._db.fetch(self.sql.claim_jobs, worker_id, batch, *arrays, isolated, *budgets, not isolated)
+        )
         jobs: list[ClaimedJob] = []
-        throttled: list[float] = []
+        closed: dict[str, float | None] = {}
         due: list[float] = []
         suspects = False
         for row in rows:
@@ -203,13 +206,14 @@ class PostgresBackend:
             hint = row[CLAIM_HINT]
             if hint is None:
                 jobs.append(ClaimedJob(*row[:CLAIMED_JOB_COLUMNS]))
-            elif hint == "throttled":
-                throttled.append(row[CLAIM_WAKE_IN])
+            elif hint == "throttled" or hint == "closed":
+                closed[row[CLAIM_ENTRYPOINT]] = row[CLAIM_WAKE_IN]
             elif hint == "due":
                 due.append(row[CLAIM_WAKE_IN])
             else:
                 suspects = True
-        return ClaimResult(jobs, min(throttled, default=None), min(due, default=None), suspects)
+        throttled_in = min((wait for wait in closed.values() if wait is not None), default=None)
+        return ClaimResult(jobs, throttled_in, min(due, default=None), suspects, closed)
 
     async def record(
         self,

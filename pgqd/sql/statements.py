@@ -163,11 +163,12 @@ WITH inserted AS (
 SELECT array_agg(i.id ORDER BY i.id) FROM inserted AS i, notified
 """.replace("{notified}", _NOTIFIED)
 
-# The claim itself is the claim_jobs function (migration 0007, which says why it is race-free and how limits are
+# The claim itself is the claim_jobs function (migration 0014, which says why it is race-free and how limits are
 # read). Its contract, as PostgresBackend.claim reads it: every row is either a claimed job (hint IS NULL; the
 # columns up to cancel_requested are ClaimedJob's fields, in its order and under its names, which
-# tests/test_claim_contract.py checks) or a hint (hint = 'throttled' or 'due' with wake_in seconds, or
-# 'suspects').
+# tests/test_claim_contract.py checks) or a hint about entrypoint (hint = 'throttled' or 'due' with wake_in
+# seconds, 'closed', or 'suspects'). $10: report 'closed' entrypoints (a claim that is not isolated), which the
+# worker leaves out of its next claims (pgqd/worker/limit_gates.py).
 # The claim commits without waiting for its WAL to reach disk: should the server crash before it does, its jobs
 # are queued again while they may still run (docs/reliability.md says what follows; at-least-once allows a second
 # run). The outcome commit that follows waits for the WAL up to and including the claim, so every recorded
@@ -180,7 +181,7 @@ SELECT c.id, c.entrypoint, c.payload, c.headers, c.priority, c.attempts,
        date_part('epoch', c.picked_at) AS picked_s, c.cancel_requested, c.wake_in, c.hint
 FROM set_config('synchronous_commit', 'off', true) AS s,
     {claim_jobs}($1::bigint, $2::integer, $3::text[], $4::integer[], $5::double precision[], $6::double precision[],
-                 $7::boolean, NULL::integer[], $8::boolean[], $9::integer[]) AS c
+                 $7::boolean, NULL::integer[], $8::boolean[], $9::integer[], $10::boolean) AS c
 """
 
 # The children of jobs that just ended, settled in the same transaction (migration 0012's settle_children),

@@ -27,6 +27,7 @@ from pgqd.job import Job
 from pgqd.models import ClaimedJob, Event, Finished, HeartbeatReply, Outcome, Requeued, WorkerInfo
 from pgqd.worker.dispatch_state import CLAIMS_IN_FLIGHT, DispatchState, Step
 from pgqd.worker.execution import JobRun, PreparedHandler
+from pgqd.worker.limit_gates import LimitGates
 from pgqd.worker.liveness import Liveness
 from pgqd.worker.outcomes import OutcomeRecorder
 from pgqd.worker.settings import WorkerSettings
@@ -64,6 +65,7 @@ class Worker:
         if not self.handlers:
             raise ValueError("a worker needs at least one entrypoint")
         self.limits = tuple(h.entrypoint.limit for h in self.handlers.values())
+        self.gates = LimitGates(self.limits)
         self.resources = resources
         self._on_outcome = on_outcome
         self.metrics = metrics
@@ -230,8 +232,10 @@ class Worker:
 
     async def _claim(self, number: int, wanted: int, drain: bool, backoff: Backoff) -> None:
         state = self.state
+        loop = asyncio.get_running_loop()
+        limits, sent_at = self.gates.request(loop.time())
         try:
-            result = await self.backend.claim(self.worker_id, wanted, self.limits)
+            result = await self.backend.claim(self.worker_id, wanted, limits)
         except BackendUnavailable as exc:
             self._database_unavailable(exc)
             state.claim_failed()
@@ -243,6 +247,8 @@ class Worker:
             state.claim_ended(wanted)
             self._wake.set()
         backoff.reset()
+        if result.closed:
+            self.gates.claimed(sent_at, result.closed, loop.time())
         self.metrics.claimed(len(result.jobs))
         claimed_at = time.monotonic()
         for claimed in result.jobs:
@@ -287,6 +293,11 @@ class Worker:
             return False
         if state.last_throttled:
             return False
+        if self.gates.any_closed:
+            # The last claim left limited entrypoints out: only a claim that names them all can say none is left.
+            self.gates.reopen()
+            state.work_announced()
+            return False
         if state.last_found:
             state.work_announced()  # look once more rather than wait for the poll
             return False
@@ -306,6 +317,7 @@ class Worker:
         except TimeoutError:
             # A poll: the backup for a missed notification, and how deferred jobs are noticed.
             state.slept(loop.time())
+            self.gates.reopen()
         self._wake.clear()
 
     def _wake_after(self, seconds: float) -> bool:
@@ -402,6 +414,7 @@ class Worker:
                     # The current sleep was timed before this due time was known: start it again.
                     self._wake.set()
                 return
+            self.gates.reopen(event.entrypoints)
             self.state.work_announced()
             self._wake.set()
         elif event.kind == "cancel":
@@ -410,6 +423,7 @@ class Worker:
         elif event.kind == "reconnected":
             self.metrics.reconnected()
             self.state.reconnected()
+            self.gates.reopen()
             self._wake.set()
 
     def _cancel(self, job_id: int) -> None:

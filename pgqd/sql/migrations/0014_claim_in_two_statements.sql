@@ -1,0 +1,286 @@
+-- pgqd schema version 14: the claim in two statements, and running jobs counted per entrypoint from an index.
+--
+-- The claim of version 7 ran up to nine statements: the pause check, a probe of the limited entrypoints, the
+-- creation of missing limit rows, their lock, the allowances, the claim, the hints of the limited entrypoints,
+-- the due hint and the suspects hint. Each statement of a PL/pgSQL function costs an executor start and end
+-- of its own, and limited entrypoints paid for four of them on every claim. The same work is now done by two:
+--
+-- 1. only when the request names a limited entrypoint: find those with claimable work and lock their limit rows
+--    (SKIP LOCKED), in one statement. A missing limit row is created only when a limited entrypoint with work
+--    was neither locked nor found, which happens once per entrypoint, ever.
+-- 2. the claim, with each entrypoint's allowance computed in it and every hint row returned beside the claimed
+--    jobs. It runs after the lock's statement, so its snapshot sees every claim made by whoever held a limit
+--    row before: the running jobs it counts are all there.
+--
+-- Counting the running jobs of a concurrency-limited entrypoint read every running job of the fleet (the
+-- index of running jobs was on worker_id alone) and fetched each from the table: with 2 processes at batch 100
+-- that is 400 rows per limited entrypoint per claim. The index now leads with the entrypoint, so the count
+-- reads that entrypoint's running jobs and no others; look-ups by worker (heartbeats, rescues, the outcome
+-- write's check) scan this small index whole, which is as many entries as jobs running in the fleet.
+--
+-- The contract of the rows returned is that of version 7 (CLAIM_JOBS in pgqd/sql/statements.py reads it): a
+-- claimed job (hint IS NULL), or a hint: 'throttled' (a limited entrypoint with work is held by another claim,
+-- or a rate-limited one ran out of tokens: look again in wake_in seconds), 'due' (the next deferred job is due
+-- in wake_in seconds) or 'suspects' (suspects of these entrypoints wait to run alone). One kind is new, and
+-- returned only to a caller that asks for it with the new last parameter: 'closed', a limited entrypoint of
+-- which this claim could take nothing until a notification names it (no claimable work, or its concurrency
+-- limit is reached). Daemons of versions 7 to 13 call the function without it and keep claiming, unchanged,
+-- during a rolling upgrade.
+--
+-- Why 'closed': a claim that names a limited entrypoint probes its work and locks its limit row, and with a
+-- deep queue of other work every claim of every worker did so, for nothing while the limit was reached. Told
+-- which are closed, a worker leaves them out of its claims until an 'enqueued' or 'slot' notification names
+-- them, its next poll, or a moment passes; a rate-limited one until its next token ('throttled').
+
+CREATE INDEX "{prefix}jobs_picked_entrypoint_idx" ON {jobs} (entrypoint, worker_id) WHERE status = 'picked';
+DROP INDEX {schema}."{prefix}jobs_picked_idx";
+ALTER INDEX {schema}."{prefix}jobs_picked_entrypoint_idx" RENAME TO "{prefix}jobs_picked_idx";
+
+DROP FUNCTION {claim_jobs}(bigint, integer, text[], integer[], double precision[], double precision[], boolean,
+                           integer[], boolean[], integer[]);
+
+CREATE FUNCTION {claim_jobs}(
+    p_worker_id bigint,
+    p_batch integer,
+    p_entrypoints text[],
+    p_concurrency integer[],
+    p_rate double precision[],
+    p_burst double precision[],
+    p_isolated boolean DEFAULT NULL,
+    p_max_attempts integer[] DEFAULT NULL,
+    p_hold boolean[] DEFAULT NULL,
+    p_max_deaths integer[] DEFAULT NULL,
+    p_report_closed boolean DEFAULT false
+) RETURNS TABLE (
+    id bigint,
+    entrypoint text,
+    payload bytea,
+    headers text,
+    priority integer,
+    attempts integer,
+    created_at timestamptz,
+    execute_after timestamptz,
+    picked_at timestamptz,
+    cancel_requested boolean,
+    lost_runs integer,
+    wake_in double precision,
+    hint text
+)
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+    v_now timestamptz;
+    v_with_work text[];  -- limited entrypoints with claimable work: the only limit rows this claim reads
+    v_held text[];       -- those of them whose limit row this claim holds
+    v_created text[];
+BEGIN
+    -- Paused entrypoints are dropped from the request before anything else, so they are neither claimed nor
+    -- named in wake-up hints. With nothing paused (no row) this is one look at an empty table.
+    PERFORM 1 FROM {entrypoint_pauses} LIMIT 1;
+    IF FOUND THEN
+        SELECT array_agg(u.ep ORDER BY u.ord), array_agg(u.conc ORDER BY u.ord),
+               array_agg(u.rate ORDER BY u.ord), array_agg(u.burst ORDER BY u.ord)
+        INTO p_entrypoints, p_concurrency, p_rate, p_burst
+        FROM unnest(p_entrypoints, p_concurrency, p_rate, p_burst) WITH ORDINALITY AS u(ep, conc, rate, burst, ord)
+        WHERE NOT COALESCE(
+            (SELECT p.paused FROM {entrypoint_pauses} AS p WHERE p.entrypoint = u.ep),
+            (SELECT p.paused FROM {entrypoint_pauses} AS p WHERE p.entrypoint = '*'),
+            false);
+        IF p_entrypoints IS NULL THEN
+            RETURN;
+        END IF;
+    END IF;
+
+    IF p_isolated THEN
+        p_batch := 1;  -- a suspect runs alone
+    END IF;
+
+    -- A simple expression (no statement): a request without limits goes straight to the claim.
+    IF 0 < ANY (p_concurrency) OR 0 < ANY (p_rate) THEN
+        -- A limited entrypoint's limit row is read only when it has claimable work: one ordered probe of its
+        -- partial indexes (ready and due, or suspects for an isolated claim). Nothing queued, nothing to lock.
+        -- One claimer at a time per limited entrypoint, and the others do not wait: they claim everything else
+        -- and are told (a 'throttled' hint) to come back for this one in a moment.
+        WITH work AS (
+            SELECT u.ep
+            FROM unnest(p_entrypoints, p_concurrency, p_rate) AS u(ep, conc, rate)
+            WHERE (u.conc > 0 OR u.rate > 0)
+              AND CASE WHEN p_isolated THEN
+                      (SELECT j.id FROM {jobs} AS j WHERE j.entrypoint = u.ep AND j.status = 'suspect'
+                       ORDER BY j.priority DESC, j.id LIMIT 1) IS NOT NULL
+                  ELSE
+                      (SELECT j.id FROM {jobs} AS j WHERE j.entrypoint = u.ep AND j.status = 'queued'
+                       ORDER BY j.priority DESC, j.id LIMIT 1) IS NOT NULL
+                      OR (SELECT j.id FROM {jobs} AS j
+                          WHERE j.entrypoint = u.ep AND j.status = 'deferred' AND j.execute_after <= clock_timestamp()
+                          ORDER BY j.execute_after LIMIT 1) IS NOT NULL
+                  END
+        ),
+        held AS (
+            SELECT l.entrypoint FROM {entrypoint_limits} AS l
+            WHERE l.entrypoint IN (SELECT w.ep FROM work AS w)
+            ORDER BY l.entrypoint
+            FOR UPDATE SKIP LOCKED
+        )
+        SELECT (SELECT array_agg(w.ep) FROM work AS w), (SELECT array_agg(h.entrypoint) FROM held AS h)
+        INTO v_with_work, v_held;
+
+        IF cardinality(v_with_work) > COALESCE(cardinality(v_held), 0) THEN
+            -- Some entrypoint with work was not locked: another claim holds its row, or it has none yet. The first
+            -- claim ever of an entrypoint creates its row, and holds it until it commits.
+            WITH created AS (
+                INSERT INTO {entrypoint_limits} AS l (entrypoint, tokens, refilled_at)
+                SELECT u.ep, u.burst, clock_timestamp()
+                FROM unnest(p_entrypoints, p_burst) AS u(ep, burst)
+                WHERE u.ep = ANY (v_with_work) AND NOT COALESCE(u.ep = ANY (v_held), false)
+                  AND NOT EXISTS (SELECT 1 FROM {entrypoint_limits} AS e WHERE e.entrypoint = u.ep)
+                ON CONFLICT DO NOTHING
+                RETURNING l.entrypoint
+            )
+            SELECT array_agg(c.entrypoint) INTO v_created FROM created AS c;
+            v_held := v_held || v_created;
+        END IF;
+    END IF;
+
+    -- Counted in a statement after the lock, so on a snapshot that sees every claim that held it before: with
+    -- the row held, nobody else can add a running job of this entrypoint until this claim commits.
+    v_now := clock_timestamp();
+    RETURN QUERY
+    WITH wanted AS (
+        SELECT u.ep, u.rate, t.tokens, u.conc > 0 OR u.rate > 0 AS limited,
+               CASE
+                   WHEN u.conc <= 0 AND u.rate <= 0 THEN p_batch
+                   WHEN l.entrypoint IS NULL THEN 0  -- limited, and its row is not held by this claim
+                   ELSE LEAST(
+                       p_batch,
+                       CASE WHEN u.conc > 0 THEN GREATEST(u.conc - (
+                           SELECT count(*) FROM {jobs} AS j WHERE j.status = 'picked' AND j.entrypoint = u.ep
+                       ), 0)::integer ELSE p_batch END,
+                       CASE WHEN u.rate > 0 THEN floor(t.tokens)::integer ELSE p_batch END
+                   )
+               END AS allow
+        FROM unnest(p_entrypoints, p_concurrency, p_rate, p_burst) AS u(ep, conc, rate, burst)
+        LEFT JOIN {entrypoint_limits} AS l ON l.entrypoint = u.ep AND l.entrypoint = ANY (v_held)
+        CROSS JOIN LATERAL (
+            SELECT LEAST(u.burst, l.tokens + u.rate * extract(epoch FROM v_now - l.refilled_at)) AS tokens
+        ) AS t
+    ),
+    candidates AS (
+        SELECT c.tid, c.id, c.priority
+        FROM wanted AS w,
+        LATERAL (
+            SELECT r.tid, r.id, r.priority FROM (
+                SELECT j.ctid AS tid, j.id, j.priority FROM {jobs} AS j
+                WHERE j.entrypoint = w.ep AND j.status = 'queued' AND p_isolated IS NOT TRUE
+                ORDER BY j.priority DESC, j.id
+                LIMIT w.allow
+                FOR UPDATE SKIP LOCKED
+            ) AS r
+            UNION ALL
+            SELECT d.tid, d.id, d.priority FROM (
+                SELECT j.ctid AS tid, j.id, j.priority FROM {jobs} AS j
+                WHERE j.entrypoint = w.ep AND j.status = 'deferred' AND j.execute_after <= v_now
+                  AND p_isolated IS NOT TRUE
+                ORDER BY j.execute_after
+                LIMIT w.allow
+                FOR UPDATE SKIP LOCKED
+            ) AS d
+            UNION ALL
+            -- An isolated claim reads the suspects and nothing else.
+            SELECT s.tid, s.id, s.priority FROM (
+                SELECT j.ctid AS tid, j.id, j.priority FROM {jobs} AS j
+                WHERE j.entrypoint = w.ep AND j.status = 'suspect' AND p_isolated
+                ORDER BY j.priority DESC, j.id
+                LIMIT w.allow
+                FOR UPDATE SKIP LOCKED
+            ) AS s
+            ORDER BY 3 DESC, 2
+            LIMIT w.allow
+        ) AS c
+        WHERE w.allow > 0
+        ORDER BY c.priority DESC, c.id
+        LIMIT p_batch
+    ),
+    claimed AS (
+        -- A row locked by the FOR UPDATE above cannot change before this transaction ends, so the version it
+        -- locked (whose ctid the candidates carry) is the one found here: a TID scan, no primary-key look-up.
+        UPDATE {jobs} AS j
+        SET status = 'picked', picked_at = v_now, worker_id = p_worker_id, attempts = j.attempts + 1,
+            isolated = p_isolated IS TRUE,
+            max_deaths = CASE WHEN p_isolated
+                              THEN COALESCE(p_max_deaths[array_position(p_entrypoints, j.entrypoint)], 3) END,
+            hold_failures = p_isolated IS TRUE AND p_hold[array_position(p_entrypoints, j.entrypoint)]
+        FROM candidates AS c
+        WHERE j.ctid = c.tid
+        RETURNING j.id, j.entrypoint, j.payload, j.headers::text, j.priority, j.attempts, j.created_at,
+                  j.execute_after, j.picked_at, j.cancel_requested, j.lost_runs
+    ),
+    taken AS (
+        SELECT c.entrypoint, count(*)::integer AS n FROM claimed AS c GROUP BY c.entrypoint
+    ),
+    spent AS (
+        UPDATE {entrypoint_limits} AS l
+        SET tokens = w.tokens - n.n, refilled_at = v_now
+        FROM taken AS n, wanted AS w
+        WHERE l.entrypoint = n.entrypoint AND w.ep = n.entrypoint AND w.rate > 0
+        RETURNING 1
+    ),
+    short AS (
+        -- Fewer jobs than asked for: the hints of an idle queue are worth their probes.
+        SELECT 1 WHERE (SELECT count(*) FROM claimed) < p_batch
+    )
+    SELECT c.*, NULL::double precision, NULL::text FROM claimed AS c
+    UNION ALL
+    -- A limited entrypoint with work whose row another claim held: look again in a moment (it holds the row for
+    -- the length of one claim).
+    SELECT NULL::bigint, u.ep, NULL::bytea, NULL::text, NULL::integer, NULL::integer, NULL::timestamptz,
+           NULL::timestamptz, NULL::timestamptz, NULL::boolean, NULL::integer,
+           0.005::double precision, 'throttled'::text
+    FROM unnest(v_with_work) AS u(ep)
+    WHERE NOT COALESCE(u.ep = ANY (v_held), false)
+    UNION ALL
+    -- A rate-limited entrypoint held here that is left with less than a token, and may have more work (this claim
+    -- took all it was allowed): when the next token is.
+    SELECT NULL::bigint, w.ep, NULL::bytea, NULL::text, NULL::integer, NULL::integer, NULL::timestamptz,
+           NULL::timestamptz, NULL::timestamptz, NULL::boolean, NULL::integer,
+           (1 - (w.tokens - COALESCE(n.n, 0))) / w.rate, 'throttled'::text
+    FROM wanted AS w LEFT JOIN taken AS n ON n.entrypoint = w.ep
+    WHERE w.rate > 0 AND w.ep = ANY (v_held) AND w.tokens - COALESCE(n.n, 0) < 1 AND COALESCE(n.n, 0) >= w.allow
+    UNION ALL
+    -- Limited entrypoints this claim could take nothing of, for a reason that lasts until a notification names
+    -- them: no claimable work, or a full concurrency limit. A worker that asks for these (p_report_closed) leaves
+    -- them out of its next claims until then, or for a moment (pgqd/worker/limit_gates.py).
+    SELECT NULL::bigint, w.ep, NULL::bytea, NULL::text, NULL::integer, NULL::integer, NULL::timestamptz,
+           NULL::timestamptz, NULL::timestamptz, NULL::boolean, NULL::integer,
+           NULL::double precision, 'closed'::text
+    FROM wanted AS w
+    WHERE p_report_closed AND w.limited AND w.allow = 0
+      AND (NOT COALESCE(w.ep = ANY (v_with_work), false)
+           OR (w.ep = ANY (v_held) AND NOT (w.rate > 0 AND w.tokens < 1)))
+    UNION ALL
+    -- The next deferred job not yet due, when the claim came back short.
+    SELECT NULL::bigint, NULL::text, NULL::bytea, NULL::text, NULL::integer, NULL::integer,
+           NULL::timestamptz, NULL::timestamptz, NULL::timestamptz, NULL::boolean, NULL::integer,
+           GREATEST(extract(epoch FROM min(n.execute_after) - clock_timestamp()), 0)::double precision,
+           'due'::text
+    FROM short, unnest(p_entrypoints) AS u(ep),
+    LATERAL (
+        SELECT j.execute_after FROM {jobs} AS j
+        WHERE j.entrypoint = u.ep AND j.status = 'deferred' AND j.execute_after > v_now
+        ORDER BY j.execute_after
+        LIMIT 1
+    ) AS n
+    HAVING min(n.execute_after) IS NOT NULL
+    UNION ALL
+    -- A claim that came back short says whether suspects wait; an isolated claim says whether more wait. A full
+    -- claim does not look: no cost on a deep queue (the heartbeat tells busy workers).
+    SELECT NULL::bigint, NULL::text, NULL::bytea, NULL::text, NULL::integer, NULL::integer,
+           NULL::timestamptz, NULL::timestamptz, NULL::timestamptz, NULL::boolean, NULL::integer,
+           NULL::double precision, 'suspects'::text
+    WHERE (p_isolated OR (p_isolated IS NOT NULL AND EXISTS (SELECT 1 FROM short)))
+      AND EXISTS (SELECT 1 FROM {jobs} AS j
+                  WHERE j.status = 'suspect' AND j.entrypoint = ANY (p_entrypoints)
+                    -- The snapshot predates this claim: the suspect it took is still one there.
+                    AND NOT EXISTS (SELECT 1 FROM claimed AS c WHERE c.id = j.id));
+END;
+$$;

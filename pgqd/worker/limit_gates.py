@@ -1,0 +1,88 @@
+"""Which limited entrypoints a worker's next claim asks for.
+
+A claim that names a limited entrypoint probes its work and locks its limit row. With a deep queue of other
+work, a worker claims many times a second, and most of those looks at a limited entrypoint find nothing it may
+take: the limit is reached, or nothing is queued. So when a claim reports an entrypoint ``closed`` (see
+``ClaimResult.closed``), the worker leaves it out of its claims until one of these says it may be worth a look:
+
+- a notification that names it, or names no entrypoint: jobs were enqueued, or a job of it ended and freed a slot;
+- the time the claim gave (a rate limit's next token, another claim's hold on the limit row);
+- ``REOPEN_AFTER`` seconds in any case, for what sends no notification (a deferred job falling due) and for a
+  notification missed;
+- a wake-up from a sleep (the worker's poll, or the time a deferred job is due), or a reconnection.
+
+Unlimited entrypoints are always asked for: a claim reads their heads anyway. A claim that goes out while a
+notification reopens an entrypoint may come back saying it is closed, from a snapshot taken before the jobs the
+notification announced: such a report is ignored, since notifications are numbered and a claim remembers the
+number it was sent at.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from pgqd.models import EntrypointLimit
+
+# Long enough that a worker claiming a thousand times a second looks at a closed entrypoint a few times a second
+# at most; short enough that a deferred job of a limited entrypoint waits for no more than this after it is due.
+REOPEN_AFTER = 0.1
+
+
+def is_limited(limit: EntrypointLimit) -> bool:
+    return limit.concurrency > 0 or limit.rate_per_second > 0
+
+
+@dataclass
+class LimitGates:
+    """The limited entrypoints left out of claims for now, with the loop time at which each is asked for again."""
+
+    limits: tuple[EntrypointLimit, ...]
+    closed: dict[str, float] = field(default_factory=dict)
+    # Notifications are numbered; an entrypoint remembers the number of the last one that reopened it.
+    notices: int = 0
+    reopened_at: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self._limited = {limit.name for limit in self.limits if is_limited(limit)}
+        self._asks: dict[frozenset[str], tuple[EntrypointLimit, ...]] = {}
+
+    def request(self, now: float) -> tuple[tuple[EntrypointLimit, ...], int]:
+        """The limits to claim with at loop time ``now``, and the notice number to hand back to ``claimed``."""
+        if self.closed:
+            for name in [name for name, until in self.closed.items() if until <= now]:
+                del self.closed[name]
+        if not self.closed:
+            return self.limits, self.notices
+        key = frozenset(self.closed)
+        asked = self._asks.get(key)
+        if asked is None:
+            asked = tuple(limit for limit in self.limits if limit.name not in self.closed)
+            if not asked:
+                # Every entrypoint is closed, yet the worker decided to claim (a notification or a poll said
+                # there may be work): ask for all of them rather than for nothing.
+                self.closed.clear()
+                return self.limits, self.notices
+            if len(self._asks) < 64:
+                self._asks[key] = asked
+        return asked, self.notices
+
+    def claimed(self, sent_at: int, closed: Mapping[str, float | None], now: float) -> None:
+        """Applies what a claim sent at notice number ``sent_at`` reported closed, at loop time ``now``."""
+        for name, wait in closed.items():
+            if name not in self._limited or self.reopened_at.get(name, -1) > sent_at:
+                continue
+            self.closed[name] = now + (REOPEN_AFTER if wait is None else min(wait, REOPEN_AFTER))
+
+    def reopen(self, names: Iterable[str] = ()) -> None:
+        """A notification about ``names`` (every entrypoint when empty), a poll or a reconnection."""
+        self.notices += 1
+        named: Sequence[str] = tuple(names) or tuple(self._limited)
+        for name in named:
+            if name in self._limited:
+                self.closed.pop(name, None)
+                self.reopened_at[name] = self.notices
+
+    @property
+    def any_closed(self) -> bool:
+        return bool(self.closed)

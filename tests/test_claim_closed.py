@@ -1,0 +1,87 @@
+"""A claim says which limited entrypoints it could take nothing of (``ClaimResult.closed``), on both backends,
+and a worker that leaves them out of its claims still runs their jobs as soon as they may run."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+
+from pgqd import Client, Entrypoint, Job, JobSpec, Worker, WorkerSettings
+from pgqd.backend.base import Backend
+from pgqd.models import EntrypointLimit, WorkerInfo
+from tests.support.waiting import wait_until
+
+FREE = EntrypointLimit("free")
+PAIRED = EntrypointLimit("paired", concurrency=2)
+IDLE = EntrypointLimit("idle", concurrency=3)
+METERED = EntrypointLimit("metered", rate_per_second=1.0, burst=1.0)
+
+
+async def test_a_full_limit_and_an_idle_limit_are_reported_closed(backend: Backend, client: Client) -> None:
+    worker = await backend.register_worker(WorkerInfo("host", os.getpid(), ("free", "paired", "idle")))
+    await client.enqueue_many([JobSpec("paired")] * 3 + [JobSpec("free")] * 3)
+    first = await backend.claim(worker, 10, [FREE, PAIRED, IDLE])
+    assert sorted(job.entrypoint for job in first.jobs) == ["free"] * 3 + ["paired"] * 2
+    # Nothing queued for "idle": closed. "paired" had room for two and took them: not reported.
+    assert first.closed == {"idle": None}
+    second = await backend.claim(worker, 10, [FREE, PAIRED, IDLE])
+    assert second.jobs == []
+    assert second.closed == {"paired": None, "idle": None}
+
+
+async def test_a_spent_rate_limit_is_reported_with_its_next_token(backend: Backend, client: Client) -> None:
+    worker = await backend.register_worker(WorkerInfo("host", os.getpid(), ("metered",)))
+    await client.enqueue_many([JobSpec("metered")] * 2)
+    first = await backend.claim(worker, 10, [METERED])
+    assert len(first.jobs) == 1
+    wait = first.closed["metered"]
+    assert wait is not None
+    assert 0 < wait <= 1.0
+    assert first.throttled_in == wait
+
+
+async def test_an_isolated_claim_reports_nothing_closed(backend: Backend) -> None:
+    worker = await backend.register_worker(WorkerInfo("host", os.getpid(), ("paired",)))
+    result = await backend.claim(worker, 1, [PAIRED], isolated=True)
+    assert result.closed == {}
+
+
+async def test_a_limited_entrypoint_left_out_of_claims_runs_its_jobs_once_they_are_enqueued(
+    backend: Backend, client: Client
+) -> None:
+    """The worker is kept busy by a deep queue of unlimited jobs, so it never sleeps; the limited entrypoint is
+    idle, reported closed, and left out. Jobs enqueued for it then must run while the deep queue still drains."""
+    started: list[tuple[str, float]] = []
+
+    async def record(job: Job) -> None:
+        started.append((job.entrypoint, time.monotonic()))
+        await asyncio.sleep(0.001)
+
+    await client.enqueue_many([JobSpec("free")] * 3000)
+    worker = Worker(
+        backend,
+        [Entrypoint("free", record), Entrypoint("paired", record, concurrency_limit=2)],
+        WorkerSettings(concurrency=8, batch_size=4, poll_interval=30.0),
+    )
+    task = asyncio.create_task(worker.run())
+    try:
+
+        async def draining() -> bool:
+            return len(started) > 100
+
+        async def limited_ran() -> bool:
+            return sum(1 for name, _ in started if name == "paired") == 4
+
+        await wait_until(draining, timeout=30, what="the deep queue draining")
+        assert worker.gates.any_closed
+        enqueued_at = time.monotonic()
+        await client.enqueue_many([JobSpec("paired", priority=1)] * 4)  # ahead of the deep queue
+        await wait_until(limited_ran, timeout=30, what="the limited jobs")
+        first_limited = min(at for name, at in started if name == "paired")
+        # Notified, not found by a poll (30 s): it ran while the deep queue still drained.
+        assert sum(1 for name, _ in started if name == "free") < 3000
+        assert first_limited - enqueued_at < 10
+    finally:
+        worker.stop(grace=5)
+        await asyncio.wait_for(task, timeout=30)

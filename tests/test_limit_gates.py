@@ -1,0 +1,77 @@
+"""Which limited entrypoints a worker's claims ask for (pgqd/worker/limit_gates.py): pure, no database."""
+
+from __future__ import annotations
+
+from pgqd.models import EntrypointLimit
+from pgqd.worker.limit_gates import REOPEN_AFTER, LimitGates
+
+FREE = EntrypointLimit("free")
+PAIRED = EntrypointLimit("paired", concurrency=2)
+METERED = EntrypointLimit("metered", rate_per_second=10.0, burst=10.0)
+ALL = (FREE, PAIRED, METERED)
+
+
+def names(limits: tuple[EntrypointLimit, ...]) -> list[str]:
+    return [limit.name for limit in limits]
+
+
+def test_every_entrypoint_is_asked_for_until_a_claim_reports_one_closed() -> None:
+    gates = LimitGates(ALL)
+    asked, _ = gates.request(0.0)
+    assert names(asked) == ["free", "paired", "metered"]
+
+
+def test_a_closed_entrypoint_is_left_out_until_its_moment_passes() -> None:
+    gates = LimitGates(ALL)
+    _, sent = gates.request(0.0)
+    gates.claimed(sent, {"paired": None, "metered": 0.02}, now=1.0)
+    assert names(gates.request(1.0)[0]) == ["free"]
+    # The rate limit's next token comes first; a full concurrency limit waits for a slot, or REOPEN_AFTER.
+    assert names(gates.request(1.02)[0]) == ["free", "metered"]
+    assert names(gates.request(1.0 + REOPEN_AFTER - 0.001)[0]) == ["free", "metered"]
+    assert names(gates.request(1.0 + REOPEN_AFTER)[0]) == ["free", "paired", "metered"]
+
+
+def test_a_long_wait_is_cut_to_reopen_after() -> None:
+    gates = LimitGates(ALL)
+    _, sent = gates.request(0.0)
+    gates.claimed(sent, {"metered": 60.0}, now=0.0)
+    assert names(gates.request(REOPEN_AFTER)[0]) == ["free", "paired", "metered"]
+
+
+def test_a_notification_reopens_the_entrypoints_it_names_or_all_when_it_names_none() -> None:
+    gates = LimitGates(ALL)
+    _, sent = gates.request(0.0)
+    gates.claimed(sent, {"paired": None, "metered": None}, now=0.0)
+    gates.reopen(["paired", "someone_else"])
+    assert names(gates.request(0.0)[0]) == ["free", "paired"]
+    gates.reopen()
+    assert names(gates.request(0.0)[0]) == ["free", "paired", "metered"]
+    assert not gates.any_closed
+
+
+def test_a_claim_sent_before_a_notification_cannot_close_what_it_reopened() -> None:
+    gates = LimitGates(ALL)
+    _, sent = gates.request(0.0)
+    gates.reopen(["paired"])  # jobs of it were enqueued while the claim was on its way
+    gates.claimed(sent, {"paired": None, "metered": None}, now=0.0)
+    assert names(gates.request(0.0)[0]) == ["free", "paired"]
+    # A claim sent after the notification is believed.
+    _, later = gates.request(0.0)
+    gates.claimed(later, {"paired": None}, now=0.0)
+    assert names(gates.request(0.0)[0]) == ["free"]
+
+
+def test_unlimited_entrypoints_are_never_left_out() -> None:
+    gates = LimitGates(ALL)
+    _, sent = gates.request(0.0)
+    gates.claimed(sent, {"free": None}, now=0.0)
+    assert names(gates.request(0.0)[0]) == ["free", "paired", "metered"]
+
+
+def test_when_every_entrypoint_is_closed_a_claim_asks_for_all_of_them() -> None:
+    gates = LimitGates((PAIRED, METERED))
+    _, sent = gates.request(0.0)
+    gates.claimed(sent, {"paired": None, "metered": None}, now=0.0)
+    assert names(gates.request(0.0)[0]) == ["paired", "metered"]
+    assert not gates.any_closed
