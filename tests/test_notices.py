@@ -97,6 +97,12 @@ async def test_a_notice_too_large_for_notify_wakes_every_worker_instead(channel:
     assert events(await channel.sql_sends(notices.given("$1", "$2"), CHANNEL, notices.wake_notice(fits))) == [
         Event("enqueued", tuple(fits))
     ]
+    # The notices statements build in SQL (a rescue, a requeue, a flush over many entrypoints) do the same.
+    for built in (notices.enqueued("$1", "$2::text[]"), notices.slot("$1", "$2::text[]")):
+        assert events(await channel.sql_sends(built, CHANNEL, many)) == [Event("enqueued")]
+    assert events(await channel.sql_sends(notices.slot("$1", "$2::text[]"), CHANNEL, fits)) == [
+        Event("slot", tuple(fits))
+    ]
 
 
 async def test_the_workflow_functions_send_the_notices_this_module_defines(

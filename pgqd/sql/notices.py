@@ -37,7 +37,8 @@ def enqueued(channel: str, entrypoints: str, due_in: str | None = None) -> str:
     """Sends an ``enqueued`` notice: ``entrypoints`` a text[] expression, ``due_in`` seconds until the earliest
     job is due, NULL when one is due now (None: the notice says nothing of it, so the jobs are due now)."""
     due = "" if due_in is None else f", 'd', {due_in}"
-    return f"pg_notify({channel}::text, json_build_object('t', 'enqueued', 'e', {entrypoints}{due})::text)"
+    notice = f"json_build_object('t', 'enqueued', 'e', {entrypoints}{due})"
+    return f"pg_notify({channel}::text, {_bounded(notice)})"
 
 
 def enqueued_from(channel: str, rows: str) -> str:
@@ -49,7 +50,17 @@ def enqueued_from(channel: str, rows: str) -> str:
 
 def slot(channel: str, entrypoints: str) -> str:
     """Sends a ``slot`` notice: ``entrypoints`` a text[] expression."""
-    return f"pg_notify({channel}::text, json_build_object('t', 'slot', 'e', {entrypoints})::text)"
+    notice = f"json_build_object('t', 'slot', 'e', {entrypoints})"
+    return f"pg_notify({channel}::text, {_bounded(notice)})"
+
+
+def _bounded(notice: str) -> str:
+    """``notice`` (a json expression) as text, or the notice that wakes every idle worker when it is too large for
+    NOTIFY: a rescue or a flush over many entrypoints with long names must not fail for its notice's sake. The
+    expression is written twice; PostgreSQL computes an aggregate in it once."""
+    # Braces doubled: statements are rendered with str.format (pgqd.sql.render).
+    wake_all = _WAKE_ALL.replace("{", "{{").replace("}", "}}")
+    return f"CASE WHEN octet_length(({notice})::text) <= {_LARGEST} THEN ({notice})::text ELSE '{wake_all}' END"
 
 
 def ids(channel: str, kind: Literal["finished", "cancel"], job_ids: str) -> str:
