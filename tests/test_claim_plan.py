@@ -156,6 +156,9 @@ async def test_claim_reads_the_pgqd_indexes_and_never_scans_the_jobs_table(conn:
             if node.get("Index Name") in ("pgqd_jobs_ready_idx", "pgqd_jobs_deferred_idx"):
                 # The entrypoint bounds the index range: other entrypoints' rows are never read.
                 assert "entrypoint" in node.get("Index Cond", ""), evidence
+            if node.get("Index Name") == "pgqd_jobs_deferred_idx":
+                # And the time bounds it too: jobs not due are never read one by one.
+                assert "execute_after" in node.get("Index Cond", ""), evidence
     candidates = [p for p in plans if "candidates AS" in p["Query Text"]]
     assert len(candidates) == 3 * len(variants), evidence
     for plan in candidates:

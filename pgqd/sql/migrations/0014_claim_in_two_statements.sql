@@ -97,6 +97,9 @@ BEGIN
 
     -- A simple expression (no statement): a request without limits goes straight to the claim.
     IF 0 < ANY (p_concurrency) OR 0 < ANY (p_rate) THEN
+        -- A variable, not clock_timestamp() in the probe: a volatile call cannot bound an index scan, and the
+        -- probe of an entrypoint with nothing due would read all its deferred jobs.
+        v_now := clock_timestamp();
         -- A limited entrypoint's limit row is read only when it has claimable work: one ordered probe of its
         -- partial indexes (ready and due, or suspects for an isolated claim). Nothing queued, nothing to lock.
         -- One claimer at a time per limited entrypoint, and the others do not wait: they claim everything else
@@ -112,7 +115,7 @@ BEGIN
                       (SELECT j.id FROM {jobs} AS j WHERE j.entrypoint = u.ep AND j.status = 'queued'
                        ORDER BY j.priority DESC, j.id LIMIT 1) IS NOT NULL
                       OR (SELECT j.id FROM {jobs} AS j
-                          WHERE j.entrypoint = u.ep AND j.status = 'deferred' AND j.execute_after <= clock_timestamp()
+                          WHERE j.entrypoint = u.ep AND j.status = 'deferred' AND j.execute_after <= v_now
                           ORDER BY j.execute_after LIMIT 1) IS NOT NULL
                   END
         ),
@@ -134,6 +137,9 @@ BEGIN
                 FROM unnest(p_entrypoints, p_burst) AS u(ep, burst)
                 WHERE u.ep = ANY (v_with_work) AND NOT COALESCE(u.ep = ANY (v_held), false)
                   AND NOT EXISTS (SELECT 1 FROM {entrypoint_limits} AS e WHERE e.entrypoint = u.ep)
+                -- In name order, as every claimer: two first claims that wait for each other's row cannot
+                -- each hold the row the other waits for.
+                ORDER BY u.ep
                 ON CONFLICT DO NOTHING
                 RETURNING l.entrypoint
             )
