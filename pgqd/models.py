@@ -12,6 +12,8 @@ ON_CONFLICT_CHOICES: tuple[OnConflict, ...] = ("raise", "skip", "raise_priority"
 
 LiveStatus = Literal["queued", "deferred", "suspect", "picked", "failed", "waiting"]
 LIVE_STATUSES: tuple[LiveStatus, ...] = ("queued", "deferred", "suspect", "picked", "failed", "waiting")
+# The largest job id (a bigint): a larger one names no job, and is refused before it reaches the database.
+MAX_JOB_ID = 2**63 - 1
 FinalStatus = Literal["successful", "exception", "canceled", "deleted", "timeout"]
 FINAL_STATUSES: tuple[FinalStatus, ...] = ("successful", "exception", "canceled", "deleted", "timeout")
 

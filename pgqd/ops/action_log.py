@@ -12,6 +12,7 @@ from typing import Any
 import structlog
 
 from pgqd.identifiers import Names
+from pgqd.models import MAX_JOB_ID
 from pgqd.sql import action_log, render
 
 log = structlog.get_logger("pgqd.action_log")
@@ -80,5 +81,5 @@ async def record(db: Any, names: Names, action: Action) -> None:
 
 
 async def recent(db: Any, names: Names, before: int | None = None, limit: int = 100) -> list[LoggedAction]:
-    rows = await db.fetch(render(action_log.RECENT_ACTIONS, names), before or 2**63 - 1, limit)
+    rows = await db.fetch(render(action_log.RECENT_ACTIONS, names), before or MAX_JOB_ID, limit)
     return [LoggedAction(**dict(r)) for r in rows]

@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from pgqd.identifiers import Names
-from pgqd.models import FINAL_STATUSES, LIVE_STATUSES
+from pgqd.models import FINAL_STATUSES, LIVE_STATUSES, MAX_JOB_ID
 from pgqd.sql import browse, render
 
 # Live states with a small partial index of their own, searched without a read window.
@@ -19,7 +19,7 @@ INDEXED_STATUSES = ("failed", "picked", "suspect")
 STATUS_GROUPS = ("live", "finished")
 # The job search reads at most this many of the newest rows of each table per page.
 SEARCH_WINDOW = 20_000
-MAX_ID = 2**63 - 1
+MAX_ID = MAX_JOB_ID
 
 
 @dataclass(frozen=True)

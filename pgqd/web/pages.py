@@ -140,7 +140,7 @@ def _jobs_form(request: Request, where: JobFilter | None) -> dict[str, Any]:
 
 async def job(request: Request) -> Response:
     job_id = int(request.path_params["job_id"])
-    if job_id > 2**63 - 1:
+    if job_id > MAX_ID:
         return not_found(request, f"There is no job {job_id}.")
     detail = await web_state(request).stats.job(job_id)
     if detail is None:

@@ -7,7 +7,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from pgqd.models import JobLinks
+from pgqd.models import MAX_JOB_ID, JobLinks
 from pgqd.ops.workflows import WorkflowReads, layered
 from pgqd.web.rendering import not_found, render
 from pgqd.web.state import web_state
@@ -25,7 +25,7 @@ async def links_of(request: Request, job_id: int) -> JobLinks:
 
 async def workflow(request: Request) -> Response:
     workflow_id = int(request.path_params["workflow_id"])
-    view = None if workflow_id > 2**63 - 1 else await reads(request).workflow(workflow_id)
+    view = None if workflow_id > MAX_JOB_ID else await reads(request).workflow(workflow_id)
     if view is None:
         return not_found(request, f"There is no workflow {workflow_id}: it never existed, or retention removed it.")
     return render(

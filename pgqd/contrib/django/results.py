@@ -28,6 +28,7 @@ from pgqd.contrib.django.compat import (
 )
 from pgqd.errors import PgqdError
 from pgqd.identifiers import Names
+from pgqd.models import MAX_JOB_ID
 
 # A job is in exactly one of the two tables: finishing moves it from jobs to log in one transaction. Run on
 # Django's cursor, whose placeholder is %s for both psycopg and psycopg2.
@@ -67,7 +68,6 @@ _CANCELED_ERROR = "asyncio.exceptions.CancelledError"
 # A job id: a positive bigint in ASCII digits. Ids handed out before ids were bare numbers were
 # "<job id>:<task path>"; they still name their job, when the path is the one the job was enqueued with.
 _RESULT_ID = re.compile(r"([1-9][0-9]{0,18})(?::([^\s:]+))?", re.ASCII)
-_MAX_JOB_ID = 2**63 - 1
 
 
 def result_id(job_id: int) -> str:
@@ -79,7 +79,7 @@ def parse_result_id(value: object) -> tuple[int, str | None]:
     """The job number of a result id, and the task path of an id in the earlier form; TaskResultDoesNotExist
     for anything else."""
     found = _RESULT_ID.fullmatch(str(value)) if isinstance(value, str | int) and not isinstance(value, bool) else None
-    if found is None or int(found[1]) > _MAX_JOB_ID:
+    if found is None or int(found[1]) > MAX_JOB_ID:
         raise TaskResultDoesNotExist(f"{value!r} is not a pgqd task result id (a job number)")
     return int(found[1]), found[2]
 
