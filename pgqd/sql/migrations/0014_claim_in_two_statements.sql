@@ -32,6 +32,12 @@
 -- which are closed, a worker leaves them out of its claims until an 'enqueued' or 'slot' notification names
 -- them, its next poll, or a moment passes; a rate-limited one until its next token ('throttled').
 
+-- Autovacuum at full speed on the jobs table. At its default cost delay it took a minute and more over a backlog
+-- of 400,000 jobs, and while it runs the lead worker's own vacuum (SKIP_LOCKED, unthrottled, a few seconds) is
+-- skipped: dead entries piled up at the head of the ready index and the claims slowed to a stop (the soak with
+-- autovacuum on, docs/performance.md). A queue's table is small and hot: its vacuum should be quick, not gentle.
+ALTER TABLE {jobs} SET (autovacuum_vacuum_cost_delay = 0);
+
 CREATE INDEX "{prefix}jobs_picked_entrypoint_idx" ON {jobs} (entrypoint, worker_id) WHERE status = 'picked';
 DROP INDEX {schema}."{prefix}jobs_picked_idx";
 ALTER INDEX {schema}."{prefix}jobs_picked_entrypoint_idx" RENAME TO "{prefix}jobs_picked_idx";
