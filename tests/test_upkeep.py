@@ -14,7 +14,7 @@ import pytest
 
 from pgqd.config.load import parse_config
 from pgqd.daemon.supervisor.runtime import worker_plan
-from pgqd.daemon.worker.vacuum import DEEP_MULTIPLE, DEEP_TIME_SHARE, MAX_TIME_SHARE, MIN_DEAD_ROWS, JobsTableUpkeep
+from pgqd.daemon.worker.vacuum import MAX_TIME_SHARE, MIN_DEAD_ROWS, JobsTableUpkeep
 from pgqd.identifiers import Names
 from tests.support.daemon import StartDaemon, daemon_config
 from tests.support.waiting import wait_until
@@ -98,24 +98,6 @@ async def test_vacuums_take_at_most_their_share_of_the_time(conn: Any, db_dsn: s
         # One check a second: the next vacuum starts at 2 + 1 / MAX_TIME_SHARE, not before.
         assert upkeep.vacuums == 2
         assert checks_put_off == round(1 / MAX_TIME_SHARE) - 2
-    finally:
-        upkeep.close()
-
-
-async def test_many_dead_rows_let_vacuums_take_a_larger_share_of_the_time(conn: Any, db_dsn: str) -> None:
-    upkeep = JobsTableUpkeep(db_dsn, Names(), min_dead_rows=200, clock=SteppingClock())
-    try:
-        await leave_dead_rows(conn, 300)
-        assert await upkeep.check()
-        assert upkeep.vacuums == 1  # from 2 to 3 by that clock
-        await leave_dead_rows(conn, DEEP_MULTIPLE * 200 + 100)
-        checks_put_off = 0
-        while upkeep.vacuums == 1 and checks_put_off < 20:
-            assert await upkeep.check()
-            checks_put_off += upkeep.vacuums == 1
-        # Many dead rows: the next vacuum starts at 2 + 1 / DEEP_TIME_SHARE, sooner than 2 + 1 / MAX_TIME_SHARE.
-        assert upkeep.vacuums == 2
-        assert checks_put_off == round(1 / DEEP_TIME_SHARE) - 2
     finally:
         upkeep.close()
 

@@ -43,12 +43,6 @@ CHECK_EVERY = 1.0
 MIN_DEAD_ROWS = 10_000
 # The next vacuum waits until the last one's length is at most this share of the time since it started.
 MAX_TIME_SHARE = 0.2
-# ...unless the dead rows since the last vacuum reach DEEP_MULTIPLE times the threshold: then this share. Over a
-# backlog of 400,000 jobs a vacuum took 5 s, the time share put the next one off for 20 s, and meanwhile 100,000
-# to 180,000 dead entries piled up at the head of the ready index and the claims slowed to a quarter of their rate
-# (the soak, docs/performance.md): waiting out the share cost more than the vacuum it saved.
-DEEP_MULTIPLE = 10
-DEEP_TIME_SHARE = 0.5
 CHECK_TIMEOUT = 5.0
 VACUUM_TIMEOUT = 600.0
 
@@ -76,7 +70,6 @@ class JobsTableUpkeep:
         self.clock = clock
         self.vacuums = 0
         self.not_before = -math.inf  # when the time share lets the next vacuum start
-        self.not_before_deep = -math.inf  # ...and when it does with many dead rows (DEEP_TIME_SHARE)
         # Dead rows the last vacuum could not remove (still visible to an older transaction).
         self.dead_left = 0
         self._side = SideConnection(
@@ -105,7 +98,7 @@ class JobsTableUpkeep:
                 return False
             dead = row["n_dead_tup"]
             self.dead_left = min(self.dead_left, dead)  # autovacuum, or another daemon, vacuumed meanwhile
-            if self._due(dead - self.dead_left):
+            if dead - self.dead_left >= self.min_dead_rows and self.clock() >= self.not_before:
                 await self._vacuum(conn, row)
         except Exception as exc:  # whatever the database or the network does, try again next time
             self._side.failed(exc)
@@ -113,18 +106,11 @@ class JobsTableUpkeep:
         self._side.succeeded()
         return True
 
-    def _due(self, added: int) -> bool:
-        if added < self.min_dead_rows:
-            return False
-        now = self.clock()
-        return now >= self.not_before or (added >= DEEP_MULTIPLE * self.min_dead_rows and now >= self.not_before_deep)
-
     async def _vacuum(self, conn: Any, before: Any) -> None:
         started = self.clock()
         await conn.execute(f"VACUUM (SKIP_LOCKED) {self.table}", timeout=VACUUM_TIMEOUT)
         took = self.clock() - started
         self.not_before = started + took / MAX_TIME_SHARE
-        self.not_before_deep = started + took / DEEP_TIME_SHARE
         after = await conn.fetchrow(DEAD_ROWS, self.table, timeout=CHECK_TIMEOUT)
         if after is None or after["vacuum_count"] == before["vacuum_count"]:
             # Skipped (its lock was taken): another daemon's vacuum, or autovacuum, is doing the work.
