@@ -1,4 +1,4 @@
--- pgqd schema version 14: the claim in two statements, and running jobs counted per entrypoint from an index.
+-- pgqd schema version 14: the claim in two statements, and running jobs counted per entrypoint in the index.
 --
 -- The claim of version 7 ran up to nine statements: the pause check, a probe of the limited entrypoints, the
 -- creation of missing limit rows, their lock, the allowances, the claim, the hints of the limited entrypoints,
@@ -14,9 +14,11 @@
 --
 -- Counting the running jobs of a concurrency-limited entrypoint read every running job of the fleet (the
 -- index of running jobs was on worker_id alone) and fetched each from the table: with 2 processes at batch 100
--- that is 400 rows per limited entrypoint per claim. The index now leads with the entrypoint, so the count
--- reads that entrypoint's running jobs and no others; look-ups by worker (heartbeats, rescues, the outcome
--- write's check) scan this small index whole, which is as many entries as jobs running in the fleet.
+-- that is 400 rows per limited entrypoint per claim. The index now holds the entrypoint after the worker: the
+-- count reads the index's entries (as many as jobs running in the fleet, a few pages) and fetches only that
+-- entrypoint's rows from the table. The worker stays first, for the look-ups by worker on the hot path (the
+-- outcome write's check, heartbeats, rescues): with the entrypoint first, the outcome write read every running
+-- job of the fleet instead of its worker's, and 2 processes at batch 100 drained 13 % slower.
 --
 -- The contract of the rows returned is that of version 7 (CLAIM_JOBS in pgqd/sql/statements.py reads it): a
 -- claimed job (hint IS NULL), or a hint: 'throttled' (a limited entrypoint with work is held by another claim,
@@ -38,7 +40,7 @@
 -- autovacuum on, docs/performance.md). A queue's table is small and hot: its vacuum should be quick, not gentle.
 ALTER TABLE {jobs} SET (autovacuum_vacuum_cost_delay = 0);
 
-CREATE INDEX "{prefix}jobs_picked_entrypoint_idx" ON {jobs} (entrypoint, worker_id) WHERE status = 'picked';
+CREATE INDEX "{prefix}jobs_picked_entrypoint_idx" ON {jobs} (worker_id, entrypoint) WHERE status = 'picked';
 DROP INDEX {schema}."{prefix}jobs_picked_idx";
 ALTER INDEX {schema}."{prefix}jobs_picked_entrypoint_idx" RENAME TO "{prefix}jobs_picked_idx";
 
