@@ -30,6 +30,18 @@ async def test_a_full_limit_and_an_idle_limit_are_reported_closed(backend: Backe
     assert second.closed == {"paired": None, "idle": None}
 
 
+async def test_a_limit_whose_jobs_come_after_a_full_batch_is_reported_closed(backend: Backend, client: Client) -> None:
+    worker = await backend.register_worker(WorkerInfo("host", os.getpid(), ("free", "paired")))
+    await client.enqueue_many([JobSpec("free")] * 4 + [JobSpec("paired")] * 2)
+    full = await backend.claim(worker, 4, [FREE, PAIRED])
+    assert [job.entrypoint for job in full.jobs] == ["free"] * 4
+    assert full.closed == {"paired": None}
+    # A claim with room to spare takes them: the limit was never reached.
+    rest = await backend.claim(worker, 4, [FREE, PAIRED])
+    assert [job.entrypoint for job in rest.jobs] == ["paired"] * 2
+    assert rest.closed == {}
+
+
 async def test_a_spent_rate_limit_is_reported_with_its_next_token(backend: Backend, client: Client) -> None:
     worker = await backend.register_worker(WorkerInfo("host", os.getpid(), ("metered",)))
     await client.enqueue_many([JobSpec("metered")] * 2)

@@ -393,6 +393,10 @@ class MemoryBackend(MemoryWorkflows):
             pool.extend(found)
         pool.sort(key=lambda j: (-j.priority, j.id))
         taken, spare = pool[:batch], pool[batch:]
+        if len(taken) >= batch:
+            # A full batch of jobs that come before all of a limited entrypoint's own: closed for a moment too.
+            idle.update(limit.name for limit in limits if limit.concurrency > 0 or limit.rate_per_second > 0)
+            idle.difference_update(job.entrypoint for job in taken)
         for job in spare:
             self._set_status(job, job.status)
         claimed: list[ClaimedJob] = []

@@ -2,7 +2,8 @@
 
 A claim that names a limited entrypoint probes its work and locks its limit row. With a deep queue of other
 work, a worker claims many times a second, and most of those looks at a limited entrypoint find nothing it may
-take: the limit is reached, or nothing is queued. So when a claim reports an entrypoint ``closed`` (see
+take: the limit is reached, nothing is queued, or the batch is filled with older jobs (by priority and id) before
+any of its own. So when a claim reports an entrypoint ``closed`` (see
 ``ClaimResult.closed``), the worker leaves it out of its claims until one of these says it may be worth a look:
 
 - a notification that names it, or names no entrypoint: jobs were enqueued, or a job of it ended and freed a slot;

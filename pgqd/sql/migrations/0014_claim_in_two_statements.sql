@@ -25,8 +25,8 @@
 -- or a rate-limited one ran out of tokens: look again in wake_in seconds), 'due' (the next deferred job is due
 -- in wake_in seconds) or 'suspects' (suspects of these entrypoints wait to run alone). One kind is new, and
 -- returned only to a caller that asks for it with the new last parameter: 'closed', a limited entrypoint of
--- which this claim could take nothing until a notification names it (no claimable work, or its concurrency
--- limit is reached). Daemons of versions 7 to 13 call the function without it and keep claiming, unchanged,
+-- which this claim could take nothing until a notification names it or a moment passes (no claimable work,
+-- its concurrency limit reached, or a full batch of older jobs). Daemons of versions 7 to 13 call the function without it and keep claiming, unchanged,
 -- during a rolling upgrade.
 --
 -- Why 'closed': a claim that names a limited entrypoint probes its work and locks its limit row, and with a
@@ -262,15 +262,20 @@ BEGIN
     WHERE w.rate > 0 AND w.ep = ANY (v_held) AND w.tokens - COALESCE(n.n, 0) < 1 AND COALESCE(n.n, 0) >= w.allow
     UNION ALL
     -- Limited entrypoints this claim could take nothing of, for a reason that lasts until a notification names
-    -- them: no claimable work, or a full concurrency limit. A worker that asks for these (p_report_closed) leaves
-    -- them out of its next claims until then, or for a moment (pgqd/worker/limit_gates.py).
+    -- them or a moment passes: no claimable work, a full concurrency limit, or a full batch of jobs that come
+    -- before all of its own (by priority and id, which a moment does not change while the backlog drains). A
+    -- worker that asks for these (p_report_closed) leaves them out of its next claims until then
+    -- (pgqd/worker/limit_gates.py).
     SELECT NULL::bigint, w.ep, NULL::bytea, NULL::text, NULL::integer, NULL::integer, NULL::timestamptz,
            NULL::timestamptz, NULL::timestamptz, NULL::boolean, NULL::integer,
            NULL::double precision, 'closed'::text
-    FROM wanted AS w
-    WHERE p_report_closed AND w.limited AND w.allow = 0
-      AND (NOT COALESCE(w.ep = ANY (v_with_work), false)
-           OR (w.ep = ANY (v_held) AND NOT (w.rate > 0 AND w.tokens < 1)))
+    FROM wanted AS w LEFT JOIN taken AS n ON n.entrypoint = w.ep
+    WHERE p_report_closed AND w.limited AND n.entrypoint IS NULL
+      AND CASE WHEN w.allow = 0
+               THEN NOT COALESCE(w.ep = ANY (v_with_work), false)
+                    OR (w.ep = ANY (v_held) AND NOT (w.rate > 0 AND w.tokens < 1))
+               ELSE (SELECT count(*) FROM claimed) >= p_batch
+          END
     UNION ALL
     -- The next deferred job not yet due, when the claim came back short.
     SELECT NULL::bigint, NULL::text, NULL::bytea, NULL::text, NULL::integer, NULL::integer,
