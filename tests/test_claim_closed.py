@@ -10,6 +10,7 @@ import time
 from pgqd import Client, Entrypoint, Job, JobSpec, Worker, WorkerSettings
 from pgqd.backend.base import Backend
 from pgqd.models import EntrypointLimit, WorkerInfo
+from pgqd.worker.telemetry import NoMetrics
 from tests.support.waiting import wait_until
 
 FREE = EntrypointLimit("free")
@@ -97,3 +98,34 @@ async def test_a_limited_entrypoint_left_out_of_claims_runs_its_jobs_once_they_a
     finally:
         worker.stop(grace=5)
         await asyncio.wait_for(task, timeout=30)
+
+
+class CountedClaims(NoMetrics):
+    def __init__(self) -> None:
+        self.claims = 0
+
+    def claimed(self, count: int) -> None:
+        self.claims += 1
+
+
+async def test_a_drain_ends_when_the_only_work_left_waits_for_a_limit_another_worker_holds(
+    backend: Backend, client: Client
+) -> None:
+    """As before limits could be closed: a drain does not wait for slots other workers hold, and it does not claim
+    over and over while they hold them."""
+    other = await backend.register_worker(WorkerInfo("elsewhere", os.getpid(), ("paired",)))
+    await client.enqueue_many([JobSpec("paired")] * 3)
+    assert len((await backend.claim(other, 2, [PAIRED])).jobs) == 2  # the limit is full, held elsewhere
+
+    async def noop(job: Job) -> None:
+        return None
+
+    counted = CountedClaims()
+    worker = Worker(
+        backend,
+        [Entrypoint("paired", noop, concurrency_limit=2), Entrypoint("free", noop)],
+        WorkerSettings(poll_interval=30.0),
+        metrics=counted,
+    )
+    await asyncio.wait_for(worker.run(drain=True), timeout=10)
+    assert counted.claims <= 3

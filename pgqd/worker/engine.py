@@ -66,6 +66,7 @@ class Worker:
             raise ValueError("a worker needs at least one entrypoint")
         self.limits = tuple(h.entrypoint.limit for h in self.handlers.values())
         self.gates = LimitGates(self.limits)
+        self._asked_all = True  # the newest claim settled named every entrypoint (none was closed)
         self.resources = resources
         self._on_outcome = on_outcome
         self.metrics = metrics
@@ -254,6 +255,8 @@ class Worker:
         for claimed in result.jobs:
             self._start(claimed, claimed_at)
         state.settle(number, len(result.jobs), wanted, result.throttled_in is not None, result.suspects)
+        if state.claims_settled == number:
+            self._asked_all = len(limits) == len(self.limits)
         if result.throttled_in is not None:
             self._wake_after(result.throttled_in)
         if not drain and result.due_in is not None:
@@ -293,8 +296,10 @@ class Worker:
             return False
         if state.last_throttled:
             return False
-        if self.gates.any_closed:
-            # The last claim left limited entrypoints out: only a claim that names them all can say none is left.
+        if not self._asked_all:
+            # The last claim left closed entrypoints out: only a claim that names them all can say none is left.
+            # (One that did, and found their limits full, ends the drain as it always did: what waits for a slot
+            # another worker holds is not this drain's to run.)
             self.gates.reopen()
             state.work_announced()
             return False
