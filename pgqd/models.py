@@ -142,6 +142,10 @@ class EntrypointLimit:
     max_worker_deaths: int = 3
     hold_failures: bool = False
 
+    @property
+    def limited(self) -> bool:
+        return self.concurrency > 0 or self.rate_per_second > 0
+
 
 # Not frozen, like the outcomes below: a frozen dataclass sets each field through object.__setattr__, which made
 # building these, one per job, five times slower (3 us against 0.6 us each).

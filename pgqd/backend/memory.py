@@ -379,7 +379,7 @@ class MemoryBackend(MemoryWorkflows):
         if isolated:
             batch = 1  # a suspect runs alone
         pool: list[JobRow] = []
-        idle: set[str] = set()  # limited entrypoints of which nothing could be taken
+        found_some: set[str] = set()
         for limit in limits:
             allow = self._allowance(limit, batch, now)
             found = []
@@ -388,15 +388,20 @@ class MemoryBackend(MemoryWorkflows):
                     found = self._take_heads(self._suspects.get(limit.name, []), "suspect", allow)
                 else:
                     found = self._candidates(limit.name, allow, now)
-            if not found and (limit.concurrency > 0 or limit.rate_per_second > 0):
-                idle.add(limit.name)
+            if found:
+                found_some.add(limit.name)
             pool.extend(found)
         pool.sort(key=lambda j: (-j.priority, j.id))
         taken, spare = pool[:batch], pool[batch:]
-        if len(taken) >= batch:
-            # A full batch of jobs that come before all of a limited entrypoint's own: closed for a moment too.
-            idle.update(limit.name for limit in limits if limit.concurrency > 0 or limit.rate_per_second > 0)
-            idle.difference_update(job.entrypoint for job in taken)
+        # Limited entrypoints of which nothing was taken: nothing could be, or a full batch of jobs came before
+        # all of their own.
+        took = {job.entrypoint for job in taken}
+        full = len(taken) >= batch
+        idle = {
+            limit.name
+            for limit in limits
+            if limit.limited and limit.name not in took and (full or limit.name not in found_some)
+        }
         for job in spare:
             self._set_status(job, job.status)
         claimed: list[ClaimedJob] = []

@@ -30,10 +30,6 @@ from pgqd.models import EntrypointLimit
 REOPEN_AFTER = 0.1
 
 
-def is_limited(limit: EntrypointLimit) -> bool:
-    return limit.concurrency > 0 or limit.rate_per_second > 0
-
-
 @dataclass
 class LimitGates:
     """The limited entrypoints left out of claims for now, with the loop time at which each is asked for again."""
@@ -45,7 +41,7 @@ class LimitGates:
     reopened_at: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self._limited = {limit.name for limit in self.limits if is_limited(limit)}
+        self._limited = {limit.name for limit in self.limits if limit.limited}
         self._asks: dict[frozenset[str], tuple[EntrypointLimit, ...]] = {}
 
     def request(self, now: float) -> tuple[tuple[EntrypointLimit, ...], int]:
