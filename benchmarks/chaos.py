@@ -73,6 +73,9 @@ retry = {{ max_attempts = 1000, backoff = "exponential", initial = "100ms", max 
 [entrypoints.chaos_poison]
 handler = "benchmarks.handlers:chaos_poison"
 max_worker_deaths = {poison_deaths}
+# As the ordinary jobs: a fault that breaks the handler's own record of its run (its connection cut by a restart)
+# is an error to retry, not the end of the poison job, which must end given up for killing its worker.
+retry = {{ max_attempts = 1000, backoff = "exponential", initial = "100ms", max = "1s" }}
 """
 
 DATABASE_GONE = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
