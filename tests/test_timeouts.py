@@ -46,8 +46,8 @@ async def test_worker_connections_carry_a_statement_timeout_and_tcp_keepalives(
 ) -> None:
     _, backend = proxied
     assert await backend._db.fetchval("SHOW statement_timeout") == "1s"
-    async with backend._db.pool.acquire() as conn:
-        sock = conn._con._transport.get_extra_info("socket")
+    async with backend._db.acquire() as conn:
+        sock = conn._transport.get_extra_info("socket")
         assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
         if hasattr(socket, "TCP_USER_TIMEOUT"):
             assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT) == 2000
@@ -114,6 +114,7 @@ async def test_each_pooled_connection_is_ready_to_claim_and_flush_before_its_fir
     try:
         pool = backend._db.pool
         held = [await asyncio.wait_for(pool.acquire(), 10) for _ in range(3)]
+        assert pool.lend_idle() is None
         try:
             for pooled in held:
                 prepared = [row[0] for row in await pooled.fetch("SELECT statement FROM pg_prepared_statements")]
@@ -121,7 +122,7 @@ async def test_each_pooled_connection_is_ready_to_claim_and_flush_before_its_fir
                 assert any(backend.sql.record_outcomes.strip() in text for text in prepared)
         finally:
             for pooled in held:
-                await pool.release(pooled)
+                pool.release(pooled)
     finally:
         await asyncio.wait_for(backend.close(), 10)
     assert await conn.fetchrow("SELECT status, attempts, worker_id FROM pgqd_jobs WHERE id = $1", job_id) == (

@@ -15,13 +15,14 @@ import os
 import socket
 import time
 import weakref
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import asyncpg
 import structlog
 
+from pgqd.backend.connection_pool import ConnectionPool, PoolClosed
 from pgqd.errors import BackendUnavailable, ReadOnlyDatabase
 
 log = structlog.get_logger("pgqd.database")
@@ -40,6 +41,7 @@ _TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     # A pooled connection whose server process was terminated while it sat idle gets the termination notice
     # before the socket closes; a query sent in between fails with "another operation is in progress".
     asyncpg.InternalClientError,
+    PoolClosed,
 )
 
 
@@ -182,14 +184,9 @@ def describe_error(exc: BaseException) -> str:
     return f"{text}; {ReadOnlyDatabase.HINT}" if is_read_only(exc) else text
 
 
-def _raw(conn: Any) -> Any:
-    """The asyncpg connection behind a pool's proxy (which changes with each acquire); None once released."""
-    return getattr(conn, "_con", None)
-
-
 def _terminate(conn: Any) -> None:
     with contextlib.suppress(asyncpg.InterfaceError):
-        conn.terminate()  # unless asyncpg has already closed it and handed it back to the pool
+        conn.terminate()  # unless asyncpg has already closed it
 
 
 class CommandTimeout(BackendUnavailable):
@@ -197,13 +194,25 @@ class CommandTimeout(BackendUnavailable):
 
 
 class BoundedPool:
-    """An asyncpg pool behind the four calls the PostgreSQL adapter makes, each bounded in time.
+    """A pool of connections (``connection_pool.py``) behind the four calls the PostgreSQL adapter makes, each
+    bounded in time.
 
     Transient failures raise ``BackendUnavailable`` (callers retry), and feed ``health``.
     """
 
-    def __init__(self, timeouts: DatabaseTimeouts, health: DatabaseHealth) -> None:
-        self.pool: Any = None
+    def __init__(
+        self,
+        timeouts: DatabaseTimeouts,
+        health: DatabaseHealth,
+        size: int,
+        connect: Callable[[], Awaitable[Any]],
+        prepare: Callable[[Any], Awaitable[None]] | None = None,
+    ) -> None:
+        """``connect`` opens one connection; ``prepare`` runs on each new one (also those that replace lost ones)
+        before it is used."""
+        self.pool = ConnectionPool(self._connect, size)
+        self._open_connection = connect
+        self._prepare = prepare
         self.timeouts = timeouts
         self.health = health
         self._in_flight: dict[int, tuple[Any, float]] = {}
@@ -221,27 +230,62 @@ class BoundedPool:
         prepare: Callable[[Any], Awaitable[None]] | None = None,
         **options: Any,
     ) -> BoundedPool:
-        """``prepare`` runs on each new connection (also those that replace lost ones) before it is used."""
-        bounded = cls(timeouts, health)
+        """``options`` go to ``asyncpg.connect``."""
 
-        async def opened(conn: Any) -> None:
-            tune_socket(conn, timeouts)
-            if prepare is not None:
-                await prepare(conn)
-            bounded._alive_at[conn] = time.monotonic()
+        async def connect() -> Any:
+            return await asyncpg.connect(dsn, **options)
 
+        bounded = cls(timeouts, health, size, connect, prepare)
         # Every connection is opened up front: opened on demand, the first claims and flushes after start-up
         # (or after a failover) paid for a connection of their own, 10-20 ms, the slowest pickups there were.
-        create = asyncpg.create_pool(
-            dsn, min_size=size, max_size=size, init=opened, reset=_keep_session_state, **options
-        )
-        bounded.pool = await guard(asyncio.wait_for(create, timeouts.connect + timeouts.command))
+        await guard(asyncio.wait_for(bounded.pool.fill(), timeouts.connect + timeouts.command))
         return bounded
 
-    def acquire(self) -> Any:
+    async def _connect(self) -> Any:
+        conn = await self._open_connection()
+        try:
+            tune_socket(conn, self.timeouts)
+            if self._prepare is not None:
+                await self._prepare(conn)
+        except BaseException:
+            conn.terminate()
+            raise
+        self._alive_at[conn] = time.monotonic()
+        return conn
+
+    # How long a caller may wait for a connection: the command timeout, and a connect for when it opens one.
+    @property
+    def acquire_limit(self) -> float:
+        return self.timeouts.command + self.timeouts.connect
+
+    @contextlib.asynccontextmanager
+    async def acquire(self) -> AsyncIterator[Any]:
         """A connection of the pool for several statements (a transaction): the wait for it is bounded, and its
-        statements by the connection's own command timeout (asyncpg's ``command_timeout``)."""
-        return self.pool.acquire(timeout=self.timeouts.command + self.timeouts.connect)
+        statements by the connection's own command timeout (asyncpg's ``command_timeout``). A statement that runs
+        out of time closes the connection at once: asyncpg would wait for its cancel to be answered, on what may be
+        a dead socket."""
+        started = time.monotonic()
+        conn = await self._take(started)
+        try:
+            yield conn
+        except BaseException as exc:
+            if isinstance(exc, TimeoutError) or not isinstance(exc, Exception):
+                _terminate(conn)
+                if isinstance(exc, TimeoutError):
+                    self.cut_stalled(since=started)
+            raise
+        finally:
+            self.pool.release(conn)
+
+    async def _take(self, started: float) -> Any:
+        conn = self.pool.lend_idle()
+        if conn is not None:
+            return conn
+        try:
+            async with asyncio.timeout(self.acquire_limit):
+                return await self.pool.acquire()
+        except Exception as exc:
+            raise self._failure(exc, started, "waiting for a connection") from exc
 
     async def fetch(self, query: str, *args: Any) -> Any:
         return await self._call("fetch", query, args)
@@ -258,10 +302,7 @@ class BoundedPool:
     async def _call(self, method: str, query: str, args: tuple[Any, ...]) -> Any:
         limit = self.timeouts.command
         started = time.monotonic()
-        try:
-            conn = await self.pool.acquire(timeout=limit + self.timeouts.connect)
-        except Exception as exc:
-            raise self._failure(exc, started, "waiting for a connection") from exc
+        conn = await self._take(started)
         self._in_flight[id(conn)] = (conn, started)
         try:
             result = await getattr(conn, method)(query, *args, timeout=limit)
@@ -275,16 +316,14 @@ class BoundedPool:
                 _terminate(conn)
             if isinstance(exc, TimeoutError):
                 self.cut_stalled(since=started)
-            await self._release(conn)
+            self.pool.release(conn)
             if isinstance(exc, TimeoutError) or (isinstance(exc, Exception) and is_transient(exc)):
                 raise self._failure(exc, started, "running a statement") from exc
             raise
         finally:
             self._in_flight.pop(id(conn), None)
-        raw = _raw(conn)
-        if raw is not None:
-            self._alive_at[raw] = time.monotonic()
-        await self._release(conn)
+        self._alive_at[conn] = time.monotonic()
+        self.pool.release(conn)
         self.health.succeeded()
         return result
 
@@ -292,21 +331,10 @@ class BoundedPool:
         """A call sent at ``since`` got no answer: the connections that have not answered since then likely
         share its fate (a failover, a partition). Close them, idle or busy: their calls fail now and are retried
         on new connections, rather than each waiting out its own timeout."""
-        # asyncpg has no public call for closing idle connections; expire_connections() would close them
-        # gracefully, which on a dead socket means waiting for a reply that never comes.
-        for holder in getattr(self.pool, "_holders", ()):
-            if holder.is_idle():
-                holder.terminate()
+        self.pool.terminate_idle()
         for conn, _ in list(self._in_flight.values()):
-            raw = _raw(conn)
-            if raw is not None and self._alive_at.get(raw, 0.0) < since:
+            if self._alive_at.get(conn, 0.0) < since:
                 _terminate(conn)
-
-    async def _release(self, conn: Any) -> None:
-        try:
-            await self.pool.release(conn, timeout=self.timeouts.command)
-        except Exception:
-            conn.terminate()
 
     def _failure(self, exc: BaseException, started: float, doing: str) -> BackendUnavailable:
         self.health.failed(exc, started)
@@ -326,12 +354,3 @@ class BoundedPool:
 
     def terminate(self) -> None:
         self.pool.terminate()
-
-
-async def _keep_session_state(_connection: Any) -> None:
-    """Replaces asyncpg's reset of a connection given back to the pool, which is one more statement and round
-    trip after every claim and every flush ("SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET
-    ALL"): 12 % of a worker's time at batch 100 (docs/performance.md). A connection of pgqd's own pool keeps no
-    session state to undo: it never LISTENs (the listener has a connection of its own), takes only
-    transaction-scoped advisory locks and settings, and opens no cursor. asyncpg still rolls back a transaction
-    left open before it calls this."""
