@@ -60,6 +60,23 @@ async def test_it_vacuums_once_dead_rows_reach_the_threshold_and_not_before(conn
         upkeep.close()
 
 
+async def test_the_vacuum_keeps_the_empty_end_of_the_table_rather_than_lock_it_to_cut_it_off(
+    conn: Any, db_dsn: str
+) -> None:
+    # Cutting the empty end off takes an exclusive lock that stops every claim, and the table fills up again.
+    upkeep = JobsTableUpkeep(db_dsn, Names(), min_dead_rows=2_000)
+    try:
+        await leave_dead_rows(conn, 5_000)
+        size = await conn.fetchval("SELECT pg_relation_size('pgqd_jobs')")
+        assert size > 0
+        assert await upkeep.check()
+        assert upkeep.vacuums == 1
+        assert await conn.fetchval("SELECT count(*) FROM pgqd_jobs") == 0
+        assert await conn.fetchval("SELECT pg_relation_size('pgqd_jobs')") == size
+    finally:
+        upkeep.close()
+
+
 async def test_a_deep_backlog_does_not_put_the_vacuum_off(conn: Any, db_dsn: str) -> None:
     # Ten times as many live jobs as the threshold: a threshold that grew with the live rows never came.
     await conn.execute("INSERT INTO pgqd_jobs (entrypoint) SELECT 'a' FROM generate_series(1, 20000)")

@@ -1,4 +1,5 @@
--- pgqd schema version 15: a claim that names no limit runs a plan of its own, without the parts only limits need.
+-- pgqd schema version 15: a claim that names no limit runs a plan of its own, without the parts only limits need;
+-- and VACUUM no longer truncates the jobs table.
 --
 -- A claim's fixed cost on the server is mostly the start and end of its statement's executor, and that grows with
 -- the plan: the claim of version 14 is one plan for every request, with the allowances (a join to the limit rows,
@@ -16,6 +17,12 @@
 -- 78 -> 58 µs at batch 10 and 29 -> 23 µs at batch 100 (docs/performance.md).
 --
 -- The signature and the contract of the rows are those of version 14 (CLAIM_JOBS in pgqd/sql/statements.py).
+
+-- No truncation by VACUUM of the jobs table. As a backlog drains, the pages at the table's end empty, and each
+-- vacuum then waited up to 5 s for an exclusive lock to cut them off (the wait event VacuumTruncate in 7 % of
+-- samples of a drain); holding it, every claim, enqueue and outcome write stopped, and the next inserts had to
+-- extend the file again. A queue's table refills what it empties: the space is worth keeping.
+ALTER TABLE {jobs} SET (vacuum_truncate = false);
 
 CREATE OR REPLACE FUNCTION {claim_jobs}(
     p_worker_id bigint,
