@@ -325,9 +325,14 @@ class PostgresBackend:
         # Generic plans: pgqd's statements take arrays whose contents do not change the best plan, and planning
         # each execution anew (PostgreSQL's default for the first calls and whenever it judges a custom plan
         # cheaper) costs more than running them. Measured: claim 0.74 -> 0.31 ms, outcome flush 1.09 -> 0.52 ms.
+        # No JIT: a generic plan guesses a tenth of the table's rows for the claim's LIMIT $batch, so once the
+        # statistics count a backlog of a million jobs its estimated cost passes the JIT thresholds, and every claim
+        # compiled its plan to machine code again before running it: 1.3 s for a claim of 10, with autovacuum's
+        # ANALYZE on (the soak's collapse, docs/performance.md). Run, the claim takes a millisecond.
         settings = {
             "application_name": application_name,
             "plan_cache_mode": "force_generic_plan",
+            "jit": "off",
             **timeouts.server_settings,
         }
         # command_timeout here also bounds what asyncpg does on its own: a close, a reset, waiting for a cancel.

@@ -54,7 +54,7 @@ class LogRollup:
             TIMEOUT,
             log,
             "rolling up the log for the history charts failed; trying again",
-            settings={"statement_timeout": f"{round(TIMEOUT * 1000)}ms", "jit": "off"},
+            settings={"statement_timeout": f"{round(TIMEOUT * 1000)}ms"},
         )
 
     async def turn(self) -> float:

@@ -27,7 +27,9 @@ class SideConnection:
     ) -> None:
         self.dsn = dsn
         self.timeout = timeout
-        self.settings = {"application_name": application_name, **(settings or {})}
+        # No JIT, as on the worker's pool: the duties' statements are short, and over a deep backlog a plan's
+        # estimated cost can pass the JIT thresholds, which would compile it anew on every run.
+        self.settings = {"application_name": application_name, "jit": "off", **(settings or {})}
         self._log = logger
         self._failing_message = failing
         self._conn: Any = None
