@@ -19,7 +19,8 @@ against the capacity (target: 90 % or more), the waits at 50 % load in thirds of
 
 Clusters: ``private-autovacuum-on`` and ``-off`` (the default) are private PostgreSQL clusters started for the
 run (benchmarks/private_cluster.py) with every setting at its default but autovacuum; ``server`` is ``--server``
-as it is (its autovacuum setting is read and reported, never changed). On a shared server a long transaction
+as it is (its autovacuum setting is read and reported, never changed); ``private-autovacuum-on-wide-wal`` is the
+first with room for the WAL between checkpoints (``WIDE_WAL``). On a shared server a long transaction
 of another database holds back what VACUUM may remove in this one (its xid is in every snapshot), and the dead
 rows the soak measures pile up whatever pgqd does: a private cluster has none of that. JSON goes to
 benchmarks/results/soak-<date>-<time>.json (or ``--output``); progress to stderr.
@@ -53,7 +54,10 @@ from pgqd.daemon.logs import configure_logging
 
 RESULTS = Path(__file__).resolve().parent / "results"
 MIXES = {"idle-limited": IDLE_MIXES["+3, one limited"], "plain": IDLE_MIXES["alone"]}
-CLUSTERS = ["server", "private-autovacuum-on", "private-autovacuum-off"]
+CLUSTERS = ["server", "private-autovacuum-on", "private-autovacuum-off", "private-autovacuum-on-wide-wal"]
+# The last: autovacuum on, and room for the WAL of a flood between checkpoints (by default a checkpoint every
+# 1 GB of WAL, and the full pages it makes every page's next change write).
+WIDE_WAL = {"max_wal_size": "8GB", "checkpoint_timeout": "15min"}
 PROCESSES, BATCH = 2, 10  # the defaults on this machine: a process per CPU, batch 10
 TICK = 0.1  # seconds between the producer's calls
 GOAL = 0.9  # of the capacity, under overload and while the backlog drains
@@ -62,7 +66,7 @@ GOAL = 0.9  # of the capacity, under overload and while the backlog drains
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--server", default=os.environ.get("PGQD_BENCH_DSN", DEFAULT_SERVER), help="maintenance DSN")
-    p.add_argument("--clusters", nargs="+", choices=CLUSTERS, default=CLUSTERS[1:], help="(both private ones)")
+    p.add_argument("--clusters", nargs="+", choices=CLUSTERS, default=CLUSTERS[1:3], help="(both private ones)")
     p.add_argument("--mix", choices=sorted(MIXES), default="idle-limited", help="entrypoints served (idle-limited)")
     p.add_argument("--capacity-jobs", type=int, default=100_000, help="jobs of the capacity drain (100,000)")
     p.add_argument("--phase-seconds", type=float, default=180.0, help="length of each load phase (180)")
@@ -83,8 +87,9 @@ async def cluster(name: str, server: str) -> AsyncIterator[str]:
     if name == "server":
         yield server
         return
-    autovacuum = name.removeprefix("private-autovacuum-")
-    with private_cluster({"autovacuum": autovacuum}) as dsn:
+    autovacuum = name.removeprefix("private-autovacuum-").removesuffix("-wide-wal")
+    wal = WIDE_WAL if name.endswith("-wide-wal") else {}
+    with private_cluster({"autovacuum": autovacuum, **wal}) as dsn:
         yield dsn
 
 
@@ -143,7 +148,7 @@ class Recorder:
             progress(f"  t={s['t']:>6.1f}s {s['phase']:<5} enqueued/s {enqueued:>8,.0f} finished/s "
                      f"{s['finished_per_s'] or 0:>8,.0f} p99 wait {s['wait_p99_ms'] or 0:>9,.1f} ms "
                      f"jobs {s['jobs']:>9,} dead {s['dead_rows']:>9,} vacuums {s['vacuums']}+{s['autovacuums']} "
-                     f"rss {s['worker_rss_mb']}")  # fmt: skip
+                     f"checkpoints {s['checkpoints']} rss {s['worker_rss_mb']}")  # fmt: skip
             last, sent = moment, self.producer.sent
 
 

@@ -23,7 +23,10 @@ SELECT (SELECT count(*) FROM pgqd_jobs) AS jobs,
        pg_relation_size('pgqd_jobs') AS jobs_bytes,
        pg_indexes_size('pgqd_jobs') AS jobs_indexes_bytes,
        pg_total_relation_size('pgqd_log') AS log_bytes,
-       s.n_dead_tup AS dead_rows, s.vacuum_count AS vacuums, s.autovacuum_count AS autovacuums
+       s.n_dead_tup AS dead_rows, s.vacuum_count AS vacuums, s.autovacuum_count AS autovacuums,
+       -- The server's checkpoints so far and its WAL position (bytes): whether a stall follows a checkpoint.
+       (SELECT checkpoints_timed + checkpoints_req FROM pg_stat_bgwriter) AS checkpoints,
+       pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::bigint AS wal_bytes
 FROM pg_stat_user_tables AS s WHERE s.relname = 'pgqd_jobs'
 """
 INDEXES = """

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 from typing import Any
 
 import asyncpg
 import pytest
 
 from pgqd import IdentifierError, SchemaVersionError
+from pgqd.daemon.worker.log_rollup import LogRollup
 from pgqd.identifiers import Names
 from pgqd.schema import apply_upgrade, install, installed_version, plan_upgrade, require_current, uninstall
 from pgqd.sql import latest_version, migrations
@@ -178,3 +180,37 @@ def test_cli_unreachable_database_is_a_clear_error_without_the_password() -> Non
     assert "could not connect" in result.stderr
     assert "s3cret-pw" not in result.stderr
     assert "app:***@127.0.0.1:1" in result.stderr
+
+
+async def test_upgrading_to_15_leaves_the_hourly_rollup_counting_each_log_row_once(empty: Any, empty_dsn: str) -> None:
+    # Version 14's rollup counted the current hour anew on each pass, and noted when; version 15's adds what settled
+    # since the position noted. After the upgrade its first pass must add only what came after version 14's last.
+    names = Names()
+    for migration in migrations(names):
+        if migration.version > 14:
+            break
+        for step in migration.steps:
+            await empty.execute(step)
+        await empty.execute(
+            "INSERT INTO pgqd_schema_version (version, name) VALUES ($1, $2)", migration.version, migration.name
+        )
+    await empty.execute(
+        "INSERT INTO pgqd_log (job_id, entrypoint, priority, status, attempts, created_at, started_at, finished_at)"
+        " SELECT g, 'mail', 0, 'successful', 1, now() - g * interval '1 minute', now() - g * interval '1 minute',"
+        " now() - g * interval '1 minute' + interval '1 second' FROM generate_series(1, 150) AS g"
+    )
+    # What version 14's lead worker left at its last pass, 10 minutes ago: every row finished by then, counted.
+    last_pass = "now() - interval '10 minutes'"
+    await empty.execute(
+        "INSERT INTO pgqd_log_rollup (bucket_start, entrypoint, status, measure, class, jobs)"
+        " SELECT date_trunc('hour', finished_at), entrypoint, status, 0, 0, count(*) FROM pgqd_log"
+        f" WHERE finished_at < {last_pass} GROUP BY 1, 2, 3"
+    )
+    await empty.execute(f"INSERT INTO pgqd_log_rollup_state (id, rolled_at) VALUES (true, {last_pass})")
+    await apply_upgrade(empty, names)
+    assert await installed_version(empty, names) == latest_version()
+
+    await LogRollup(empty_dsn, names, settle=timedelta(0)).step()
+    by_hour = "SELECT date_trunc('hour', finished_at), count(*) FROM pgqd_log GROUP BY 1 ORDER BY 1"
+    counted = "SELECT bucket_start, jobs FROM pgqd_log_rollup WHERE measure = 0 ORDER BY 1"
+    assert [tuple(r) for r in await empty.fetch(counted)] == [tuple(r) for r in await empty.fetch(by_hour)]

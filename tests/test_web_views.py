@@ -13,7 +13,14 @@ from typing import Any
 import pytest
 
 from pgqd import Client, Entrypoint, JobSpec, PostgresBackend, Worker, WorkerSettings
-from pgqd.daemon.worker.log_rollup import KEEP, LogRollup
+from pgqd.daemon.worker.log_rollup import (
+    KEEP,
+    LONGEST_SLICE,
+    SHORTEST_SLICE,
+    SLICE_TARGET_S,
+    LogRollup,
+    next_slice,
+)
 from pgqd.identifiers import Names
 from pgqd.ops.browse import SEARCH_WINDOW
 from pgqd.ops.history import class_seconds, percentiles
@@ -147,7 +154,8 @@ async def test_the_rollup_counts_what_the_log_holds_and_follows_it(conn: Any, db
         "INSERT INTO pgqd_log (job_id, entrypoint, priority, status, attempts, created_at, finished_at)"
         " VALUES (1, 'report', 0, 'canceled', 0, now() - interval '2 days', now() - interval '2 days')"
     )
-    rollup = LogRollup(db_dsn, Names())
+    # Counted once settled; here at once, so that the rows added below count in the next pass.
+    rollup = LogRollup(db_dsn, Names(), settle=timedelta(0))
     await rollup.step()
     by_hour = (
         "SELECT date_trunc('hour', finished_at), entrypoint, status::text, count(*) FROM pgqd_log"
@@ -160,11 +168,47 @@ async def test_the_rollup_counts_what_the_log_holds_and_follows_it(conn: Any, db
     # The run-time histogram counts every job that started; the canceled one never did.
     assert await conn.fetchval("SELECT sum(jobs) FROM pgqd_log_rollup WHERE measure = 1") == 370
 
-    # The current hour is rolled up again as it fills.
+    # Each pass adds what finished since the last one, and counts nothing twice.
+    past_counted = "SELECT now() - interval '20 ms' > s.rolled_at FROM pgqd_log_rollup_state AS s"
+    await wait_until(lambda: conn.fetchval(past_counted), timeout=5, what="the clock past the counted position")
     await add_log_rows(conn, "sleeper", "0 minutes", 5, wait=0.01, run=0.2)
     await rollup.step()
     assert [tuple(r) for r in await conn.fetch(counted)] == [tuple(r) for r in await conn.fetch(by_hour)]
+    await rollup.step()
+    assert [tuple(r) for r in await conn.fetch(counted)] == [tuple(r) for r in await conn.fetch(by_hour)]
     assert not await conn.fetchval("SELECT count(*) FROM pgqd_log_rollup WHERE entrypoint = 'gone'")
+
+
+@pytest.mark.parametrize(
+    ("slice_", "took_s", "next_"),
+    [
+        (LONGEST_SLICE, 0.01, LONGEST_SLICE),  # quick at the longest: stays there
+        (timedelta(minutes=8), 0.01, timedelta(minutes=16)),  # quick: doubles
+        (timedelta(minutes=8), SLICE_TARGET_S * 0.5, timedelta(minutes=8)),  # about right: stays
+        (timedelta(minutes=8), SLICE_TARGET_S * 3, timedelta(minutes=4)),  # slow: halves
+        (SHORTEST_SLICE, 5.0, SHORTEST_SLICE),  # slow at the shortest: stays there
+    ],
+)
+def test_each_slice_of_the_rollup_is_sized_by_how_long_the_last_took(
+    slice_: timedelta, took_s: float, next_: timedelta
+) -> None:
+    assert next_slice(slice_, took_s) == next_
+
+
+async def test_a_pass_counts_a_long_span_in_slices_and_each_row_once(conn: Any, db_dsn: str) -> None:
+    for ago in ("5 hours", "150 minutes", "20 minutes", "2 minutes"):
+        await add_log_rows(conn, "sleeper", ago, 30, wait=0.01, run=0.2)
+    rollup = LogRollup(db_dsn, Names())
+    rollup.slice = timedelta(minutes=7)  # the first of many slices over eight days of (mostly empty) log
+    await rollup.step()
+    assert rollup.slice > timedelta(minutes=7)  # quick slices grew: the pass ran several
+    by_hour = "SELECT date_trunc('hour', finished_at), count(*) FROM pgqd_log GROUP BY 1 ORDER BY 1"
+    counted = "SELECT bucket_start, jobs FROM pgqd_log_rollup WHERE measure = 0 ORDER BY 1"
+    assert [tuple(r) for r in await conn.fetch(counted)] == [tuple(r) for r in await conn.fetch(by_hour)]
+    settled = await conn.fetchval("SELECT s.rolled_at FROM pgqd_log_rollup_state AS s")
+    assert settled is not None
+    await rollup.step()  # nothing finished since: nothing added
+    assert [tuple(r) for r in await conn.fetch(counted)] == [tuple(r) for r in await conn.fetch(by_hour)]
 
 
 async def test_the_log_keeps_the_due_time_so_a_deferred_job_waits_from_then(conn: Any, db_dsn: str) -> None:

@@ -48,26 +48,18 @@ counted AS (
 )"""
 
 
-# Rolls up the log rows that finished in [$1, $2) (whole hours) into log_rollup, replacing what an earlier pass
-# wrote for those hours: an hour is rolled up again while it fills, and whichever daemon does it last writes
-# the same counts. Rows go in key order, so two daemons doing it at once never deadlock.
+# Adds the log rows that finished in [$1, $2) to their hours' counts in log_rollup. The caller counts each span
+# once (pgqd/daemon/worker/log_rollup.py, under an advisory lock, moving log_rollup_state in the same transaction).
+# Rows go in key order, so two writers never deadlock.
 ROLL_UP = f"""
-WITH {_counted("date_trunc('hour', l.finished_at)")},
-cleared AS (
-    DELETE FROM {{log_rollup}} AS r
-    WHERE r.bucket_start >= $1::timestamptz AND r.bucket_start < $2::timestamptz
-      AND NOT EXISTS (SELECT 1 FROM counted AS c
-                      WHERE (c.slice_start, c.entrypoint, c.status, c.measure, c.class)
-                          = (r.bucket_start, r.entrypoint, r.status, r.measure, r.class))
-)
+WITH {_counted("date_trunc('hour', l.finished_at)")}
 INSERT INTO {{log_rollup}} AS r (bucket_start, entrypoint, status, measure, class, jobs)
 SELECT c.slice_start, c.entrypoint, c.status, c.measure, c.class, c.jobs FROM counted AS c
 ORDER BY 1, 2, 3, 4, 5
-ON CONFLICT (bucket_start, entrypoint, status, measure, class) DO UPDATE SET jobs = excluded.jobs
-WHERE r.jobs IS DISTINCT FROM excluded.jobs
+ON CONFLICT (bucket_start, entrypoint, status, measure, class) DO UPDATE SET jobs = r.jobs + excluded.jobs
 """
 
-# Where the rollup stands: when a pass last rolled up the hour it ran in (NULL: never).
+# Where the rollup stands: the log is counted up to this moment (NULL: never counted).
 ROLLED_AT = "SELECT s.rolled_at FROM {log_rollup_state} AS s"
 MARK_ROLLED = """
 INSERT INTO {log_rollup_state} AS s (id, rolled_at) VALUES (true, $1)

@@ -1,18 +1,27 @@
 """Keeping the log's hourly rollup current, by the lead worker of each daemon (migration 0007, ``pgqd.sql.history``).
 
 The web UI's charts of a day or a week read a few thousand rollup rows instead of up to millions of log rows.
-Every ``EVERY`` seconds this rolls up the log rows of the current hour again (and of the hour before, for a few
-minutes after it ended, for outcomes written late), so the rollup is at most a minute behind. On its first pass
-it catches up on the hours it missed while no daemon ran, up to ``KEEP``, an hour at a time so that no statement
-runs long; and it prunes the rollup rows older than ``KEEP``.
+Every ``EVERY`` seconds this counts the log rows that finished since the last pass, up to ``SETTLE`` ago, and adds
+them to their hours' counts: each row is counted once, so a pass costs what finished since the one before, however
+full the hour. (Until schema version 15 each pass counted the whole current hour again: at 15,000 jobs a second a
+pass read millions of rows, used a core for seconds and held a snapshot all that time, under which VACUUM could
+remove none of the jobs table's dead rows; the claims slowed to a crawl once a minute, docs/performance.md.)
+
+A span is counted in slices, each its own statement and transaction, sized so that each takes about
+``SLICE_TARGET_S``: no statement holds a snapshot for long, however many rows a span holds. On its first pass it
+catches up on what it missed while no daemon ran, up to ``KEEP``; and it prunes the rollup rows older than ``KEEP``.
+An outcome written more than ``SETTLE`` after its job finished (after a long outage) is in the log and its
+one-hour view, not in the rollup.
 
 It reads the log only by ranges of ``finished_at`` and writes nothing that a daemon depends on, so it runs on a
-connection of its own and simply tries again after any failure. An advisory lock keeps two daemons of one install
-from doing the same work at once.
+connection of its own and simply tries again after any failure. An advisory lock, and the position counted to
+(``log_rollup_state.rolled_at``) moved in the same transaction as the counts, keep two daemons of one install
+from counting a row twice.
 """
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -25,11 +34,15 @@ from pgqd.sql.history import HistoryStatements
 log = structlog.get_logger("pgqd.daemon.worker.log_rollup")
 
 EVERY = 60.0
-# Outcomes reach the log a little after they finish (the flush, a reconnect): an hour is rolled up again for
-# this long after it ended.
-SETTLE = timedelta(minutes=5)
+# Outcomes reach the log a little after their jobs finish (the outcome flush): a row is counted once it finished
+# this long ago.
+SETTLE = timedelta(seconds=30)
 KEEP = timedelta(days=8)
-STEP = timedelta(hours=1)
+# A slice of the log counted in one statement: from LONGEST_SLICE down to SHORTEST_SLICE, halved or doubled so
+# that each takes about SLICE_TARGET_S.
+LONGEST_SLICE = timedelta(hours=1)
+SHORTEST_SLICE = timedelta(seconds=1)
+SLICE_TARGET_S = 0.2
 TIMEOUT = 60.0
 
 TRY_LOCK = "SELECT pg_try_advisory_xact_lock(hashtext($1))"
@@ -39,15 +52,24 @@ def hour_of(moment: datetime) -> datetime:
     return moment.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
 
 
+def next_slice(slice_: timedelta, took_s: float) -> timedelta:
+    """The length of the next slice, after one of ``slice_`` took ``took_s`` seconds."""
+    if took_s > SLICE_TARGET_S:
+        return max(slice_ / 2, SHORTEST_SLICE)
+    if took_s < SLICE_TARGET_S / 4:
+        return min(slice_ * 2, LONGEST_SLICE)
+    return slice_
+
+
 class LogRollup:
     """Rolls up the log into ``log_rollup`` every ``every`` seconds; ``step()`` does one pass (for tests)."""
 
-    def __init__(self, dsn: str | None, names: Names, every: float = EVERY) -> None:
+    def __init__(self, dsn: str | None, names: Names, every: float = EVERY, settle: timedelta = SETTLE) -> None:
         self.sql = HistoryStatements(names)
         self.lock_key = names.lock_key + ":log_rollup"
         self.every = every
-        # The start of the oldest hour the next pass rolls up; None until the first pass has found it.
-        self.resume_from: datetime | None = None
+        self.settle = settle
+        self.slice = LONGEST_SLICE
         self._side = SideConnection(
             dsn,
             "pgqd-log-rollup",
@@ -74,20 +96,20 @@ class LogRollup:
         self._side.succeeded()
 
     async def _roll_up(self, conn: Any) -> None:
-        now = await conn.fetchval("SELECT now()")
-        start = self.resume_from
-        if start is None:
-            rolled_at = await conn.fetchval(self.sql.rolled_at)
-            start = hour_of(now - KEEP) if rolled_at is None else max(hour_of(rolled_at), hour_of(now - KEEP))
-        start = min(start, hour_of(now - SETTLE))
-        end = hour_of(now) + STEP
-        while start < end:
+        now: datetime = await conn.fetchval("SELECT now()")
+        until = now - self.settle
+        while True:
             async with conn.transaction():
                 if not await conn.fetchval(TRY_LOCK, self.lock_key):
                     return  # another daemon is at it
-                await conn.execute(self.sql.roll_up, start, start + STEP)
-                if start + STEP > now:
-                    await conn.execute(self.sql.mark_rolled, now)
-            start += STEP
+                # Read under the lock: another daemon may have counted since this one last looked.
+                counted: datetime | None = await conn.fetchval(self.sql.rolled_at)
+                start = hour_of(now - KEEP) if counted is None else max(counted, hour_of(now - KEEP))
+                if start >= until:
+                    break
+                end = min(start + self.slice, until)
+                began = time.monotonic()
+                await conn.execute(self.sql.roll_up, start, end)
+                await conn.execute(self.sql.mark_rolled, end)
+            self.slice = next_slice(self.slice, time.monotonic() - began)
         await conn.execute(self.sql.prune_rollup, now - KEEP)
-        self.resume_from = hour_of(now)

@@ -1,5 +1,5 @@
 -- pgqd schema version 15: a claim that names no limit runs a plan of its own, without the parts only limits need;
--- and VACUUM no longer truncates the jobs table.
+-- VACUUM no longer truncates the jobs table; and the log's hourly rollup counts each row once.
 --
 -- A claim's fixed cost on the server is mostly the start and end of its statement's executor, and that grows with
 -- the plan: the claim of version 14 is one plan for every request, with the allowances (a join to the limit rows,
@@ -348,3 +348,10 @@ BEGIN
                     AND NOT EXISTS (SELECT 1 FROM claimed AS c WHERE c.id = j.id));
 END;
 $$;
+
+-- The hourly rollup of the log now adds each settled stretch of the log to its hours' counts once
+-- (pgqd/daemon/worker/log_rollup.py), where each pass used to count the whole current hour again: at 15,000 jobs a
+-- second a pass read millions of rows, and the snapshot it held that long kept VACUUM from removing any of the
+-- jobs table's dead rows. No data changes: log_rollup_state.rolled_at, the time of the last pass, is where the log
+-- was counted up to, which is what the new passes read it as; and a daemon of version 14 still running during a
+-- rolling upgrade counts its hour whole, as before, and moves the same position.
