@@ -174,3 +174,26 @@ async def test_a_bounded_wait_for_a_connection_fails_as_unavailable_in_time(db_d
         assert await asyncio.wait_for(bounded.fetchval("SELECT 2"), 5) == 2
     finally:
         await asyncio.wait_for(bounded.close(), 5)
+
+
+async def test_a_caller_waiting_for_a_connection_opens_one_when_another_callers_open_fails(db_dsn: str) -> None:
+    failures = [OSError("refused")]
+
+    async def connect() -> Any:
+        if failures:
+            await asyncio.sleep(0.05)
+            raise failures.pop()
+        return await asyncpg.connect(db_dsn)
+
+    pool = ConnectionPool(connect, 1)
+    try:
+        opening = asyncio.ensure_future(pool.acquire())  # opens the pool's only connection, and fails
+        await asyncio.sleep(0.01)
+        waiting = asyncio.ensure_future(pool.acquire())  # the place is taken: it waits
+        with pytest.raises(OSError, match="refused"):
+            await asyncio.wait_for(opening, 5)
+        conn = await asyncio.wait_for(waiting, 5)  # not left waiting for a release that never comes
+        assert await conn.fetchval("SELECT 1") == 1
+        pool.release(conn)
+    finally:
+        await asyncio.wait_for(pool.close(), 10)

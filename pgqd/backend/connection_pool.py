@@ -85,8 +85,11 @@ class ConnectionPool:
         self._opening += 1
         try:
             conn = await self._connect()
-        finally:
+        except BaseException:
             self._opening -= 1
+            self._hand_on(None)  # the place is free again: a caller waiting for a connection may open one
+            raise
+        self._opening -= 1
         if self._closing:
             conn.terminate()
             raise PoolClosed("the connection pool is closed")
