@@ -53,10 +53,6 @@ class ConnectionPool:
             raise failures[0]
         self._idle.extend(connections)
 
-    @property
-    def idle(self) -> list[Any]:
-        return list(self._idle)
-
     def lend_idle(self) -> Any:
         """An idle connection, lent as ``acquire`` does, or None if there is none: no wait, so nothing to bound."""
         while self._idle and not self._closing:
