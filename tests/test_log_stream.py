@@ -92,11 +92,9 @@ async def test_every_line_is_json_through_a_crash_and_a_connection_shortage(
         await wait_until(cut_off, timeout=20, what="the daemon's connections to be gone")
         await client.enqueue_many([JobSpec("sleeper", "0.05") for _ in range(100)])
         wait_for(lambda: "database unreachable" in daemon.log_text()[before:], 20, "the shortage in the log")
-        # Long enough for asyncpg to retry its pool's floor connection a few times (after 1, 2 and 4 s).
-        wait_for(lambda: "Failed to restore" in daemon.log_text()[before:], 20, "asyncpg's reconnect warning")
         wait_for(lambda: daemon.log_text()[before:].count("database unreachable") >= 2, 20, "both workers cut off")
-        # Hold the shortage while asyncpg retries its floor connection (after 1 s, then 2 s more): the repeats
-        # must not be logged.
+        # Hold the shortage while the workers keep trying (every claim, heartbeat and flush opens a connection
+        # and is refused): the repeats must not be logged.
         held_from = time.monotonic()
         wait_for(lambda: time.monotonic() - held_from > 3.5, 10, "the shortage to last")
         assert "database reachable again" not in daemon.log_text()[before:]
@@ -123,9 +121,10 @@ async def test_every_line_is_json_through_a_crash_and_a_connection_shortage(
     assert per_pid, "no outage was logged"
     for pid, events in per_pid.items():
         assert events == ["database unreachable", "database reachable again"] * (len(events) // 2), (pid, events)
-    # asyncpg's noise: routed through the same renderer, once per episode and process at most.
+    # asyncpg's own warnings, if any: routed through the same renderer, once per episode and process at most. (The
+    # workers' pool is pgqd's own and reconnects only when a call needs a connection, so asyncpg's pool no longer
+    # warns that it failed to restore one.)
     noise = Counter(line.get("pid") for line in lines if str(line.get("logger", "")).startswith("asyncpg"))
-    assert noise, "asyncpg's warnings should appear, as JSON"
     for pid, count in noise.items():
         assert count <= len(per_pid.get(pid, [])) // 2, (pid, count, per_pid.get(pid))
     assert all("Traceback" not in str(line) for line in lines if str(line.get("logger", "")).startswith("asyncpg"))

@@ -6,9 +6,9 @@ Every line is whole, whoever writes it:
 - each line goes out with one ``write`` of the line and its newline, so the lines of the supervisor and its
   worker processes, which share the output, never mix. A pipe or a socket keeps a write whole only up to
   ``PIPE_BUF`` bytes (4 KiB on Linux), so there a longer line has its longest value shortened to fit;
-- asyncpg repeats some warnings, traceback and all, on every reconnect attempt while the database is down
-  ("Failed to restore the pool connection floor"): the first of an episode is logged as one line, without the
-  traceback, and the repeats are dropped until the database answers again.
+- an asyncpg pool (the MCP server's) repeats some warnings, traceback and all, on every reconnect attempt while
+  the database is down ("Failed to restore the pool connection floor"): the first of an episode is logged as one
+  line, without the traceback, and the repeats are dropped until the database answers again.
 """
 
 from __future__ import annotations
