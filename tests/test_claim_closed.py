@@ -24,8 +24,9 @@ async def test_a_full_limit_and_an_idle_limit_are_reported_closed(backend: Backe
     await client.enqueue_many([JobSpec("paired")] * 3 + [JobSpec("free")] * 3)
     first = await backend.claim(worker, 10, [FREE, PAIRED, IDLE])
     assert sorted(job.entrypoint for job in first.jobs) == ["free"] * 3 + ["paired"] * 2
-    # Nothing queued for "idle": closed. "paired" had room for two and took them: not reported.
-    assert first.closed == {"idle": None}
+    # Nothing queued for "idle": closed. "paired" had room for two and took them: its limit is full now, which the
+    # next claim would only find out, so it is reported closed too.
+    assert first.closed == {"idle": None, "paired": None}
     second = await backend.claim(worker, 10, [FREE, PAIRED, IDLE])
     assert second.jobs == []
     assert second.closed == {"paired": None, "idle": None}
@@ -37,10 +38,23 @@ async def test_a_limit_whose_jobs_come_after_a_full_batch_is_reported_closed(bac
     full = await backend.claim(worker, 4, [FREE, PAIRED])
     assert [job.entrypoint for job in full.jobs] == ["free"] * 4
     assert full.closed == {"paired": None}
-    # A claim with room to spare takes them: the limit was never reached.
+    # A claim with room to spare takes them, and with them the limit's last places.
     rest = await backend.claim(worker, 4, [FREE, PAIRED])
     assert [job.entrypoint for job in rest.jobs] == ["paired"] * 2
-    assert rest.closed == {}
+    assert rest.closed == {"paired": None}
+
+
+async def test_a_limit_with_places_left_after_a_claim_is_not_reported_closed(backend: Backend, client: Client) -> None:
+    worker = await backend.register_worker(WorkerInfo("host", os.getpid(), ("paired",)))
+    await client.enqueue_many([JobSpec("paired")] * 3)
+    # A batch of one: the batch, not the limit, set how many were taken; a place is left.
+    one = await backend.claim(worker, 1, [PAIRED])
+    assert [job.entrypoint for job in one.jobs] == ["paired"]
+    assert one.closed == {}
+    # The last place: taken, and the limit reported closed.
+    last = await backend.claim(worker, 10, [PAIRED])
+    assert [job.entrypoint for job in last.jobs] == ["paired"]
+    assert last.closed == {"paired": None}
 
 
 async def test_a_spent_rate_limit_is_reported_with_its_next_token(backend: Backend, client: Client) -> None:

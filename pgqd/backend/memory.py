@@ -12,6 +12,7 @@ import itertools
 import json
 import math
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -380,8 +381,9 @@ class MemoryBackend(MemoryWorkflows):
             batch = 1  # a suspect runs alone
         pool: list[JobRow] = []
         found_some: set[str] = set()
+        allowed: dict[str, int] = {}
         for limit in limits:
-            allow = self._allowance(limit, batch, now)
+            allow = allowed[limit.name] = self._allowance(limit, batch, now)
             found = []
             if allow > 0:
                 if isolated:
@@ -401,6 +403,16 @@ class MemoryBackend(MemoryWorkflows):
             limit.name
             for limit in limits
             if limit.limited and limit.name not in took and (full or limit.name not in found_some)
+        }
+        # And a concurrency limit whose last free places this claim took (not for want of tokens).
+        taken_of = Counter(job.entrypoint for job in taken)
+        idle |= {
+            limit.name
+            for limit in limits
+            if limit.concurrency > 0
+            and limit.rate_per_second <= 0
+            and allowed[limit.name] < batch
+            and taken_of[limit.name] >= allowed[limit.name] > 0
         }
         for job in spare:
             self._set_status(job, job.status)
