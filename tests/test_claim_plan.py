@@ -49,6 +49,15 @@ class ExplainedStatements:
     def statements(self, text: str) -> list[dict[str, Any]]:
         return [plan for plan in self.plans if text in plan["Query Text"]]
 
+    async def wait_for_claim_call(self) -> None:
+        """Until the plan of a claim call is logged: the call's own plan comes last, once every statement inside it
+        has run."""
+
+        async def logged() -> bool:
+            return bool(self.statements("pgqd_claim_jobs"))
+
+        await wait_until(logged, timeout=5, what="the plan of the claim call")
+
     def touching(self, relation: str) -> list[dict[str, Any]]:
         return [plan for plan in self.plans if any(n.get("Relation Name") == relation for n in nodes(plan["Plan"]))]
 
@@ -115,15 +124,11 @@ async def test_claim_reads_the_pgqd_indexes_and_never_scans_the_jobs_table(conn:
     explained = await explaining(conn)
     plans: list[dict[str, Any]] = []
 
-    async def call_logged() -> bool:
-        # The call's own plan is logged last, once every statement inside it has run.
-        return bool(explained.statements("pgqd_claim_jobs"))
-
     async def claim(limit: EntrypointLimit, mode: str) -> ClaimResult:
         await conn.execute(f"SET plan_cache_mode = {mode}")
         explained.plans.clear()
         result = await backend.claim(worker_id, 2, [limit])
-        await wait_until(call_logged, timeout=5, what="the plan of the claim call")
+        await explained.wait_for_claim_call()
         plans.extend(explained.touching("pgqd_jobs"))
         return result
 
@@ -196,11 +201,7 @@ async def test_the_claims_generic_plan_finds_its_rows_by_place_whatever_it_guess
         claimed = await backend.claim(worker_id, 10, [limit])
         assert len(claimed.jobs) == 10
         assert [job.id for job in claimed.jobs] == sorted(job.id for job in claimed.jobs)
-
-        async def call_logged() -> bool:
-            return bool(explained.statements("pgqd_claim_jobs"))
-
-        await wait_until(call_logged, timeout=5, what="the plan of the claim call")
+        await explained.wait_for_claim_call()
         updates = [p for p in explained.touching("pgqd_jobs") if "claimed AS" in p["Query Text"]]
         assert updates, summary(explained.plans)
         for plan in updates:

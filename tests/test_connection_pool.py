@@ -13,6 +13,7 @@ import pytest
 from pgqd.backend.bounded import BoundedPool, DatabaseHealth, DatabaseTimeouts
 from pgqd.backend.connection_pool import ConnectionPool, PoolClosed
 from pgqd.errors import BackendUnavailable
+from tests.support.waiting import wait_until
 
 APPLICATION = "pgqd-pool-test"
 
@@ -130,11 +131,7 @@ async def test_a_connection_whose_server_process_ended_while_idle_is_not_lent(
     async def all_closed() -> bool:
         return all(c.is_closed() for c in made)
 
-    for _ in range(100):
-        if await all_closed():
-            break
-        await asyncio.sleep(0.02)
-    assert await all_closed()
+    await wait_until(all_closed, timeout=5, what="the pool's connections to see their server processes end")
     lent = await asyncio.wait_for(pool.acquire(), 5)
     assert lent not in made[:2]
     assert await lent.fetchval("SELECT 1") == 1

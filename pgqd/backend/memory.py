@@ -395,24 +395,24 @@ class MemoryBackend(MemoryWorkflows):
             pool.extend(found)
         pool.sort(key=lambda j: (-j.priority, j.id))
         taken, spare = pool[:batch], pool[batch:]
-        # Limited entrypoints of which nothing was taken: nothing could be, or a full batch of jobs came before
-        # all of their own.
-        took = {job.entrypoint for job in taken}
+        # Limited entrypoints closed for now, as the claim function reports them (migrations 0014 and 0015).
+        taken_of = Counter(job.entrypoint for job in taken)
         full = len(taken) >= batch
         idle = {
             limit.name
             for limit in limits
-            if limit.limited and limit.name not in took and (full or limit.name not in found_some)
-        }
-        # And a concurrency limit whose last free places this claim took (not for want of tokens).
-        taken_of = Counter(job.entrypoint for job in taken)
-        idle |= {
-            limit.name
-            for limit in limits
-            if limit.concurrency > 0
-            and limit.rate_per_second <= 0
-            and allowed[limit.name] < batch
-            and taken_of[limit.name] >= allowed[limit.name] > 0
+            if limit.limited
+            and (
+                # Nothing taken: nothing could be, or a full batch of jobs came before all of its own.
+                (not taken_of[limit.name] and (full or limit.name not in found_some))
+                # Its concurrency limit's last free places taken (not for want of tokens).
+                or (
+                    limit.concurrency > 0
+                    and limit.rate_per_second <= 0
+                    and 0 < allowed[limit.name] < batch
+                    and taken_of[limit.name] >= allowed[limit.name]
+                )
+            )
         }
         for job in spare:
             self._set_status(job, job.status)
@@ -449,7 +449,7 @@ class MemoryBackend(MemoryWorkflows):
         due_in = self._next_due_in(limits, now) if len(claimed) < batch else None
         suspects = (isolated or len(claimed) < batch) and self._suspects_waiting([limit.name for limit in limits])
         throttled = self._throttled(limits, now)
-        # As the claim function reports them to a claim that is not isolated (migration 0014).
+        # As the claim function reports them to a claim that is not isolated (migrations 0014 and 0015).
         closed: dict[str, float | None] = {} if isolated else {name: None for name in idle}
         if not isolated:
             closed.update(throttled)
