@@ -7,9 +7,12 @@ import asyncio
 import os
 import time
 
+import pytest
+
 from pgqd import Client, Entrypoint, Job, JobSpec, Worker, WorkerSettings
 from pgqd.backend.base import Backend
-from pgqd.models import EntrypointLimit, WorkerInfo
+from pgqd.models import EntrypointLimit, Event, WorkerInfo
+from pgqd.worker import limit_gates
 from pgqd.worker.telemetry import NoMetrics
 from tests.support.waiting import wait_until
 
@@ -143,3 +146,58 @@ async def test_a_drain_ends_when_the_only_work_left_waits_for_a_limit_another_wo
     )
     await asyncio.wait_for(worker.run(drain=True), timeout=10)
     assert counted.claims <= 3
+
+
+async def test_a_busy_worker_leaves_a_freed_slot_to_the_worker_whose_job_freed_it(
+    backend: Backend, client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With a deep queue, a 'slot' notice does not reopen a limit (each busy worker of a fleet would run a claim with
+    limits per freed slot, all but one finding the limit full again); the worker that ran the job asks for the limit
+    as soon as the job's outcome is written. Nothing else reopens it here: the fallback is pushed out of reach."""
+    monkeypatch.setattr(limit_gates, "REOPEN_AFTER", 60.0)
+    started: list[str] = []
+
+    async def quick(job: Job) -> None:
+        started.append(job.entrypoint)
+        await asyncio.sleep(0.001)
+
+    async def slow(job: Job) -> None:
+        started.append(job.entrypoint)
+        await asyncio.sleep(0.02)
+
+    await client.enqueue_many([JobSpec("free")] * 20_000 + [JobSpec("single", priority=1)] * 6)
+    worker = Worker(
+        backend,
+        [Entrypoint("free", quick), Entrypoint("single", slow, concurrency_limit=1)],
+        WorkerSettings(concurrency=8, batch_size=4, poll_interval=60.0),
+    )
+    task = asyncio.create_task(worker.run())
+    try:
+
+        async def deep() -> bool:
+            return worker.state.queue_deep and worker.gates.any_closed
+
+        await wait_until(deep, timeout=30, what="a deep queue with the limit closed")
+        worker._on_event(Event("slot", ("single",)))
+        assert worker.gates.any_closed  # the notice was left to the worker that freed the slot: this one, later
+
+        async def all_ran() -> bool:
+            return started.count("single") == 6
+
+        await wait_until(all_ran, timeout=30, what="the limited jobs, one after another")
+        assert started.count("free") < 20_000  # each reopened by its predecessor's written outcome, not by a poll
+    finally:
+        worker.stop(grace=0)
+        await asyncio.wait_for(task, timeout=30)
+
+
+async def test_an_idle_worker_acts_on_a_slot_notice(backend: Backend) -> None:
+    async def noop(job: Job) -> None:
+        return None
+
+    worker = Worker(backend, [Entrypoint("free", noop), Entrypoint("single", noop, concurrency_limit=1)])
+    _, sent = worker.gates.request(0.0)
+    worker.gates.claimed(sent, {"single": None}, now=0.0)
+    assert not worker.state.queue_deep
+    worker._on_event(Event("slot", ("single",)))
+    assert not worker.gates.any_closed

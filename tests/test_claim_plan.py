@@ -176,6 +176,13 @@ async def test_claim_reads_the_pgqd_indexes_and_never_scans_the_jobs_table(conn:
             # The running jobs of the limited entrypoint alone are read, not every job running in the fleet.
             assert "entrypoint" in node.get("Index Cond", ""), evidence
     assert any(node.get("Index Name") == "pgqd_jobs_picked_idx" for p in counts for node in nodes(p["Plan"]))
+    # What a claim took of a limited entrypoint is counted among its own worker's running jobs alone.
+    taken = [p for p in plans if "j.picked_at = v_now" in p["Query Text"]]
+    assert taken, evidence
+    for plan in taken:
+        own = [node for node in nodes(plan["Plan"]) if node.get("Index Name") == "pgqd_jobs_picked_idx"]
+        assert own, evidence
+        assert all("worker_id" in node.get("Index Cond", "") for node in own), evidence
     next_due = [p for p in plans if "min(n.execute_after)" in p["Query Text"]]
     assert next_due, evidence
     for plan in next_due:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from pgqd.models import EntrypointLimit
 from pgqd.worker.limit_gates import REOPEN_AFTER, LimitGates
 
@@ -75,3 +77,29 @@ def test_when_every_entrypoint_is_closed_a_claim_asks_for_all_of_them() -> None:
     gates.claimed(sent, {"paired": None, "metered": None}, now=0.0)
     assert names(gates.request(0.0)[0]) == ["paired", "metered"]
     assert not gates.any_closed
+
+
+def test_a_spent_rate_limit_is_asked_again_once_a_batch_of_tokens_may_be_there() -> None:
+    # 10 jobs/s: its next token in 20 ms and 3 more for a batch of 4 in another 300 ms, cut to REOPEN_AFTER.
+    gates = LimitGates(ALL, batch=4)
+    _, sent = gates.request(0.0)
+    assert gates.claimed(sent, {"metered": 0.02}, now=1.0) == REOPEN_AFTER
+    assert names(gates.request(1.0 + REOPEN_AFTER - 0.001)[0]) == ["free", "paired"]
+    assert names(gates.request(1.0 + REOPEN_AFTER)[0]) == ["free", "paired", "metered"]
+    # 200 jobs/s: a batch of 10 in 5 + 45 ms.
+    fast = EntrypointLimit("fast", rate_per_second=200.0, burst=200.0)
+    gates = LimitGates((FREE, fast), batch=10)
+    _, sent = gates.request(0.0)
+    assert gates.claimed(sent, {"fast": 0.005}, now=0.0) == pytest.approx(0.05)
+    # A burst smaller than the batch: its tokens never make a batch, only the burst is waited for.
+    small = EntrypointLimit("small", rate_per_second=200.0, burst=2.0)
+    gates = LimitGates((FREE, small), batch=10)
+    _, sent = gates.request(0.0)
+    assert gates.claimed(sent, {"small": 0.005}, now=0.0) == pytest.approx(0.01)
+
+
+def test_a_limit_without_a_time_is_not_a_timed_reopening() -> None:
+    gates = LimitGates(ALL, batch=4)
+    _, sent = gates.request(0.0)
+    assert gates.claimed(sent, {"paired": None}, now=0.0) is None
+    assert gates.claimed(sent, {"paired": 0.005}, now=0.0) == 0.005  # another claim held its row: no batch wait

@@ -395,7 +395,7 @@ class MemoryBackend(MemoryWorkflows):
             pool.extend(found)
         pool.sort(key=lambda j: (-j.priority, j.id))
         taken, spare = pool[:batch], pool[batch:]
-        # Limited entrypoints closed for now, as the claim function reports them (migrations 0014 and 0015).
+        # Limited entrypoints closed for now, as the claim function reports them (migrations 0014 to 0016).
         taken_of = Counter(job.entrypoint for job in taken)
         full = len(taken) >= batch
         idle = {
@@ -449,7 +449,7 @@ class MemoryBackend(MemoryWorkflows):
         due_in = self._next_due_in(limits, now) if len(claimed) < batch else None
         suspects = (isolated or len(claimed) < batch) and self._suspects_waiting([limit.name for limit in limits])
         throttled = self._throttled(limits, now)
-        # As the claim function reports them to a claim that is not isolated (migrations 0014 and 0015).
+        # As the claim function reports them to a claim that is not isolated (migrations 0014 to 0016).
         closed: dict[str, float | None] = {} if isolated else {name: None for name in idle}
         if not isolated:
             closed.update(throttled)

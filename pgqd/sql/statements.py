@@ -163,12 +163,13 @@ WITH inserted AS (
 SELECT array_agg(i.id ORDER BY i.id) FROM inserted AS i, notified
 """.replace("{notified}", _NOTIFIED)
 
-# The claim itself is the claim_jobs function (migration 0015, which runs a request without limits on a plan of
-# its own; 0014 says why it is race-free and how limits are read). Its contract, as PostgresBackend.claim reads it:
-# every row is either a claimed job (hint IS NULL; the columns up to cancel_requested are ClaimedJob's fields, in its
-# order and under its names, which tests/test_claim_contract.py checks) or a hint about entrypoint (hint =
-# 'throttled' or 'due' with wake_in seconds, 'closed', or 'suspects'). $10: report 'closed' entrypoints (a claim that
-# is not isolated), which the worker leaves out of its next claims (pgqd/worker/limit_gates.py).
+# The claim itself is the claim_jobs function (migration 0016, which runs it in small statements, the claim
+# proper the same with limits or without; 0014 says why it is race-free and how limits are read). Its contract, as
+# PostgresBackend.claim reads it: every row is either a claimed job (hint IS NULL; the columns up to
+# cancel_requested are ClaimedJob's fields, in its order and under its names, which tests/test_claim_contract.py
+# checks) or a hint about entrypoint (hint = 'throttled' or 'due' with wake_in seconds, 'closed', or 'suspects').
+# $10: report 'closed' entrypoints (a claim that is not isolated), which the worker leaves out of its next claims
+# (pgqd/worker/limit_gates.py).
 # The claim commits without waiting for its WAL to reach disk: should the server crash before it does, its jobs
 # are queued again while they may still run (docs/reliability.md says what follows; at-least-once allows a second
 # run). The outcome commit that follows waits for the WAL up to and including the claim, so every recorded

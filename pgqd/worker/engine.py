@@ -13,7 +13,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -65,7 +65,10 @@ class Worker:
         if not self.handlers:
             raise ValueError("a worker needs at least one entrypoint")
         self.limits = tuple(h.entrypoint.limit for h in self.handlers.values())
-        self.gates = LimitGates(self.limits)
+        self.gates = LimitGates(self.limits, batch=self.settings.batch_size)
+        # Jobs of concurrency-limited entrypoints that ended here, whose outcomes (and so freed slots) are not
+        # written yet, by id: their entrypoints are asked for again as soon as they are.
+        self._slots_freeing: dict[int, str] = {}
         self._asked_all = True  # the newest claim settled named every entrypoint (none was closed)
         self.resources = resources
         self._on_outcome = on_outcome
@@ -93,16 +96,17 @@ class Worker:
             on_reply=self._heartbeat_reply,
             on_unavailable=self._heartbeat_failed,
         )
-        slot_entrypoints = [lim.name for lim in self.limits if lim.concurrency > 0]
+        self._slot_entrypoints = frozenset(lim.name for lim in self.limits if lim.concurrency > 0)
         self.recorder = OutcomeRecorder(
             backend,
             lambda: self.worker_id,
-            slot_entrypoints,
+            sorted(self._slot_entrypoints),
             keep_payload=[h.entrypoint.name for h in self.handlers.values() if h.entrypoint.keep_payload],
             max_batch=self.settings.flush_max_batch,
             linger=self.settings.flush_linger,
             on_unavailable=self._database_unavailable,
             after_flush=self._flushed,
+            on_written=self._outcomes_written,
         )
         self._claim_after_flush = False
         self._draining = False
@@ -248,8 +252,7 @@ class Worker:
             state.claim_ended(wanted)
             self._wake.set()
         backoff.reset()
-        if result.closed:
-            self.gates.claimed(sent_at, result.closed, loop.time())
+        reopen_in = self.gates.claimed(sent_at, result.closed, loop.time()) if result.closed else None
         self.metrics.claimed(len(result.jobs))
         claimed_at = time.monotonic()
         for claimed in result.jobs:
@@ -258,7 +261,8 @@ class Worker:
         if state.claims_settled == number:
             self._asked_all = len(limits) == len(self.limits)
         if result.throttled_in is not None:
-            self._wake_after(result.throttled_in)
+            # When its gate opens again: for a rate limit, once a batch's tokens may be there.
+            self._wake_after(result.throttled_in if reopen_in is None else max(result.throttled_in, reopen_in))
         if not drain and result.due_in is not None:
             self._wake_after(result.due_in)
 
@@ -365,8 +369,21 @@ class Worker:
             self.state.work_announced()
             self._wake.set()
 
+    def _outcomes_written(self, outcomes: Sequence[Outcome]) -> None:
+        if not self._slots_freeing:
+            return
+        freed = {self._slots_freeing.pop(o.job_id) for o in outcomes if o.job_id in self._slots_freeing}
+        if freed:
+            # This worker's jobs freed these slots: it asks for them in its next claim, without waiting for the
+            # 'slot' notice (which a worker whose claims come back full does not act on, see _on_event).
+            self.gates.reopen(freed)
+            self.state.work_announced()
+            self._wake.set()
+
     def _job_done(self, run: JobRun, outcome: Outcome) -> None:
         self.recorder.add(outcome)
+        if run.job.entrypoint in self._slot_entrypoints:
+            self._slots_freeing[run.job.id] = run.job.entrypoint
         self.running.pop(run.job.id, None)
         state = self.state
         if not self.running and not state.may_have_work and not state.queue_deep:
@@ -413,6 +430,12 @@ class Worker:
     def _on_event(self, event: Event) -> None:
         if event.kind in ("enqueued", "slot"):
             if event.entrypoints and not any(name in self.handlers for name in event.entrypoints):
+                return
+            if event.kind == "slot" and self.state.queue_deep:
+                # Busy with a backlog, this worker claims again soon anyway; the worker whose job freed the slot
+                # asks for it in its next claim (_flushed), and this one within REOPEN_AFTER. Were every busy
+                # worker to ask on every freed slot, each slot would cost the fleet a claim with limits per
+                # worker, all but one of them finding the limit full again.
                 return
             if event.due_in:
                 if self._wake_after(event.due_in):

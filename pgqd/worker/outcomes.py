@@ -29,6 +29,7 @@ class OutcomeRecorder:
         keep_payload: Sequence[str] = (),
         on_unavailable: Callable[[BackendUnavailable], None] | None = None,
         after_flush: Callable[[], None] | None = None,
+        on_written: Callable[[Sequence[Outcome]], None] | None = None,
     ) -> None:
         self._backend = backend
         self._worker_id = worker_id
@@ -38,6 +39,9 @@ class OutcomeRecorder:
         self._linger = linger
         self._on_unavailable = on_unavailable
         self._after_flush = after_flush
+        # Told of each batch as soon as it is written: under a steady flow a flush goes on writing batches, and
+        # its end (after_flush) may come much later.
+        self._on_written = on_written
         self._pending: list[Outcome] = []
         self._flushing: list[Outcome] = []
         self._has_pending = asyncio.Event()
@@ -102,6 +106,9 @@ class OutcomeRecorder:
                     self._pending[:0] = self._flushing
                     self._has_pending.set()
                     raise
+                else:
+                    if self._on_written is not None:
+                        self._on_written(self._flushing)
                 finally:
                     self._flushing = []
             if self._after_flush is not None:
