@@ -14,8 +14,11 @@ with ``concurrency_limit = 2``):
 
 Every ``--sample-every`` seconds it records the jobs finished per second and their waits (enqueue to handler
 start), the jobs in the table, the worker processes' RSS, the sizes of the jobs table, its indexes and the log,
-the dead rows and the vacuums. It reports, per cluster: the rate under overload and while the backlog drains,
-against the capacity (target: 90 % or more), the waits at 50 % load in thirds of the phase (flat), RSS and sizes.
+the dead rows and the vacuums; and per phase, the shares of the machine's CPU that went to the producer (this
+process and its connection's server process) and to everything else (the capacity drain's too: a producer on
+the same machine takes its CPU from the daemon). It reports, per cluster: the rate under overload and while the
+backlog drains, against the capacity (target: 90 % or more), the waits at 50 % load in thirds of the phase (flat),
+RSS and sizes.
 
 Clusters: ``private-autovacuum-on`` and ``-off`` (the default) are private PostgreSQL clusters started for the
 run (benchmarks/private_cluster.py) with every setting at its default but autovacuum; ``server`` is ``--server``
@@ -93,12 +96,16 @@ async def cluster(name: str, server: str) -> AsyncIterator[str]:
         yield dsn
 
 
-async def capacity(server: str, jobs: int, mix: Any) -> float:
+async def capacity(server: str, jobs: int, mix: Any) -> tuple[float, dict[str, float]]:
+    """The drain rate of ``jobs`` pre-queued jobs, and the shares of the machine's CPU it used."""
+    cpu = soak_samples.CpuShares([])
     async with fresh_database(server) as dsn:
         await fill(dsn, jobs)
         async with running_daemon(dsn, PROCESSES, BATCH, mix=mix):
+            cpu.mark("start")
             await wait_for_log(dsn, jobs, timeout=max(600.0, jobs / 100))
-        return await measured_rate(dsn, jobs)
+            cpu.mark("end")
+        return await measured_rate(dsn, jobs), cpu.between("start", "end")
 
 
 class Producer:
@@ -156,6 +163,7 @@ async def soak(dsn: str, args: argparse.Namespace, rate: float, mix: Any) -> dic
     conn, producer_conn, recorder_conn = [await asyncpg.connect(dsn) for _ in range(3)]
     producer = Producer(producer_conn)
     recorder = Recorder(recorder_conn, producer, args.sample_every)
+    cpu = soak_samples.CpuShares([os.getpid(), await producer_conn.fetchval("SELECT pg_backend_pid()")])
     marks: dict[str, datetime.datetime] = {}
     folder = tempfile.TemporaryDirectory()
     log = Path(folder.name) / "daemon.log"
@@ -165,9 +173,11 @@ async def soak(dsn: str, args: argparse.Namespace, rate: float, mix: Any) -> dic
             try:
                 for phase, share in (("low", args.low), ("high", args.high)):
                     recorder.phase, marks[phase] = phase, await now(conn)
+                    cpu.mark(phase)
                     progress(f" {phase}: {share * rate:,.0f} jobs/s for {args.phase_seconds:.0f}s")
                     await producer.run(share * rate, args.phase_seconds)
                 recorder.phase, marks["drain"] = "drain", await now(conn)
+                cpu.mark("drain")
                 progress(" producer stopped; draining the backlog")
                 deadline = time.monotonic() + (args.drain_timeout or 3 * args.phase_seconds)
                 while time.monotonic() < deadline:
@@ -175,14 +185,17 @@ async def soak(dsn: str, args: argparse.Namespace, rate: float, mix: Any) -> dic
                         break
                     await asyncio.sleep(0.5)
                 marks["end"] = await now(conn)
+                cpu.mark("end")
                 await asyncio.sleep(soak_samples.LOG_LAG.total_seconds())  # the last outcomes reach the log
             finally:
                 sampling.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await sampling
-        return {"sent": producer.sent, "left": await conn.fetchval("SELECT count(*) FROM pgqd_jobs"),
-                **await phases(conn, marks, rate), "daemon_log": soak_samples.daemon_log(log),
-                "samples": recorder.samples}  # fmt: skip
+        found = await phases(conn, marks, rate)
+        for phase, end in (("low", "high"), ("high", "drain"), ("drain", "end")):
+            found[phase]["cpu"] = cpu.between(phase, end)
+        return {"sent": producer.sent, "left": await conn.fetchval("SELECT count(*) FROM pgqd_jobs"), **found,
+                "daemon_log": soak_samples.daemon_log(log), "samples": recorder.samples}  # fmt: skip
     finally:
         folder.cleanup()
         for each in (conn, producer_conn, recorder_conn):
@@ -240,11 +253,12 @@ async def main(argv: list[str] | None = None) -> None:
             progress(
                 f"{name} (autovacuum {autovacuum}): capacity of {args.capacity_jobs:,} jobs; load {load_before[0]:.2f}"
             )
-            rate = await capacity(server, args.capacity_jobs, mix)
-            progress(f"{name}: capacity {rate:,.0f} jobs/s")
+            rate, capacity_cpu = await capacity(server, args.capacity_jobs, mix)
+            progress(f"{name}: capacity {rate:,.0f} jobs/s, using {capacity_cpu.get('others_share', 0):.0%} of the CPU")
             async with fresh_database(server) as dsn:
                 result = await soak(dsn, args, rate, mix)
-            run = {"cluster": name, "autovacuum": autovacuum, "capacity_per_s": round(rate, 1), **result,
+            run = {"cluster": name, "autovacuum": autovacuum, "capacity_per_s": round(rate, 1),
+                   "capacity_cpu": capacity_cpu, **result,
                    "environment": {**await environment(server), "load_before": load_before,
                                    "load_after": os.getloadavg()}}  # fmt: skip
             run["targets"] = verdicts(run)
@@ -279,9 +293,16 @@ def summary(run: dict[str, Any]) -> str:
         if drain["per_s"] is None
         else f"{drain['per_s']:,.0f} jobs/s = {drain['of_capacity']:.0%} over {drain['seconds']}s"
     )
+    cpu = high.get("cpu", {})
+    shares = (
+        f" (the producer took {cpu['producer_share']:.0%} of the CPU, the daemon and its server processes "
+        f"{cpu['others_share']:.0%}, against {run['capacity_cpu'].get('others_share', 0):.0%} in the capacity drain)"
+        if cpu
+        else ""
+    )
     return (
         f"capacity {run['capacity_per_s']:,.0f} jobs/s; 50% load: {low['per_s']:,.0f} jobs/s, p99 wait by thirds "
-        f"{thirds} ms; 150% load: {high['per_s']:,.0f} jobs/s = {high['of_capacity']:.0%} of capacity; backlog "
+        f"{thirds} ms; 150% load: {high['per_s']:,.0f} jobs/s = {high['of_capacity']:.0%} of capacity{shares}; backlog "
         f"drain: {drained}, {run['left']:,} left; worker RSS up to {most_rss} MB; at the end jobs table "
         f"{mb['jobs_bytes']:.1f} MB, its indexes {mb['jobs_indexes_bytes']:.1f} MB, log {mb['log_bytes']:.1f} MB; "
         f"targets {run['targets']}"

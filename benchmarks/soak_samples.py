@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,51 @@ WHERE i.indrelid = 'pgqd_jobs'::regclass ORDER BY c.relname
 # A row finished within this long of a sample may not be in the log yet (outcomes are flushed in batches):
 # each sample counts the window that ended this long before it.
 LOG_LAG = datetime.timedelta(seconds=2)
+
+
+def machine_cpu() -> tuple[float, float]:
+    """The machine's busy and total CPU seconds since boot, over all cores (from /proc/stat)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    total = sum(fields) / os.sysconf("SC_CLK_TCK")
+    return total - (fields[3] + fields[4]) / os.sysconf("SC_CLK_TCK"), total
+
+
+def process_cpu(pids: list[int]) -> float:
+    """User and system CPU seconds of the processes still alive (from /proc)."""
+    seconds = 0.0
+    for pid in pids:
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            text = Path(f"/proc/{pid}/stat").read_text()
+            fields = text[text.rindex(")") + 2 :].split()
+            seconds += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return seconds
+
+
+class CpuShares:
+    """Where the machine's CPU went between marks: to the producer (this process, which enqueues, and its
+    connection's server process) or to everything else (the daemon and the server processes serving it), as
+    shares of all cores. On a small machine the producer takes its CPU from the daemon: a load of 150 % of the
+    capacity is enqueued with CPU the capacity drain had."""
+
+    def __init__(self, producer_pids: list[int]) -> None:
+        self.producer_pids = producer_pids
+        self.readings: dict[str, tuple[float, float, float]] = {}
+
+    def mark(self, name: str) -> None:
+        busy, total = machine_cpu()
+        self.readings[name] = (busy, total, process_cpu(self.producer_pids))
+
+    def between(self, start: str, end: str) -> dict[str, float]:
+        (busy0, total0, producer0), (busy1, total1, producer1) = self.readings[start], self.readings[end]
+        total = total1 - total0
+        if total <= 0:
+            return {}
+        producer = producer1 - producer0
+        return {
+            "producer_share": round(producer / total, 3),
+            "others_share": round((busy1 - busy0 - producer) / total, 3),
+            "idle_share": round(1 - (busy1 - busy0) / total, 3),
+        }
 
 
 def rss_bytes(pid: int) -> int | None:

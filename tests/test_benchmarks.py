@@ -123,6 +123,11 @@ def test_soak_measures_capacity_loads_and_drains(pg_server: str, tmp_path: Path)
         assert run["left"] == 0
         assert run["low"]["finished"] > 0
         assert run["samples"][-1]["jobs_indexes_bytes"] > 0
+        # The machine's CPU, split between the producer and the rest: shares of all cores, adding up to 1.
+        shares = run["high"]["cpu"]
+        assert shares["producer_share"] > 0
+        assert sum(shares.values()) == pytest.approx(1.0, abs=0.01)
+        assert 0 < run["capacity_cpu"]["others_share"] <= 1
     assert [run["autovacuum"] for run in runs[1:]] == ["on"] * (len(runs) - 1)
 
 
