@@ -433,7 +433,7 @@ class Worker:
                 return
             if event.kind == "slot" and self.state.queue_deep:
                 # Busy with a backlog, this worker claims again soon anyway; the worker whose job freed the slot
-                # asks for it in its next claim (_flushed), and this one within REOPEN_AFTER. Were every busy
+                # asks for it in its next claim (_outcomes_written), and this one within REOPEN_AFTER. Were every busy
                 # worker to ask on every freed slot, each slot would cost the fleet a claim with limits per
                 # worker, all but one of them finding the limit full again.
                 return
