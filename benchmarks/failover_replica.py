@@ -3,7 +3,7 @@
     .venv/bin/python -m benchmarks.failover_replica [--rounds 3] [--load 10] [--down 3] [--held 1] [--json]
 
 Each round builds a private primary and hot standby (``tests/support/replication.py``; PostgreSQL's own server
-programs, loopback ports 56000-56099), runs the real daemon, two producers and a schedule against them through
+programs, loopback ports 30000-30099), runs the real daemon, two producers and a schedule against them through
 one multi-host DSN (``target_session_attrs=read-write``), crashes the primary (``pg_ctl stop -m immediate``),
 leaves it down for ``--down`` seconds (the time a failure detector takes) and promotes the standby. The drill is
 ``tests/support/failover_drill.py``; the rounds alternate between

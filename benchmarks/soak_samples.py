@@ -76,7 +76,7 @@ class CpuShares:
         (busy0, total0, producer0), (busy1, total1, producer1) = self.readings[start], self.readings[end]
         total = total1 - total0
         if total <= 0:
-            return {}
+            return {}  # within one tick of the kernel's clock: nothing to share out
         producer = producer1 - producer0
         return {
             "producer_share": round(producer / total, 3),

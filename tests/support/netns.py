@@ -26,7 +26,6 @@ import os
 import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -36,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests.support.daemon import Daemon, wait_for
+from tests.support.ports import FLEET_PORTS, free_ports
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -48,7 +48,6 @@ def _postgres_binaries() -> Path:
 
 
 PG_BIN = _postgres_binaries()
-PG_PORTS = range(56100, 56200)
 IPTABLES = "iptables-legacy"
 CHAIN = "PGQDF"
 DELAY_QUEUE = 7
@@ -258,13 +257,9 @@ class PrivatePostgres:
 
 
 def free_pg_port() -> int:
-    ports = list(PG_PORTS)
+    ports = list(FLEET_PORTS)
     random.shuffle(ports)
-    for port in ports:
-        with socket.socket() as probe:
-            if probe.connect_ex(("127.0.0.1", port)) != 0:
-                return port
-    raise RuntimeError("no free port in 56100-56199 for the fleet's PostgreSQL")
+    return free_ports(ports, 1)[0]
 
 
 class HostDaemon(Daemon):

@@ -1,7 +1,7 @@
 """A private primary and hot standby on this machine, for failover drills.
 
 Two PostgreSQL clusters of the Debian server binaries (``/usr/lib/postgresql/N/bin``, the newest installed, or
-$PGQD_TEST_PG_BIN), each in a temporary directory, on loopback ports 56000-56099: the primary, and a standby
+$PGQD_TEST_PG_BIN), each in a temporary directory, on loopback ports 30000-30099: the primary, and a standby
 cloned from it with ``pg_basebackup`` that streams its WAL, synchronously (the primary's commits wait until the
 standby has flushed them: ``synchronous_standby_names``) or asynchronously. ``crash_primary`` stops the primary
 the way a crash does (``pg_ctl stop -m immediate``) and ``promote`` makes the standby the new primary. The shared
@@ -17,7 +17,6 @@ import contextlib
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -26,9 +25,9 @@ from typing import Any, Self
 
 import asyncpg
 
+from tests.support.ports import REPLICATION_PORTS, free_ports
 from tests.support.tcp_proxy import TcpProxy
 
-PORTS = range(56000, 56100)
 STANDBY_NAME = "pgqd_standby"
 # Settings of both servers (the standby starts from the primary's files). fsync off: a drill crashes the server,
 # never the host, so what was written reaches the disk anyway, and the shared machine is spared the flushes.
@@ -58,20 +57,7 @@ def server_binaries() -> Path | None:
 
 
 def _free_ports(count: int) -> list[int]:
-    found: list[int] = []
-    for port in PORTS:
-        with socket.socket() as probe:
-            if probe.connect_ex(("127.0.0.1", port)) == 0:
-                continue  # something listens there
-        with socket.socket() as probe:
-            try:
-                probe.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-        found.append(port)
-        if len(found) == count:
-            return found
-    raise RuntimeError(f"no {count} free ports in {PORTS.start}-{PORTS.stop - 1}")
+    return free_ports(REPLICATION_PORTS, count)
 
 
 class Cluster:
