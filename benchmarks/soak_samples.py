@@ -10,6 +10,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from benchmarks.profile_drain import cpu_times
+
 # Jobs finished in a window, and their waits: from enqueue (created_at) to the handler's start, in seconds.
 FINISHED_IN = """
 SELECT count(*) AS finished,
@@ -47,17 +49,6 @@ def machine_cpu() -> tuple[float, float]:
     return total - (fields[3] + fields[4]) / os.sysconf("SC_CLK_TCK"), total
 
 
-def process_cpu(pids: list[int]) -> float:
-    """User and system CPU seconds of the processes still alive (from /proc)."""
-    seconds = 0.0
-    for pid in pids:
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            text = Path(f"/proc/{pid}/stat").read_text()
-            fields = text[text.rindex(")") + 2 :].split()
-            seconds += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return seconds
-
-
 class CpuShares:
     """Where the machine's CPU went between marks: to the producer (this process, which enqueues, and its
     connection's server process) or to everything else (the daemon and the server processes serving it), as
@@ -70,7 +61,7 @@ class CpuShares:
 
     def mark(self, name: str) -> None:
         busy, total = machine_cpu()
-        self.readings[name] = (busy, total, process_cpu(self.producer_pids))
+        self.readings[name] = (busy, total, sum(cpu_times(self.producer_pids).values()))
 
     def between(self, start: str, end: str) -> dict[str, float]:
         (busy0, total0, producer0), (busy1, total1, producer1) = self.readings[start], self.readings[end]

@@ -14,6 +14,7 @@ from pgqd.backend.base import Backend
 from pgqd.models import EntrypointLimit, Event, WorkerInfo
 from pgqd.worker import limit_gates
 from pgqd.worker.telemetry import NoMetrics
+from tests.support.engine import running_worker
 from tests.support.waiting import wait_until
 
 FREE = EntrypointLimit("free")
@@ -94,15 +95,14 @@ async def test_a_limited_entrypoint_left_out_of_claims_runs_its_jobs_once_they_a
         [Entrypoint("free", record), Entrypoint("paired", record, concurrency_limit=2)],
         WorkerSettings(concurrency=8, batch_size=4, poll_interval=30.0),
     )
-    task = asyncio.create_task(worker.run())
-    try:
 
-        async def draining() -> bool:
-            return len(started) > 100
+    async def draining() -> bool:
+        return len(started) > 100
 
-        async def limited_ran() -> bool:
-            return sum(1 for name, _ in started if name == "paired") == 4
+    async def limited_ran() -> bool:
+        return sum(1 for name, _ in started if name == "paired") == 4
 
+    async with running_worker(worker, grace=5, timeout=30):
         await wait_until(draining, timeout=30, what="the deep queue draining")
         assert worker.gates.any_closed
         enqueued_at = time.monotonic()
@@ -112,9 +112,6 @@ async def test_a_limited_entrypoint_left_out_of_claims_runs_its_jobs_once_they_a
         # Notified, not found by a poll (30 s): it ran while the deep queue still drained.
         assert sum(1 for name, _ in started if name == "free") < 3000
         assert first_limited - enqueued_at < 10
-    finally:
-        worker.stop(grace=5)
-        await asyncio.wait_for(task, timeout=30)
 
 
 class CountedClaims(NoMetrics):
@@ -171,24 +168,19 @@ async def test_a_busy_worker_leaves_a_freed_slot_to_the_worker_whose_job_freed_i
         [Entrypoint("free", quick), Entrypoint("single", slow, concurrency_limit=1)],
         WorkerSettings(concurrency=8, batch_size=4, poll_interval=60.0),
     )
-    task = asyncio.create_task(worker.run())
-    try:
 
-        async def deep() -> bool:
-            return worker.state.queue_deep and worker.gates.any_closed
+    async def deep() -> bool:
+        return worker.state.queue_deep and worker.gates.any_closed
 
+    async def all_ran() -> bool:
+        return started.count("single") == 6
+
+    async with running_worker(worker, grace=0, timeout=30):
         await wait_until(deep, timeout=30, what="a deep queue with the limit closed")
         worker._on_event(Event("slot", ("single",)))
         assert worker.gates.any_closed  # the notice was left to the worker that freed the slot: this one, later
-
-        async def all_ran() -> bool:
-            return started.count("single") == 6
-
         await wait_until(all_ran, timeout=30, what="the limited jobs, one after another")
         assert started.count("free") < 20_000  # each reopened by its predecessor's written outcome, not by a poll
-    finally:
-        worker.stop(grace=0)
-        await asyncio.wait_for(task, timeout=30)
 
 
 async def test_an_idle_worker_acts_on_a_slot_notice(backend: Backend) -> None:

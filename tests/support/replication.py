@@ -56,10 +56,6 @@ def server_binaries() -> Path | None:
     return None
 
 
-def _free_ports(count: int) -> list[int]:
-    return free_ports(REPLICATION_PORTS, count)
-
-
 class Cluster:
     """One PostgreSQL server of the pair: its data directory, port and log."""
 
@@ -119,7 +115,7 @@ class ReplicatedPair:
         if user is not None:
             account = pwd.getpwnam(user)
             os.chown(self.folder, account.pw_uid, account.pw_gid)
-        primary_port, standby_port = _free_ports(2)
+        primary_port, standby_port = free_ports(REPLICATION_PORTS, 2)
         self.primary = Cluster("primary", self.folder, primary_port, found, user)
         self.standby = Cluster("standby", self.folder, standby_port, found, user)
         self.promoted = False
