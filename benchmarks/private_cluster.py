@@ -2,9 +2,9 @@
 so that a shared server is never reconfigured.
 
 initdb and postgres of the machine's PostgreSQL (``$PGQD_BENCH_PGBIN``, by default /usr/lib/postgresql/15/bin) in a
-temporary folder, on a free loopback port of ``PORTS``, every setting at its default except those given; run as
-the ``postgres`` user when this process is root (PostgreSQL refuses to run as root). Stopped (fast shutdown) and
-deleted when the block ends.
+temporary folder, on a free loopback port of ``PRIVATE_CLUSTER_PORTS`` (tests/support/ports.py), every setting at
+its default except those given; run as the ``postgres`` user when this process is root (PostgreSQL refuses to run
+as root). Stopped (fast shutdown) and deleted when the block ends.
 """
 
 from __future__ import annotations
@@ -14,12 +14,13 @@ import os
 import pwd
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+
+from tests.support.ports import PRIVATE_CLUSTER_PORTS, free_ports
 
 
 def server_binaries() -> Path:
@@ -33,19 +34,12 @@ def server_binaries() -> Path:
 
 
 PGBIN = server_binaries()
-PORTS = range(56200, 56300)
 START_TIMEOUT = 60.0
 
 
 def free_port() -> int:
-    for port in PORTS:
-        with socket.socket() as probe:
-            try:
-                probe.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError(f"no free port in {PORTS.start}-{PORTS.stop - 1}")
+    # Below the ephemeral range, like the tests' own servers: the soak's test runs one of these in the suite.
+    return free_ports(PRIVATE_CLUSTER_PORTS, 1)[0]
 
 
 def as_server_user(command: list[str]) -> list[str]:

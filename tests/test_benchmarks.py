@@ -112,7 +112,7 @@ def test_soak_measures_capacity_loads_and_drains(pg_server: str, tmp_path: Path)
     clusters = ["server", *(["private-autovacuum-on"] if (PGBIN / "initdb").exists() else [])]
     output = tmp_path / "soak.json"
     command = [sys.executable, "-m", "benchmarks.soak", "--server", pg_server, "--clusters", *clusters,
-               "--capacity-jobs", "300", "--phase-seconds", "2", "--sample-every", "1",
+               "--capacity-jobs", "300", "--capacity-rounds", "3", "--phase-seconds", "2", "--sample-every", "1",
                "--output", str(output)]  # fmt: skip
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=240, check=False)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -120,6 +120,9 @@ def test_soak_measures_capacity_loads_and_drains(pg_server: str, tmp_path: Path)
     assert [run["cluster"] for run in runs] == clusters
     for run in runs:
         assert run["capacity_per_s"] > 0
+        # The capacity is the median of its drains.
+        assert len(run["capacity_drains_per_s"]) == 3
+        assert run["capacity_per_s"] == sorted(run["capacity_drains_per_s"])[1]
         assert run["left"] == 0
         assert run["low"]["finished"] > 0
         assert run["samples"][-1]["jobs_indexes_bytes"] > 0

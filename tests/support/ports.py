@@ -1,4 +1,5 @@
-"""Loopback ports for the PostgreSQL servers that tests start themselves.
+"""Loopback ports for the PostgreSQL servers that tests and benchmarks start themselves, in ranges that do not
+overlap.
 
 The ranges lie below Linux's ephemeral range (``ip_local_port_range``, 32768-60999 by default): the suite opens
 thousands of loopback connections, and a port in that range can be taken by one of them, as its local end, between
@@ -12,6 +13,7 @@ from collections.abc import Sequence
 
 REPLICATION_PORTS = range(30000, 30100)  # a primary and its standby (tests/support/replication.py)
 FLEET_PORTS = range(30100, 30200)  # the fleet's database (tests/support/netns.py)
+PRIVATE_CLUSTER_PORTS = range(30200, 30300)  # the benchmarks' private clusters (benchmarks/private_cluster.py)
 
 
 def free_ports(ports: Sequence[int], count: int) -> list[int]:
