@@ -8,8 +8,8 @@ with ``concurrency_limit = 2``):
 
 1. capacity: in a fresh database, the rate at which it drains ``--capacity-jobs`` pre-queued no-op jobs (first
    start to last finish, from the log), the median of ``--capacity-rounds`` such drains: one drain of 100,000
-   jobs lasts 4-6 s, and two of them minutes apart on this machine went at 16,100 and 20,200 jobs/s, so one
-   alone moved every share below by a quarter;
+   jobs lasts 4-6 s, and three in a row on this machine spread by 10-17 %, which one alone passed on to every
+   share below;
 2. in another fresh database, one producer (``Client.enqueue_many`` every 0.1 s on one connection) at ``--low``
    (0.5) of that for ``--phase-seconds``, then at ``--high`` (1.5) for as long;
 3. the producer stopped, until the backlog is gone (or ``--drain-timeout``).

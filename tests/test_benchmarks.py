@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -133,6 +134,41 @@ def test_soak_measures_capacity_loads_and_drains(pg_server: str, tmp_path: Path)
         # The capacity drain of 300 jobs may end within one tick of the kernel's clock: then it has no shares.
         assert not run["capacity_cpu"] or sum(run["capacity_cpu"].values()) == pytest.approx(1.0, abs=0.01)
     assert [run["autovacuum"] for run in runs[1:]] == ["on"] * (len(runs) - 1)
+
+
+def test_ready_head_measures_what_claimed_jobs_cost_until_a_vacuum(pg_server: str, tmp_path: Path) -> None:
+    output = tmp_path / "head.json"
+    command = [sys.executable, "-m", "benchmarks.ready_head", "--server", pg_server, "--jobs", "20000",
+               "--steps", "2000", "8000", "--probe-claims", "20", "--output", str(output)]  # fmt: skip
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=240, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    first, _, deep, vacuumed = json.loads(output.read_text())["rows"]
+    assert [first["claimed_since_vacuum"], deep["claimed_since_vacuum"]] == [0, 8000]
+    # The entries of 8,000 claimed jobs lie at the head of the ready index until the vacuum removes them.
+    assert deep["read_buffers"] > first["read_buffers"] + 10
+    assert vacuumed["vacuum_s"] >= 0
+    assert vacuumed["read_buffers"] < deep["read_buffers"]
+    assert "| jobs claimed since the vacuum |" in result.stdout
+
+
+@pytest.mark.skipif(not (PGBIN / "initdb").exists(), reason="needs PostgreSQL's server binaries for a private cluster")
+def test_statement_costs_count_the_claims_statements_by_drain(tmp_path: Path) -> None:
+    output = tmp_path / "costs.json"
+    command = [sys.executable, "-m", "benchmarks.statement_costs", "--jobs", "2000", "--top", "60", "--width", "3000",
+               "--output", str(output)]  # fmt: skip
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=240, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    without, with_limits = json.loads(output.read_text())["drains"]
+    assert [without["limited"], with_limits["limited"]] == [False, True]
+
+    def statements(drain: dict[str, Any]) -> list[str]:
+        return [row["statement"] for row in drain["statements"]]
+
+    # The statements inside the claim function count one by one: the probe of the limited entrypoints' work runs
+    # in the drain with limits only.
+    assert any("FROM work AS w" in statement for statement in statements(with_limits))
+    assert not any("FROM work AS w" in statement for statement in statements(without))
+    assert any("WITH candidates AS" in statement for statement in statements(without))
 
 
 def test_limit_checks_count_overlaps_and_the_bucket_bound() -> None:

@@ -1,0 +1,120 @@
+"""What the jobs claimed since the last vacuum cost every later claim of a deep queue.
+
+    .venv/bin/python -m benchmarks.ready_head [--jobs 2000000] [--steps 5000 20000 40000 80000]
+
+A claimed job leaves its entry at the head of the ready index, where each later claim of its entrypoint steps over
+it until VACUUM removes it. In a fresh database with ``--jobs`` queued no-op jobs, this claims and finishes jobs
+with the claim function itself (claims of 10, then one DELETE standing for their outcomes) up to each of
+``--steps`` jobs since the last vacuum, and after each step reports:
+
+- the median server time of ``--probe-claims`` more claims of 10, each in its own transaction (``EXPLAIN
+  ANALYZE`` of the call: no round trip counted);
+- the buffers and time of the plain ten-row read of the ready index (``EXPLAIN (ANALYZE, BUFFERS)``, best of 5).
+
+Then it vacuums and reports both once more, with the vacuum's length. The soak's deep backlog is this at scale: a
+vacuum every few seconds at most (``MAX_TIME_SHARE`` in pgqd/daemon/worker/vacuum.py), tens of thousands of jobs
+claimed in between (docs/performance.md). JSON to ``--output`` when given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from benchmarks.common import DEFAULT_SERVER, fresh_database
+from benchmarks.drain import fill
+
+BATCH = 10
+WORKER_ID = 1  # claims need a worker id; nothing checks it against the workers table
+READY_READ = """EXPLAIN (ANALYZE, BUFFERS, COSTS OFF, FORMAT JSON)
+SELECT id FROM pgqd_jobs WHERE entrypoint = 'noop' AND status = 'queued' ORDER BY priority DESC, id LIMIT 10"""
+# EXPLAIN ANALYZE runs the claim (it takes its jobs) and reports the server's time alone.
+TIMED_CLAIM = """EXPLAIN (ANALYZE, FORMAT JSON)
+SELECT count(*) FROM pgqd_claim_jobs($1, $2, ARRAY['noop'], ARRAY[0], ARRAY[0.0], ARRAY[0.0])"""
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--server", default=os.environ.get("PGQD_BENCH_DSN", DEFAULT_SERVER), help="maintenance DSN")
+    p.add_argument("--jobs", type=int, default=2_000_000, help="jobs queued at the start (2,000,000)")
+    p.add_argument("--steps", type=int, nargs="+", default=[5_000, 20_000, 40_000, 80_000],
+                   help="jobs claimed since the vacuum at each measurement")  # fmt: skip
+    p.add_argument("--probe-claims", type=int, default=200, help="claims timed at each step (200)")
+    p.add_argument("--output", type=Path, help="JSON file")
+    args = p.parse_args(argv)
+    if (
+        sorted(args.steps) != args.steps
+        or args.steps[-1] + args.probe_claims * BATCH * (len(args.steps) + 2) > args.jobs
+    ):
+        p.error("--steps must rise, and the jobs they and the timed claims take must not be more than --jobs")
+    return args
+
+
+async def claim_and_finish(conn: Any, jobs: int) -> None:
+    """Claims ``jobs`` jobs in claims of 10, then deletes them, as their outcomes would."""
+    for _ in range(0, jobs, BATCH):
+        await conn.fetchval("SELECT count(*) FROM pgqd_claim_jobs($1, $2, ARRAY['noop'], ARRAY[0], ARRAY[0.0], "
+                            "ARRAY[0.0])", WORKER_ID, BATCH)  # fmt: skip
+    await conn.execute("DELETE FROM pgqd_jobs WHERE status = 'picked'")
+
+
+async def measure(conn: Any, claims: int) -> dict[str, float]:
+    """The median server time of ``claims`` claims of 10 (then finished), and the ready read's best of 5."""
+    took = [json.loads(await conn.fetchval(TIMED_CLAIM, WORKER_ID, BATCH))[0]["Execution Time"] for _ in range(claims)]
+    await conn.execute("DELETE FROM pgqd_jobs WHERE status = 'picked'")
+    reads = []
+    for _ in range(5):
+        plan = json.loads(await conn.fetchval(READY_READ))[0]
+        reads.append((plan["Execution Time"], plan["Plan"]["Shared Hit Blocks"] + plan["Plan"]["Shared Read Blocks"]))
+    best = min(reads)
+    return {"claim_us": round(1000 * statistics.median(took), 1), "read_us": round(1000 * best[0], 1),
+            "read_buffers": best[1]}  # fmt: skip
+
+
+async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    async with fresh_database(args.server) as dsn:
+        await fill(dsn, args.jobs)  # queued, then vacuumed
+        conn = await asyncpg.connect(dsn)
+        try:
+            rows.append({"claimed_since_vacuum": 0, **await measure(conn, args.probe_claims)})
+            done = args.probe_claims * BATCH
+            for step in args.steps:
+                await claim_and_finish(conn, max(0, step - done))
+                done = max(step, done)
+                rows.append({"claimed_since_vacuum": done, **await measure(conn, args.probe_claims)})
+                done += args.probe_claims * BATCH
+            began = time.monotonic()
+            await conn.execute("VACUUM pgqd_jobs")
+            vacuum_s = round(time.monotonic() - began, 3)
+            rows.append({"claimed_since_vacuum": 0, "vacuum_s": vacuum_s, **await measure(conn, args.probe_claims)})
+        finally:
+            await conn.close()
+    return rows
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    rows = asyncio.run(run(args))
+    print(f"{args.jobs:,} jobs queued; claims of {BATCH}")
+    print("| jobs claimed since the vacuum | claim (µs, server) | ready read of 10 (µs) | its buffers |")
+    print("| --- | --- | --- | --- |")
+    for row in rows:
+        label = f"{row['claimed_since_vacuum']:,}" + (
+            f" (vacuumed in {row['vacuum_s']} s)" if "vacuum_s" in row else ""
+        )
+        print(f"| {label} | {row['claim_us']:,.0f} | {row['read_us']:,.0f} | {row['read_buffers']} |")
+    if args.output:
+        args.output.write_text(json.dumps({"benchmark": "ready_head", "jobs": args.jobs, "rows": rows}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
