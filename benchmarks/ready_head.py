@@ -9,7 +9,9 @@ with the claim function itself (claims of 10, then one DELETE standing for their
 
 - the median server time of ``--probe-claims`` more claims of 10, each in its own transaction (``EXPLAIN
   ANALYZE`` of the call: no round trip counted);
-- the buffers and time of the plain ten-row read of the ready index (``EXPLAIN (ANALYZE, BUFFERS)``, best of 5).
+- the buffers and time of the plain ten-row read of the ready index (``EXPLAIN (ANALYZE, BUFFERS)``, best of 5);
+- the same read as the claim makes it (``FOR UPDATE SKIP LOCKED``), and that read bounded below by the first queued
+  job's id, as a claim could be that started where the worker's last claim did (medians of 20, rolled back).
 
 Then it vacuums and reports both once more, with the vacuum's length. The soak's deep backlog is this at scale: a
 vacuum every few seconds at most (``MAX_TIME_SHARE`` in pgqd/daemon/worker/vacuum.py), tens of thousands of jobs
@@ -36,6 +38,13 @@ BATCH = 10
 WORKER_ID = 1  # claims need a worker id; nothing checks it against the workers table
 READY_READ = """EXPLAIN (ANALYZE, BUFFERS, COSTS OFF, FORMAT JSON)
 SELECT id FROM pgqd_jobs WHERE entrypoint = 'noop' AND status = 'queued' ORDER BY priority DESC, id LIMIT 10"""
+# The claim's own scan of the ready index, alone, and the same scan started at a hint: the first queued job's
+# position, as a worker could know it from its last claim. The entries before it are claimed jobs.
+LOCKING_READ = """EXPLAIN (ANALYZE, BUFFERS, COSTS OFF, FORMAT JSON)
+SELECT j.ctid FROM pgqd_jobs AS j WHERE j.entrypoint = 'noop' AND j.status = 'queued' {hint}
+ORDER BY j.priority DESC, j.id LIMIT 10 FOR UPDATE SKIP LOCKED"""
+FROM_HINT = "AND j.priority = 0 AND j.id >= $1"
+FIRST_QUEUED = "SELECT min(id) FROM pgqd_jobs WHERE status = 'queued'"
 # EXPLAIN ANALYZE runs the claim (it takes its jobs) and reports the server's time alone.
 TIMED_CLAIM = """EXPLAIN (ANALYZE, FORMAT JSON)
 SELECT count(*) FROM pgqd_claim_jobs($1, $2, ARRAY['noop'], ARRAY[0], ARRAY[0.0], ARRAY[0.0])"""
@@ -75,8 +84,28 @@ async def measure(conn: Any, claims: int) -> dict[str, float]:
         plan = json.loads(await conn.fetchval(READY_READ))[0]
         reads.append((plan["Execution Time"], plan["Plan"]["Shared Hit Blocks"] + plan["Plan"]["Shared Read Blocks"]))
     best = min(reads)
+    hint = await conn.fetchval(FIRST_QUEUED)
+    full, hinted = (
+        await locking_read(conn, LOCKING_READ.format(hint="")),
+        await locking_read(conn, LOCKING_READ.format(hint=FROM_HINT), hint),
+    )
     return {"claim_us": round(1000 * statistics.median(took), 1), "read_us": round(1000 * best[0], 1),
-            "read_buffers": best[1]}  # fmt: skip
+            "read_buffers": best[1], "locking_read_us": full[0], "locking_read_buffers": full[1],
+            "from_hint_us": hinted[0], "from_hint_buffers": hinted[1]}  # fmt: skip
+
+
+async def locking_read(conn: Any, sql: str, *args: Any) -> tuple[float, int]:
+    """The median time (µs) and buffers of 20 runs of a locking read, each rolled back."""
+    runs = []
+    for _ in range(20):
+        transaction = conn.transaction()
+        await transaction.start()
+        try:
+            plan = json.loads(await conn.fetchval(sql, *args))[0]
+        finally:
+            await transaction.rollback()
+        runs.append((plan["Execution Time"], plan["Plan"]["Shared Hit Blocks"] + plan["Plan"]["Shared Read Blocks"]))
+    return round(1000 * statistics.median(r[0] for r in runs), 1), int(statistics.median(r[1] for r in runs))
 
 
 async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -105,13 +134,16 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     rows = asyncio.run(run(args))
     print(f"{args.jobs:,} jobs queued; claims of {BATCH}")
-    print("| jobs claimed since the vacuum | claim (µs, server) | ready read of 10 (µs) | its buffers |")
-    print("| --- | --- | --- | --- |")
+    print("| jobs claimed since the vacuum | claim (µs, server) | ready read of 10 (µs) | its buffers "
+          "| locking read (µs) | its buffers | locking read from a hint (µs) | its buffers |")  # fmt: skip
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for row in rows:
         label = f"{row['claimed_since_vacuum']:,}" + (
             f" (vacuumed in {row['vacuum_s']} s)" if "vacuum_s" in row else ""
         )
-        print(f"| {label} | {row['claim_us']:,.0f} | {row['read_us']:,.0f} | {row['read_buffers']} |")
+        print(f"| {label} | {row['claim_us']:,.0f} | {row['read_us']:,.0f} | {row['read_buffers']} "
+              f"| {row['locking_read_us']:,.0f} | {row['locking_read_buffers']} | {row['from_hint_us']:,.0f} "
+              f"| {row['from_hint_buffers']} |")  # fmt: skip
     if args.output:
         args.output.write_text(json.dumps({"benchmark": "ready_head", "jobs": args.jobs, "rows": rows}, indent=2))
 
