@@ -13,7 +13,7 @@ with the claim function itself (claims of 10, then one DELETE standing for their
 - the same read as the claim makes it (``FOR UPDATE SKIP LOCKED``), and that read bounded below by the first queued
   job's id, as a claim could be that started where the worker's last claim did (medians of 20, rolled back).
 
-Then it vacuums and reports both once more, with the vacuum's length. The soak's deep backlog is this at scale: a
+Then it vacuums and reports them all once more, with the vacuum's length. The soak's deep backlog is this at scale: a
 vacuum every few seconds at most (``MAX_TIME_SHARE`` in pgqd/daemon/worker/vacuum.py), tens of thousands of jobs
 claimed in between (docs/performance.md). JSON to ``--output`` when given.
 """
@@ -45,9 +45,9 @@ SELECT j.ctid FROM pgqd_jobs AS j WHERE j.entrypoint = 'noop' AND j.status = 'qu
 ORDER BY j.priority DESC, j.id LIMIT 10 FOR UPDATE SKIP LOCKED"""
 FROM_HINT = "AND j.priority = 0 AND j.id >= $1"
 FIRST_QUEUED = "SELECT min(id) FROM pgqd_jobs WHERE status = 'queued'"
+CLAIM = "SELECT count(*) FROM pgqd_claim_jobs($1, $2, ARRAY['noop'], ARRAY[0], ARRAY[0.0], ARRAY[0.0])"
 # EXPLAIN ANALYZE runs the claim (it takes its jobs) and reports the server's time alone.
-TIMED_CLAIM = """EXPLAIN (ANALYZE, FORMAT JSON)
-SELECT count(*) FROM pgqd_claim_jobs($1, $2, ARRAY['noop'], ARRAY[0], ARRAY[0.0], ARRAY[0.0])"""
+TIMED_CLAIM = "EXPLAIN (ANALYZE, FORMAT JSON) " + CLAIM
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -70,13 +70,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 async def claim_and_finish(conn: Any, jobs: int) -> None:
     """Claims ``jobs`` jobs in claims of 10, then deletes them, as their outcomes would."""
     for _ in range(0, jobs, BATCH):
-        await conn.fetchval("SELECT count(*) FROM pgqd_claim_jobs($1, $2, ARRAY['noop'], ARRAY[0], ARRAY[0.0], "
-                            "ARRAY[0.0])", WORKER_ID, BATCH)  # fmt: skip
+        await conn.fetchval(CLAIM, WORKER_ID, BATCH)
     await conn.execute("DELETE FROM pgqd_jobs WHERE status = 'picked'")
 
 
 async def measure(conn: Any, claims: int) -> dict[str, float]:
-    """The median server time of ``claims`` claims of 10 (then finished), and the ready read's best of 5."""
+    """The median server time of ``claims`` claims of 10 (then finished), the ready read's best of 5, and the
+    locking reads, whole and from the first queued job."""
     took = [json.loads(await conn.fetchval(TIMED_CLAIM, WORKER_ID, BATCH))[0]["Execution Time"] for _ in range(claims)]
     await conn.execute("DELETE FROM pgqd_jobs WHERE status = 'picked'")
     reads = []
