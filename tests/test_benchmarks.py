@@ -156,7 +156,7 @@ def test_ready_head_measures_what_claimed_jobs_cost_until_a_vacuum(pg_server: st
 @pytest.mark.skipif(not (PGBIN / "initdb").exists(), reason="needs PostgreSQL's server binaries for a private cluster")
 def test_statement_costs_count_the_claims_statements_by_drain(tmp_path: Path) -> None:
     output = tmp_path / "costs.json"
-    command = [sys.executable, "-m", "benchmarks.statement_costs", "--jobs", "2000", "--top", "60", "--width", "3000",
+    command = [sys.executable, "-m", "benchmarks.statement_costs", "--jobs", "2000", "--top", "1000", "--width", "3000",
                "--output", str(output)]  # fmt: skip
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=240, check=False)
     assert result.returncode == 0, result.stderr[-3000:]
