@@ -8,10 +8,11 @@ with the claim function itself (claims of 10, then one DELETE standing for their
 ``--steps`` jobs since the last vacuum, and after each step reports:
 
 - the median server time of ``--probe-claims`` more claims of 10, each in its own transaction (``EXPLAIN
-  ANALYZE`` of the call: no round trip counted);
+  ANALYZE`` of the call: no round trip counted), half of them reading the ready jobs from the start, half from the
+  first queued job, as a worker's claim does that starts where its last one did (migration 0017);
 - the buffers and time of the plain ten-row read of the ready index (``EXPLAIN (ANALYZE, BUFFERS)``, best of 5);
-- the same read as the claim makes it (``FOR UPDATE SKIP LOCKED``), and that read bounded below by the first queued
-  job's id, as a claim could be that started where the worker's last claim did (medians of 20, rolled back).
+- the same read as the claim makes it (``FOR UPDATE SKIP LOCKED``), whole and from the first queued job (medians of
+  20, rolled back).
 
 Then it vacuums and reports them all once more, with the vacuum's length. The soak's deep backlog is this at scale: a
 vacuum every few seconds at most (``MAX_TIME_SHARE`` in pgqd/daemon/worker/vacuum.py), tens of thousands of jobs
@@ -38,16 +39,19 @@ BATCH = 10
 WORKER_ID = 1  # claims need a worker id; nothing checks it against the workers table
 READY_READ = """EXPLAIN (ANALYZE, BUFFERS, COSTS OFF, FORMAT JSON)
 SELECT id FROM pgqd_jobs WHERE entrypoint = 'noop' AND status = 'queued' ORDER BY priority DESC, id LIMIT 10"""
-# The claim's own scan of the ready index, alone, and the same scan started at a hint: the first queued job's
-# position, as a worker could know it from its last claim. The entries before it are claimed jobs.
+# The claim's own scan of the ready index, alone, and the same scan from a start: the first queued job's position,
+# as a worker knows it from its last claim. The entries before it are claimed jobs.
 LOCKING_READ = """EXPLAIN (ANALYZE, BUFFERS, COSTS OFF, FORMAT JSON)
-SELECT j.ctid FROM pgqd_jobs AS j WHERE j.entrypoint = 'noop' AND j.status = 'queued' {hint}
+SELECT j.ctid FROM pgqd_jobs AS j WHERE j.entrypoint = 'noop' AND j.status = 'queued' {start}
 ORDER BY j.priority DESC, j.id LIMIT 10 FOR UPDATE SKIP LOCKED"""
-FROM_HINT = "AND j.priority = 0 AND j.id >= $1"
+FROM_START = "AND j.priority <= 0 AND j.priority >= 0 AND j.id >= $1"
 FIRST_QUEUED = "SELECT min(id) FROM pgqd_jobs WHERE status = 'queued'"
 CLAIM = "SELECT count(*) FROM pgqd_claim_jobs($1, $2, ARRAY['noop'], ARRAY[0], ARRAY[0.0], ARRAY[0.0])"
 # EXPLAIN ANALYZE runs the claim (it takes its jobs) and reports the server's time alone.
 TIMED_CLAIM = "EXPLAIN (ANALYZE, FORMAT JSON) " + CLAIM
+TIMED_CLAIM_FROM_START = """EXPLAIN (ANALYZE, FORMAT JSON) SELECT count(*) FROM pgqd_claim_jobs(
+    $1, $2, ARRAY['noop'], ARRAY[0], ARRAY[0.0], ARRAY[0.0], p_scan_from_priority => ARRAY[0],
+    p_scan_from_id => ARRAY[$3::bigint])"""
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -75,23 +79,31 @@ async def claim_and_finish(conn: Any, jobs: int) -> None:
 
 
 async def measure(conn: Any, claims: int) -> dict[str, float]:
-    """The median server time of ``claims`` claims of 10 (then finished), the ready read's best of 5, and the
-    locking reads, whole and from the first queued job."""
-    took = [json.loads(await conn.fetchval(TIMED_CLAIM, WORKER_ID, BATCH))[0]["Execution Time"] for _ in range(claims)]
+    """The median server times of ``claims`` claims of 10 (then finished), whole and from the first queued job in
+    turn, the ready read's best of 5, and the locking reads, whole and from the first queued job."""
+    whole: list[float] = []
+    from_start: list[float] = []
+    for _ in range(claims // 2):
+        whole.append(json.loads(await conn.fetchval(TIMED_CLAIM, WORKER_ID, BATCH))[0]["Execution Time"])
+        first = await conn.fetchval(FIRST_QUEUED)
+        plan = json.loads(await conn.fetchval(TIMED_CLAIM_FROM_START, WORKER_ID, BATCH, first))[0]
+        from_start.append(plan["Execution Time"])
     await conn.execute("DELETE FROM pgqd_jobs WHERE status = 'picked'")
     reads = []
     for _ in range(5):
         plan = json.loads(await conn.fetchval(READY_READ))[0]
         reads.append((plan["Execution Time"], plan["Plan"]["Shared Hit Blocks"] + plan["Plan"]["Shared Read Blocks"]))
     best = min(reads)
-    hint = await conn.fetchval(FIRST_QUEUED)
-    full, hinted = (
-        await locking_read(conn, LOCKING_READ.format(hint="")),
-        await locking_read(conn, LOCKING_READ.format(hint=FROM_HINT), hint),
+    first = await conn.fetchval(FIRST_QUEUED)
+    full, started = (
+        await locking_read(conn, LOCKING_READ.format(start="")),
+        await locking_read(conn, LOCKING_READ.format(start=FROM_START), first),
     )
-    return {"claim_us": round(1000 * statistics.median(took), 1), "read_us": round(1000 * best[0], 1),
-            "read_buffers": best[1], "locking_read_us": full[0], "locking_read_buffers": full[1],
-            "from_hint_us": hinted[0], "from_hint_buffers": hinted[1]}  # fmt: skip
+    return {"claim_us": round(1000 * statistics.median(whole), 1),
+            "claim_from_start_us": round(1000 * statistics.median(from_start), 1),
+            "read_us": round(1000 * best[0], 1), "read_buffers": best[1],
+            "locking_read_us": full[0], "locking_read_buffers": full[1],
+            "from_start_us": started[0], "from_start_buffers": started[1]}  # fmt: skip
 
 
 async def locking_read(conn: Any, sql: str, *args: Any) -> tuple[float, int]:
@@ -134,16 +146,17 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     rows = asyncio.run(run(args))
     print(f"{args.jobs:,} jobs queued; claims of {BATCH}")
-    print("| jobs claimed since the vacuum | claim (µs, server) | ready read of 10 (µs) | its buffers "
-          "| locking read (µs) | its buffers | locking read from a hint (µs) | its buffers |")  # fmt: skip
-    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| jobs claimed since the vacuum | claim (µs, server) | claim from a start (µs) | ready read of 10 (µs) "
+          "| its buffers | locking read (µs) | its buffers | locking read from a start (µs) "
+          "| its buffers |")  # fmt: skip
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for row in rows:
         label = f"{row['claimed_since_vacuum']:,}" + (
             f" (vacuumed in {row['vacuum_s']} s)" if "vacuum_s" in row else ""
         )
-        print(f"| {label} | {row['claim_us']:,.0f} | {row['read_us']:,.0f} | {row['read_buffers']} "
-              f"| {row['locking_read_us']:,.0f} | {row['locking_read_buffers']} | {row['from_hint_us']:,.0f} "
-              f"| {row['from_hint_buffers']} |")  # fmt: skip
+        print(f"| {label} | {row['claim_us']:,.0f} | {row['claim_from_start_us']:,.0f} | {row['read_us']:,.0f} "
+              f"| {row['read_buffers']} | {row['locking_read_us']:,.0f} | {row['locking_read_buffers']} "
+              f"| {row['from_start_us']:,.0f} | {row['from_start_buffers']} |")  # fmt: skip
     if args.output:
         args.output.write_text(json.dumps({"benchmark": "ready_head", "jobs": args.jobs, "rows": rows}, indent=2))
 

@@ -147,7 +147,7 @@ def test_ready_head_measures_what_claimed_jobs_cost_until_a_vacuum(pg_server: st
     # The entries of 8,000 claimed jobs lie at the head of the ready index until the vacuum removes them.
     assert deep["read_buffers"] > first["read_buffers"] + 10
     # A read bounded below by the first queued job's id does not step over them.
-    assert deep["from_hint_buffers"] < deep["locking_read_buffers"]
+    assert deep["from_start_buffers"] < deep["locking_read_buffers"]
     assert vacuumed["vacuum_s"] >= 0
     assert vacuumed["read_buffers"] < deep["read_buffers"]
     assert "| jobs claimed since the vacuum |" in result.stdout

@@ -27,7 +27,7 @@ async def test_the_claims_columns_are_named_as_the_fields_of_a_claimed_job_then_
     await Client(conn).enqueue("free", b"x")
     worker = await PostgresBackend(conn).register_worker(WorkerInfo("host", 1, ("free",)))
     statement = statements_for(Names()).claim_jobs
-    rows = await conn.fetch(statement, worker, 10, ["free"], [0], [0.0], [0.0], False, None, None, True)
+    rows = await conn.fetch(statement, worker, 10, ["free"], [0], [0.0], [0.0], False, None, None, True, None, None)
 
     names = list(rows[0].keys())
     assert names[:CLAIMED_JOB_COLUMNS] == [f.name for f in fields(ClaimedJob)]

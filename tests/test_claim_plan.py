@@ -165,9 +165,13 @@ async def test_claim_reads_the_pgqd_indexes_and_never_scans_the_jobs_table(conn:
                 # And the time bounds it too: jobs not due are never read one by one.
                 assert "execute_after" in node.get("Index Cond", ""), evidence
     candidates = [p for p in plans if "candidates AS" in p["Query Text"]]
-    assert len(candidates) == 3 * len(variants), evidence
+    # One claim per call, and another when a read from the last claim's start came back short (migration 0017).
+    assert len(candidates) >= 3 * len(variants), evidence
     for plan in candidates:
         assert {"pgqd_jobs_ready_idx", "pgqd_jobs_deferred_idx"} <= indexes(plan), evidence
+        # The read from a start is bounded by it in the index: the entries before it are not read.
+        ready = [n.get("Index Cond", "") for n in nodes(plan["Plan"]) if n.get("Index Name") == "pgqd_jobs_ready_idx"]
+        assert any("priority <=" in cond and "id >=" in cond for cond in ready), evidence
     counts = [p for p in plans if "GREATEST(u.conc - (" in p["Query Text"]]
     assert counts, evidence
     for plan in counts:

@@ -18,6 +18,7 @@ import asyncpg
 from pgqd.backend.base import EventCallback
 from pgqd.backend.bounded import BoundedPool, DatabaseHealth, DatabaseTimeouts, guard, tune_socket
 from pgqd.backend.connection import PgSubscription, close_connection
+from pgqd.backend.ready_scan import ReadyScanStarts
 from pgqd.backend.warm_up import warm_up
 from pgqd.identifiers import Names
 from pgqd.models import (
@@ -46,11 +47,12 @@ from pgqd.producers import operations, workflow_operations
 from pgqd.producers.operations import run_async
 from pgqd.sql.statements import DATABASE_CLOCK, statements_for
 
-# The layout of a CLAIM_JOBS row: ClaimedJob's fields, then wake_in and hint.
+# The layout of a CLAIM_JOBS row: ClaimedJob's fields, then wake_in, hint and scan_start.
 CLAIMED_JOB_COLUMNS = len(fields(ClaimedJob))
 CLAIM_WAKE_IN = CLAIMED_JOB_COLUMNS
 CLAIM_ENTRYPOINT = 1  # of a hint row: the entrypoint it is about
 CLAIM_HINT = CLAIMED_JOB_COLUMNS + 1
+CLAIM_SCAN_START = CLAIMED_JOB_COLUMNS + 2
 
 
 class PostgresBackend:
@@ -75,6 +77,7 @@ class PostgresBackend:
         self._listen_connect = listen_connect
         self._channel = self.names.channel
         self._limit_arrays: dict[tuple[EntrypointLimit, ...], tuple[list[Any], ...]] = {}
+        self._scan_starts: dict[int, ReadyScanStarts] = {}  # per worker id
         # Set by ``open``: the time bounds of every call, and whether the database answers (see bounded.py).
         self.timeouts: DatabaseTimeouts | None = None
         self.health = DatabaseHealth()
@@ -193,19 +196,47 @@ class PostgresBackend:
             if isolated
             else (None, None)
         )
+        scan = None if isolated else self._scan_starts.setdefault(worker_id, ReadyScanStarts())
+        starts = (None, None) if scan is None else scan.for_claim(arrays[0])
+        result, started = await self._claim(worker_id, batch, arrays, isolated, budgets, starts)
+        if starts[1] is not None and len(result.jobs) < batch:
+            # Read from where the last claims started, it came back short: what that read cannot see (a lower
+            # priority, a job put back) may fill the rest. A whole read says where the ready jobs now start.
+            rest, started_whole = await self._claim(worker_id, batch - len(result.jobs), arrays, False, budgets)
+            result = ClaimResult(result.jobs + rest.jobs, rest.throttled_in, rest.due_in, rest.suspects, rest.closed)
+            started |= started_whole
+        if scan is not None:
+            scan.claimed(started, complete=len(result.jobs) >= batch)
+        return result
+
+    async def _claim(
+        self,
+        worker_id: int,
+        batch: int,
+        arrays: tuple[list[Any], ...],
+        isolated: bool,
+        budgets: tuple[list[bool] | None, list[int] | None],
+        starts: tuple[list[int | None] | None, list[int | None] | None] = (None, None),
+    ) -> tuple[ClaimResult, dict[str, tuple[int, int]]]:
+        """One call of the claim function: its jobs and hints, and where it started each entrypoint's read of
+        its ready jobs."""
         rows = await guard(
-            self._db.fetch(self.sql.claim_jobs, worker_id, batch, *arrays, isolated, *budgets, not isolated)
+            self._db.fetch(self.sql.claim_jobs, worker_id, batch, *arrays, isolated, *budgets, not isolated, *starts)
         )
         jobs: list[ClaimedJob] = []
         closed: dict[str, float | None] = {}
         due: list[float] = []
         suspects = False
+        started: dict[str, tuple[int, int]] = {}
         for row in rows:
             # CLAIM_JOBS names its first columns as ClaimedJob's fields, in their order (tests/test_claim_contract.py
             # checks both): taken by position, as a look-up by name would cost 11 per job.
             hint = row[CLAIM_HINT]
             if hint is None:
-                jobs.append(ClaimedJob(*row[:CLAIMED_JOB_COLUMNS]))
+                job = ClaimedJob(*row[:CLAIMED_JOB_COLUMNS])
+                jobs.append(job)
+                if row[CLAIM_SCAN_START]:
+                    started[job.entrypoint] = (job.priority, job.id)
             elif hint == "throttled" or hint == "closed":
                 closed[row[CLAIM_ENTRYPOINT]] = row[CLAIM_WAKE_IN]
             elif hint == "due":
@@ -213,7 +244,7 @@ class PostgresBackend:
             else:
                 suspects = True
         throttled_in = min((wait for wait in closed.values() if wait is not None), default=None)
-        return ClaimResult(jobs, throttled_in, min(due, default=None), suspects, closed)
+        return ClaimResult(jobs, throttled_in, min(due, default=None), suspects, closed), started
 
     async def record(
         self,
@@ -226,6 +257,9 @@ class PostgresBackend:
         # locks them in that order too (enqueue_steps), so the two take turns rather than deadlock.
         finished = sorted((o for o in outcomes if isinstance(o, Finished)), key=_by_job_id)
         requeued = sorted((o for o in outcomes if isinstance(o, Requeued)), key=_by_job_id)
+        if any(o.kind == "release" or (o.kind == "retry" and o.delay <= 0) for o in requeued):
+            # Queued again with their old ids, before where this worker's claims now start reading.
+            self._scan_starts.get(worker_id, ReadyScanStarts()).forget()
         applied: int = await guard(
             self._db.fetchval(
                 self.sql.record_outcomes,

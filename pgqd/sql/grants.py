@@ -12,7 +12,7 @@ from pgqd.identifiers import Names, validate_role
 FUNCTIONS = {
     "claim_jobs": (
         "bigint, integer, text[], integer[], double precision[], double precision[], boolean, integer[], boolean[],"
-        " integer[], boolean"
+        " integer[], boolean, integer[], bigint[]"
     ),
     "raise_dedupe_conflict": "text[]",
     "notify_ids": "text, text, bigint[]",

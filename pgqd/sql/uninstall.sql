@@ -12,6 +12,10 @@ DROP FUNCTION IF EXISTS {claim_jobs}(
     bigint, integer, text[], integer[], double precision[], double precision[], boolean, integer[], boolean[],
     integer[], boolean
 );
+DROP FUNCTION IF EXISTS {claim_jobs}(
+    bigint, integer, text[], integer[], double precision[], double precision[], boolean, integer[], boolean[],
+    integer[], boolean, integer[], bigint[]
+);
 DROP FUNCTION IF EXISTS {enqueue_steps}(
     text[], bytea[], text[], integer[], double precision[], timestamptz[], text[], text[], text[], integer[], bigint[],
     boolean, text, text

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -99,7 +100,13 @@ def wait_for(check: Callable[[], T], timeout: float, what: str, interval: float 
 
 
 class Daemon:
-    """One ``pgqd --config FILE`` process with its log captured to a file."""
+    """One ``pgqd --config FILE`` process with its log captured to a file.
+
+    A subclass may start pgqd under a launcher that forks it and waits (``unshare --fork``, ``faketime``): it
+    sets ``launched_as_child``, and ``pid`` is then the launcher's child, the supervisor itself. Launchers do
+    not pass signals on, so every signal goes to that pid; the launcher exits with the supervisor's status."""
+
+    launched_as_child = False
 
     def __init__(self, config_path: Path, dsn: str, env: dict[str, str] | None = None) -> None:
         self.config_path = config_path
@@ -126,6 +133,16 @@ class Daemon:
 
     @property
     def pid(self) -> int:
+        """The supervisor's pid."""
+        assert self.process is not None
+        if not self.launched_as_child:
+            return self.process.pid
+        launcher = self.process.pid
+        return wait_for(lambda: children_of(launcher), timeout=10, what="the launcher to start pgqd")[0]
+
+    @property
+    def group(self) -> int:
+        """The process group of the launcher, the supervisor and every worker."""
         assert self.process is not None
         return self.process.pid
 
@@ -168,11 +185,7 @@ class Daemon:
         return self.process is not None and self.process.poll() is not None
 
     def worker_pids(self) -> list[int]:
-        try:
-            children = Path(f"/proc/{self.pid}/task/{self.pid}/children").read_text().split()
-        except OSError:
-            return []
-        return [int(pid) for pid in children if _is_python(int(pid))]
+        return [pid for pid in children_of(self.pid) if _is_python(pid)]
 
     def replaced(self, old_pid: int) -> bool:
         """True once a worker other than ``old_pid`` runs and ``old_pid`` is gone (one look at /proc, no race)."""
@@ -181,22 +194,33 @@ class Daemon:
 
     def send(self, signum: signal.Signals) -> None:
         assert self.process is not None
-        self.process.send_signal(signum)
+        if self.launched_as_child:
+            os.kill(self.pid, signum)
+        else:
+            self.process.send_signal(signum)  # a no-op once the process has been reaped
 
     def wait(self, timeout: float) -> int:
         assert self.process is not None
         return self.process.wait(timeout)
 
     def stop(self, timeout: float = 20) -> int | None:
-        """SIGTERM, then SIGKILL of the whole process group if it does not exit in time."""
+        """SIGTERM to the supervisor, then SIGKILL of the whole process group if it does not exit in time."""
         if self.process is None or self.process.poll() is not None:
             return None if self.process is None else self.process.returncode
-        self.process.send_signal(signal.SIGTERM)
+        with contextlib.suppress(ProcessLookupError):
+            self.send(signal.SIGTERM)
         try:
             return self.process.wait(timeout)
         except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
+            os.killpg(self.group, signal.SIGKILL)
             return self.process.wait(5)
+
+
+def children_of(pid: int) -> list[int]:
+    try:
+        return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
 
 
 def _is_python(pid: int) -> bool:

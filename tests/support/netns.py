@@ -270,6 +270,8 @@ class HostDaemon(Daemon):
         super().__init__(config_path, dsn, {**env, **faked})
         self.host = host
         self.skew = skew
+        # ``ip netns exec`` execs what it runs, but ``faketime`` forks pgqd and waits for it.
+        self.launched_as_child = skew is not None
 
     def command(self) -> list[str]:
         clock = ["faketime", "-f", f"{self.skew:+g}s"] if self.skew is not None else []
@@ -277,9 +279,9 @@ class HostDaemon(Daemon):
 
     def kill(self) -> None:
         """SIGKILL to the supervisor and every worker at once (the daemon's own process group)."""
-        os.killpg(self.pid, signal.SIGKILL)
+        os.killpg(self.group, signal.SIGKILL)
         wait_for(lambda: self.process is not None and self.process.poll() is not None, 10, "the killed supervisor")
-        wait_for(lambda: not _group_alive(self.pid), 10, "the killed workers")
+        wait_for(lambda: not _group_alive(self.group), 10, "the killed workers")
 
 
 def _group_alive(group: int) -> bool:

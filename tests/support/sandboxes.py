@@ -25,42 +25,14 @@ class PidOneDaemon(Daemon):
     process that receives the container runtime's SIGTERM and inherits every orphan. ``pid`` is its pid as seen
     from outside the namespace (this is where signals are sent from, as a container runtime does)."""
 
+    launched_as_child = True
+
     def __init__(self, config_path: Path, dsn: str, unshare: str) -> None:
         super().__init__(config_path, dsn)
         self.unshare = unshare
 
     def command(self) -> list[str]:
         return [self.unshare, "--pid", "--fork", "--mount-proc", *super().command()]
-
-    @property
-    def pid(self) -> int:
-        assert self.process is not None
-        unshare = self.process.pid
-        children = wait_for(lambda: _children(unshare), timeout=10, what="unshare to start the namespace's init")
-        return children[0]
-
-    def send(self, signum: signal.Signals) -> None:
-        os.kill(self.pid, signum)
-
-    def stop(self, timeout: float = 20) -> int | None:
-        """SIGTERM to the namespace's PID 1; SIGKILL of it (which ends the whole namespace) if it hangs."""
-        if self.process is None or self.process.poll() is not None:
-            return None if self.process is None else self.process.returncode
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(self.pid, signal.SIGTERM)
-        try:
-            return self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.pid, signal.SIGKILL)
-            return self.process.wait(5)
-
-
-def _children(pid: int) -> list[int]:
-    try:
-        return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    except OSError:
-        return []
 
 
 def command_line(pid: int) -> str:
