@@ -234,7 +234,8 @@ class Event:
     """A notification on the events channel.
 
     kind ``enqueued``: new jobs for ``entrypoints`` (empty = any), the earliest due in ``due_in`` seconds (None =
-    now); ``cancel``: stop running jobs ``ids``; ``finished``: jobs ``ids`` reached a final status; ``slot``: a
+    now), the highest priority among them ``top_priority`` (None: unknown, or jobs put back with their old ids);
+    ``cancel``: stop running jobs ``ids``; ``finished``: jobs ``ids`` reached a final status; ``slot``: a
     concurrency-limited job of ``entrypoints`` finished, so a waiting claim may succeed; ``reconnected``: the
     listener was down for a while and events may have been missed.
     """
@@ -243,6 +244,7 @@ class Event:
     entrypoints: tuple[str, ...] = ()
     ids: tuple[int, ...] = ()
     due_in: float | None = None
+    top_priority: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -108,10 +108,10 @@ async def test_one_notification_per_enqueue_statement(conn: Any, db_dsn: str) ->
         await listener.close()
     assert len(received) == 3
     first, second, third = (json.loads(text) for text in received)
-    assert first == {"t": "enqueued", "e": ["a", "b"]}
+    assert first == {"t": "enqueued", "e": ["a", "b"], "p": 0}
     assert second["e"] == ["c"]
     assert second["d"] == pytest.approx(30)
-    assert third == {"t": "enqueued", "e": ["d"]}
+    assert third == {"t": "enqueued", "e": ["d"], "p": 0}
 
 
 async def test_payloads_are_stored_by_type(conn: Any) -> None:

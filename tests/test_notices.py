@@ -84,7 +84,11 @@ async def test_each_notice_a_statement_sends_is_read_as_it_was_meant(channel: Ch
     assert await channel.sql_sends(cancel, CHANNEL, []) == []
     given = notices.given("$1", "$2")
     later = notices.enqueue_notice([NewJob("mail", delay=30.0), NewJob("sms", delay=10.0)])
-    assert events(await channel.sql_sends(given, CHANNEL, later)) == [Event("enqueued", ("mail", "sms"), due_in=10.0)]
+    # A producer's notice says the highest priority of its new jobs; one of jobs put back (above) does not.
+    expected = Event("enqueued", ("mail", "sms"), due_in=10.0, top_priority=0)
+    assert events(await channel.sql_sends(given, CHANNEL, later)) == [expected]
+    urgent = notices.enqueue_notice([NewJob("mail", priority=5), NewJob("mail", priority=-1)])
+    assert events(await channel.sql_sends(given, CHANNEL, urgent)) == [Event("enqueued", ("mail",), top_priority=5)]
     assert events(await channel.sql_sends(given, CHANNEL, notices.wake_notice([]))) == [Event("enqueued")]
 
 
@@ -113,7 +117,7 @@ async def test_the_workflow_functions_send_the_notices_this_module_defines(
 
     first, sent = await channel.sent_by(client.enqueue("first"))
     assert first is not None
-    assert events(sent) == [Event("enqueued", ("first",))]
+    assert events(sent) == [Event("enqueued", ("first",), top_priority=0)]
     # enqueue_steps (migration 0012) announces the steps that need not wait.
     _, sent = await channel.sent_by(client.enqueue_many([JobSpec("alone"), JobSpec("second", after=[first])]))
     assert sent == await channel.sql_sends(same_as_here, CHANNEL, ["alone"])

@@ -9,7 +9,12 @@ from typing import Any
 
 from pgqd import Client, JobSpec, PostgresBackend
 from pgqd.backend.ready_scan import WHOLE_READ_EVERY, ReadyScanStarts
-from pgqd.models import EntrypointLimit, Requeued, WorkerInfo
+from pgqd.models import ClaimedJob, EntrypointLimit, Event, Requeued, WorkerInfo
+from tests.support.waiting import wait_until
+
+
+def job(entrypoint: str, priority: int, job_id: int) -> ClaimedJob:
+    return ClaimedJob(job_id, entrypoint, None, None, priority, 1, 0.0, 0.0, 0.0, False)
 
 
 class Clock:
@@ -22,30 +27,49 @@ class Clock:
 
 def test_a_first_claim_reads_everything_and_the_next_one_starts_where_it_did() -> None:
     starts = ReadyScanStarts(clock := Clock())
-    assert starts.for_claim(["a", "b"]) == (None, None)
-    starts.claimed({"a": (0, 41)}, complete=True)
+    sent = starts.for_claim(["a", "b"])
+    assert (sent.priorities, sent.ids) == (None, None)
+    # The first id at the lowest priority taken: the claim read priority 2 first, then priority 0 from id 41.
+    starts.claimed(sent, [job("a", 2, 50), job("a", 0, 41), job("a", 0, 44)], complete=True)
     clock.now += WHOLE_READ_EVERY / 2
-    assert starts.for_claim(["a", "b"]) == ([0, None], [41, None])
+    sent = starts.for_claim(["a", "b"])
+    assert (sent.priorities, sent.ids) == ([0, None], [41, None])
 
 
 def test_a_short_claim_or_the_whole_read_period_drops_the_starts() -> None:
     starts = ReadyScanStarts(clock := Clock())
-    starts.for_claim(["a"])
-    starts.claimed({"a": (0, 41)}, complete=True)
-    starts.claimed({"a": (0, 45)}, complete=False)
-    assert starts.for_claim(["a"]) == (None, None)
-    starts.claimed({"a": (0, 45)}, complete=True)
+    starts.claimed(starts.for_claim(["a"]), [job("a", 0, 41)], complete=True)
+    starts.claimed(starts.for_claim(["a"]), [job("a", 0, 45)], complete=False)
+    assert starts.for_claim(["a"]).ids is None
+    starts.claimed(starts.for_claim(["a"]), [job("a", 0, 45)], complete=True)
     clock.now += WHOLE_READ_EVERY
-    assert starts.for_claim(["a"]) == (None, None)
+    assert starts.for_claim(["a"]).ids is None
     assert starts.starts == {}
 
 
 def test_starts_of_other_entrypoints_only_mean_a_whole_read() -> None:
     starts = ReadyScanStarts(Clock())
-    starts.for_claim(["a"])
-    starts.claimed({"a": (0, 41)}, complete=True)
-    assert starts.for_claim(["b"]) == (None, None)
-    assert starts.for_claim(["a", "b"]) == ([0, None], [41, None])
+    starts.claimed(starts.for_claim(["a"]), [job("a", 0, 41)], complete=True)
+    assert starts.for_claim(["b"]).ids is None
+    assert starts.for_claim(["a", "b"]).ids == [41, None]
+
+
+def test_jobs_put_back_or_of_a_higher_priority_drop_the_start_of_their_entrypoint() -> None:
+    starts = ReadyScanStarts(Clock())
+    starts.claimed(starts.for_claim(["a", "b"]), [job("a", 0, 41), job("b", 3, 7)], complete=True)
+    starts.enqueued(["a", "b"], top_priority=3)  # new jobs: a later id, so only a higher priority matters
+    assert starts.starts == {"b": (3, 7)}
+    starts.enqueued(["b"], top_priority=None)  # put back with old ids
+    assert starts.starts == {}
+
+
+def test_a_claim_sent_before_a_drop_does_not_set_the_start_again() -> None:
+    starts = ReadyScanStarts(Clock())
+    starts.claimed(starts.for_claim(["a"]), [job("a", 0, 41)], complete=True)
+    in_flight = starts.for_claim(["a"])
+    starts.enqueued([], top_priority=None)
+    starts.claimed(in_flight, [job("a", 0, 51)], complete=True)
+    assert starts.for_claim(["a"]).ids is None
 
 
 async def test_claims_from_a_start_take_every_job_in_order_across_priorities(conn: Any) -> None:
@@ -74,3 +98,28 @@ async def test_a_job_the_worker_releases_is_its_next_claims_first(conn: Any) -> 
     await backend.record(worker, [Requeued(ids[3], "release")], [])
     third = await backend.claim(worker, 10, [EntrypointLimit("work")])
     assert [job.id for job in third.jobs] == [ids[3], *ids[20:29]]
+
+
+async def test_a_job_another_worker_puts_back_is_the_next_claims_first(conn: Any) -> None:
+    ids = await Client(conn).enqueue_many([JobSpec("work") for _ in range(30)])
+    backend = PostgresBackend(conn)
+    events: list[Event] = []
+    subscription = await backend.subscribe(events.append)
+    try:
+        worker = await backend.register_worker(WorkerInfo("host", 1, ("work",)))
+        other = await backend.register_worker(WorkerInfo("host", 2, ("work",)))
+        mine = await backend.claim(worker, 10, [EntrypointLimit("work")])
+        theirs = await backend.claim(other, 1, [EntrypointLimit("work")])
+        assert [job.id for job in mine.jobs + theirs.jobs] == ids[:11]
+        assert (await backend.claim(worker, 5, [EntrypointLimit("work")])).jobs[0].id == ids[11]
+
+        await backend.record(other, [Requeued(ids[10], "release")], [])
+
+        async def notified() -> bool:
+            return any(e.kind == "enqueued" and e.top_priority is None for e in events)
+
+        await wait_until(notified, timeout=10, what="the notice of the job put back")
+        after = await backend.claim(worker, 5, [EntrypointLimit("work")])
+        assert [job.id for job in after.jobs] == [ids[10], *ids[16:20]]
+    finally:
+        await subscription.close()

@@ -26,6 +26,7 @@ from pgqd.models import (
     ClaimedJob,
     ClaimResult,
     EntrypointLimit,
+    Event,
     FinalStatus,
     Finished,
     HeartbeatReply,
@@ -47,12 +48,11 @@ from pgqd.producers import operations, workflow_operations
 from pgqd.producers.operations import run_async
 from pgqd.sql.statements import DATABASE_CLOCK, statements_for
 
-# The layout of a CLAIM_JOBS row: ClaimedJob's fields, then wake_in, hint and scan_start.
+# The layout of a CLAIM_JOBS row: ClaimedJob's fields, then wake_in and hint.
 CLAIMED_JOB_COLUMNS = len(fields(ClaimedJob))
 CLAIM_WAKE_IN = CLAIMED_JOB_COLUMNS
 CLAIM_ENTRYPOINT = 1  # of a hint row: the entrypoint it is about
 CLAIM_HINT = CLAIMED_JOB_COLUMNS + 1
-CLAIM_SCAN_START = CLAIMED_JOB_COLUMNS + 2
 
 
 class PostgresBackend:
@@ -104,6 +104,7 @@ class PostgresBackend:
         return await run_async(operations.watch_finished(self.sql, job_id), self._fetch)
 
     async def subscribe(self, callback: EventCallback) -> PgSubscription:
+        callback = self._watching_for_starts(callback)
         if self._listen_connect is not None:
             subscription = PgSubscription(
                 self._listen_connect,
@@ -137,6 +138,18 @@ class PostgresBackend:
             subscription = PgSubscription(shared, self._channel, callback, reconnect=False, close_connection=keep_open)
         await subscription.start()
         return subscription
+
+    def _watching_for_starts(self, callback: EventCallback) -> EventCallback:
+        """``callback``, after the notices that move this backend's workers' starts back (ready_scan.py): jobs put
+        back with their old ids, jobs of a higher priority, or events missed while the listener was down."""
+
+        def observed(event: Event) -> None:
+            if event.kind == "enqueued" or event.kind == "reconnected":
+                for starts in self._scan_starts.values():
+                    starts.enqueued(event.entrypoints, event.top_priority)
+            callback(event)
+
+        return observed
 
     async def enqueue_steps(self, steps: Sequence[NewStep], workflow: str | None, make_workflow: bool) -> StepsEnqueued:
         operation = workflow_operations.enqueue_steps(self.sql, steps, workflow, make_workflow)
@@ -197,16 +210,16 @@ class PostgresBackend:
             else (None, None)
         )
         scan = None if isolated else self._scan_starts.setdefault(worker_id, ReadyScanStarts())
-        starts = (None, None) if scan is None else scan.for_claim(arrays[0])
-        result, started = await self._claim(worker_id, batch, arrays, isolated, budgets, starts)
+        sent = None if scan is None else scan.for_claim(arrays[0])
+        starts = (None, None) if sent is None else (sent.priorities, sent.ids)
+        result = await self._claim(worker_id, batch, arrays, isolated, budgets, starts)
         if starts[1] is not None and len(result.jobs) < batch:
             # Read from where the last claims started, it came back short: what that read cannot see (a lower
-            # priority, a job put back) may fill the rest. A whole read says where the ready jobs now start.
-            rest, started_whole = await self._claim(worker_id, batch - len(result.jobs), arrays, False, budgets)
+            # priority, a job put back) may fill the rest.
+            rest = await self._claim(worker_id, batch - len(result.jobs), arrays, False, budgets)
             result = ClaimResult(result.jobs + rest.jobs, rest.throttled_in, rest.due_in, rest.suspects, rest.closed)
-            started |= started_whole
-        if scan is not None:
-            scan.claimed(started, complete=len(result.jobs) >= batch)
+        if scan is not None and sent is not None:
+            scan.claimed(sent, result.jobs, complete=len(result.jobs) >= batch)
         return result
 
     async def _claim(
@@ -217,9 +230,8 @@ class PostgresBackend:
         isolated: bool,
         budgets: tuple[list[bool] | None, list[int] | None],
         starts: tuple[list[int | None] | None, list[int | None] | None] = (None, None),
-    ) -> tuple[ClaimResult, dict[str, tuple[int, int]]]:
-        """One call of the claim function: its jobs and hints, and where it started each entrypoint's read of
-        its ready jobs."""
+    ) -> ClaimResult:
+        """One call of the claim function."""
         rows = await guard(
             self._db.fetch(self.sql.claim_jobs, worker_id, batch, *arrays, isolated, *budgets, not isolated, *starts)
         )
@@ -227,16 +239,12 @@ class PostgresBackend:
         closed: dict[str, float | None] = {}
         due: list[float] = []
         suspects = False
-        started: dict[str, tuple[int, int]] = {}
         for row in rows:
             # CLAIM_JOBS names its first columns as ClaimedJob's fields, in their order (tests/test_claim_contract.py
             # checks both): taken by position, as a look-up by name would cost 11 per job.
             hint = row[CLAIM_HINT]
             if hint is None:
-                job = ClaimedJob(*row[:CLAIMED_JOB_COLUMNS])
-                jobs.append(job)
-                if row[CLAIM_SCAN_START]:
-                    started[job.entrypoint] = (job.priority, job.id)
+                jobs.append(ClaimedJob(*row[:CLAIMED_JOB_COLUMNS]))
             elif hint == "throttled" or hint == "closed":
                 closed[row[CLAIM_ENTRYPOINT]] = row[CLAIM_WAKE_IN]
             elif hint == "due":
@@ -244,7 +252,7 @@ class PostgresBackend:
             else:
                 suspects = True
         throttled_in = min((wait for wait in closed.values() if wait is not None), default=None)
-        return ClaimResult(jobs, throttled_in, min(due, default=None), suspects, closed), started
+        return ClaimResult(jobs, throttled_in, min(due, default=None), suspects, closed)
 
     async def record(
         self,

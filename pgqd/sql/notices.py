@@ -4,7 +4,10 @@ A notice is a JSON object whose ``t`` names its kind:
 
 - ``enqueued``: ``e``, the entrypoints that got claimable work (absent: any), and ``d``, the seconds until the
   earliest of it is due when none of it is due now (absent or null: due now). Idle workers of those entrypoints
-  claim at once, or set a timer for ``d``.
+  claim at once, or set a timer for ``d``. A producer's notice of new jobs also says ``p``, the highest priority
+  among them: a worker whose claims read those entrypoints' ready jobs from a start (migration 0017) drops the
+  start only for jobs of a higher priority than it. Without ``p`` (jobs put back in the queue with their old
+  ids, or a producer of an older version) it drops the start.
 - ``slot``: ``e``, concurrency-limited entrypoints whose jobs ended: a claim waiting for a slot may succeed.
 - ``finished``: ``ids``, jobs someone waits on (``client.wait``) that ended or were held.
 - ``cancel``: ``ids``, running jobs asked to stop.
@@ -84,9 +87,11 @@ def wake_notice(entrypoints: Sequence[str]) -> str:
 def enqueue_notice(jobs: Sequence[NewJob]) -> str:
     """The ``enqueued`` notice of one enqueue statement: which entrypoints got work, and when it is due."""
     if isinstance(jobs, PlainJobs):  # none of them is deferred
-        notice: dict[str, Any] = {"t": "enqueued", "e": sorted(set(jobs.entrypoints))}
+        top = max(jobs.priorities, default=0)
+        notice: dict[str, Any] = {"t": "enqueued", "e": sorted(set(jobs.entrypoints)), "p": top}
     else:
-        notice = {"t": "enqueued", "e": sorted({job.entrypoint for job in jobs})}
+        top = max((job.priority for job in jobs), default=0)
+        notice = {"t": "enqueued", "e": sorted({job.entrypoint for job in jobs}), "p": top}
         if all(job.delay > 0 and job.execute_after is None for job in jobs):
             notice["d"] = min(job.delay for job in jobs)
         elif all(job.execute_after is not None or job.delay > 0 for job in jobs):
@@ -110,8 +115,10 @@ def parse_event(payload: str) -> Event | None:
         job_ids = tuple(int(i) for i in data.get("ids") or ())
         due = data.get("d")
         due_in = None if due is None else max(float(due), 0.0)
+        top = data.get("p")
+        top_priority = None if top is None else int(top)
     except (ValueError, TypeError, AttributeError):
         return None
     if kind not in KINDS:
         return None
-    return Event(kind=kind, entrypoints=entrypoints, ids=job_ids, due_in=due_in)
+    return Event(kind=kind, entrypoints=entrypoints, ids=job_ids, due_in=due_in, top_priority=top_priority)

@@ -164,15 +164,14 @@ SELECT array_agg(i.id ORDER BY i.id) FROM inserted AS i, notified
 """.replace("{notified}", _NOTIFIED)
 
 # The claim itself is the claim_jobs function (migration 0016 runs it in small statements, the claim proper the
-# same with limits or without; 0014 says why it is race-free and how limits are read; 0017 adds where a read of the
-# ready jobs starts). Its contract, as PostgresBackend.claim reads it: every row is either a claimed job (hint IS
-# NULL; the columns up to cancel_requested are ClaimedJob's fields, in its order and under its names, which
-# tests/test_claim_contract.py checks) or a hint about entrypoint (hint = 'throttled' or 'due' with wake_in
-# seconds, 'closed', or 'suspects'). A job's scan_start is true where the claim's read of its entrypoint's ready
-# jobs started (the first id at the lowest priority it took of them).
+# same with limits or without; 0014 says why it is race-free and how limits are read; 0017 lets it read the ready
+# jobs from where the worker's last claim started). Its contract, as PostgresBackend.claim reads it: every row is
+# either a claimed job (hint IS NULL; the columns up to cancel_requested are ClaimedJob's fields, in its order and
+# under its names, which tests/test_claim_contract.py checks) or a hint about entrypoint (hint = 'throttled' or
+# 'due' with wake_in seconds, 'closed', or 'suspects').
 # $10: report 'closed' entrypoints (a claim that is not isolated), which the worker leaves out of its next claims
 # (pgqd/worker/limit_gates.py). $11, $12: per entrypoint, the priority and id to start the read of its ready jobs
-# from (NULL: from the start), as pgqd/backend/ready_scan.py chooses them.
+# from (NULL arrays: a whole read), as pgqd/backend/ready_scan.py chooses them.
 # The claim commits without waiting for its WAL to reach disk: should the server crash before it does, its jobs
 # are queued again while they may still run (docs/reliability.md says what follows; at-least-once allows a second
 # run). The outcome commit that follows waits for the WAL up to and including the claim, so every recorded
@@ -182,7 +181,7 @@ SELECT array_agg(i.id ORDER BY i.id) FROM inserted AS i, notified
 CLAIM_JOBS = """
 SELECT c.id, c.entrypoint, c.payload, c.headers, c.priority, c.attempts,
        date_part('epoch', c.created_at) AS created_s, date_part('epoch', c.execute_after) AS execute_after_s,
-       date_part('epoch', c.picked_at) AS picked_s, c.cancel_requested, c.wake_in, c.hint, c.scan_start
+       date_part('epoch', c.picked_at) AS picked_s, c.cancel_requested, c.wake_in, c.hint
 FROM set_config('synchronous_commit', 'off', true) AS s,
     {claim_jobs}($1::bigint, $2::integer, $3::text[], $4::integer[], $5::double precision[], $6::double precision[],
                  $7::boolean, NULL::integer[], $8::boolean[], $9::integer[], $10::boolean, $11::integer[],

@@ -1,5 +1,5 @@
 -- pgqd schema version 17: a claim may start its read of an entrypoint's ready jobs where the worker's previous
--- claim of them started, and says where this one did.
+-- claim of them started.
 --
 -- A claimed job's entry stays at the head of the ready index until a vacuum removes it, and every claim of the
 -- entrypoint steps over it. Between two vacuums of a deep queue that is tens of thousands of entries: with 2
@@ -8,16 +8,28 @@
 -- 14-24 buffers whatever the number claimed (benchmarks/ready_head.py). In a soak at 150 % of capacity, the
 -- backlog grew to 3 million jobs and the drain ran at 74-78 % of capacity (docs/performance.md).
 --
--- p_scan_from_priority and p_scan_from_id (per requested entrypoint, in the request's order; NULL for a whole
--- read, the only read an older daemon asks for) bound the read of the ready jobs to those of a higher priority
--- and those of that priority from that id on. What lies before that point was claimed, is held by another
--- claim, or was put back or committed since: the worker reads from the start again when a claim comes back
--- short, after its own requeues, and at least every half second (pgqd/backend/ready_scan.py), so such a job
--- waits that long at most. The probe of a limited entrypoint's work is bounded the same way.
+-- p_scan_from_priority and p_scan_from_id (per requested entrypoint, in the request's order) bound the read of the
+-- ready jobs to those of that priority from that id on: one range of the ready index. An entrypoint without a
+-- start (NULL) is read whole. With no start at all (NULL arrays, the only claim an older daemon makes), the claim
+-- runs version 16's statement itself. Drafts cost more than they saved on a shallow queue: one that read every
+-- request through the bounds, with the jobs of a higher priority than the start as a second range, and returned
+-- in a column of each row where the read had started, cost ~130 µs more server time per claim of 10 (510
+-- against 375 µs, benchmarks/ready_head.py, the two schemas alternated); with the whole read as version 16's
+-- statement, the second range still cost ~50 µs per claim from a start (450 against 398). Jobs of a higher
+-- priority than a start now reach the worker as a notice instead (``p`` in an ``enqueued`` notice,
+-- pgqd/sql/notices.py), and it reads that entrypoint whole again.
 --
--- A new last column, scan_start, is true on the job where the claim's read of its entrypoint's ready jobs started:
--- the first id it took at the lowest priority it took of them (the contract is CLAIM_JOBS in
--- pgqd/sql/statements.py). Otherwise the statements, rows, hints and guarantees are version 16's.
+-- What lies before a start was claimed, is held by another claim, or was put back or committed since. So the
+-- worker (pgqd/backend/ready_scan.py) completes a claim from a start that came back short with a whole read at
+-- once; reads an entrypoint whole again after a notice of jobs put back with their old ids (every statement that
+-- puts jobs back sends one) or of jobs of a higher priority, and after its own requeues; and reads everything at
+-- least every half second, so a job whose enqueue committed after a later-numbered job of its priority was
+-- claimed, or whose notice was missed, waits that long at most behind newer jobs. The probe of a limited
+-- entrypoint's work is bounded the same way. The worker takes the start from the jobs the claim returned: the
+-- first id at the lowest priority it took of each entrypoint.
+--
+-- Otherwise the statements, rows, hints and guarantees are version 16's. The function is replaced, so its grants
+-- go with it: run `pgqd grants` again after the upgrade.
 
 DROP FUNCTION {claim_jobs}(bigint, integer, text[], integer[], double precision[], double precision[], boolean,
                            integer[], boolean[], integer[], boolean);
@@ -49,8 +61,7 @@ CREATE FUNCTION {claim_jobs}(
     cancel_requested boolean,
     lost_runs integer,
     wake_in double precision,
-    hint text,
-    scan_start boolean
+    hint text
 )
 LANGUAGE plpgsql AS $$
 #variable_conflict use_column
@@ -115,10 +126,8 @@ BEGIN
                   ELSE
                       -- From where the worker's last claim of it started, as the claim below reads it.
                       (SELECT j.id FROM {jobs} AS j WHERE j.entrypoint = u.ep AND j.status = 'queued'
-                       AND j.priority > u.from_priority ORDER BY j.priority DESC, j.id LIMIT 1) IS NOT NULL
-                      OR (SELECT j.id FROM {jobs} AS j WHERE j.entrypoint = u.ep AND j.status = 'queued'
-                          AND j.priority <= u.from_priority AND j.priority >= u.from_priority
-                          AND j.id >= u.from_id ORDER BY j.priority DESC, j.id LIMIT 1) IS NOT NULL
+                       AND j.priority <= u.from_priority AND j.priority >= u.from_priority
+                       AND j.id >= u.from_id ORDER BY j.priority DESC, j.id LIMIT 1) IS NOT NULL
                       OR (SELECT j.id FROM {jobs} AS j
                           WHERE j.entrypoint = u.ep AND j.status = 'deferred' AND j.execute_after <= v_now
                           ORDER BY j.execute_after LIMIT 1) IS NOT NULL
@@ -206,47 +215,23 @@ BEGIN
             RETURNING j.id, j.entrypoint, j.payload, j.headers::text, j.priority, j.attempts, j.created_at,
                       j.execute_after, j.picked_at, j.cancel_requested, j.lost_runs
         )
-        SELECT c.*, NULL::double precision, NULL::text, NULL::boolean FROM claimed AS c;
-    ELSE
+        SELECT c.*, NULL::double precision, NULL::text FROM claimed AS c;
+    ELSIF p_scan_from_id IS NULL THEN
+        -- A whole read of every entrypoint's ready jobs: version 16's statement.
         RETURN QUERY
         WITH candidates AS (
-            SELECT w.ep, c.tid, c.id, c.priority, c.ready
-            FROM unnest(p_entrypoints, v_allow, p_scan_from_priority, p_scan_from_id)
-                AS w(ep, allow, from_priority, from_id),
+            SELECT c.tid, c.id, c.priority
+            FROM unnest(p_entrypoints, v_allow) AS w(ep, allow),
             LATERAL (
-                -- The ready jobs: all of them (no start given), or those of a higher priority than the start and
-                -- those of its priority from its id on. Each branch runs only when its condition on w holds.
-                SELECT r.tid, r.id, r.priority, true AS ready FROM (
+                SELECT r.tid, r.id, r.priority FROM (
                     SELECT j.ctid AS tid, j.id, j.priority FROM {jobs} AS j
-                    WHERE w.from_id IS NULL AND j.entrypoint = w.ep AND j.status = 'queued'
+                    WHERE j.entrypoint = w.ep AND j.status = 'queued'
                     ORDER BY j.priority DESC, j.id
                     LIMIT w.allow
                     FOR UPDATE SKIP LOCKED
                 ) AS r
                 UNION ALL
-                SELECT h.tid, h.id, h.priority, true FROM (
-                    SELECT j.ctid AS tid, j.id, j.priority FROM {jobs} AS j
-                    WHERE w.from_id IS NOT NULL AND j.entrypoint = w.ep AND j.status = 'queued'
-                      AND j.priority > w.from_priority
-                    ORDER BY j.priority DESC, j.id
-                    LIMIT w.allow
-                    FOR UPDATE SKIP LOCKED
-                ) AS h
-                UNION ALL
-                SELECT s.tid, s.id, s.priority, true FROM (
-                    -- The priority as two bounds, not an equality: with an equality the order asked for is the id
-                    -- alone, which the primary key gives too, and a plan that reads it from the start's id reads
-                    -- every later job of the table, other entrypoints' included. Two inclusive bounds still let the
-                    -- ready index start at (entrypoint, priority, id).
-                    SELECT j.ctid AS tid, j.id, j.priority FROM {jobs} AS j
-                    WHERE w.from_id IS NOT NULL AND j.entrypoint = w.ep AND j.status = 'queued'
-                      AND j.priority <= w.from_priority AND j.priority >= w.from_priority AND j.id >= w.from_id
-                    ORDER BY j.priority DESC, j.id
-                    LIMIT w.allow
-                    FOR UPDATE SKIP LOCKED
-                ) AS s
-                UNION ALL
-                SELECT d.tid, d.id, d.priority, false FROM (
+                SELECT d.tid, d.id, d.priority FROM (
                     SELECT j.ctid AS tid, j.id, j.priority FROM {jobs} AS j
                     WHERE j.entrypoint = w.ep AND j.status = 'deferred' AND j.execute_after <= v_now
                     ORDER BY j.execute_after
@@ -272,12 +257,55 @@ BEGIN
             RETURNING j.id, j.entrypoint, j.payload, j.headers::text, j.priority, j.attempts, j.created_at,
                       j.execute_after, j.picked_at, j.cancel_requested, j.lost_runs
         )
-        SELECT c.*, NULL::double precision, NULL::text,
-               -- Where this claim's read of its entrypoint's ready jobs started: the lowest priority it took of
-               -- them, and the first id at that priority. The worker's next claim may read from there.
-               c.id = ANY (ARRAY(SELECT DISTINCT ON (k.ep) k.id FROM candidates AS k WHERE k.ready
-                                 ORDER BY k.ep, k.priority, k.id))
-        FROM claimed AS c ORDER BY c.priority DESC, c.id;
+        SELECT c.*, NULL::double precision, NULL::text FROM claimed AS c ORDER BY c.priority DESC, c.id;
+    ELSE
+        -- From the worker's starts: the statement above, with the ready jobs read from them.
+        RETURN QUERY
+        WITH candidates AS (
+            SELECT c.tid, c.id, c.priority
+            FROM unnest(p_entrypoints, v_allow, p_scan_from_priority, p_scan_from_id)
+                AS w(ep, allow, from_priority, from_id),
+            LATERAL (
+                -- The ready jobs from the start: those of its priority from its id on, one range of the index.
+                -- Without a start, all of them.
+                SELECT s.tid, s.id, s.priority FROM (
+                    -- The priority as two bounds, not an equality: with an equality the order asked for is the
+                    -- id alone, which the primary key gives too, and a plan that reads it from the start's id
+                    -- reads every later job of the table, other entrypoints' included. Two inclusive bounds
+                    -- still let the ready index start at (entrypoint, priority, id).
+                    SELECT j.ctid AS tid, j.id, j.priority FROM {jobs} AS j
+                    WHERE j.entrypoint = w.ep AND j.status = 'queued'
+                      AND j.priority <= COALESCE(w.from_priority, 2147483647)
+                      AND j.priority >= COALESCE(w.from_priority, -2147483648)
+                      AND j.id >= COALESCE(w.from_id, 0)
+                    ORDER BY j.priority DESC, j.id
+                    LIMIT w.allow
+                    FOR UPDATE SKIP LOCKED
+                ) AS s
+                UNION ALL
+                SELECT d.tid, d.id, d.priority FROM (
+                    SELECT j.ctid AS tid, j.id, j.priority FROM {jobs} AS j
+                    WHERE j.entrypoint = w.ep AND j.status = 'deferred' AND j.execute_after <= v_now
+                    ORDER BY j.execute_after
+                    LIMIT w.allow
+                    FOR UPDATE SKIP LOCKED
+                ) AS d
+                ORDER BY 3 DESC, 2
+                LIMIT w.allow
+            ) AS c
+            WHERE w.allow > 0
+            ORDER BY c.priority DESC, c.id
+            LIMIT p_batch
+        ),
+        claimed AS (
+            UPDATE {jobs} AS j
+            SET status = 'picked', picked_at = v_now, worker_id = p_worker_id, attempts = j.attempts + 1,
+                isolated = false, max_deaths = NULL, hold_failures = false
+            WHERE j.ctid = ANY (ARRAY(SELECT c.tid FROM candidates AS c))
+            RETURNING j.id, j.entrypoint, j.payload, j.headers::text, j.priority, j.attempts, j.created_at,
+                      j.execute_after, j.picked_at, j.cancel_requested, j.lost_runs
+        )
+        SELECT c.*, NULL::double precision, NULL::text FROM claimed AS c ORDER BY c.priority DESC, c.id;
     END IF;
     GET DIAGNOSTICS v_claimed = ROW_COUNT;
 
@@ -314,7 +342,7 @@ BEGIN
                     -- it was allowed): when the next token is.
                     ELSE (1 - (w.tokens - w.n)) / w.rate
                END,
-               'throttled'::text, NULL::boolean
+               'throttled'::text
         FROM limited AS w
         WHERE w.with_work AND (NOT w.held OR (w.rate > 0 AND w.tokens - w.n < 1 AND w.n >= w.allow))
         UNION ALL
@@ -326,7 +354,7 @@ BEGIN
         -- leaves them out of its next claims until then (pgqd/worker/limit_gates.py).
         SELECT NULL::bigint, w.ep, NULL::bytea, NULL::text, NULL::integer, NULL::integer, NULL::timestamptz,
                NULL::timestamptz, NULL::timestamptz, NULL::boolean, NULL::integer,
-               NULL::double precision, 'closed'::text, NULL::boolean
+               NULL::double precision, 'closed'::text
         FROM limited AS w
         WHERE p_report_closed
           AND CASE WHEN w.n > 0
@@ -346,7 +374,7 @@ BEGIN
         SELECT NULL::bigint, NULL::text, NULL::bytea, NULL::text, NULL::integer, NULL::integer,
                NULL::timestamptz, NULL::timestamptz, NULL::timestamptz, NULL::boolean, NULL::integer,
                GREATEST(extract(epoch FROM min(n.execute_after) - clock_timestamp()), 0)::double precision,
-               'due'::text, NULL::boolean
+               'due'::text
         FROM unnest(p_entrypoints) AS u(ep),
         LATERAL (
             SELECT j.execute_after FROM {jobs} AS j
@@ -359,7 +387,7 @@ BEGIN
         UNION ALL
         SELECT NULL::bigint, NULL::text, NULL::bytea, NULL::text, NULL::integer, NULL::integer,
                NULL::timestamptz, NULL::timestamptz, NULL::timestamptz, NULL::boolean, NULL::integer,
-               NULL::double precision, 'suspects'::text, NULL::boolean
+               NULL::double precision, 'suspects'::text
         WHERE (p_isolated OR (p_isolated IS NOT NULL AND v_claimed < p_batch))
           AND EXISTS (SELECT 1 FROM {jobs} AS j
                       WHERE j.status = 'suspect' AND j.entrypoint = ANY (p_entrypoints));
