@@ -265,9 +265,10 @@ class PostgresBackend:
         # locks them in that order too (enqueue_steps), so the two take turns rather than deadlock.
         finished = sorted((o for o in outcomes if isinstance(o, Finished)), key=_by_job_id)
         requeued = sorted((o for o in outcomes if isinstance(o, Requeued)), key=_by_job_id)
-        if any(o.kind == "release" or (o.kind == "retry" and o.delay <= 0) for o in requeued):
+        scan = self._scan_starts.get(worker_id)
+        if scan is not None and any(o.kind == "release" or (o.kind == "retry" and o.delay <= 0) for o in requeued):
             # Queued again with their old ids, before where this worker's claims now start reading.
-            self._scan_starts.get(worker_id, ReadyScanStarts()).forget()
+            scan.forget()
         applied: int = await guard(
             self._db.fetchval(
                 self.sql.record_outcomes,
