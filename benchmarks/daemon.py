@@ -52,7 +52,7 @@ def entrypoints_toml(mix: tuple[Entrypoint, ...]) -> str:
     """A mix's entrypoints (benchmarks/runners/mix.py) as the config's sections."""
     sections = []
     for e in mix:
-        lines = [f"[entrypoints.{e.name}]", f'handler = "benchmarks.handlers:{"limited" if e.limited else "noop"}"']
+        lines = [f"[entrypoints.{e.name}]", f'handler = "benchmarks.handlers:{"limited" if e.runs_slow else "noop"}"']
         if e.concurrency_limit:
             lines.append(f"concurrency_limit = {e.concurrency_limit}")
         if e.rate_per_s:

@@ -17,6 +17,7 @@ from benchmarks.common import concurrency_for
 from benchmarks.runners.mix import (
     IDLE_MIXES,
     REALISTIC,
+    REALISTIC_LIMITS_LIFTED,
     REALISTIC_UNLIMITED_ONLY,
     RECORDS_ENV,
     Entrypoint,
@@ -57,6 +58,19 @@ async def realistic_drain(
             {RECORDS_ENV: str(records)},
         )  # fmt: skip
         result.update(limits_check.figures(mix, limits_check.read_runs(records)))
+    return result
+
+
+async def lifted_drain(server: str, jobs: int, processes: int, batch: int, cap: float) -> dict[str, float]:
+    """pgqd draining the realistic mix's jobs with their handlers and without its limits: the unlimited entrypoints'
+    rate, and how many of the slow jobs (the limited entrypoints' handler) ran."""
+    with tempfile.TemporaryDirectory() as folder:
+        records = Path(folder) / "records"
+        result = await drain_of(
+            SYSTEMS["pgqd"], server, job_counts(REALISTIC, jobs), MEASURED, processes, batch, concurrency_for(batch),
+            cap, REALISTIC_LIMITS_LIFTED, {RECORDS_ENV: str(records)},
+        )  # fmt: skip
+        result["slow runs"] = len(limits_check.read_runs(records))
     return result
 
 

@@ -219,6 +219,25 @@ Outcome = Finished | Requeued
 
 
 @dataclass(frozen=True, slots=True)
+class HandOver:
+    """What a worker asks of the write of its outcomes: the slots of concurrency-limited entrypoints that jobs
+    ending in it free, passed on to those entrypoints' next jobs for the same worker. ``wanted``: per entrypoint,
+    the slots to pass on (more than the jobs of it that the write ends are not); ``concurrency``: its limit."""
+
+    wanted: dict[str, int]
+    concurrency: dict[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    """What a write of outcomes did: ``applied`` outcomes of jobs the worker still owned, and the jobs it claimed
+    for the worker in the slots handed over (``HandOver``)."""
+
+    applied: int
+    successors: list[ClaimedJob] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
 class WorkerInfo:
     host: str
     pid: int

@@ -33,7 +33,7 @@ from pgqd import (
 )
 from pgqd.backend.base import Backend
 from pgqd.errors import BackendUnavailable
-from pgqd.models import ClaimedJob, EntrypointLimit, Finished, Outcome, Requeued, WorkerInfo
+from pgqd.models import ClaimedJob, EntrypointLimit, Event, Finished, Outcome, Requeued, WorkerInfo
 from pgqd.worker.execution import JobRun, PreparedHandler
 from tests.support.engine import drain, fast_settings, running_worker
 from tests.support.time_passes import TimePasses
@@ -660,6 +660,91 @@ async def test_jobs_of_an_entrypoint_limited_to_one_never_overlap_even_across_wo
 
     assert overlap.done == 6
     assert overlap.most == 1
+
+
+async def test_busy_workers_pass_a_concurrency_limited_entrypoints_slots_from_job_to_job(
+    backend: Backend, client: Client
+) -> None:
+    overlap = Overlap()
+
+    async def capped(job: Job) -> None:
+        await overlap.run(0.01)
+
+    async def bulk(job: Job) -> None:
+        await asyncio.sleep(0.01)
+
+    def worker() -> Worker:
+        entrypoints = [Entrypoint("capped", capped, concurrency_limit=2), Entrypoint("bulk", bulk)]
+        return Worker(backend, entrypoints, fast_settings(concurrency=5, batch_size=5))
+
+    events: list[Event] = []
+    subscription = await backend.subscribe(events.append)
+    try:
+        # A backlog of other work (after the limited jobs, in the claims' order) keeps both workers' claims full
+        # while the limited jobs run.
+        ids = await client.enqueue_many([JobSpec("capped") for _ in range(40)])
+        await client.enqueue_many([JobSpec("bulk") for _ in range(2000)])
+        async with running_worker(worker()), running_worker(worker()):
+            for job_id in ids:
+                assert (await final_state(client, job_id)).status == "successful"
+            events_then = [event.kind for event in events]
+    finally:
+        await subscription.close()
+    assert overlap.done == 40
+    assert overlap.most <= 2
+    # Each job's end claimed the next in the same write: a slot was free (and announced) only once nothing was
+    # left to take it, rather than at the end of each of the 40 jobs.
+    assert events_then.count("slot") <= 6
+
+
+class HeldReplies:
+    """A backend whose writes of outcomes are applied at once but answered only when ``answer`` is set."""
+
+    def __init__(self, backend: Backend) -> None:
+        self._backend = backend
+        self.written = asyncio.Event()
+        self.answer = asyncio.Event()
+
+    async def record(self, *args: Any, **kwargs: Any) -> Any:
+        done = await self._backend.record(*args, **kwargs)
+        if done.successors:
+            self.written.set()
+            await self.answer.wait()
+        return done
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._backend, name)
+
+
+async def test_jobs_handed_over_to_a_worker_that_stops_meanwhile_go_back_to_the_queue_unrun(
+    backend: Backend, client: Client
+) -> None:
+    ran: list[int] = []
+
+    async def handler(job: Job) -> None:
+        ran.append(job.id)
+
+    async def slow_bulk(job: Job) -> None:
+        await asyncio.sleep(0.05)
+
+    first, second = await client.enqueue_many([JobSpec("capped"), JobSpec("capped")])
+    await client.enqueue_many([JobSpec("bulk") for _ in range(500)])  # claims come back full
+    held = HeldReplies(backend)
+    entrypoints = [Entrypoint("capped", handler, concurrency_limit=1), Entrypoint("bulk", slow_bulk)]
+    worker = Worker(held, entrypoints, fast_settings(concurrency=4, batch_size=2))  # type: ignore[arg-type]
+    task = asyncio.create_task(worker.run())
+    try:
+        await asyncio.wait_for(held.written.wait(), timeout=5)  # the first job's end handed its slot to the second
+        worker.stop(1.0)
+        held.answer.set()
+        await asyncio.wait_for(task, timeout=5)
+    finally:
+        held.answer.set()
+        worker.stop(0)
+        await asyncio.wait_for(task, timeout=5)
+    assert ran == [first]
+    state = await state_of(client, second)
+    assert (state.status, state.attempts) == ("queued", 0)
 
 
 async def test_a_rate_limit_bounds_how_many_jobs_start_per_second(backend: Backend, client: Client) -> None:

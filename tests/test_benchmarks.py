@@ -27,6 +27,7 @@ SMOKE_RUNS = {
     "growth": ["--jobs", "300", "--ineligible", "0", "2000", "--kind", "deferred", "other"],
     "claim_cost": ["--claims", "5"],
     "deep_drain": ["--jobs", "500", "--processes", "1", "--batch", "10"],
+    "limits_lifted": ["--jobs", "300", "--processes", "1", "--batch", "10"],
     "log_scale": [
         "--rows",
         "20000",

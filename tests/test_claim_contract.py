@@ -36,6 +36,29 @@ async def test_the_claims_columns_are_named_as_the_fields_of_a_claimed_job_then_
     assert (job.entrypoint, job.payload, job.attempts) == ("free", b"x", 1)
 
 
+async def test_the_rows_of_a_write_that_hands_slots_over_name_the_successors_fields(conn: Any, db_dsn: str) -> None:
+    first, second = await Client(conn).enqueue_many([JobSpec("capped", b"1"), JobSpec("capped", b"2")])
+    backend = PostgresBackend(conn)
+    worker = await backend.register_worker(WorkerInfo("host", 1, ("capped",)))
+    await backend.claim(worker, 1, [CAPPED])
+    # Another claimer holds the limit row: the hand-over needs no lock on it, so it does not wait.
+    holder = await hold_limit_rows(db_dsn, ["capped"])
+    try:
+        await conn.execute(NO_WAITING)
+        statement = statements_for(Names()).record_outcomes_handing_over
+        none: list[Any] = []
+        rows = await conn.fetch(
+            statement, worker, [first], ["successful"], [0.0], [0.0], [None], [None], [None], [None], none, none,
+            none, none, "pgqd_events", ["capped"], none, [None], ["capped"], [1], [2],
+        )  # fmt: skip
+    finally:
+        await holder.close()
+    [row] = rows
+    assert list(row.keys())[2:] == [f.name for f in fields(ClaimedJob)]
+    job = ClaimedJob(*row[2:])
+    assert (row["applied"], job.id, job.payload, job.attempts) == (1, second, b"2", 1)
+
+
 async def hold_limit_rows(db_dsn: str, entrypoints: list[str]) -> asyncpg.Connection:
     """Another claimer in the middle of its claim: it holds these limit rows until it is closed."""
     holder = await asyncpg.connect(db_dsn)

@@ -25,6 +25,7 @@ NEXT_STEP: list[tuple[dict[str, Any], int, int, int | None, Step]] = [
     ({"suspect_claimed": job()}, 3, 29, None, "wait"),  # its neighbours must end first
     ({"suspect_claimed": job(), "claiming": 1}, 0, 22, None, "wait"),  # and claims under way come back
     ({"suspect_claimed": job()}, 0, 32, None, "run_alone"),
+    ({"suspect_claimed": job(), "handing": 1}, 0, 31, None, "wait"),  # a write may still hand it a job
     ({"flush_first": True}, 0, 32, None, "flush"),
     ({"heartbeat_ok": False}, 0, 32, None, "wait"),
     ({"suspects": True}, 5, 27, None, "claim_suspect"),
@@ -46,6 +47,37 @@ NEXT_STEP: list[tuple[dict[str, Any], int, int, int | None, Step]] = [
 @pytest.mark.parametrize(("fields", "running", "free", "budget", "step"), NEXT_STEP)
 def test_next_step(fields: dict[str, Any], running: int, free: int, budget: int | None, step: Step) -> None:
     assert DispatchState(**fields).next_step(running, free, FULL, budget) == step
+
+
+# (fields of the state, budget) -> whether a freed slot may be kept for its entrypoint's next job
+MAY_HAND_OVER: list[tuple[dict[str, Any], int | None, bool]] = [
+    ({}, None, True),
+    ({}, 1, True),
+    ({"queue_deep": False}, None, False),  # time to spare: the slot is announced to the fleet
+    ({}, 0, False),  # the job budget is spent
+    ({"stopping": True}, None, False),
+    ({"heartbeat_ok": False}, None, False),
+    ({"reconcile": True}, None, False),  # it cannot vouch for what it holds
+    ({"suspects": True}, None, False),  # a suspect waits to run alone: let the jobs under way end
+    ({"suspect_claimed": job()}, None, False),
+    ({"suspect_running": 7}, None, False),
+    ({"flush_first": True}, None, False),
+]
+
+
+@pytest.mark.parametrize(("fields", "budget", "allowed"), MAY_HAND_OVER)
+def test_may_hand_over(fields: dict[str, Any], budget: int | None, allowed: bool) -> None:
+    assert DispatchState(**({"queue_deep": True} | fields)).may_hand_over(budget) is allowed
+
+
+def test_a_kept_slot_is_booked_until_the_write_settles_it() -> None:
+    state = DispatchState()
+    state.claim_sent(4)
+    state.hand_over_kept()
+    state.hand_over_kept()
+    assert (state.reserved, state.handing) == (6, 2)
+    state.hand_over_settled(2)
+    assert (state.reserved, state.handing) == (4, 0)
 
 
 def test_a_claim_books_its_slots_until_it_ends_and_clears_the_hint_before_it_is_sent() -> None:

@@ -90,7 +90,7 @@ async def test_cancel_logs_waiting_and_held_jobs_and_asks_running_ones_to_stop(b
     states = await backend.job_states([waiting, deferred, running])
     assert [states[i].status for i in (waiting, deferred, running)] == ["canceled", "canceled", "picked"]
     # It is logged as canceled when the worker reports it so.
-    assert await backend.record(owner, [Finished(running, "canceled")], []) == 1
+    assert (await backend.record(owner, [Finished(running, "canceled")], [])).applied == 1
     assert (await backend.job_states([running]))[running].status == "canceled"
 
 

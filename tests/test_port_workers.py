@@ -11,9 +11,10 @@ import pytest
 from pgqd import BackendUnavailable, MemoryBackend
 from pgqd.backend.base import Backend
 from pgqd.daemon.worker.scheduler import ScheduleSpec, definitions
-from pgqd.models import EntrypointLimit, ErrorInfo, Finished, NewJob, Requeued
+from pgqd.models import EntrypointLimit, ErrorInfo, Finished, HandOver, NewJob, Recorded, Requeued
 from tests.support.port import Events, enqueue_ids, info, new, plain, worker
 from tests.support.time_passes import TimePasses
+from tests.support.waiting import wait_until
 
 # --- register_worker ------------------------------------------------------------------------------------------
 
@@ -119,7 +120,7 @@ async def test_record_logs_finished_jobs_and_puts_retried_held_and_released_ones
         Requeued(held, "hold", 0.0, error),
         Requeued(released, "release"),
     ]
-    assert await backend.record(owner, outcomes, []) == 5
+    assert (await backend.record(owner, outcomes, [])).applied == 5
     states = await backend.job_states([done, retried, later, held, released])
     assert [states[i].status for i in (done, retried, later, held, released)] == [
         "exception",
@@ -140,23 +141,96 @@ async def test_a_late_outcome_of_a_worker_that_no_longer_owns_the_job_is_dropped
     await backend.rescue_worker(presumed_dead, "no heartbeat")
     assert [job.id for job in (await backend.claim(rescuer, 1, plain())).jobs] == [job_id]
 
-    assert await backend.record(presumed_dead, [Finished(job_id, "exception")], []) == 0
+    assert (await backend.record(presumed_dead, [Finished(job_id, "exception")], [])).applied == 0
     assert (await backend.job_states([job_id]))[job_id].status == "picked"
-    assert await backend.record(rescuer, [Finished(job_id, "successful")], []) == 1
+    assert (await backend.record(rescuer, [Finished(job_id, "successful")], [])).applied == 1
     assert (await backend.job_states([job_id]))[job_id].status == "successful"
 
 
-async def test_finishing_a_concurrency_limited_job_announces_a_free_slot(backend: Backend) -> None:
+@pytest.mark.parametrize("hand_over", [None, HandOver({"capped": 1}, {"capped": 1})], ids=["plain", "handing over"])
+async def test_finishing_a_concurrency_limited_job_announces_a_free_slot_no_job_took(
+    backend: Backend, hand_over: HandOver | None
+) -> None:
     [job_id] = await enqueue_ids(backend, [new("capped")])
     owner = await worker(backend, entrypoints=("capped",))
     await backend.claim(owner, 1, [EntrypointLimit("capped", concurrency=1)])
     events = Events()
     subscription = await backend.subscribe(events)
     try:
-        await backend.record(owner, [Finished(job_id, "successful")], ["capped"])
+        # Nothing queued: a slot handed over finds no job, and is free.
+        written = await backend.record(owner, [Finished(job_id, "successful")], ["capped"], hand_over=hand_over)
+        assert written == Recorded(1, [])
         assert (await events.wait_for("slot")).entrypoints == ("capped",)
     finally:
         await subscription.close()
+
+
+def capped(wanted: int, limit: int) -> HandOver:
+    return HandOver({"capped": wanted}, {"capped": limit})
+
+
+async def test_a_hand_over_claims_the_next_jobs_for_the_same_worker_in_the_slots_freed(backend: Backend) -> None:
+    first, second, third, fourth = await enqueue_ids(backend, [new("capped", priority=p) for p in (0, 0, 5, 0)])
+    owner = await worker(backend, entrypoints=("capped",))
+    claimed = (await backend.claim(owner, 2, [EntrypointLimit("capped", concurrency=2)])).jobs
+    assert [job.id for job in claimed] == [third, first]
+    events = Events()
+    subscription = await backend.subscribe(events)
+    try:
+        written = await backend.record(
+            owner, [Finished(third, "successful"), Requeued(first, "retry", 60.0)], ["capped"], hand_over=capped(2, 2)
+        )
+        # Its next jobs in the claim's order, counted as a claim counts them.
+        assert written.applied == 2
+        assert [(job.id, job.attempts) for job in written.successors] == [(second, 1), (fourth, 1)]
+        states = await backend.job_states([second, fourth])
+        assert {states[i].status for i in (second, fourth)} == {"picked"}
+        # The slots went from job to job: none was free, so no notice said one was. The notice of a later enqueue
+        # arrives after anything the write sent.
+        await enqueue_ids(backend, [new("other")])
+
+        async def later_enqueue() -> bool:
+            return any(event.entrypoints == ("other",) for event in events)
+
+        await wait_until(later_enqueue, timeout=5, what="the notice of the later enqueue")
+        assert "slot" not in [event.kind for event in events]
+        # The successors are the worker's as the claim's jobs are: its outcome applies, and frees a slot.
+        assert (await backend.record(owner, [Finished(second, "successful")], ["capped"])).applied == 1
+        assert (await events.wait_for("slot")).entrypoints == ("capped",)
+    finally:
+        await subscription.close()
+
+
+async def test_a_hand_over_takes_no_more_than_the_jobs_that_ended_nor_than_the_limit_allows(backend: Backend) -> None:
+    running = await enqueue_ids(backend, [new("capped") for _ in range(3)])
+    waiting = await enqueue_ids(backend, [new("capped") for _ in range(3)])
+    owner = await worker(backend, entrypoints=("capped",))
+    await backend.claim(owner, 3, [EntrypointLimit("capped", concurrency=3)])
+    # One job ended: one successor, whatever was asked.
+    written = await backend.record(owner, [Finished(running[0], "successful")], ["capped"], hand_over=capped(3, 3))
+    assert [job.id for job in written.successors] == [waiting[0]]
+    # The limit was lowered to 2 since (a new config): 3 run, so the slot a job frees is not passed on.
+    written = await backend.record(owner, [Finished(running[1], "successful")], ["capped"], hand_over=capped(1, 2))
+    assert written.successors == []
+    states = await backend.job_states(waiting)
+    assert [states[i].status for i in waiting] == ["picked", "queued", "queued"]
+
+
+async def test_a_hand_over_claims_nothing_of_a_paused_entrypoint_nor_for_outcomes_not_applied(
+    backend: Backend,
+) -> None:
+    first, second, third = await enqueue_ids(backend, [new("capped") for _ in range(3)])
+    owner, other = await worker(backend, 1, ("capped",)), await worker(backend, 2, ("capped",))
+    await backend.claim(owner, 2, [EntrypointLimit("capped", concurrency=2)])
+    # Another worker's outcome of this worker's job frees no slot of its own.
+    written = await backend.record(other, [Finished(first, "successful")], ["capped"], hand_over=capped(1, 2))
+    assert written == Recorded(0, [])
+    await backend.pause(["capped"])
+    written = await backend.record(owner, [Finished(first, "successful")], ["capped"], hand_over=capped(1, 2))
+    assert written == Recorded(1, [])
+    await backend.resume(["capped"])
+    written = await backend.record(owner, [Finished(second, "successful")], ["capped"], hand_over=capped(1, 2))
+    assert [job.id for job in written.successors] == [third]
 
 
 # --- release_stray --------------------------------------------------------------------------------------------

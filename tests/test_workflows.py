@@ -214,15 +214,15 @@ async def test_a_late_outcome_of_a_worker_presumed_dead_never_releases_a_depende
     claimed = await backend.claim(dead, 1, limits)
     assert [j.id for j in claimed.jobs] == [first]
     await backend.rescue_worker(dead, "killed by signal 9")
-    assert await backend.record(dead, [Finished(first, "successful")], []) == 0
+    assert (await backend.record(dead, [Finished(first, "successful")], [])).applied == 0
 
     alive = await backend.register_worker(info)
     assert {j.id for j in (await backend.claim(alive, 10, limits)).jobs} == {first, second}
-    assert await backend.record(alive, [Finished(first, "successful")], []) == 1
+    assert (await backend.record(alive, [Finished(first, "successful")], [])).applied == 1
     assert await status(client, child) == "waiting", "one parent of two ended: the child still waits"
-    assert await backend.record(dead, [Finished(second, "successful")], []) == 0
+    assert (await backend.record(dead, [Finished(second, "successful")], [])).applied == 0
     assert await status(client, child) == "waiting"
-    assert await backend.record(alive, [Finished(second, "successful")], []) == 1
+    assert (await backend.record(alive, [Finished(second, "successful")], [])).applied == 1
     assert await status(client, child) == "queued"
     assert [j.id for j in (await backend.claim(alive, 10, limits)).jobs] == [child]
 

@@ -27,10 +27,15 @@ class Entrypoint:
     name: str
     concurrency_limit: int = 0  # jobs running at once across the fleet (0: none)
     rate_per_s: float = 0.0  # jobs started per second across the fleet, bursts up to as many (0: none)
+    slow: bool = False  # runs ``limited_run`` without a limit (a limited entrypoint always does)
 
     @property
     def limited(self) -> bool:
         return self.concurrency_limit > 0 or self.rate_per_s > 0
+
+    @property
+    def runs_slow(self) -> bool:
+        return self.slow or self.limited
 
 
 def unlimited(*names: str) -> tuple[Entrypoint, ...]:
@@ -46,6 +51,8 @@ REALISTIC = (
 )
 # The same without its limited entrypoints (and so without their jobs).
 REALISTIC_UNLIMITED_ONLY = tuple(e for e in REALISTIC if not e.limited)
+# The same entrypoints, jobs and handlers, with the limits lifted (benchmarks/limits_lifted.py).
+REALISTIC_LIMITS_LIFTED = tuple(Entrypoint(e.name, slow=e.limited) for e in REALISTIC)
 
 # The measurement of the claim's cost alone: one entrypoint with jobs, three more with nothing queued, one of
 # them limited or not.

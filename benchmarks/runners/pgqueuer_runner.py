@@ -86,7 +86,7 @@ def register_mix(pgq: PgQueuer, mix: tuple[Entrypoint, ...]) -> None:
     """A mix's entrypoints (benchmarks/runners/mix.py). PgQueuer 1.6 limits concurrency across its workers
     (``concurrency_limit``) but has no rate limit: compare.py queues no jobs for a rate-limited entrypoint here."""
     for e in mix:
-        pgq.entrypoint(e.name, concurrency_limit=e.concurrency_limit)(limited if e.limited else noop)
+        pgq.entrypoint(e.name, concurrency_limit=e.concurrency_limit)(limited if e.runs_slow else noop)
 
 
 def consume(batch: int, concurrency: int) -> None:

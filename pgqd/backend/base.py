@@ -17,6 +17,7 @@ from pgqd.models import (
     EntrypointLimit,
     Event,
     FinalStatus,
+    HandOver,
     HeartbeatReply,
     JobLinks,
     JobState,
@@ -25,6 +26,7 @@ from pgqd.models import (
     OnConflict,
     Outcome,
     PauseState,
+    Recorded,
     ScheduleDefinition,
     ScheduleState,
     StepsEnqueued,
@@ -118,10 +120,13 @@ class Backend(ProducerBackend, Protocol):
         outcomes: Sequence[Outcome],
         slot_entrypoints: Sequence[str],
         keep_payload: Sequence[str] = (),
-    ) -> int:
-        """Applies outcomes of jobs this worker still owns, in one step; returns how many applied.
-        Finishing a job of an entrypoint in ``slot_entrypoints`` announces a free concurrency slot; one of an
-        entrypoint in ``keep_payload`` keeps its payload in the log."""
+        hand_over: HandOver | None = None,
+    ) -> Recorded:
+        """Applies outcomes of jobs this worker still owns, in one step; says how many applied.
+        Finishing a job of an entrypoint in ``slot_entrypoints`` announces a free concurrency slot, unless the
+        slot is handed over: with ``hand_over``, the same step claims for this worker the next jobs of those
+        entrypoints, in the slots their ended jobs free, within their limits; they come back as ``successors``.
+        A job of an entrypoint in ``keep_payload`` keeps its payload in the log."""
         ...
 
     async def release_stray(self, worker_id: int, keep: Sequence[int]) -> list[int]:

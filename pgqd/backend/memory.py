@@ -33,6 +33,7 @@ from pgqd.models import (
     Event,
     FinalStatus,
     Finished,
+    HandOver,
     HeartbeatReply,
     JobState,
     LiveStatus,
@@ -40,6 +41,7 @@ from pgqd.models import (
     OnConflict,
     Outcome,
     PauseState,
+    Recorded,
     ScheduleDefinition,
     ScheduleState,
     WorkerInfo,
@@ -416,31 +418,10 @@ class MemoryBackend(MemoryWorkflows):
         }
         for job in spare:
             self._set_status(job, job.status)
-        claimed: list[ClaimedJob] = []
         by_limit = {limit.name: limit for limit in limits}
-        for job in taken:
-            self._set_status(job, "picked")
-            job.picked_at = picked_at
-            job.worker_id = worker_id
-            job.attempts += 1
-            job.isolated = isolated
-            if isolated:
-                job.max_deaths = by_limit[job.entrypoint].max_worker_deaths
-                job.hold_failures = by_limit[job.entrypoint].hold_failures
-            claimed.append(
-                ClaimedJob(
-                    job.id,
-                    job.entrypoint,
-                    job.payload,
-                    job.headers,
-                    job.priority,
-                    job.attempts,
-                    job.created_at.timestamp(),
-                    job.execute_after.timestamp(),
-                    picked_at.timestamp(),
-                    job.cancel_requested,
-                )
-            )
+        claimed = [
+            self._pick(job, worker_id, picked_at, by_limit[job.entrypoint] if isolated else None) for job in taken
+        ]
         for name in {job.entrypoint for job in taken}:
             limit = by_limit[name]
             if limit.rate_per_second > 0:
@@ -454,6 +435,31 @@ class MemoryBackend(MemoryWorkflows):
         if not isolated:
             closed.update(throttled)
         return ClaimResult(claimed, min(throttled.values(), default=None), due_in, suspects, closed)
+
+    def _pick(
+        self, job: JobRow, worker_id: int, picked_at: datetime, isolated_by: EntrypointLimit | None = None
+    ) -> ClaimedJob:
+        """Marks ``job`` as claimed by the worker (to run alone under ``isolated_by``'s budget, when given)."""
+        self._set_status(job, "picked")
+        job.picked_at = picked_at
+        job.worker_id = worker_id
+        job.attempts += 1
+        job.isolated = isolated_by is not None
+        if isolated_by is not None:
+            job.max_deaths = isolated_by.max_worker_deaths
+            job.hold_failures = isolated_by.hold_failures
+        return ClaimedJob(
+            job.id,
+            job.entrypoint,
+            job.payload,
+            job.headers,
+            job.priority,
+            job.attempts,
+            job.created_at.timestamp(),
+            job.execute_after.timestamp(),
+            picked_at.timestamp(),
+            job.cancel_requested,
+        )
 
     def _throttled(self, limits: Sequence[EntrypointLimit], now: float) -> dict[str, float]:
         """Rate-limited entrypoints with eligible jobs and no token: the seconds until their next one."""
@@ -491,19 +497,19 @@ class MemoryBackend(MemoryWorkflows):
         outcomes: Sequence[Outcome],
         slot_entrypoints: Sequence[str],
         keep_payload: Sequence[str] = (),
-    ) -> int:
+        hand_over: HandOver | None = None,
+    ) -> Recorded:
         applied = 0
         finished_watched: list[int] = []
-        slots: set[str] = set()
         requeued: dict[str, list[float]] = {}
         ended: list[Ended] = []
+        ended_of: Counter[str] = Counter()
         for outcome in outcomes:
             job = self.jobs.get(outcome.job_id)
             if job is None or job.worker_id != worker_id or job.status != "picked" or job.picked_at is None:
                 continue
             applied += 1
-            if job.entrypoint in slot_entrypoints:
-                slots.add(job.entrypoint)
+            ended_of[job.entrypoint] += 1
             if isinstance(outcome, Finished):
                 self._remove(job)
                 started = job.picked_at + timedelta(seconds=outcome.started_after)
@@ -547,6 +553,10 @@ class MemoryBackend(MemoryWorkflows):
                 self._set_status(job, "deferred" if outcome.delay > 0 else "queued")
                 requeued.setdefault(job.entrypoint, []).append(outcome.delay)
         self._settle_ended(ended)
+        successors = self._hand_over(worker_id, ended_of, hand_over) if hand_over is not None else []
+        taken_of = Counter(job.entrypoint for job in successors)
+        # A slot handed over to the entrypoint's next job is not free.
+        slots = {name for name, count in ended_of.items() if name in slot_entrypoints and count > taken_of[name]}
         if finished_watched:
             self._emit(Event("finished", ids=tuple(finished_watched)))
         if slots:
@@ -555,7 +565,23 @@ class MemoryBackend(MemoryWorkflows):
             delays = [d for ds in requeued.values() for d in ds]
             due_in = min(delays) if all(d > 0 for d in delays) else None
             self._emit(Event("enqueued", tuple(sorted(requeued)), due_in=due_in))
-        return applied
+        return Recorded(applied, successors)
+
+    def _hand_over(self, worker_id: int, ended_of: Counter[str], hand_over: HandOver) -> list[ClaimedJob]:
+        """The next jobs of the entrypoints whose slots ``hand_over`` passes on, as RECORD_OUTCOMES takes them:
+        no more than the jobs of each that ended here, nor than its limit allows over those running now."""
+        paused = PauseState.from_rows(self._pauses.items()) if self._pauses else None
+        now = self._clock()
+        picked_at = datetime.fromtimestamp(now, UTC)
+        successors: list[ClaimedJob] = []
+        for name, wanted in hand_over.wanted.items():
+            if paused is not None and paused.is_paused(name):
+                continue
+            running = sum(1 for j in self.jobs.values() if j.status == "picked" and j.entrypoint == name)
+            count = min(wanted, ended_of[name], hand_over.concurrency[name] - running)
+            if count > 0:
+                successors += [self._pick(job, worker_id, picked_at) for job in self._candidates(name, count, now)]
+        return successors
 
     async def release_stray(self, worker_id: int, keep: Sequence[int]) -> list[int]:
         kept = set(keep)

@@ -29,6 +29,7 @@ from pgqd.models import (
     Event,
     FinalStatus,
     Finished,
+    HandOver,
     HeartbeatReply,
     JobLinks,
     JobState,
@@ -37,6 +38,7 @@ from pgqd.models import (
     OnConflict,
     Outcome,
     PauseState,
+    Recorded,
     Requeued,
     ScheduleDefinition,
     ScheduleState,
@@ -260,7 +262,8 @@ class PostgresBackend:
         outcomes: Sequence[Outcome],
         slot_entrypoints: Sequence[str],
         keep_payload: Sequence[str] = (),
-    ) -> int:
+        hand_over: HandOver | None = None,
+    ) -> Recorded:
         # In id order, the order in which the statement locks the rows: an enqueue naming some of them as parents
         # locks them in that order too (enqueue_steps), so the two take turns rather than deadlock.
         finished = sorted((o for o in outcomes if isinstance(o, Finished)), key=_by_job_id)
@@ -269,27 +272,38 @@ class PostgresBackend:
         if scan is not None and any(o.kind == "release" or (o.kind == "retry" and o.delay <= 0) for o in requeued):
             # Queued again with their old ids, before where this worker's claims now start reading.
             scan.forget()
-        applied: int = await guard(
-            self._db.fetchval(
-                self.sql.record_outcomes,
-                worker_id,
-                [o.job_id for o in finished],
-                [o.status for o in finished],
-                [o.started_after for o in finished],
-                [o.duration for o in finished],
-                *_error_columns(finished),
-                _nullable([o.result_json for o in finished]),
-                [o.job_id for o in requeued],
-                [o.kind for o in requeued],
-                [o.delay for o in requeued],
-                [json.dumps(o.error.as_dict()) if o.error else None for o in requeued],
-                self._channel,
-                list(slot_entrypoints),
-                list(keep_payload),
-                _nullable([o.handed_json for o in finished]),
+        columns = (
+            worker_id,
+            [o.job_id for o in finished],
+            [o.status for o in finished],
+            [o.started_after for o in finished],
+            [o.duration for o in finished],
+            *_error_columns(finished),
+            _nullable([o.result_json for o in finished]),
+            [o.job_id for o in requeued],
+            [o.kind for o in requeued],
+            [o.delay for o in requeued],
+            [json.dumps(o.error.as_dict()) if o.error else None for o in requeued],
+            self._channel,
+            list(slot_entrypoints),
+            list(keep_payload),
+            _nullable([o.handed_json for o in finished]),
+        )
+        if hand_over is None:
+            return Recorded(await guard(self._db.fetchval(self.sql.record_outcomes, *columns)))
+        wanted = hand_over.wanted
+        rows = await guard(
+            self._db.fetch(
+                self.sql.record_outcomes_handing_over,
+                *columns,
+                list(wanted),
+                list(wanted.values()),
+                [hand_over.concurrency[name] for name in wanted],
             )
         )
-        return applied
+        # RECORD_OUTCOMES_HANDING_OVER: applied and notices, then a successor's ClaimedJob fields (NULL without one).
+        successors = [ClaimedJob(*row[2:]) for row in rows if row[2] is not None]
+        return Recorded(rows[0][0], successors)
 
     async def release_stray(self, worker_id: int, keep: Sequence[int]) -> list[int]:
         ids = await guard(self._db.fetchval(self.sql.release_stray, worker_id, self._channel, list(keep)))

@@ -38,7 +38,8 @@ class DispatchState:
     # Claiming.
     may_have_work: bool = True  # an event or a full claim says a claim may find jobs
     claiming: int = 0  # claims under way
-    reserved: int = 0  # slots promised to the claims under way
+    reserved: int = 0  # slots promised to the claims under way, and to the hand-overs (of them)...
+    handing: int = 0  # ...kept for the next jobs of limited entrypoints that outcome writes may claim
     claims_sent: int = 0  # claims numbered in the order sent...
     claims_settled: int = 0  # ...and the number of the newest one whose reply was applied
     queue_deep: bool = False  # the newest settled claim came back full
@@ -64,7 +65,7 @@ class DispatchState:
         if self.suspect_running is not None:
             return "wait"
         if self.suspect_claimed is not None:
-            return "run_alone" if not running and not self.claiming else "wait"
+            return "run_alone" if not running and not self.claiming and not self.handing else "wait"
         if self.flush_first:
             return "flush"
         if not self.heartbeat_ok:
@@ -106,6 +107,35 @@ class DispatchState:
         """A claim came back, or failed: its slots are no longer promised."""
         self.reserved -= wanted
         self.claiming -= 1
+
+    def may_hand_over(self, budget: int | None) -> bool:
+        """Whether a slot freed now may be kept for the next job of its entrypoint, claimed by the write of the
+        outcome that frees it. Only while the worker's claims come back full: a busy worker leaves the 'slot'
+        notices to others (``Worker._on_event``), so the slot would come back to it anyway, at the price of a claim
+        with limits; a worker with time to spare announces the slot, and an idle fleet shares the limit. Not
+        while the worker stops, cannot vouch for what it holds, runs or waits to run a suspect alone, or has
+        spent its job budget (``budget`` as ``next_step`` takes it)."""
+        return (
+            self.queue_deep
+            and not self.stopping
+            and self.heartbeat_ok
+            and not self.reconcile
+            and not self.suspects
+            and self.suspect_claimed is None
+            and self.suspect_running is None
+            and not self.flush_first
+            and (budget is None or budget > 0)
+        )
+
+    def hand_over_kept(self) -> None:
+        """A freed slot is kept for its entrypoint's next job until the write of the outcome says."""
+        self.reserved += 1
+        self.handing += 1
+
+    def hand_over_settled(self, count: int) -> None:
+        """Writes of outcomes settled ``count`` kept slots: filled by their successors, or free again."""
+        self.reserved -= count
+        self.handing -= count
 
     def claim_failed(self) -> None:
         """The database was lost during a claim: its reply may have been lost with jobs marked as ours."""

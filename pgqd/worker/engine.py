@@ -13,6 +13,7 @@ import logging
 import os
 import socket
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -24,7 +25,17 @@ from pgqd.backoff import Backoff
 from pgqd.entrypoint import Entrypoint
 from pgqd.errors import BackendUnavailable
 from pgqd.job import Job
-from pgqd.models import ClaimedJob, Event, Finished, HeartbeatReply, Outcome, Requeued, WorkerInfo
+from pgqd.models import (
+    ClaimedJob,
+    Event,
+    Finished,
+    HandOver,
+    HeartbeatReply,
+    Outcome,
+    Recorded,
+    Requeued,
+    WorkerInfo,
+)
 from pgqd.worker.dispatch_state import CLAIMS_IN_FLIGHT, DispatchState, Step
 from pgqd.worker.execution import JobRun, PreparedHandler
 from pgqd.worker.limit_gates import LimitGates
@@ -69,6 +80,13 @@ class Worker:
         # Jobs of concurrency-limited entrypoints that ended here, whose outcomes (and so freed slots) are not
         # written yet, by id: their entrypoints are asked for again as soon as they are.
         self._slots_freeing: dict[int, str] = {}
+        # Concurrency-limited entrypoints without a rate limit: a slot one of their jobs frees here is kept for the
+        # entrypoint's next job, which the write of the outcome claims for this worker (HandOver), by id of the
+        # job that ended. So a limited entrypoint with a backlog costs no claim with limits per job.
+        self._hand_over_limits = {
+            lim.name: lim.concurrency for lim in self.limits if lim.concurrency > 0 and lim.rate_per_second <= 0
+        }
+        self._handing: dict[int, str] = {}
         self._asked_all = True  # the newest claim settled named every entrypoint (none was closed)
         self.resources = resources
         self._on_outcome = on_outcome
@@ -107,6 +125,9 @@ class Worker:
             on_unavailable=self._database_unavailable,
             after_flush=self._flushed,
             on_written=self._outcomes_written,
+            hand_over=self._hand_over_of if self._hand_over_limits else None,
+            # Jobs may be marked as this worker's that it does not know of: it releases what it does not run.
+            on_hand_over_unknown=lambda: self.state.database_lost(),
         )
         self._claim_after_flush = False
         self._draining = False
@@ -147,8 +168,11 @@ class Worker:
                     await self._dispatch(drain)
                     await self._finish_running()
                 finally:
-                    for duty in duties:
-                        duty.cancel()
+                    # Not in the middle of a write: one that handed slots over must live to start or release the
+                    # jobs it claimed for this worker, which nothing else would know of.
+                    async with self.recorder.between_flushes():
+                        for duty in duties:
+                            duty.cancel()
         except _Stopped:
             pass
         finally:
@@ -196,7 +220,7 @@ class Worker:
                             continue
                     await self._sleep()
                 elif step == "retire":
-                    if not state.claiming:
+                    if not state.claiming and not state.handing:
                         self.retiring.set()
                         if drain and not self.running:
                             return  # retired: it may take no more jobs, so it has drained all it can
@@ -369,10 +393,29 @@ class Worker:
             self.state.work_announced()
             self._wake.set()
 
-    def _outcomes_written(self, outcomes: Sequence[Outcome]) -> None:
-        if not self._slots_freeing:
-            return
-        freed = {self._slots_freeing.pop(o.job_id) for o in outcomes if o.job_id in self._slots_freeing}
+    def _hand_over_of(self, outcomes: Sequence[Outcome]) -> HandOver | None:
+        """The slots the write of ``outcomes`` passes on to the next jobs of their entrypoints."""
+        if not self._handing or not self.state.may_hand_over(None):
+            return None
+        wanted = Counter(self._handing[o.job_id] for o in outcomes if o.job_id in self._handing)
+        if not wanted:
+            return None
+        return HandOver(dict(wanted), {name: self._hand_over_limits[name] for name in wanted})
+
+    def _outcomes_written(self, outcomes: Sequence[Outcome], written: Recorded) -> None:
+        freed: set[str] = set()
+        if self._slots_freeing:
+            freed = {self._slots_freeing.pop(o.job_id) for o in outcomes if o.job_id in self._slots_freeing}
+        if self._handing:
+            handed = Counter(self._handing.pop(o.job_id) for o in outcomes if o.job_id in self._handing)
+            if handed:
+                self.state.hand_over_settled(handed.total())
+                taken = Counter(job.entrypoint for job in written.successors)
+                # Slots no job took (nothing queued, a pause, a limit lowered): free like any other.
+                freed |= {name for name, count in handed.items() if taken[name] < count}
+                self._wake.set()
+        if written.successors:
+            self._take_successors(written.successors)
         if freed:
             # This worker's jobs freed these slots: it asks for them in its next claim, without waiting for the
             # 'slot' notice (which a worker whose claims come back full does not act on, see _on_event).
@@ -380,10 +423,25 @@ class Worker:
             self.state.work_announced()
             self._wake.set()
 
+    def _take_successors(self, successors: Sequence[ClaimedJob]) -> None:
+        self.metrics.claimed(len(successors))
+        if self.state.stopping:
+            # Handed over by a write that went out before the stop: back to the queue, their attempts not counted.
+            for job in successors:
+                self.recorder.add(Requeued(job.id, "release"))
+            return
+        claimed_at = time.monotonic()
+        for job in successors:
+            self._start(job, claimed_at)
+
     def _job_done(self, run: JobRun, outcome: Outcome) -> None:
         self.recorder.add(outcome)
-        if run.job.entrypoint in self._slot_entrypoints:
-            self._slots_freeing[run.job.id] = run.job.entrypoint
+        name = run.job.entrypoint
+        if name in self._hand_over_limits and self.state.may_hand_over(self._budget()):
+            self._handing[run.job.id] = name
+            self.state.hand_over_kept()
+        elif name in self._slot_entrypoints:
+            self._slots_freeing[run.job.id] = name
         self.running.pop(run.job.id, None)
         state = self.state
         if not self.running and not state.may_have_work and not state.queue_deep:
@@ -488,10 +546,12 @@ class Worker:
             log.warning("no heartbeat recorded for too long: claiming nothing until one is", worker_id=self.worker_id)
 
     async def _release_stray(self) -> None:
-        keep = set(self.running) | self.recorder.unwritten_ids()
-        if self.state.suspect_claimed is not None:
-            keep.add(self.state.suspect_claimed.id)
-        released = await self.backend.release_stray(self.worker_id, sorted(keep))
+        # Between flushes: a write under way may hand this worker jobs that it starts only once it ends.
+        async with self.recorder.between_flushes():
+            keep = set(self.running) | self.recorder.unwritten_ids()
+            if self.state.suspect_claimed is not None:
+                keep.add(self.state.suspect_claimed.id)
+            released = await self.backend.release_stray(self.worker_id, sorted(keep))
         self.metrics.jobs_rescued("lost_claim", len(released))
         self.state.reconciled()
         if released:

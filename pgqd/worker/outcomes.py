@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 
 from pgqd.backend.base import Backend
 from pgqd.backoff import Backoff
 from pgqd.errors import BackendUnavailable
-from pgqd.models import Outcome
+from pgqd.models import HandOver, Outcome, Recorded
 
 
 class OutcomeRecorder:
     """Collects outcomes and flushes them when ``max_batch`` are waiting or ``linger`` seconds after the first.
 
     A failed flush keeps its outcomes and is retried with backoff, so a database restart loses none of them.
+    ``hand_over`` says, per batch, which slots its write passes on to the next jobs of their entrypoints
+    (``HandOver``); ``on_written`` is told of each batch written, with the jobs claimed in those slots.
     """
 
     def __init__(
@@ -29,7 +31,9 @@ class OutcomeRecorder:
         keep_payload: Sequence[str] = (),
         on_unavailable: Callable[[BackendUnavailable], None] | None = None,
         after_flush: Callable[[], None] | None = None,
-        on_written: Callable[[Sequence[Outcome]], None] | None = None,
+        on_written: Callable[[Sequence[Outcome], Recorded], None] | None = None,
+        hand_over: Callable[[Sequence[Outcome]], HandOver | None] | None = None,
+        on_hand_over_unknown: Callable[[], None] | None = None,
     ) -> None:
         self._backend = backend
         self._worker_id = worker_id
@@ -42,6 +46,10 @@ class OutcomeRecorder:
         # Told of each batch as soon as it is written: under a steady flow a flush goes on writing batches, and
         # its end (after_flush) may come much later.
         self._on_written = on_written
+        self._hand_over = hand_over
+        # A write that handed slots over and failed may have committed: jobs claimed for the worker in those
+        # slots would be marked as its own without its knowing them.
+        self._on_hand_over_unknown = on_hand_over_unknown
         self._pending: list[Outcome] = []
         self._flushing: list[Outcome] = []
         self._has_pending = asyncio.Event()
@@ -98,21 +106,32 @@ class OutcomeRecorder:
                 if not self._pending:
                     self._has_pending.clear()
                     self._full.clear()
+                hand_over = self._hand_over(self._flushing) if self._hand_over is not None else None
                 try:
-                    self.recorded += await self._backend.record(
-                        self._worker_id(), self._flushing, self._slot_entrypoints, self._keep_payload
+                    written = await self._backend.record(
+                        self._worker_id(), self._flushing, self._slot_entrypoints, self._keep_payload, hand_over
                     )
                 except BaseException:
                     self._pending[:0] = self._flushing
                     self._has_pending.set()
+                    if hand_over is not None and self._on_hand_over_unknown is not None:
+                        self._on_hand_over_unknown()
                     raise
                 else:
+                    self.recorded += written.applied
                     if self._on_written is not None:
-                        self._on_written(self._flushing)
+                        self._on_written(self._flushing, written)
                 finally:
                     self._flushing = []
             if self._after_flush is not None:
                 self._after_flush()
+
+    @contextlib.asynccontextmanager
+    async def between_flushes(self) -> AsyncIterator[None]:
+        """Holds off flushes: what a flush hands over is running by the time one ends, so a look at the jobs
+        the worker runs taken in here misses none that the database says it holds."""
+        async with self._lock:
+            yield
 
     async def close(self, timeout: float) -> bool:
         """The last flush before the worker exits, retried until ``timeout``; False if outcomes were left."""
