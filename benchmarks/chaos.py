@@ -1,6 +1,6 @@
 """Chaos run: the real daemon works through N jobs while faults are injected; then every job is accounted for.
 
-    .venv/bin/python -m benchmarks.chaos [--jobs 20000] [--seconds 600] [--processes 2] [--json]
+    .venv/bin/python -m benchmarks.chaos [--jobs 20000] [--seconds 600] [--processes 2] [--capped 0.1] [--json]
 
 It runs on a private embedded PostgreSQL (so it can restart the server) and injects: SIGKILL of a random worker
 process every 2 s, and one when 5 % of the jobs are done; pg_terminate_backend on every pgqd connection, twice; a
@@ -10,7 +10,9 @@ through a TCP proxy, which black-holes every connection open at that moment: no 
 connections go through). Among the jobs are poison jobs (``--poison``, default 1) whose handler ends its worker
 process on every run. Whenever an ordinary job runs alone as a suspect (it was present in two deaths), the worker
 running it is killed too, with a second worker a moment later (a burst): once per suspect, so that each such job
-spends one of its max_worker_deaths. The handler records every execution (job, attempt, process) in a side
+spends one of its max_worker_deaths. A share of the ordinary jobs (``--capped``) belong to an entrypoint with a
+fleet-wide concurrency limit, whose slots busy workers hand from job to job in their writes of outcomes. The
+handler records every execution (job, attempt, process) in a side
 table, on a direct connection. At the end it reports jobs lost (must be 0), jobs stuck in 'picked' (must be 0),
 ordinary jobs given up (must be 0), jobs run more than once (allowed for jobs in flight at a fault), how long the
 queue took to move again after each fault and how long a killed worker's jobs took to start again, and what
@@ -68,6 +70,13 @@ format = "json"
 
 [entrypoints.chaos]
 handler = "benchmarks.handlers:chaos_record"
+retry = {{ max_attempts = 1000, backoff = "exponential", initial = "100ms", max = "1s" }}
+
+# A share of the ordinary jobs (--capped) under a fleet-wide limit: busy workers hand its slots from job to job
+# in the writes of outcomes, which the faults cut too.
+[entrypoints.chaos_capped]
+handler = "benchmarks.handlers:chaos_record"
+concurrency_limit = 3
 retry = {{ max_attempts = 1000, backoff = "exponential", initial = "100ms", max = "1s" }}
 
 [entrypoints.chaos_poison]
@@ -165,7 +174,7 @@ class Chaos:
         """Kills the worker running an ordinary suspect alone, not hit before, then another worker: a burst."""
         rows = await conn.fetch(
             "SELECT j.id, w.pid FROM pgqd_jobs AS j JOIN pgqd_workers AS w ON w.id = j.worker_id"
-            " WHERE j.isolated AND j.status = 'picked' AND j.entrypoint = 'chaos'"
+            " WHERE j.isolated AND j.status = 'picked' AND j.entrypoint IN ('chaos', 'chaos_capped')"
         )
         mine = set(self.workers())
         for row in rows:
@@ -255,7 +264,11 @@ async def run(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
             "CREATE TABLE chaos_runs (job_id bigint, attempt int, pid int, at timestamptz DEFAULT now())"
         )
         client = Client(conn)
-        jobs = [JobSpec("chaos", {"n": n, "work_ms": args.work_ms}) for n in range(args.jobs)]
+        every = round(1 / args.capped) if args.capped > 0 else 0
+        jobs = [
+            JobSpec("chaos_capped" if every and n % every == 0 else "chaos", {"n": n, "work_ms": args.work_ms})
+            for n in range(args.jobs)
+        ]
         # Spread through the queue, so each poison job is claimed in a batch with ordinary ones.
         for n in range(args.poison):
             jobs.insert((n + 1) * len(jobs) // (args.poison + 1), JobSpec("chaos_poison", {"n": n}))
@@ -434,6 +447,9 @@ def main() -> None:
     parser.add_argument("--processes", type=int, default=2)
     parser.add_argument("--kill-every", type=float, default=2.0, help="seconds between worker kills (default 2)")
     parser.add_argument("--work-ms", type=float, default=50, help="each job works up to this long (default 50)")
+    parser.add_argument(
+        "--capped", type=float, default=0.1, help="share of the jobs on an entrypoint limited to 3 (default 0.1)"
+    )
     parser.add_argument("--poison", type=int, default=1, help="jobs that kill their worker on every run (default 1)")
     parser.add_argument("--poison-deaths", type=int, default=3, help="their max_worker_deaths (default 3)")
     parser.add_argument("--workflows", type=int, default=20, help="workflows of 12 steps among the jobs (default 20)")
