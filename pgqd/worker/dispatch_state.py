@@ -57,9 +57,10 @@ class DispatchState:
     flush_first: bool = False  # the suspect that ran alone ended: its outcome goes out before any claim
 
     def next_step(self, running: int, free: int, full: int, budget: int | None = None) -> Step:
-        """``running``: jobs running now; ``free``: slots neither running nor promised to a claim; ``full``: the
-        slots a full claim asks for (the batch size, or the concurrency when that is smaller); ``budget``: jobs
-        this worker may still start (``max_jobs`` less those started and promised), None for no limit."""
+        """``running``: jobs running now; ``free``: slots neither running nor promised (to a claim, or kept for a
+        hand-over); ``full``: the slots a full claim asks for (the batch size, or the concurrency when that is
+        smaller); ``budget``: jobs this worker may still start (``max_jobs`` less those started and promised),
+        None for no limit."""
         if self.stopping:
             return "stop"
         if self.suspect_running is not None:
