@@ -11,7 +11,6 @@ the order of the three rotates from round to round. It prints the median time pe
 
 from __future__ import annotations
 
-import asyncio
 import re
 import statistics
 import time
@@ -19,7 +18,7 @@ from typing import Any
 
 import asyncpg
 
-from benchmarks.common import environment, fresh_database, parser, report
+from benchmarks.common import environment, fresh_database, parser, report, run_until_signalled
 from pgqd import PostgresBackend
 from pgqd.identifiers import Names
 from pgqd.models import EntrypointLimit, WorkerInfo
@@ -89,4 +88,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    run_until_signalled(main())

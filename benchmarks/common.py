@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import json
 import os
 import platform
+import signal
 import statistics
 import sys
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Coroutine, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -83,6 +85,26 @@ async def environment(server: str) -> dict[str, Any]:
         "machine": platform.machine(),
         "postgres": settings,
     }
+
+
+T = TypeVar("T")
+
+
+def run_until_signalled(main: Coroutine[Any, Any, T]) -> T:
+    """Runs ``main`` and returns what it returns; SIGTERM or SIGINT cancel it, so that its context managers stop
+    the daemons and private clusters it started rather than leave them running when the script is killed."""
+
+    async def cancelled_by_signals() -> T:
+        task = asyncio.ensure_future(main)
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, task.cancel)
+        try:
+            return await task
+        except asyncio.CancelledError:
+            sys.exit(f"stopped by a signal; {Path(sys.argv[0]).stem} cleaned up what it started")
+
+    return asyncio.run(cancelled_by_signals())
 
 
 def median_of(runs: Sequence[float]) -> float:

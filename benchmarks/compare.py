@@ -17,7 +17,6 @@ run into their own virtualenvs under benchmarks/.peers/ (see peer_envs.py). Writ
 from __future__ import annotations
 
 import argparse
-import asyncio
 import datetime
 import json
 import os
@@ -29,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import compare_report, realistic, realistic_report, scenarios
-from benchmarks.common import DEFAULT_SERVER, concurrency_for, environment
+from benchmarks.common import DEFAULT_SERVER, concurrency_for, environment, run_until_signalled
 from benchmarks.realistic_report import UNLIMITED_ONLY
 from benchmarks.runners.mix import IDLE_MIXES, LIMITED_SHARE, REALISTIC, WORK_S
 from benchmarks.systems import SYSTEMS
@@ -226,4 +225,4 @@ async def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    run_until_signalled(main())

@@ -13,13 +13,12 @@ from the first job's start to the last job's finish, as the log records them.
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
 
-from benchmarks.common import environment, fresh_database, median_of, parser, report
+from benchmarks.common import environment, fresh_database, median_of, parser, report, run_until_signalled
 from benchmarks.daemon import running_daemon
 from benchmarks.drain import fill, measured_rate, wait_for_log
 from benchmarks.profile_drain import BACKENDS, cpu_times, used
@@ -84,4 +83,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    run_until_signalled(main())

@@ -16,7 +16,15 @@ from typing import Any
 
 import asyncpg
 
-from benchmarks.common import concurrency_for, environment, fresh_database, median_of, parser, report
+from benchmarks.common import (
+    concurrency_for,
+    environment,
+    fresh_database,
+    median_of,
+    parser,
+    report,
+    run_until_signalled,
+)
 from benchmarks.daemon import running_daemon
 from benchmarks.handlers import noop
 from pgqd import Client, Entrypoint, JobSpec, PostgresBackend, Worker, WorkerSettings
@@ -112,4 +120,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    run_until_signalled(main())

@@ -7,7 +7,6 @@ asyncpg's measured in the same run. The targets take turns throughout the run (s
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import functools
 import statistics
@@ -17,7 +16,7 @@ from typing import Any
 
 import asyncpg
 
-from benchmarks.common import environment, fresh_database, median_of, parser, report
+from benchmarks.common import environment, fresh_database, median_of, parser, report, run_until_signalled
 from benchmarks.enqueue_targets import BASELINE, TARGETS
 from pgqd import JobSpec
 
@@ -100,4 +99,4 @@ def _ratio(runs: list[dict[str, tuple[float, float]]], name: str, column: int) -
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    run_until_signalled(main())

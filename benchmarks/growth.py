@@ -6,13 +6,12 @@ either deferred to the future or queued for an entrypoint the daemon does not se
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 from typing import Any
 
 import asyncpg
 
-from benchmarks.common import environment, fresh_database, median_of, parser, report
+from benchmarks.common import environment, fresh_database, median_of, parser, report, run_until_signalled
 from benchmarks.drain import drain_with_daemon
 
 # Setup, not the measured path: rows go in with one INSERT ... SELECT rather than through the client.
@@ -67,4 +66,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    run_until_signalled(main())

@@ -13,7 +13,6 @@ now written into the freed pages) and times the statements that read the log aga
 
 from __future__ import annotations
 
-import asyncio
 import json
 import statistics
 import time
@@ -22,7 +21,7 @@ from typing import Any
 
 import asyncpg
 
-from benchmarks.common import environment, fresh_database, parser, report
+from benchmarks.common import environment, fresh_database, parser, report, run_until_signalled
 from benchmarks.web_pages import ENTRYPOINTS, FILL_LIVE, FILL_RUNNING
 from pgqd.daemon.worker.log_rollup import LogRollup, hour_of
 from pgqd.identifiers import Names
@@ -173,4 +172,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    run_until_signalled(main())

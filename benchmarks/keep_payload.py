@@ -14,7 +14,15 @@ from typing import Any
 
 import asyncpg
 
-from benchmarks.common import concurrency_for, environment, fresh_database, median_of, parser, report
+from benchmarks.common import (
+    concurrency_for,
+    environment,
+    fresh_database,
+    median_of,
+    parser,
+    report,
+    run_until_signalled,
+)
 from benchmarks.drain import measured_rate
 from benchmarks.handlers import noop
 from pgqd import Client, Entrypoint, JobSpec, PostgresBackend, Worker, WorkerSettings
@@ -62,4 +70,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    run_until_signalled(main())

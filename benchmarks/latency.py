@@ -16,7 +16,7 @@ from typing import Any
 
 import asyncpg
 
-from benchmarks.common import environment, fresh_database, parser, report
+from benchmarks.common import environment, fresh_database, parser, report, run_until_signalled
 from benchmarks.daemon import running_daemon
 from pgqd import Client
 
@@ -69,4 +69,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    run_until_signalled(main())

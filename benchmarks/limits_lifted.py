@@ -13,12 +13,11 @@ jobs' work, and ``slow runs`` says how many of them ran within the drain.
 
 from __future__ import annotations
 
-import asyncio
 import statistics
 from typing import Any
 
 from benchmarks import realistic
-from benchmarks.common import environment, parser, report
+from benchmarks.common import environment, parser, report, run_until_signalled
 from benchmarks.systems import SYSTEMS
 
 VARIANTS = ("limited", "lifted", "unlimited only")
@@ -70,4 +69,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    run_until_signalled(main())

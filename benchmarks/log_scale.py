@@ -25,7 +25,6 @@ The free disk is checked first; the row count is lowered to what fits (with room
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
 import statistics
@@ -37,7 +36,7 @@ from typing import Any
 
 import asyncpg
 
-from benchmarks.common import empty_database, environment, fresh_database, parser, report
+from benchmarks.common import empty_database, environment, fresh_database, parser, report, run_until_signalled
 from pgqd.daemon.worker.log_partitions import DAY, LogPartitionUpkeep
 from pgqd.identifiers import Names
 from pgqd.ops.browse import JobFilter, JobSearch
@@ -421,4 +420,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    run_until_signalled(main())

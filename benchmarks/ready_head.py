@@ -22,7 +22,6 @@ claimed in between (docs/performance.md). JSON to ``--output`` when given.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import statistics
@@ -32,7 +31,7 @@ from typing import Any
 
 import asyncpg
 
-from benchmarks.common import DEFAULT_SERVER, fresh_database
+from benchmarks.common import DEFAULT_SERVER, fresh_database, run_until_signalled
 from benchmarks.drain import fill
 
 BATCH = 10
@@ -144,7 +143,7 @@ async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    rows = asyncio.run(run(args))
+    rows = run_until_signalled(run(args))
     print(f"{args.jobs:,} jobs queued; claims of {BATCH}")
     print("| jobs claimed since the vacuum | claim (µs, server) | claim from a start (µs) | ready read of 10 (µs) "
           "| its buffers | locking read (µs) | its buffers | locking read from a start (µs) "

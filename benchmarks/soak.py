@@ -49,7 +49,7 @@ from typing import Any
 import asyncpg
 
 from benchmarks import soak_samples
-from benchmarks.common import DEFAULT_SERVER, environment, fresh_database
+from benchmarks.common import DEFAULT_SERVER, environment, fresh_database, run_until_signalled
 from benchmarks.daemon import running_daemon
 from benchmarks.drain import fill, measured_rate, wait_for_log
 from benchmarks.private_cluster import private_cluster
@@ -327,4 +327,4 @@ def summary(run: dict[str, Any]) -> str:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    run_until_signalled(main())

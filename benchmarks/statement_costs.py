@@ -5,14 +5,14 @@
 On a private cluster (benchmarks/private_cluster.py) with ``pg_stat_statements`` tracking nested statements too
 (so the statements inside the claim function count one by one), it runs compare.py's realistic drain with and
 without the limited entrypoints (benchmarks/realistic.py), alternating, and after each prints the statements that
-took the most time: calls, total and mean time, rows. The times are wall-clock: a busier machine inflates them
-all, so read calls and rows first, and times against the other run's. JSON to ``--output`` when given.
+took the most time: calls, total and mean time, how often it was planned and the time planning took (a statement
+planned at every call looks cheap on execution time alone), rows. The times are wall-clock: a busier machine
+inflates them all, so read calls and rows first, and times against the other run's. JSON to ``--output`` when given.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 from pathlib import Path
 from typing import Any
@@ -20,17 +20,21 @@ from typing import Any
 import asyncpg
 
 from benchmarks import realistic
+from benchmarks.common import run_until_signalled
 from benchmarks.private_cluster import private_cluster
 from benchmarks.systems import SYSTEMS
 
 SETTINGS = {
     "shared_preload_libraries": "pg_stat_statements",
     "pg_stat_statements.track": "all",
+    # Planning too: a statement planned anew at every call (a custom plan) looks cheap on execution time alone.
+    "pg_stat_statements.track_planning": "on",
     "autovacuum": "on",
 }
 TOP = """
-SELECT calls, total_exec_time AS total_ms, rows, left(regexp_replace(query, '\\s+', ' ', 'g'), $1) AS statement
-FROM pg_stat_statements ORDER BY total_exec_time DESC LIMIT $2
+SELECT calls, total_exec_time AS total_ms, total_plan_time AS plan_ms, plans, rows,
+       left(regexp_replace(query, '\\s+', ' ', 'g'), $1) AS statement
+FROM pg_stat_statements ORDER BY total_exec_time + total_plan_time DESC LIMIT $2
 """
 
 
@@ -83,18 +87,21 @@ async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
 def print_drain(drain: dict[str, Any]) -> None:
     rate = drain["figures"]["jobs_per_s"]
     print(f"{'with' if drain['limited'] else 'without'} the limited entrypoints: unlimited jobs at {rate:,.0f}/s")
-    print("| calls | total (ms) | per call (µs) | rows | statement |")
-    print("| --- | --- | --- | --- | --- |")
+    print("| calls | total (ms) | per call (µs) | plans | planning (ms) | rows | statement |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
     for row in drain["statements"]:
         per_call = 1000 * row["total_ms"] / max(row["calls"], 1)
         statement = row["statement"].replace("|", "\\|")
-        print(f"| {row['calls']:,} | {row['total_ms']:,.1f} | {per_call:,.1f} | {row['rows']:,} | `{statement}` |")
+        print(
+            f"| {row['calls']:,} | {row['total_ms']:,.1f} | {per_call:,.1f} | {row['plans']:,} | {row['plan_ms']:,.1f} "
+            f"| {row['rows']:,} | `{statement}` |"
+        )
     print(flush=True)
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    drains = asyncio.run(run(args))
+    drains = run_until_signalled(run(args))
     if args.output:
         args.output.write_text(json.dumps({"benchmark": "statement_costs", "settings": vars(args) | {"output": None},
                                            "drains": drains}, indent=2, default=str))  # fmt: skip

@@ -7,13 +7,12 @@ Reports jobs completed per second over the window and the backlog left at its en
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import Any
 
 import asyncpg
 
-from benchmarks.common import environment, fresh_database, median_of, parser, report
+from benchmarks.common import environment, fresh_database, median_of, parser, report, run_until_signalled
 from benchmarks.daemon import running_daemon
 from pgqd import Client, JobSpec
 
@@ -72,4 +71,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    run_until_signalled(main())

@@ -14,7 +14,6 @@ job" does), whose log rows land in that free space.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import statistics
 import subprocess
@@ -29,7 +28,7 @@ from typing import Any
 
 import asyncpg
 
-from benchmarks.common import environment, fresh_database, parser, report
+from benchmarks.common import environment, fresh_database, parser, report, run_until_signalled
 from pgqd import PostgresBackend
 from pgqd.daemon.worker.log_partitions import LogPartitionUpkeep
 from pgqd.daemon.worker.log_rollup import LogRollup
@@ -255,4 +254,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    run_until_signalled(main())
