@@ -43,6 +43,7 @@ from urllib.parse import parse_qs, urlsplit
 import asyncpg
 
 from benchmarks.chaos_workflows import STEPS_PER_WORKFLOW, workflow_mix, workflow_report
+from benchmarks.common import run_until_signalled
 from pgqd import Client, JobSpec, install
 from pgqd.daemon.embedded import EmbeddedServer
 from pgqd.daemon.logs import configure_logging
@@ -456,7 +457,7 @@ def main() -> None:
     parser.add_argument("--json", action="store_true", help="print only the JSON result")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="pgqd-chaos-") as folder:
-        result = asyncio.run(run(args, Path(folder)))
+        result = run_until_signalled(run(args, Path(folder)))
     ok = (
         result["jobs_lost"] == 0
         and result["jobs_stuck_picked"] == 0

@@ -26,6 +26,7 @@ from typing import Any
 import asyncpg
 
 from benchmarks.chaos import PGQD, REPO, through, unix_socket
+from benchmarks.common import run_until_signalled
 from pgqd import Client, JobSpec, install
 from pgqd.backend.bounded import DatabaseTimeouts
 from pgqd.config.model import WorkersConfig
@@ -142,7 +143,7 @@ def main() -> None:
     parser.add_argument("--json", action="store_true", help="print the result on one line")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="pgqd-failover-") as folder:
-        result = asyncio.run(run(args.rounds, Path(folder)))
+        result = run_until_signalled(run(args.rounds, Path(folder)))
     print(json.dumps(result, indent=None if args.json else 2))
     sys.exit(0 if result["verdict"] == "ok" else 1)
 

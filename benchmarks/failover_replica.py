@@ -20,7 +20,6 @@ daemon starting, and what the new primary lacks of what producers were told and 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import os
 import platform
@@ -30,7 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import report
+from benchmarks.common import report, run_until_signalled
 from tests.support.failover_drill import DrillResult, DrillSettings, run_drill
 from tests.support.replication import server_binaries
 
@@ -113,7 +112,7 @@ def main() -> None:
         parser.error("needs the PostgreSQL server programs (/usr/lib/postgresql/N/bin or $PGQD_TEST_PG_BIN)")
     # The producers' pools log every failed reconnect during the outage; the results say what happened.
     logging.getLogger("asyncpg").setLevel(logging.CRITICAL)
-    results = asyncio.run(run(args.rounds, args.load, args.down, args.held, args.kinds))
+    results = run_until_signalled(run(args.rounds, args.load, args.down, args.held, args.kinds))
     report("failover_replica", results, environment(), args.json)
 
 

@@ -16,7 +16,6 @@ short form; docs/reliability.md has the figures.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import platform
@@ -27,6 +26,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from benchmarks.common import run_until_signalled
 from pgqd.daemon.logs import configure_logging
 from tests.support.fleet_drills import FleetRun, Load
 from tests.support.netns import Fleet, fleet, missing_tools
@@ -72,7 +72,7 @@ def main() -> None:
         sys.exit(f"fleet drills need {', '.join(missing)}")
     began = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="pgqd-fleet-") as folder, fleet() as built:
-        result = asyncio.run(drills(built, args, Path(folder)))
+        result = run_until_signalled(drills(built, args, Path(folder)))
     document = {
         "benchmark": "fleet_drills",
         "environment": {

@@ -18,7 +18,6 @@ The tests run the same drills at a small scale (tests/test_recovery.py).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import json
 import os
@@ -34,7 +33,7 @@ from typing import Any
 
 import asyncpg
 
-from benchmarks.common import fresh_database
+from benchmarks.common import fresh_database, run_until_signalled
 from pgqd import Client, JobSpec
 from tests.support.daemon import Daemon, daemon_config
 from tests.support.daemon_app import CREATE_RUNS
@@ -269,7 +268,7 @@ def main() -> None:
     parser.add_argument("--json", action="store_true", help="print only the JSON result")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="pgqd-recovery-") as folder:
-        result = asyncio.run(run(args, Path(folder)))
+        result = run_until_signalled(run(args, Path(folder)))
     print(json.dumps(result, indent=None if args.json else 2, default=str))
 
 
