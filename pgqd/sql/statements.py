@@ -213,8 +213,9 @@ _KEPT_PAYLOAD = "CASE WHEN j.entrypoint LIKE 'django.%' THEN j.payload END"
 # ($18, with $19 slots wanted and $20 their limits) pass to those entrypoints' next jobs, claimed here for the
 # same worker. Every snapshot sees either the ended job or its successor as picked, never both: the running count
 # the claims read under the limit row's lock never grows, so this takes no lock on it, and no claim with limits
-# and no slot notice follow the end of each limited job (docs/architecture.md, "Limited entrypoints"). It takes
-# no more than the limit allows over the jobs running now, so a limit lowered since does not stay exceeded.
+# and no slot notice follow the end of each limited job (docs/architecture.md, "Slots handed from job to job").
+# It takes no more than the limit allows over the jobs running now, so a limit lowered since does not stay
+# exceeded.
 _HAND_OVER = """
 handed AS (
     SELECT h.ep, LEAST(h.wanted, x.ended, h.conc - x.running + x.ended) AS n
