@@ -51,27 +51,31 @@ async def realistic_drain(
 ) -> dict[str, float]:
     mix = served_by(system, REALISTIC if limited else REALISTIC_UNLIMITED_ONLY)
     counts = realistic_counts(system, jobs, limited)
-    with tempfile.TemporaryDirectory() as folder:
-        records = Path(folder) / "records"
-        result = await drain_of(
-            system, server, counts, MEASURED, processes, batch, concurrency_for(batch), cap, mix,
-            {RECORDS_ENV: str(records)},
-        )  # fmt: skip
-        result.update(limits_check.figures(mix, limits_check.read_runs(records)))
+    result, runs = await recorded_drain(system, server, counts, mix, processes, batch, cap)
+    result.update(limits_check.figures(mix, runs))
     return result
 
 
 async def lifted_drain(server: str, jobs: int, processes: int, batch: int, cap: float) -> dict[str, float]:
     """pgqd draining the realistic mix's jobs with their handlers and without its limits: the unlimited entrypoints'
     rate, and how many of the slow jobs (the limited entrypoints' handler) ran."""
+    mix, counts = REALISTIC_LIMITS_LIFTED, job_counts(REALISTIC, jobs)
+    result, runs = await recorded_drain(SYSTEMS["pgqd"], server, counts, mix, processes, batch, cap)
+    result["slow runs"] = len(runs)
+    return result
+
+
+async def recorded_drain(
+    system: System, server: str, counts: dict[str, int], mix: Mix, processes: int, batch: int, cap: float
+) -> tuple[dict[str, float], list[limits_check.Run]]:
+    """The drain of ``counts`` with ``mix`` served, rated on the unlimited entrypoints, and the slow jobs' runs."""
     with tempfile.TemporaryDirectory() as folder:
         records = Path(folder) / "records"
         result = await drain_of(
-            SYSTEMS["pgqd"], server, job_counts(REALISTIC, jobs), MEASURED, processes, batch, concurrency_for(batch),
-            cap, REALISTIC_LIMITS_LIFTED, {RECORDS_ENV: str(records)},
+            system, server, counts, MEASURED, processes, batch, concurrency_for(batch), cap, mix,
+            {RECORDS_ENV: str(records)},
         )  # fmt: skip
-        result["slow runs"] = len(limits_check.read_runs(records))
-    return result
+        return result, limits_check.read_runs(records)
 
 
 async def idle_limit_drain(

@@ -577,8 +577,8 @@ class MemoryBackend(MemoryWorkflows):
         for name, wanted in hand_over.wanted.items():
             if paused is not None and paused.is_paused(name):
                 continue
-            running = sum(1 for j in self.jobs.values() if j.status == "picked" and j.entrypoint == name)
-            count = min(wanted, ended_of[name], hand_over.concurrency[name] - running)
+            limit = EntrypointLimit(name, concurrency=hand_over.concurrency[name])
+            count = min(ended_of[name], self._allowance(limit, wanted, now))
             if count > 0:
                 successors += [self._pick(job, worker_id, picked_at) for job in self._candidates(name, count, now)]
         return successors
