@@ -35,12 +35,18 @@ NEXT_STEP: list[tuple[dict[str, Any], int, int, int | None, Step]] = [
     ({"claiming": CLAIMS_IN_FLIGHT}, 0, 12, None, "idle"),
     ({"may_have_work": False, "claiming": 1, "queue_deep": True}, 0, 22, None, "claim"),  # a deep queue
     ({"may_have_work": False, "claiming": 1, "queue_deep": False}, 0, 22, None, "idle"),
-    ({"claiming": 1}, 0, 5, None, "idle"),  # a second claim goes only for a full batch
+    ({"claiming": 1}, 0, 4, None, "idle"),  # a second claim goes only for half a batch or more...
+    ({"claiming": 1}, 0, 5, None, "claim"),  # ...not a full one: long jobs may hold the other slots for minutes
     ({"reconcile": True}, 0, 32, None, "reconcile"),
     ({"reconcile": True, "claiming": 1}, 0, 22, None, "wait"),
     ({}, 0, 32, 0, "retire"),
     ({"reconcile": True}, 0, 32, 0, "reconcile"),  # settled before it retires
     ({}, 0, 32, 3, "claim"),
+    # Jobs just started have not run: a claim for fewer than a full batch waits a turn of the loop for them...
+    ({"starts_pending": True}, 26, 6, None, "let_start"),
+    ({}, 26, 6, None, "claim"),  # ...after which what is free is what long jobs leave
+    ({"starts_pending": True}, 16, 16, None, "claim"),  # a full batch goes at once
+    ({"starts_pending": True, "claiming": 1}, 16, 6, None, "let_start"),  # a second claim too
 ]
 
 
@@ -68,6 +74,14 @@ MAY_HAND_OVER: list[tuple[dict[str, Any], int | None, bool]] = [
 @pytest.mark.parametrize(("fields", "budget", "allowed"), MAY_HAND_OVER)
 def test_may_hand_over(fields: dict[str, Any], budget: int | None, allowed: bool) -> None:
     assert DispatchState(**({"queue_deep": True} | fields)).may_hand_over(budget) is allowed
+
+
+def test_jobs_started_are_pending_until_the_loop_turns() -> None:
+    state = DispatchState()
+    state.jobs_started()
+    assert state.next_step(10, 6, FULL) == "let_start"
+    state.loop_turned()
+    assert state.next_step(10, 6, FULL) == "claim"
 
 
 def test_a_kept_slot_is_booked_until_the_write_settles_it() -> None:

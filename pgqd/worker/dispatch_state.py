@@ -27,6 +27,7 @@ Step = Literal[
     "flush",  # a suspect ran alone: write its outcome before anything else is claimed
     "claim_suspect",  # suspects wait: claim one to run alone
     "run_alone",  # the suspect claimed is the only job left: run it
+    "let_start",  # jobs just started have not run yet: let them, as a claim for what they hold would be short
     "claim",  # claim a batch
 ]
 
@@ -42,6 +43,7 @@ class DispatchState:
     handing: int = 0  # ...kept for the next jobs of limited entrypoints that outcome writes may claim
     claims_sent: int = 0  # claims numbered in the order sent...
     claims_settled: int = 0  # ...and the number of the newest one whose reply was applied
+    starts_pending: bool = False  # jobs were started that have not had a turn of the event loop yet
     queue_deep: bool = False  # the newest settled claim came back full
     last_found: int = 1  # jobs the newest settled claim found...
     last_throttled: bool = False  # ...and whether a rate limit held jobs back
@@ -78,10 +80,18 @@ class DispatchState:
         may_claim = self.may_have_work or (self.claiming > 0 and self.queue_deep)
         if free <= 0 or not may_claim or self.claiming >= CLAIMS_IN_FLIGHT:
             return "idle"
-        if self.claiming and free < full:
-            # A second claim goes out only for a full batch. A claim for a few slots costs the database almost as
-            # much as a full one (at batch 10 and concurrency 32 every fourth claim was for 2 jobs), and the claim
-            # under way is back within a round trip, when the next one may ask for whatever is free by then.
+        if free < full and self.starts_pending:
+            # A claim that just came back started its jobs, but they take their first step only in the next turn
+            # of the loop, where most end (quick jobs) and free their slots. Claiming before that would ask for
+            # what long jobs leave: at batch 10 and concurrency 32, with six slots on slow jobs, one claim in six
+            # was for 6 jobs, at the price of a full one.
+            return "let_start"
+        if self.claiming and 2 * free < full:
+            # A second claim goes out only for half a batch or more. A claim for a few slots costs the database
+            # almost as much as a full one (at batch 10 and concurrency 32 every fourth claim was for 2 jobs), and
+            # the claim under way is back within a round trip, when the next one may ask for whatever is free by
+            # then. Not only for a full batch: slots long jobs hold stay held, and at batch 100 and concurrency
+            # 200 one slow job kept a second claim from ever going out.
             return "idle"
         if self.reconcile:
             # Jobs of a claim still on its way would look stray: settle once none is.
@@ -137,6 +147,14 @@ class DispatchState:
         """Writes of outcomes settled ``count`` kept slots: filled by their successors, or free again."""
         self.reserved -= count
         self.handing -= count
+
+    def jobs_started(self) -> None:
+        """Jobs were started: they run from the next turn of the event loop."""
+        self.starts_pending = True
+
+    def loop_turned(self) -> None:
+        """The loop let the jobs started take their first step."""
+        self.starts_pending = False
 
     def claim_failed(self) -> None:
         """The database was lost during a claim: its reply may have been lost with jobs marked as ours."""

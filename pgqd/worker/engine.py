@@ -229,6 +229,9 @@ class Worker:
                     await self._sleep()
                 elif step == "wait":
                     await self._sleep()
+                elif step == "let_start":
+                    state.loop_turned()
+                    await asyncio.sleep(0)
                 elif not await self._database_step(step):
                     await self._sleep(backoff.next())
         finally:
@@ -281,6 +284,8 @@ class Worker:
         claimed_at = time.monotonic()
         for claimed in result.jobs:
             self._start(claimed, claimed_at)
+        if result.jobs:
+            state.jobs_started()
         state.settle(number, len(result.jobs), wanted, result.throttled_in is not None, result.suspects)
         if state.claims_settled == number:
             self._asked_all = len(limits) == len(self.limits)
@@ -433,6 +438,7 @@ class Worker:
         claimed_at = time.monotonic()
         for job in successors:
             self._start(job, claimed_at)
+        self.state.jobs_started()
 
     def _job_done(self, run: JobRun, outcome: Outcome) -> None:
         self.recorder.add(outcome)
