@@ -2,12 +2,18 @@
 and (with --py-spy) the functions a worker spends its samples in.
 
     .venv/bin/python -m benchmarks.profile_drain [--jobs 100000] [--processes 1] [--batch 100] [--py-spy [--native]]
+        [--mix realistic|lifted|unlimited-only]
 
 Drains pre-queued no-op jobs through the real daemon in its default configuration. CPU is read from /proc
 for the worker processes and for the server processes serving this database, over the drain only; so it
-needs the server on this machine. --py-spy needs py-spy on PATH or in the virtualenv
-(``pip install py-spy``) and the right to trace (root, or ptrace allowed); it records one worker in the
-collapsed format and prints the functions with the most samples, on their own and with what they call.
+needs the server on this machine. With --mix, the jobs are those of compare.py's realistic drain
+(benchmarks/realistic.py): its mix with its limits, the same jobs with the limits lifted, or without the
+limited entrypoints and their jobs; the drain ends when the unlimited entrypoints' jobs are done, and the CPU
+per job is per job of those, so the three set side by side say what the limited entrypoints' jobs cost.
+
+--py-spy needs py-spy on PATH or in the virtualenv (``pip install py-spy``) and the right to trace (root, or
+ptrace allowed); it records one worker in the collapsed format and prints the functions with the most samples,
+on their own and with what they call.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +35,55 @@ import asyncpg
 
 from benchmarks.common import environment, fresh_database, parser, report, run_until_signalled
 from benchmarks.daemon import running_daemon
-from benchmarks.drain import fill, measured_rate, wait_for_log
+from benchmarks.drain import fill
+from benchmarks.realistic import MEASURED, realistic_counts
+from benchmarks.runners.mix import (
+    REALISTIC,
+    REALISTIC_LIMITS_LIFTED,
+    REALISTIC_UNLIMITED_ONLY,
+    RECORDS_ENV,
+    Entrypoint,
+    job_counts,
+)
+from benchmarks.scenarios import ENQUEUE_BATCH, settle, wait_until
+from benchmarks.systems import SYSTEMS
+
+
+@dataclass(frozen=True)
+class Load:
+    """What a profiled drain runs: jobs per entrypoint, the entrypoints served (None: the daemon's default), and
+    the entrypoints whose jobs it waits for and rates."""
+
+    counts: dict[str, int]
+    mix: tuple[Entrypoint, ...] | None
+    measured: list[str]
+
+
+def load_of(mix: str | None, jobs: int) -> Load:
+    if mix is None:
+        return Load({"noop": jobs}, None, ["noop"])
+    pgqd = SYSTEMS["pgqd"]
+    if mix == "realistic":
+        return Load(realistic_counts(pgqd, jobs, limited=True), REALISTIC, MEASURED)
+    if mix == "lifted":
+        return Load(job_counts(REALISTIC, jobs), REALISTIC_LIMITS_LIFTED, MEASURED)
+    return Load(realistic_counts(pgqd, jobs, limited=False), REALISTIC_UNLIMITED_ONLY, MEASURED)
+
+
+MIXES = ("realistic", "lifted", "unlimited-only")
+FINISHED = "SELECT count(*) FROM pgqd_log WHERE entrypoint = ANY($1::text[])"
+SPAN = """SELECT count(*) FILTER (WHERE entrypoint = ANY($1::text[])) AS measured, count(*) AS finished,
+                 extract(epoch FROM max(finished_at) FILTER (WHERE entrypoint = ANY($1::text[]))
+                                   - min(started_at) FILTER (WHERE entrypoint = ANY($1::text[]))) AS span
+          FROM pgqd_log"""
+
+
+async def fill_load(dsn: str, load: Load) -> None:
+    if load.mix is None:
+        await fill(dsn, load.counts["noop"])
+        return
+    await SYSTEMS["pgqd"].run(dsn, "fill_mix", counts=load.counts, batch=ENQUEUE_BATCH)
+    await settle(dsn)
 
 
 def stat_fields(pid: int) -> list[str]:
@@ -81,13 +136,15 @@ COMMITS = "SELECT xact_commit FROM pg_stat_database WHERE datname = current_data
 
 
 async def profile(
-    server: str, jobs: int, processes: int, batch: int, py_spy: str | None, native: bool, save: Path | None
+    server: str, load: Load, processes: int, batch: int, py_spy: str | None, native: bool, save: Path | None
 ) -> dict[str, Any]:
-    async with fresh_database(server) as dsn:
-        await fill(dsn, jobs)
+    wanted = sum(load.counts[name] for name in load.measured)
+    async with fresh_database(server) as dsn, contextlib.AsyncExitStack() as stack:
+        await fill_load(dsn, load)
+        records = Path(stack.enter_context(tempfile.TemporaryDirectory())) / "records"  # the limited jobs' runs
         conn = await asyncpg.connect(dsn)
         try:
-            async with running_daemon(dsn, processes, batch):
+            async with running_daemon(dsn, processes, batch, env={RECORDS_ENV: str(records)}, mix=load.mix):
                 workers = [r["pid"] for r in await conn.fetch("SELECT pid FROM pgqd_workers")]
                 supervisor = [int(stat_fields(workers[0])[1])]
                 walwriter = [r["pid"] for r in await conn.fetch(WAL_WRITER)]
@@ -106,7 +163,8 @@ async def profile(
                              *(["--native"] if native else ["--nonblocking"]), "--output", str(out)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                         )  # fmt: skip
-                    await wait_for_log(dsn, jobs, timeout=900)
+                    if await wait_until(conn, FINISHED, wanted, 900, load.measured) < wanted:
+                        raise TimeoutError("jobs not finished within 900s")
                     elapsed = asyncio.get_running_loop().time() - began
                     groups["backends"] = sorted({*groups["backends"], *(r["pid"] for r in await conn.fetch(BACKENDS))})
                     spent = {name: used(before[name], cpu_times(pids)) for name, pids in groups.items()}
@@ -123,11 +181,13 @@ async def profile(
                     functions = top_functions(out.read_text()) if out.exists() else {}
                     if save and out.exists():
                         shutil.copyfile(out, save)
+            measured, finished, span = await conn.fetchrow(SPAN, load.measured)
         finally:
             await conn.close()
-        rate = await measured_rate(dsn, jobs)
+    jobs = measured
     return {
-        "jobs": jobs, "processes": processes, "batch": batch, "jobs_per_s": round(rate), "wall_s": round(elapsed, 2),
+        "jobs": jobs, "processes": processes, "batch": batch, "jobs_per_s": round(jobs / float(span)),
+        "wall_s": round(elapsed, 2), "other_jobs": finished - measured,
         **{f"{name}_cpu_s": round(seconds, 2) for name, seconds in spent.items()},
         **{f"{name}_us_per_job": round(seconds / jobs * 1e6, 1) for name, seconds in spent.items()},
         # The kernel's share (system time: socket writes and reads, waking the other side, epoll).
@@ -151,13 +211,15 @@ async def main() -> None:
     p.add_argument("--py-spy", action="store_true", help="also sample one worker with py-spy")
     p.add_argument("--save", type=Path, help="with --py-spy: keep the collapsed stacks in this file")
     p.add_argument("--native", action="store_true", help="with --py-spy: C frames too (pauses the worker per sample)")
+    p.add_argument("--mix", choices=MIXES, help="the realistic drain's jobs, with its limits, lifted, or without")
     args = p.parse_args()
     py_spy = None
     if args.py_spy:
         py_spy = find_py_spy()
         if py_spy is None:
             p.error("--py-spy: py-spy is neither on PATH nor in this virtualenv (.venv/bin/pip install py-spy)")
-    result = await profile(args.server, args.jobs, args.processes, args.batch, py_spy, args.native, args.save)
+    load = load_of(args.mix, args.jobs)
+    result = await profile(args.server, load, args.processes, args.batch, py_spy, args.native, args.save)
     functions = result.pop("functions")
     report("drain profile", [result], await environment(args.server), args.json)
     for kind, rows in functions.items():

@@ -189,3 +189,19 @@ def test_engine_cost_drains_the_memory_backend() -> None:
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.startswith("batch 10: ")
     assert "µs of CPU per job" in result.stdout
+
+
+@pytest.mark.parametrize(("mix", "measured"), [(None, 400), ("realistic", 360), ("unlimited-only", 360)])
+def test_profile_drain_reads_the_cpu_of_a_drain_of_no_op_jobs_or_of_the_realistic_mix(
+    mix: str | None, measured: int, pg_server: str
+) -> None:
+    command = [sys.executable, "-m", "benchmarks.profile_drain", "--server", pg_server, "--json"]
+    command += ["--jobs", "400", "--processes", "1", "--batch", "10", *(["--mix", mix] if mix else [])]
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=240, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (row,) = json.loads(result.stdout.strip().splitlines()[-1])["results"]
+    # Rated on the unlimited entrypoints' jobs: the realistic mix puts a tenth of 400 on its limited ones.
+    assert row["jobs"] == measured
+    assert row["jobs_per_s"] > 0
+    assert {"workers_us_per_job", "backends_us_per_job"} <= row.keys()
+    assert 0 <= row["other_jobs"] <= (40 if mix == "realistic" else 0)
