@@ -4,15 +4,18 @@ speed is measured by running the scripts, see docs/performance.md)."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from benchmarks.limits_check import max_overlap, rate_excess
+from benchmarks.limits_check import max_overlap, rate_excess, read_runs
 from benchmarks.private_cluster import PGBIN
+from benchmarks.runners.mix import RECORDS_ENV
 from tests.support.daemon import free_port
 
 REPO = Path(__file__).resolve().parents[1]
@@ -181,6 +184,34 @@ def test_limit_checks_count_overlaps_and_the_bucket_bound() -> None:
     assert rate_excess([0.0] * 10 + [0.1], 10.0, 10.0) == pytest.approx(0.0)
     assert rate_excess([0.0] * 10 + [0.05], 10.0, 10.0) == pytest.approx(0.5)
     assert rate_excess([0.0, 1.0, 2.0], 10.0, 10.0) < -1
+
+
+RECORDS_FROM_CHILDREN = """
+import os, sys
+from benchmarks.runners import mix
+mix.record("parent", 1.0, 2.0, 0.5)  # the parent's descriptor, opened before the forks
+children = []
+for child in range(4):
+    pid = os.fork()
+    if pid == 0:
+        for run in range(500):
+            mix.record(f"child{child}", float(run), run + 0.5, run - 0.5)
+        os._exit(0)
+    children.append(pid)
+for pid in children:
+    os.waitpid(pid, 0)
+"""
+
+
+def test_limited_runs_of_several_processes_are_recorded_whole(tmp_path: Path) -> None:
+    records = tmp_path / "records"
+    command = [sys.executable, "-c", RECORDS_FROM_CHILDREN]
+    env = {**os.environ, RECORDS_ENV: str(records)}
+    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    runs = read_runs(records)  # a torn or mixed line would not parse
+    assert Counter(run.entrypoint for run in runs) == {"parent": 1, **{f"child{n}": 500 for n in range(4)}}
+    assert all(run.ended == run.started + 0.5 for run in runs if run.entrypoint != "parent")
 
 
 def test_engine_cost_drains_the_memory_backend() -> None:
