@@ -35,6 +35,7 @@ from pgqd import (
 from pgqd.backend.base import Backend
 from pgqd.errors import BackendUnavailable
 from pgqd.models import ClaimedJob, EntrypointLimit, Event, Finished, Outcome, Requeued, WorkerInfo
+from pgqd.worker.dispatch_state import CLAIMS_IN_FLIGHT
 from pgqd.worker.execution import JobRun, PreparedHandler
 from tests.support.engine import drain, fast_settings, running_worker
 from tests.support.time_passes import TimePasses
@@ -536,6 +537,31 @@ class RanJobs(list[int]):
         self.append(job.id)
 
 
+class HeldJobs:
+    """A handler whose jobs run until the test releases them (``release.set()``)."""
+
+    def __init__(self) -> None:
+        self.release = asyncio.Event()
+
+    async def __call__(self, job: Job) -> None:
+        await self.release.wait()
+
+
+async def serve_until_ran(worker: Worker, ran: RanJobs, count: int, held: HeldJobs) -> None:
+    """Serves jobs with ``worker`` until ``ran`` has run ``count``, then lets the held jobs end: the worker stops
+    at once rather than after its grace period."""
+
+    async def ran_all() -> bool:
+        return len(ran) >= count
+
+    try:
+        async with running_worker(worker):
+            await wait_until(ran_all, timeout=10, what=f"{count} jobs run")
+            held.release.set()
+    finally:
+        held.release.set()
+
+
 class SlowClaims:
     """A backend whose claims take 20 ms, counting how many are under way at once."""
 
@@ -645,26 +671,14 @@ class PairedClaims:
 async def test_jobs_holding_slots_do_not_shrink_the_claims_of_quick_ones(backend: Backend, client: Client) -> None:
     paired = PairedClaims(backend)
     ran = RanJobs()
-    release = asyncio.Event()
-
-    async def hold(job: Job) -> None:
-        await release.wait()
-
-    async def ran_all() -> bool:
-        return len(ran) == 300
-
+    hold = HeldJobs()
     # 16 slots, batches of 5, three held by long jobs: two claims that come back together start ten quick jobs,
     # which end in their first step. Until they have had it, only 3 slots look free.
     entrypoints = [Entrypoint("hold", hold), Entrypoint("work", ran)]
     worker = Worker(paired, entrypoints, fast_settings(concurrency=16, batch_size=5))  # type: ignore[arg-type]
     await client.enqueue_many([JobSpec("hold", priority=9) for _ in range(3)])
     await client.enqueue_many([JobSpec("work") for _ in range(300)])
-    try:
-        async with running_worker(worker):
-            await wait_until(ran_all, timeout=10, what="300 quick jobs")
-            release.set()
-    finally:
-        release.set()
+    await serve_until_ran(worker, ran, 300, hold)
     # The last claims find the queue empty whatever they ask: look at those of the drain.
     assert len(paired.asked) > 40
     assert set(paired.asked[: 300 // 5]) == {5}
@@ -827,6 +841,67 @@ async def test_a_rate_limit_bounds_how_many_jobs_start_per_second(backend: Backe
     in_window = [t for t in starts if t - began <= 1.5]
     assert len(in_window) <= 13
     assert len(starts) < 20
+
+
+class ClaimsNaming:
+    """A backend that notes the limited entrypoints each claim names."""
+
+    def __init__(self, backend: Backend) -> None:
+        self._backend = backend
+        self.named: list[set[str]] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._backend, name)
+
+    async def claim(self, worker_id: int, batch: int, limits: list[EntrypointLimit], **options: Any) -> Any:
+        self.named.append({limit.name for limit in limits if limit.limited})
+        return await self._backend.claim(worker_id, batch, limits, **options)
+
+
+async def test_a_rate_limits_tokens_do_not_reopen_a_limit_its_worker_fills(backend: Backend, client: Client) -> None:
+    naming = ClaimsNaming(backend)
+    rated = RanJobs()
+    hold = HeldJobs()
+
+    # One job holds the only slot of "held", with two more of it queued; "rated" gets a token every 20 ms, and
+    # the worker wakes up for each. The claims at those wake-ups are for the rate limit's gate: "held" stays
+    # closed until its own gate's time (REOPEN_AFTER, 0.1 s) or a poll (0.2 s here). An unlimited entrypoint is
+    # always asked for, so a claim never finds every entrypoint closed (and then asks for all).
+    entrypoints = [
+        Entrypoint("plain", RanJobs()),
+        Entrypoint("held", hold, concurrency_limit=1),
+        Entrypoint("rated", rated, rate_limit=Rate(50, 1.0, burst=1)),
+    ]
+    await client.enqueue_many([JobSpec("held", priority=9) for _ in range(3)])
+    await client.enqueue_many([JobSpec("rated") for _ in range(40)])
+    worker = Worker(naming, entrypoints, fast_settings(batch_size=1, concurrency=4))  # type: ignore[arg-type]
+    await serve_until_ran(worker, rated, 40, hold)
+    naming_rated = sum("rated" in named for named in naming.named)
+    naming_held = sum("held" in named for named in naming.named)
+    assert naming_rated >= 35
+    # Before, every one of the rate limit's wake-ups reopened "held" too: as many claims named both.
+    assert naming_held * 2 < naming_rated, (naming_held, naming_rated)
+
+
+async def test_claims_leave_out_a_concurrency_limit_the_workers_own_jobs_fill(backend: Backend, client: Client) -> None:
+    naming = ClaimsNaming(backend)
+    hold = HeldJobs()
+    done = RanJobs()
+
+    async def slow(job: Job) -> None:
+        await asyncio.sleep(0.01)
+        done.append(job.id)
+
+    # The first claim takes the job that fills "held"'s only slot, here, for the rest of the test. The other
+    # claims, one per slow job for about a second, could take nothing of it: its gate's time (0.1 s) and
+    # the polls (0.2 s here) would each have named it again.
+    entrypoints = [Entrypoint("held", hold, concurrency_limit=1), Entrypoint("slow", slow)]
+    await client.enqueue_many([JobSpec("held", priority=9) for _ in range(3)])
+    await client.enqueue_many([JobSpec("slow") for _ in range(200)])
+    worker = Worker(naming, entrypoints, fast_settings(batch_size=1, concurrency=3))  # type: ignore[arg-type]
+    await serve_until_ran(worker, done, 200, hold)
+    assert len(naming.named) > 150
+    assert sum("held" in named for named in naming.named[:150]) <= CLAIMS_IN_FLIGHT
 
 
 # --- liveness and rescue ------------------------------------------------------------------------------------

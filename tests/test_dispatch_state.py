@@ -178,6 +178,27 @@ def test_wake_up_times_only_move_earlier_and_a_poll_clears_one_that_came() -> No
     assert state.wake_at is None
 
 
+def test_only_a_poll_or_a_due_job_reopens_every_limited_entrypoint() -> None:
+    state = DispatchState()
+    assert state.slept(now=1.0)  # a poll: nothing was due
+    state.wake_at_or_before(2.0)  # a rate limit's next tokens
+    assert not state.slept(now=2.0)  # its gate opens by itself; the limits full with this worker's jobs stay closed
+    assert state.wake_at is None
+    state.wake_at_or_before(3.0, due=True)
+    assert state.slept(now=3.0)
+    assert (state.wake_at, state.due_at) == (None, None)
+
+
+def test_a_due_job_behind_a_gate_keeps_its_wake_up() -> None:
+    state = DispatchState()
+    state.wake_at_or_before(8.0, due=True)
+    assert state.wake_at_or_before(5.0)
+    assert not state.slept(now=5.0)
+    assert state.wake_at == 8.0  # the next sleep still ends when the job is due
+    assert state.slept(now=8.0)
+    assert state.wake_at is None
+
+
 def test_a_reconnection_releases_what_the_database_may_have_brought_back_and_looks_for_work() -> None:
     state = DispatchState(may_have_work=False)
     state.reconnected()

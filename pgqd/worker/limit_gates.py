@@ -16,7 +16,11 @@ any of its own. So when a claim reports an entrypoint ``closed`` (see
   slots);
 - ``REOPEN_AFTER`` seconds in any case, for what sends no notification (a deferred job falling due) and for a
   notification missed;
-- a wake-up from a sleep (the worker's poll, or the time a deferred job is due), or a reconnection.
+- a wake-up from a sleep (the worker's poll, or the time a deferred job is due; not the time another gate gave,
+  ``DispatchState.slept``), or a reconnection.
+
+Whatever its gate says, the worker also leaves out a concurrency limit that its own jobs fill
+(``Worker._without_limits_filled_here``).
 
 Unlimited entrypoints are always asked for: a claim reads their heads anyway. A claim that goes out while a
 notification reopens an entrypoint may come back saying it is closed, from a snapshot taken before the jobs the
