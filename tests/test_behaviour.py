@@ -858,24 +858,26 @@ class ClaimsNaming:
         return await self._backend.claim(worker_id, batch, limits, **options)
 
 
-async def test_a_rate_limits_tokens_do_not_reopen_a_limit_its_worker_fills(backend: Backend, client: Client) -> None:
+async def test_a_rate_limits_tokens_do_not_reopen_a_full_limit(backend: Backend, client: Client) -> None:
     naming = ClaimsNaming(backend)
     rated = RanJobs()
-    hold = HeldJobs()
 
-    # One job holds the only slot of "held", with two more of it queued; "rated" gets a token every 20 ms, and
-    # the worker wakes up for each. The claims at those wake-ups are for the rate limit's gate: "held" stays
-    # closed until its own gate's time (REOPEN_AFTER, 0.1 s) or a poll (0.2 s here). An unlimited entrypoint is
-    # always asked for, so a claim never finds every entrypoint closed (and then asks for all).
+    # Another worker holds the only slot of "held", with two more of its jobs queued; "rated" gets a token every
+    # 20 ms, and the worker wakes up for each. The claims at those wake-ups are for the rate limit's gate: "held"
+    # stays closed until its own gate's time (REOPEN_AFTER, 0.1 s) or a poll (0.2 s here). An unlimited
+    # entrypoint is always asked for, so a claim never finds every entrypoint closed (and then asks for all).
+    other = await backend.register_worker(WorkerInfo("other-host", 999_997, ("held",)))
+    await client.enqueue_many([JobSpec("held") for _ in range(3)])
+    assert len((await backend.claim(other, 1, [EntrypointLimit("held", concurrency=1)])).jobs) == 1
+    await client.enqueue_many([JobSpec("rated") for _ in range(40)])
     entrypoints = [
         Entrypoint("plain", RanJobs()),
-        Entrypoint("held", hold, concurrency_limit=1),
+        Entrypoint("held", RanJobs(), concurrency_limit=1),
         Entrypoint("rated", rated, rate_limit=Rate(50, 1.0, burst=1)),
     ]
-    await client.enqueue_many([JobSpec("held", priority=9) for _ in range(3)])
-    await client.enqueue_many([JobSpec("rated") for _ in range(40)])
-    worker = Worker(naming, entrypoints, fast_settings(batch_size=1, concurrency=4))  # type: ignore[arg-type]
-    await serve_until_ran(worker, rated, 40, hold)
+    # The other worker beat when it registered: it is not presumed dead during the test.
+    settings = fast_settings(batch_size=1, concurrency=4, worker_timeout=60.0)
+    await serve_until_ran(Worker(naming, entrypoints, settings), rated, 40, HeldJobs())  # type: ignore[arg-type]
     naming_rated = sum("rated" in named for named in naming.named)
     naming_held = sum("held" in named for named in naming.named)
     assert naming_rated >= 35
