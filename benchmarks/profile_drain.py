@@ -36,15 +36,8 @@ import asyncpg
 from benchmarks.common import environment, fresh_database, parser, report, run_until_signalled
 from benchmarks.daemon import running_daemon
 from benchmarks.drain import fill
-from benchmarks.realistic import MEASURED, realistic_counts
-from benchmarks.runners.mix import (
-    REALISTIC,
-    REALISTIC_LIMITS_LIFTED,
-    REALISTIC_UNLIMITED_ONLY,
-    RECORDS_ENV,
-    Entrypoint,
-    job_counts,
-)
+from benchmarks.realistic import LOADS, MEASURED, drain_load
+from benchmarks.runners.mix import RECORDS_ENV, Entrypoint
 from benchmarks.scenarios import ENQUEUE_BATCH, settle, wait_until
 from benchmarks.systems import SYSTEMS
 
@@ -62,15 +55,10 @@ class Load:
 def load_of(mix: str | None, jobs: int) -> Load:
     if mix is None:
         return Load({"noop": jobs}, None, ["noop"])
-    pgqd = SYSTEMS["pgqd"]
-    if mix == "realistic":
-        return Load(realistic_counts(pgqd, jobs, limited=True), REALISTIC, MEASURED)
-    if mix == "lifted":
-        return Load(job_counts(REALISTIC, jobs), REALISTIC_LIMITS_LIFTED, MEASURED)
-    return Load(realistic_counts(pgqd, jobs, limited=False), REALISTIC_UNLIMITED_ONLY, MEASURED)
+    served, counts = drain_load(SYSTEMS["pgqd"], jobs, mix)
+    return Load(counts, served, MEASURED)
 
 
-MIXES = ("realistic", "lifted", "unlimited-only")
 FINISHED = "SELECT count(*) FROM pgqd_log WHERE entrypoint = ANY($1::text[])"
 SPAN = """SELECT count(*) FILTER (WHERE entrypoint = ANY($1::text[])) AS measured, count(*) AS finished,
                  extract(epoch FROM max(finished_at) FILTER (WHERE entrypoint = ANY($1::text[]))
@@ -211,7 +199,7 @@ async def main() -> None:
     p.add_argument("--py-spy", action="store_true", help="also sample one worker with py-spy")
     p.add_argument("--save", type=Path, help="with --py-spy: keep the collapsed stacks in this file")
     p.add_argument("--native", action="store_true", help="with --py-spy: C frames too (pauses the worker per sample)")
-    p.add_argument("--mix", choices=MIXES, help="the realistic drain's jobs, with its limits, lifted, or without")
+    p.add_argument("--mix", choices=LOADS, help="the realistic drain's jobs, with its limits, lifted, or without")
     args = p.parse_args()
     py_spy = None
     if args.py_spy:

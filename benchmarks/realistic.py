@@ -46,11 +46,25 @@ def realistic_counts(system: System, jobs: int, limited: bool) -> dict[str, int]
     return {name: (0 if name in unsupported else count) for name, count in counts.items() if name in kept}
 
 
+# The realistic drain's loads: its mix with its limits, the same jobs with the limits lifted (pgqd only), or
+# without the limited entrypoints and their jobs.
+LOADS = ("realistic", "lifted", "unlimited-only")
+
+
+def drain_load(system: System, jobs: int, load: str) -> tuple[Mix, dict[str, int]]:
+    """The entrypoints ``system`` serves in the drain ``load`` (one of LOADS), and the jobs per entrypoint."""
+    if load == "lifted":
+        return REALISTIC_LIMITS_LIFTED, job_counts(REALISTIC, jobs)
+    limited = load == "realistic"
+    return served_by(system, REALISTIC if limited else REALISTIC_UNLIMITED_ONLY), realistic_counts(
+        system, jobs, limited
+    )
+
+
 async def realistic_drain(
     system: System, server: str, jobs: int, processes: int, batch: int, cap: float, limited: bool = True
 ) -> dict[str, float]:
-    mix = served_by(system, REALISTIC if limited else REALISTIC_UNLIMITED_ONLY)
-    counts = realistic_counts(system, jobs, limited)
+    mix, counts = drain_load(system, jobs, "realistic" if limited else "unlimited-only")
     result, runs = await recorded_drain(system, server, counts, mix, processes, batch, cap)
     result.update(limits_check.figures(mix, runs))
     return result
@@ -59,7 +73,7 @@ async def realistic_drain(
 async def lifted_drain(server: str, jobs: int, processes: int, batch: int, cap: float) -> dict[str, float]:
     """pgqd draining the realistic mix's jobs with their handlers and without its limits: the unlimited entrypoints'
     rate, and how many of the slow jobs (the limited entrypoints' handler) ran."""
-    mix, counts = REALISTIC_LIMITS_LIFTED, job_counts(REALISTIC, jobs)
+    mix, counts = drain_load(SYSTEMS["pgqd"], jobs, "lifted")
     result, runs = await recorded_drain(SYSTEMS["pgqd"], server, counts, mix, processes, batch, cap)
     result["slow runs"] = len(runs)
     return result
