@@ -97,11 +97,21 @@ def run_until_signalled(main: Coroutine[Any, Any, T]) -> T:
     async def cancelled_by_signals() -> T:
         task = asyncio.ensure_future(main)
         loop = asyncio.get_running_loop()
+        signalled: list[int] = []
+
+        def stop(signum: int) -> None:
+            signalled.append(signum)
+            task.cancel()
+
         for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, task.cancel)
+            loop.add_signal_handler(signum, stop, signum)
         try:
             return await task
         except asyncio.CancelledError:
+            # Without a signal, this is asyncio.run cancelling what is left after ``main`` exited on its own
+            # (argparse's --help or a usage error): that exit, not this one, is the script's.
+            if not signalled:
+                raise
             sys.exit(f"stopped by a signal; {Path(sys.argv[0]).stem} cleaned up what it started")
 
     return asyncio.run(cancelled_by_signals())

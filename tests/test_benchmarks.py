@@ -236,3 +236,38 @@ def test_profile_drain_reads_the_cpu_of_a_drain_of_no_op_jobs_or_of_the_realisti
     assert row["jobs_per_s"] > 0
     assert {"workers_us_per_job", "backends_us_per_job"} <= row.keys()
     assert 0 <= row["other_jobs"] <= (40 if mix == "realistic" else 0)
+
+
+_SIGNALLED_SCRIPT = """
+import asyncio, sys
+from benchmarks.common import run_until_signalled
+
+async def main() -> None:
+    if sys.argv[1] == "exit":
+        sys.exit(0)
+    try:
+        print("waiting", flush=True)
+        await asyncio.sleep(60)
+    finally:
+        print("cleaned", flush=True)
+
+run_until_signalled(main())
+"""
+
+
+def test_a_script_exits_as_its_main_says_unless_a_signal_stops_it() -> None:
+    command = [sys.executable, "-c", _SIGNALLED_SCRIPT]
+    exited = subprocess.run([*command, "exit"], cwd=REPO, capture_output=True, text=True, timeout=30, check=False)
+    assert (exited.returncode, exited.stderr) == (0, "")
+
+    waiting = subprocess.Popen([*command, "wait"], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert waiting.stdout is not None
+        assert waiting.stdout.readline() == "waiting\n"
+        waiting.terminate()
+        out, err = waiting.communicate(timeout=30)
+    finally:
+        waiting.kill()
+    assert waiting.returncode == 1
+    assert out == "cleaned\n"
+    assert "stopped by a signal" in err
