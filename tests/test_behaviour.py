@@ -906,6 +906,51 @@ async def test_claims_leave_out_a_concurrency_limit_the_workers_own_jobs_fill(ba
     assert sum("held" in named for named in naming.named[:150]) <= CLAIMS_IN_FLIGHT
 
 
+async def test_a_worker_whose_own_jobs_fill_every_limit_it_serves_sends_no_claim(
+    backend: Backend, client: Client
+) -> None:
+    naming = ClaimsNaming(backend)
+    hold = HeldJobs()
+    started = RanJobs()
+
+    async def held(job: Job) -> None:
+        started.append(job.id)
+        await hold(job)
+
+    # The worker serves one entrypoint, whose two slots its own jobs fill. Each of the jobs enqueued next sends a
+    # notification, and a poll comes every 0.2 s: a claim could take none of them until a slot frees.
+    await client.enqueue_many([JobSpec("held") for _ in range(2)])
+    worker = Worker(naming, [Entrypoint("held", held, concurrency_limit=2)], fast_settings(concurrency=4))
+
+    async def settled() -> bool:
+        return not worker.state.may_have_work and not worker.state.claiming
+
+    async def both_started() -> bool:
+        return len(started) == 2 and await settled()
+
+    try:
+        async with running_worker(worker):
+            await wait_until(both_started, timeout=10, what="the limit filled")
+            claims = len(naming.named)
+            for _ in range(10):
+                notices = worker.gates.notices
+
+                async def noticed(notices: int = notices) -> bool:
+                    return worker.gates.notices > notices and await settled()
+
+                await client.enqueue("held")
+                await wait_until(noticed, timeout=10, what="the notification acted on")
+            assert len(naming.named) == claims
+            hold.release.set()
+
+            async def all_started() -> bool:
+                return len(started) == 12
+
+            await wait_until(all_started, timeout=10, what="the jobs enqueued since run")
+    finally:
+        hold.release.set()
+
+
 # --- liveness and rescue ------------------------------------------------------------------------------------
 
 

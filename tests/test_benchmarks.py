@@ -31,6 +31,7 @@ SMOKE_RUNS = {
     "claim_cost": ["--claims", "5"],
     "deep_drain": ["--jobs", "500", "--processes", "1", "--batch", "10"],
     "limits_lifted": ["--jobs", "300", "--processes", "1", "--batch", "10"],
+    "limited_only": ["--rate", "200", "--seconds", "1"],
     "log_scale": [
         "--rows",
         "20000",

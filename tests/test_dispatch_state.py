@@ -203,3 +203,13 @@ def test_a_reconnection_releases_what_the_database_may_have_brought_back_and_loo
     state = DispatchState(may_have_work=False)
     state.reconnected()
     assert state.next_step(0, 32, FULL) == "reconcile"
+
+
+def test_nothing_claimable_waits_for_the_next_announcement_of_work() -> None:
+    # A claim was about to go out, but the worker's own jobs fill every limit it would ask for.
+    state = DispatchState()
+    state.nothing_claimable()
+    assert state.next_step(running=2, free=30, full=FULL) == "idle"
+    # One of its jobs ended and its outcome freed the slot (or a notification, or a poll).
+    state.work_announced()
+    assert state.next_step(running=1, free=31, full=FULL) == "claim"

@@ -213,6 +213,13 @@ class DispatchState:
         """A notification, a poll, a reconnection or an unfinished drain: a claim may find jobs."""
         self.may_have_work = True
 
+    def nothing_claimable(self) -> None:
+        """The worker's own jobs fill the concurrency limit of every entrypoint a claim would ask for: no claim
+        can take anything until one of them ends, whose written outcome announces work again. A worker that serves
+        only limited entrypoints otherwise sent a claim with limits for every notification of an enqueue, each
+        finding its limits full."""
+        self.may_have_work = False
+
     def suspects_announced(self) -> bool:
         """The heartbeat says suspects wait; True if that is news."""
         news = not self.suspects

@@ -206,9 +206,17 @@ class Worker:
                 budget = self._budget()
                 step = state.next_step(len(self.running), free, full, budget)
                 if step == "claim":
+                    limits, sent_at = self.gates.request(asyncio.get_running_loop().time())
+                    if self._concurrency:
+                        limits = self._without_limits_filled_here(limits)
+                    if not limits:
+                        state.nothing_claimable()
+                        await self._sleep()
+                        continue
                     wanted = min(self.settings.batch_size, free, budget if budget is not None else free)
                     number = state.claim_sent(wanted)
-                    task = asyncio.get_running_loop().create_task(self._claim(number, wanted, drain, backoff))
+                    claim = self._claim(number, wanted, limits, sent_at, drain, backoff)
+                    task = asyncio.get_running_loop().create_task(claim)
                     claims.add(task)
                     task.add_done_callback(claims.discard)
                     continue
@@ -264,12 +272,18 @@ class Worker:
             return False
         return True
 
-    async def _claim(self, number: int, wanted: int, drain: bool, backoff: Backoff) -> None:
+    async def _claim(
+        self,
+        number: int,
+        wanted: int,
+        limits: tuple[EntrypointLimit, ...],
+        sent_at: int,
+        drain: bool,
+        backoff: Backoff,
+    ) -> None:
+        """Claim ``number``, for ``wanted`` jobs of the entrypoints of ``limits``, sent at notice ``sent_at``."""
         state = self.state
         loop = asyncio.get_running_loop()
-        limits, sent_at = self.gates.request(loop.time())
-        if self._concurrency:
-            limits = self._without_limits_filled_here(limits)
         try:
             result = await self.backend.claim(self.worker_id, wanted, limits)
         except BackendUnavailable as exc:
@@ -305,16 +319,15 @@ class Worker:
         is full fleet-wide, and a claim that names it would probe, lock and count for nothing. A worker holding a
         limit whole is the common case of a small fleet, and such claims came at each of the limit's gate times
         (1 process, batch 10: 420 of the realistic drain's 9,500 claims named a concurrency limit full with the
-        worker's own jobs; 113 with this)."""
+        worker's own jobs; 113 with this). Empty when its own jobs fill every limit asked for: no claim could take
+        anything then, and the worker sends none (``DispatchState.nothing_claimable``)."""
         names = {lim.name for lim in limits if lim.name in self._concurrency}
         if not names:
             return limits
         held = Counter(name for name in (*self._slots_freeing.values(), *self._handing.values()) if name in names)
         held.update(run.job.entrypoint for run in self.running.values() if run.job.entrypoint in names)
         full = {name for name in names if held[name] >= self._concurrency[name]}
-        kept = tuple(lim for lim in limits if lim.name not in full) if full else limits
-        # Every entrypoint left out, yet the worker decided to claim: ask for them all, as LimitGates does.
-        return kept or limits
+        return tuple(lim for lim in limits if lim.name not in full) if full else limits
 
     # --- suspects, run alone -----------------------------------------------------------------------
     async def _claim_suspect(self) -> None:
@@ -472,11 +485,13 @@ class Worker:
             self._slots_freeing[run.job.id] = name
         self.running.pop(run.job.id, None)
         state = self.state
-        if not self.running and not state.may_have_work and not state.queue_deep:
+        if not self.running and not state.queue_deep and (not state.may_have_work or self._slots_freeing):
             # Idle, and no work in sight to share a flush with: write the outcome now rather than after the
             # linger, as a job waiting for this one (a workflow's next step) is released only by that write.
             # A drain then claims again for what it released rather than end first; otherwise the
-            # announcement of the released jobs wakes the worker, as any enqueue does.
+            # announcement of the released jobs wakes the worker, as any enqueue does. Slots of limited
+            # entrypoints wait for the write too, whatever notifications say: a worker whose own jobs filled
+            # every limit it serves claims nothing until it frees them (DispatchState.nothing_claimable).
             self._claim_after_flush = self._draining
             self.recorder.flush_soon()
         state.job_ended(run.job.id)

@@ -20,7 +20,7 @@ any of its own. So when a claim reports an entrypoint ``closed`` (see
   ``DispatchState.slept``), or a reconnection.
 
 Whatever its gate says, the worker also leaves out a concurrency limit that its own jobs fill
-(``Worker._without_limits_filled_here``).
+(``Worker._without_limits_filled_here``), and claims nothing when they fill every limit it would ask for.
 
 Unlimited entrypoints are always asked for: a claim reads their heads anyway. A claim that goes out while a
 notification reopens an entrypoint may come back saying it is closed, from a snapshot taken before the jobs the
