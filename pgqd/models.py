@@ -172,13 +172,16 @@ class ClaimResult:
     alone (reported by a claim that came back short, when none runs alone yet, and by an isolated claim).
     ``closed``: limited entrypoints of which the claim could take nothing, each with the seconds until it may
     (a rate limit's next token, another claim's hold on its limit row), or None until a notification names it
-    (no claimable work, or its concurrency limit is reached); the worker leaves them out of its next claims."""
+    (no claimable work, or its concurrency limit is reached); the worker leaves them out of its next claims.
+    ``reached``: those of them closed because their concurrency limit is reached, which more jobs enqueued do not
+    open (a freed slot does)."""
 
     jobs: list[ClaimedJob]
     throttled_in: float | None = None
     due_in: float | None = None
     suspects: bool = False
     closed: dict[str, float | None] = field(default_factory=dict)
+    reached: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)

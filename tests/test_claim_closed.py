@@ -11,7 +11,7 @@ import pytest
 
 from pgqd import Client, Entrypoint, Job, JobSpec, Worker, WorkerSettings
 from pgqd.backend.base import Backend
-from pgqd.models import EntrypointLimit, Event, WorkerInfo
+from pgqd.models import EntrypointLimit, Event, Requeued, WorkerInfo
 from pgqd.worker import limit_gates
 from pgqd.worker.telemetry import NoMetrics
 from tests.support.engine import running_worker
@@ -31,9 +31,12 @@ async def test_a_full_limit_and_an_idle_limit_are_reported_closed(backend: Backe
     # Nothing queued for "idle": closed. "paired" had room for two and took them: its limit is full now, which the
     # next claim would only find out, so it is reported closed too.
     assert first.closed == {"idle": None, "paired": None}
+    # Of those, "paired" because its limit is reached (more jobs would not open it), "idle" for want of work.
+    assert first.reached == {"paired"}
     second = await backend.claim(worker, 10, [FREE, PAIRED, IDLE])
     assert second.jobs == []
     assert second.closed == {"paired": None, "idle": None}
+    assert second.reached == {"paired"}  # its third job waits
 
 
 async def test_a_limit_whose_jobs_come_after_a_full_batch_is_reported_closed(backend: Backend, client: Client) -> None:
@@ -42,10 +45,12 @@ async def test_a_limit_whose_jobs_come_after_a_full_batch_is_reported_closed(bac
     full = await backend.claim(worker, 4, [FREE, PAIRED])
     assert [job.entrypoint for job in full.jobs] == ["free"] * 4
     assert full.closed == {"paired": None}
+    assert full.reached == set()  # the batch was full: its limit has room
     # A claim with room to spare takes them, and with them the limit's last places.
     rest = await backend.claim(worker, 4, [FREE, PAIRED])
     assert [job.entrypoint for job in rest.jobs] == ["paired"] * 2
     assert rest.closed == {"paired": None}
+    assert rest.reached == {"paired"}
 
 
 async def test_a_limit_with_places_left_after_a_claim_is_not_reported_closed(backend: Backend, client: Client) -> None:
@@ -59,6 +64,19 @@ async def test_a_limit_with_places_left_after_a_claim_is_not_reported_closed(bac
     last = await backend.claim(worker, 10, [PAIRED])
     assert [job.entrypoint for job in last.jobs] == ["paired"]
     assert last.closed == {"paired": None}
+
+
+async def test_a_limit_held_elsewhere_with_jobs_waiting_is_reported_reached(backend: Backend, client: Client) -> None:
+    other = await backend.register_worker(WorkerInfo("elsewhere", os.getpid(), ("paired",)))
+    worker = await backend.register_worker(WorkerInfo("host", os.getpid(), ("paired",)))
+    await client.enqueue_many([JobSpec("paired")] * 2)
+    assert len((await backend.claim(other, 2, [PAIRED])).jobs) == 2
+    # Full, but nothing waits: closed for want of work, which an enqueue changes.
+    idle = await backend.claim(worker, 10, [PAIRED])
+    assert (idle.closed, idle.reached) == ({"paired": None}, set())
+    await client.enqueue("paired")
+    full = await backend.claim(worker, 10, [PAIRED])
+    assert (full.jobs, full.closed, full.reached) == ([], {"paired": None}, {"paired"})
 
 
 async def test_a_spent_rate_limit_is_reported_with_its_next_token(backend: Backend, client: Client) -> None:
@@ -193,3 +211,47 @@ async def test_an_idle_worker_acts_on_a_slot_notice(backend: Backend) -> None:
     assert not worker.state.queue_deep
     worker._on_event(Event("slot", ("single",)))
     assert not worker.gates.any_closed
+
+
+async def test_new_jobs_do_not_reopen_a_reached_limit_and_jobs_put_back_do(
+    backend: Backend, client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another worker fills the limit and jobs wait: a producer's new jobs leave it closed, and a worker serving
+    only that entrypoint sends no claim for them; a job put back (here released by that worker) may have freed a
+    slot, and reopens it. The gate's own time is pushed out of reach: only notices open it here."""
+    monkeypatch.setattr(limit_gates, "REOPEN_AFTER", 60.0)
+    other = await backend.register_worker(WorkerInfo("elsewhere", os.getpid(), ("paired",)))
+    await client.enqueue_many([JobSpec("paired")] * 3)
+    held = (await backend.claim(other, 2, [PAIRED])).jobs
+    assert len(held) == 2
+    ran: list[int] = []
+
+    async def record(job: Job) -> None:
+        ran.append(job.id)
+
+    counted = CountedClaims()
+    entrypoints = [Entrypoint("paired", record, concurrency_limit=2)]
+    worker = Worker(backend, entrypoints, WorkerSettings(poll_interval=30.0), metrics=counted)
+
+    async def reported_reached() -> bool:
+        return worker.gates.reached == {"paired"} and not worker.state.claiming
+
+    async with running_worker(worker, grace=1, timeout=30):
+        await wait_until(reported_reached, timeout=10, what="the limit reported reached")
+        claims = counted.claims
+        for _ in range(5):
+            notices = worker.gates.notices
+
+            async def noticed(notices: int = notices) -> bool:
+                return worker.gates.notices > notices and not worker.state.may_have_work
+
+            await client.enqueue("paired")
+            await wait_until(noticed, timeout=10, what="the new job's notice acted on")
+        assert counted.claims == claims
+        assert "paired" in worker.gates.closed
+        await backend.record(other, [Requeued(held[0].id, "release")], ["paired"])
+
+        async def one_ran() -> bool:
+            return len(ran) >= 1
+
+        await wait_until(one_ran, timeout=10, what="a job run in the slot the release freed")

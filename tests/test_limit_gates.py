@@ -103,3 +103,35 @@ def test_a_limit_without_a_time_is_not_a_timed_reopening() -> None:
     _, sent = gates.request(0.0)
     assert gates.claimed(sent, {"paired": None}, now=0.0) is None
     assert gates.claimed(sent, {"paired": 0.005}, now=0.0) == 0.005  # another claim held its row: no batch wait
+
+
+def test_new_jobs_leave_a_reached_limit_closed_and_other_notices_open_it() -> None:
+    gates = LimitGates(ALL)
+    _, sent = gates.request(0.0)
+    gates.claimed(sent, {"paired": None}, now=0.0, reached={"paired"})
+    gates.reopen(["paired"], new_jobs=True)  # more jobs: the limit is still reached
+    assert names(gates.request(0.0)[0]) == ["free", "metered"]
+    gates.reopen(["paired"])  # a freed slot, or jobs put back
+    assert names(gates.request(0.0)[0]) == ["free", "paired", "metered"]
+    assert gates.reached == set()
+
+
+def test_new_jobs_reopen_a_limit_closed_for_want_of_work() -> None:
+    gates = LimitGates(ALL)
+    _, sent = gates.request(0.0)
+    gates.claimed(sent, {"paired": None}, now=0.0)
+    gates.reopen(["paired"], new_jobs=True)
+    assert names(gates.request(0.0)[0]) == ["free", "paired", "metered"]
+
+
+def test_nothing_is_asked_for_when_every_entrypoint_is_a_reached_limit() -> None:
+    gates = LimitGates((PAIRED,))
+    _, sent = gates.request(0.0)
+    gates.claimed(sent, {"paired": None}, now=0.0, reached={"paired"})
+    assert gates.request(0.0)[0] == ()
+    # Closed for want of work instead: the worker decided to claim, so it asks for all.
+    gates.claimed(sent, {"paired": None}, now=0.0)
+    assert names(gates.request(0.0)[0]) == ["paired"]
+    # A reached limit's gate opens after its moment too.
+    gates.claimed(sent, {"paired": None}, now=1.0, reached={"paired"})
+    assert names(gates.request(1.0 + REOPEN_AFTER)[0]) == ["paired"]

@@ -192,7 +192,9 @@ class MemoryBackend(MemoryWorkflows):
             ids.append(job.id)
         delays = [max((j.execute_after or now + timedelta(seconds=j.delay)) - now, timedelta(0)) for j in jobs]
         due_in = min(delays).total_seconds() if all(d > timedelta(0) for d in delays) else None
-        self._emit(Event("enqueued", tuple(sorted({j.entrypoint for j in jobs})), due_in=due_in))
+        # With the highest priority of the new jobs, as a producer's notice says it (pgqd/sql/notices.py).
+        top = max((j.priority for j in jobs), default=0)
+        self._emit(Event("enqueued", tuple(sorted({j.entrypoint for j in jobs})), due_in=due_in, top_priority=top))
         return ids
 
     async def cancel(self, ids: Sequence[int], status: FinalStatus = "canceled") -> CancelResult:
@@ -400,22 +402,30 @@ class MemoryBackend(MemoryWorkflows):
         # Limited entrypoints closed for now, as the claim function reports them (migrations 0014 to 0016).
         taken_of = Counter(job.entrypoint for job in taken)
         full = len(taken) >= batch
-        idle = {
+        last_places = {
+            # Its concurrency limit's last free places taken (not for want of tokens).
             limit.name
             for limit in limits
-            if limit.limited
-            and (
-                # Nothing taken: nothing could be, or a full batch of jobs came before all of its own.
-                (not taken_of[limit.name] and (full or limit.name not in found_some))
-                # Its concurrency limit's last free places taken (not for want of tokens).
-                or (
-                    limit.concurrency > 0
-                    and limit.rate_per_second <= 0
-                    and 0 < allowed[limit.name] < batch
-                    and taken_of[limit.name] >= allowed[limit.name]
-                )
-            )
+            if limit.concurrency > 0
+            and limit.rate_per_second <= 0
+            and 0 < allowed[limit.name] < batch
+            and taken_of[limit.name] >= allowed[limit.name]
         }
+        idle = last_places | {
+            # Nothing taken: nothing could be, or a full batch of jobs came before all of its own.
+            limit.name
+            for limit in limits
+            if limit.limited and not taken_of[limit.name] and (full or limit.name not in found_some)
+        }
+        # Of those, the ones whose concurrency limit is reached (migration 0018): its last places taken here, or
+        # none left with work waiting.
+        reached = frozenset(
+            limit.name
+            for limit in limits
+            if limit.name in idle
+            and limit.concurrency > 0
+            and (limit.name in last_places or (not allowed[limit.name] and self._limit_reached(limit, now)))
+        )
         for job in spare:
             self._set_status(job, job.status)
         by_limit = {limit.name: limit for limit in limits}
@@ -434,7 +444,8 @@ class MemoryBackend(MemoryWorkflows):
         closed: dict[str, float | None] = {} if isolated else {name: None for name in idle}
         if not isolated:
             closed.update(throttled)
-        return ClaimResult(claimed, min(throttled.values(), default=None), due_in, suspects, closed)
+        reached = frozenset() if isolated else reached
+        return ClaimResult(claimed, min(throttled.values(), default=None), due_in, suspects, closed, reached)
 
     def _pick(
         self, job: JobRow, worker_id: int, picked_at: datetime, isolated_by: EntrypointLimit | None = None
@@ -483,6 +494,13 @@ class MemoryBackend(MemoryWorkflows):
                     break
                 heapq.heappop(deferred)
         return min(hints, default=None)
+
+    def _limit_reached(self, limit: EntrypointLimit, now: float) -> bool:
+        """Its concurrency limit is what keeps its waiting jobs back (not a rate limit's want of tokens)."""
+        if limit.rate_per_second > 0 and self._refilled(limit, now) < 1:
+            return False
+        running = sum(1 for j in self.jobs.values() if j.status == "picked" and j.entrypoint == limit.name)
+        return running >= limit.concurrency and self._has_eligible(limit.name, now)
 
     def _has_eligible(self, entrypoint: str, now: float) -> bool:
         return any(

@@ -54,6 +54,7 @@ from pgqd.sql.statements import DATABASE_CLOCK, statements_for
 CLAIMED_JOB_COLUMNS = len(fields(ClaimedJob))
 CLAIM_WAKE_IN = CLAIMED_JOB_COLUMNS
 CLAIM_ENTRYPOINT = 1  # of a hint row: the entrypoint it is about
+CLAIM_LIMIT_REACHED = CLAIMED_JOB_COLUMNS - 1  # of a 'closed' row: its concurrency limit is reached
 CLAIM_HINT = CLAIMED_JOB_COLUMNS + 1
 
 
@@ -219,7 +220,11 @@ class PostgresBackend:
             # Read from where the last claims started, it came back short: what that read cannot see (a lower
             # priority, a job put back) may fill the rest.
             rest = await self._claim(worker_id, batch - len(result.jobs), arrays, False, budgets)
-            result = ClaimResult(result.jobs + rest.jobs, rest.throttled_in, rest.due_in, rest.suspects, rest.closed)
+            # A limit whose last places the first read took is reached, though the second finds no work of it.
+            reached = rest.reached | (result.reached & rest.closed.keys())
+            result = ClaimResult(
+                result.jobs + rest.jobs, rest.throttled_in, rest.due_in, rest.suspects, rest.closed, reached
+            )
         if scan is not None and sent is not None:
             scan.claimed(sent, result.jobs, complete=len(result.jobs) >= batch)
         return result
@@ -239,6 +244,7 @@ class PostgresBackend:
         )
         jobs: list[ClaimedJob] = []
         closed: dict[str, float | None] = {}
+        reached: set[str] = set()
         due: list[float] = []
         suspects = False
         for row in rows:
@@ -249,12 +255,14 @@ class PostgresBackend:
                 jobs.append(ClaimedJob(*row[:CLAIMED_JOB_COLUMNS]))
             elif hint == "throttled" or hint == "closed":
                 closed[row[CLAIM_ENTRYPOINT]] = row[CLAIM_WAKE_IN]
+                if row[CLAIM_LIMIT_REACHED]:
+                    reached.add(row[CLAIM_ENTRYPOINT])
             elif hint == "due":
                 due.append(row[CLAIM_WAKE_IN])
             else:
                 suspects = True
         throttled_in = min((wait for wait in closed.values() if wait is not None), default=None)
-        return ClaimResult(jobs, throttled_in, min(due, default=None), suspects, closed)
+        return ClaimResult(jobs, throttled_in, min(due, default=None), suspects, closed, frozenset(reached))
 
     async def record(
         self,

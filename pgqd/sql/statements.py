@@ -165,10 +165,11 @@ SELECT array_agg(i.id ORDER BY i.id) FROM inserted AS i, notified
 
 # The claim itself is the claim_jobs function (migration 0016 runs it in small statements, the claim proper the
 # same with limits or without; 0014 says why it is race-free and how limits are read; 0017 lets it read the ready
-# jobs from where the worker's last claim started). Its contract, as PostgresBackend.claim reads it: every row is
-# either a claimed job (hint IS NULL; the columns up to cancel_requested are ClaimedJob's fields, in its order and
-# under its names, which tests/test_claim_contract.py checks) or a hint about entrypoint (hint = 'throttled' or
-# 'due' with wake_in seconds, 'closed', or 'suspects').
+# jobs from where the worker's last claim started; 0018 says which limits are reached). Its contract, as
+# PostgresBackend.claim reads it: every row is either a claimed job (hint IS NULL; the columns up to
+# cancel_requested are ClaimedJob's fields, in its order and under its names, which tests/test_claim_contract.py
+# checks) or a hint about entrypoint (hint = 'throttled' or 'due' with wake_in seconds, 'closed', or 'suspects').
+# A 'closed' row's cancel_requested says whether that entrypoint's concurrency limit is reached.
 # $10: report 'closed' entrypoints (a claim that is not isolated), which the worker leaves out of its next claims
 # (pgqd/worker/limit_gates.py). $11, $12: per entrypoint, the priority and id to start the read of its ready jobs
 # from (NULL arrays: a whole read), as pgqd/backend/ready_scan.py chooses them.

@@ -297,7 +297,7 @@ class Worker:
             state.claim_ended(wanted)
             self._wake.set()
         backoff.reset()
-        reopen_in = self.gates.claimed(sent_at, result.closed, loop.time()) if result.closed else None
+        reopen_in = self.gates.claimed(sent_at, result.closed, loop.time(), result.reached) if result.closed else None
         self.metrics.claimed(len(result.jobs))
         claimed_at = time.monotonic()
         for claimed in result.jobs:
@@ -543,7 +543,8 @@ class Worker:
                     # The current sleep was timed before this due time was known: start it again.
                     self._wake.set()
                 return
-            self.gates.reopen(event.entrypoints)
+            # A producer's new jobs say their priority; jobs put back (which may free slots) do not.
+            self.gates.reopen(event.entrypoints, new_jobs=event.kind == "enqueued" and event.top_priority is not None)
             self.state.work_announced()
             self._wake.set()
         elif event.kind == "cancel":

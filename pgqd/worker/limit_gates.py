@@ -8,7 +8,9 @@ any of its own. So when a claim reports an entrypoint ``closed`` (see
 
 - a notification that names it, or names no entrypoint: jobs were enqueued, or a job of it ended and freed a slot
   (a worker whose claims come back full leaves the freed slots to the worker whose job freed them, see
-  ``Worker._on_event``);
+  ``Worker._on_event``). Not a producer's new jobs, for an entrypoint closed because its concurrency limit is
+  reached (``ClaimResult.reached``): more jobs do not open a full limit. Jobs put back (a release, a retry, a
+  rescue) may have freed its slots, and their notice opens it;
 - the time the claim gave (another claim's hold on the limit row; a rate limit's next token, and then the time
   the tokens of a full batch take to come, so that a claim that names a rate-limited entrypoint takes a batch of
   its jobs rather than one: 50 ms at 200 jobs/s and batch 10);
@@ -30,7 +32,7 @@ number it was sent at.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from pgqd.models import EntrypointLimit
@@ -50,6 +52,8 @@ class LimitGates:
     # Notifications are numbered; an entrypoint remembers the number of the last one that reopened it.
     notices: int = 0
     reopened_at: dict[str, int] = field(default_factory=dict)
+    # Of the closed ones, those whose concurrency limit was reached: a producer's new jobs do not reopen them.
+    reached: set[str] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         self._limited = {limit.name for limit in self.limits if limit.limited}
@@ -67,6 +71,7 @@ class LimitGates:
         if self.closed:
             for name in [name for name, until in self.closed.items() if until <= now]:
                 del self.closed[name]
+                self.reached.discard(name)
         if not self.closed:
             return self.limits, self.notices
         key = frozenset(self.closed)
@@ -74,21 +79,32 @@ class LimitGates:
         if asked is None:
             asked = tuple(limit for limit in self.limits if limit.name not in self.closed)
             if not asked:
+                if self.reached.issuperset(self.closed):
+                    # Every limit is reached: no claim could take anything until a slot frees or a gate's time.
+                    return (), self.notices
                 # Every entrypoint is closed, yet the worker decided to claim (a notification or a poll said
                 # there may be work): ask for all of them rather than for nothing.
                 self.closed.clear()
+                self.reached.clear()
                 return self.limits, self.notices
             if len(self._asks) < 64:
                 self._asks[key] = asked
         return asked, self.notices
 
-    def claimed(self, sent_at: int, closed: Mapping[str, float | None], now: float) -> float | None:
-        """Applies what a claim sent at notice number ``sent_at`` reported closed, at loop time ``now``; returns
-        the seconds until the first of them that reported a time is asked for again (None: none did)."""
+    def claimed(
+        self, sent_at: int, closed: Mapping[str, float | None], now: float, reached: Collection[str] = ()
+    ) -> float | None:
+        """Applies what a claim sent at notice number ``sent_at`` reported closed (``reached``: of those, the ones
+        whose concurrency limit is reached), at loop time ``now``; returns the seconds until the first of them
+        that reported a time is asked for again (None: none did)."""
         timed: float | None = None
         for name, wait in closed.items():
             if name not in self._limited or self.reopened_at.get(name, -1) > sent_at:
                 continue
+            if name in reached:
+                self.reached.add(name)
+            else:
+                self.reached.discard(name)
             if wait is None:
                 self.closed[name] = now + REOPEN_AFTER
                 continue
@@ -97,13 +113,15 @@ class LimitGates:
             timed = wait if timed is None else min(timed, wait)
         return timed
 
-    def reopen(self, names: Iterable[str] = ()) -> None:
-        """A notification about ``names`` (every entrypoint when empty), a poll or a reconnection."""
+    def reopen(self, names: Iterable[str] = (), new_jobs: bool = False) -> None:
+        """A notification about ``names`` (every entrypoint when empty), a poll or a reconnection. ``new_jobs``:
+        the notice of a producer's new jobs, which leaves closed the entrypoints whose limit is reached."""
         self.notices += 1
         named: Sequence[str] = tuple(names) or tuple(self._limited)
         for name in named:
-            if name in self._limited:
+            if name in self._limited and not (new_jobs and name in self.reached):
                 self.closed.pop(name, None)
+                self.reached.discard(name)
                 self.reopened_at[name] = self.notices
 
     @property
