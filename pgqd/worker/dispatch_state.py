@@ -214,10 +214,11 @@ class DispatchState:
         self.may_have_work = True
 
     def nothing_claimable(self) -> None:
-        """The worker's own jobs fill the concurrency limit of every entrypoint a claim would ask for: no claim
-        can take anything until one of them ends, whose written outcome announces work again. A worker that serves
-        only limited entrypoints otherwise sent a claim with limits for every notification of an enqueue, each
-        finding its limits full."""
+        """Every entrypoint a claim would ask for has its concurrency limit reached: filled by the worker's own
+        jobs, or reported reached by a claim (``LimitGates``). No claim can take anything until a slot frees, which
+        announces work again (the worker's own written outcome, a 'slot' notice, jobs put back), or a gate's time
+        or a poll comes. A worker that serves only limited entrypoints otherwise sent a claim with limits for every
+        notification of an enqueue, each finding its limits full."""
         self.may_have_work = False
 
     def suspects_announced(self) -> bool:
