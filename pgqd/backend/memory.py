@@ -347,11 +347,13 @@ class MemoryBackend(MemoryWorkflows):
     def _allowance(self, limit: EntrypointLimit, batch: int, now: float) -> int:
         allow = batch
         if limit.concurrency > 0:
-            running = sum(1 for j in self.jobs.values() if j.status == "picked" and j.entrypoint == limit.name)
-            allow = min(allow, max(limit.concurrency - running, 0))
+            allow = min(allow, max(limit.concurrency - self._running(limit.name), 0))
         if limit.rate_per_second > 0:
             allow = min(allow, math.floor(self._refilled(limit, now)))
         return allow
+
+    def _running(self, entrypoint: str) -> int:
+        return sum(1 for j in self.jobs.values() if j.status == "picked" and j.entrypoint == entrypoint)
 
     def _refilled(self, limit: EntrypointLimit, now: float) -> float:
         bucket = self._buckets.setdefault(limit.name, Bucket(limit.burst, now))
@@ -499,8 +501,7 @@ class MemoryBackend(MemoryWorkflows):
         """Its concurrency limit is what keeps its waiting jobs back (not a rate limit's want of tokens)."""
         if limit.rate_per_second > 0 and self._refilled(limit, now) < 1:
             return False
-        running = sum(1 for j in self.jobs.values() if j.status == "picked" and j.entrypoint == limit.name)
-        return running >= limit.concurrency and self._has_eligible(limit.name, now)
+        return self._running(limit.name) >= limit.concurrency and self._has_eligible(limit.name, now)
 
     def _has_eligible(self, entrypoint: str, now: float) -> bool:
         return any(
