@@ -59,6 +59,13 @@ ORDER BY 1, 2, 3, 4, 5
 ON CONFLICT (bucket_start, entrypoint, status, measure, class) DO UPDATE SET jobs = r.jobs + excluded.jobs
 """
 
+# The first log row that finished in [$1, $2), by the log's index on finished_at: a pass starts counting there,
+# not at the start of an empty stretch (a new install's eight days, a daemon stopped for days).
+FIRST_FINISHED = """
+SELECT min(l.finished_at) FROM {log} AS l
+WHERE l.finished_at >= $1::timestamptz AND l.finished_at < $2::timestamptz
+"""
+
 # Where the rollup stands: the log is counted up to this moment (NULL: never counted).
 ROLLED_AT = "SELECT s.rolled_at FROM {log_rollup_state} AS s"
 MARK_ROLLED = """
@@ -130,6 +137,7 @@ class HistoryStatements:
 
     def __init__(self, names: Names) -> None:
         self.roll_up = render(ROLL_UP, names)
+        self.first_finished = render(FIRST_FINISHED, names)
         self.rolled_at = render(ROLLED_AT, names)
         self.mark_rolled = render(MARK_ROLLED, names)
         self.prune_rollup = render(PRUNE_ROLLUP, names)
