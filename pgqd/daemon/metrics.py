@@ -97,6 +97,8 @@ class WorkerMetrics:
         # update costs several microseconds, which per job would halve a no-op worker's throughput.
         self._counts: dict[tuple[str, ...], float] = defaultdict(float)
         self._observed: dict[tuple[str, ...], _Observations] = {}
+        # The figures of every job, by entrypoint: one lookup per job start and end.
+        self._by_entrypoint: dict[str, _EntrypointFigures] = {}
         self._published_at = 0.0
 
     def _child(self, family: Any, kind: str, *labels: str) -> Any:
@@ -114,23 +116,30 @@ class WorkerMetrics:
             observed = self._observed[key] = _Observations(bounds)
         observed.add(value)
 
+    def _figures_of(self, entrypoint: str) -> _EntrypointFigures:
+        figures = self._by_entrypoint[entrypoint] = _EntrypointFigures()
+        return figures
+
     def job_started(self, entrypoint: str, pickup_latency: float) -> None:
-        self._counts[("flight", entrypoint)] += 1
-        self._observe("pickup", LATENCY_BUCKETS, max(pickup_latency, 0.0), entrypoint)
+        figures = self._by_entrypoint.get(entrypoint) or self._figures_of(entrypoint)
+        figures.started += 1
+        figures.pickup.add(pickup_latency if pickup_latency > 0.0 else 0.0)
 
     def job_ended(self, entrypoint: str, outcome: Outcome, duration: float) -> None:
-        self._counts[("flight", entrypoint)] -= 1
+        figures = self._by_entrypoint.get(entrypoint) or self._figures_of(entrypoint)
+        figures.ended += 1
         label: str
         if isinstance(outcome, Finished):
             label = outcome.status
-            self._observe("duration", DURATION_BUCKETS, duration, entrypoint)
+            figures.duration.add(duration)
         else:
-            label = {"retry": "retried", "hold": "held", "release": "released"}[outcome.kind]
+            label = _REQUEUED_LABELS[outcome.kind]
             if outcome.kind == "retry":
-                self._counts[("retries", entrypoint)] += 1
+                figures.retries += 1
             elif outcome.kind == "hold":
-                self._observe("duration", DURATION_BUCKETS, duration, entrypoint)
-        self._counts[("completed", entrypoint, label)] += 1
+                figures.duration.add(duration)
+        ended = figures.ended_as
+        ended[label] = ended.get(label, 0) + 1
 
     def claimed(self, count: int) -> None:
         self._observe("batch", BATCH_BUCKETS, count)
@@ -166,14 +175,44 @@ class WorkerMetrics:
             "reconnects": self.reconnects,
             "schedule": self.schedule_runs,
         }
+        by_entrypoint, self._by_entrypoint = self._by_entrypoint, {}
+        for name, figures in by_entrypoint.items():
+            figures.count_into(self._counts, name)
         counts, self._counts = self._counts, defaultdict(float)
         for (kind, *labels), amount in counts.items():
             if amount:
                 self._child(families[kind], kind, *labels).inc(amount)
         histograms = {"pickup": self.pickup, "duration": self.duration, "batch": self.claim_batch}
         observed, self._observed = self._observed, {}
+        for name, figures in by_entrypoint.items():
+            for kind, observations in (("pickup", figures.pickup), ("duration", figures.duration)):
+                if any(observations.counts):
+                    observations.publish_to(self._child(histograms[kind], kind, name))
         for (kind, *labels), observations in observed.items():
             observations.publish_to(self._child(histograms[kind], kind, *labels))
+
+
+_REQUEUED_LABELS = {"retry": "retried", "hold": "held", "release": "released"}
+
+
+class _EntrypointFigures:
+    """What one entrypoint's jobs did since the last ``publish``."""
+
+    __slots__ = ("duration", "ended", "ended_as", "pickup", "retries", "started")
+
+    def __init__(self) -> None:
+        self.started = 0
+        self.ended = 0
+        self.retries = 0
+        self.ended_as: dict[str, int] = {}  # runs ended, by outcome label
+        self.pickup = _Observations(LATENCY_BUCKETS)
+        self.duration = _Observations(DURATION_BUCKETS)
+
+    def count_into(self, counts: dict[tuple[str, ...], float], entrypoint: str) -> None:
+        counts[("flight", entrypoint)] += self.started - self.ended
+        counts[("retries", entrypoint)] += self.retries
+        for label, runs in self.ended_as.items():
+            counts[("completed", entrypoint, label)] += runs
 
 
 class _Observations:

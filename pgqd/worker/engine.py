@@ -100,6 +100,7 @@ class Worker:
         self.registered = asyncio.Event()
         self.retiring = asyncio.Event()
         self.running: dict[int, JobRun] = {}
+        self._loop: asyncio.AbstractEventLoop  # the loop of the current ``run``
         self.jobs_started = 0
         self.state = DispatchState()
         self._wake = asyncio.Event()
@@ -155,6 +156,8 @@ class Worker:
     async def run(self, *, drain: bool = False) -> None:
         # A worker may run again after a drain (a test moving a manual clock forward): it starts afresh.
         self.state = DispatchState(stopping=self.state.stopping)
+        # Kept rather than looked up per job: on Python 3.11 each lookup costs a getpid() system call.
+        self._loop = asyncio.get_running_loop()
         if self._executor_closed:
             self._executor = self._new_executor()
         subscription: Subscription | None = None
@@ -424,7 +427,7 @@ class Worker:
         # Due time to start, on the database clock (both times come from it), plus the local wait since.
         due = max(claimed.execute_after_s, claimed.created_s)
         self.metrics.job_started(job.entrypoint, claimed.picked_s - due + time.monotonic() - claimed_at)
-        run.task = asyncio.get_running_loop().create_task(run.run())
+        run.task = self._loop.create_task(run.run())
 
     def _flushed(self) -> None:
         self.metrics.publish_soon()

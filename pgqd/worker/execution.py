@@ -67,7 +67,7 @@ def error_info(exc: BaseException) -> ErrorInfo:
     return ErrorInfo(name, str(exc), "".join(traceback.format_exception(exc)))
 
 
-@dataclass
+@dataclass(slots=True)
 class JobRun:
     """One run of one job. The engine cancels ``task`` after setting ``stop_reason``."""
 
