@@ -134,6 +134,19 @@ async def test_record_logs_finished_jobs_and_puts_retried_held_and_released_ones
     assert [states[i].attempts for i in (retried, held, released)] == [1, 1, 0]  # a release is not counted
 
 
+async def test_record_keeps_each_finished_jobs_own_status_in_one_write(backend: Backend) -> None:
+    ids = await enqueue_ids(backend, [new() for _ in range(8)])
+    owner = await worker(backend)
+    await backend.claim(owner, 8, plain())
+    # Successes among other ends, and a write of successes alone (sent without a status each, for PostgreSQL).
+    statuses = ["successful", "timeout", "successful", "canceled", "exception", "successful"]
+    mixed = [Finished(job_id, status, 0.01, 0.02) for job_id, status in zip(ids, statuses, strict=False)]
+    assert (await backend.record(owner, mixed, [])).applied == 6
+    assert (await backend.record(owner, [Finished(i, "successful") for i in ids[6:]], [])).applied == 2
+    states = await backend.job_states(ids)
+    assert [states[i].status for i in ids] == [*statuses, "successful", "successful"]
+
+
 async def test_a_late_outcome_of_a_worker_that_no_longer_owns_the_job_is_dropped(backend: Backend) -> None:
     [job_id] = await enqueue_ids(backend, [new()])
     presumed_dead, rescuer = await worker(backend, 1), await worker(backend, 2)

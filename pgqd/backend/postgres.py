@@ -283,7 +283,7 @@ class PostgresBackend:
         columns = (
             worker_id,
             [o.job_id for o in finished],
-            [o.status for o in finished],
+            _nullable([None if o.status == "successful" else o.status for o in finished]),
             [o.started_after for o in finished],
             [o.duration for o in finished],
             *_error_columns(finished),

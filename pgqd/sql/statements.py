@@ -269,8 +269,12 @@ successors AS (
 _APPLIED = (
     """
 WITH done AS (
-    SELECT * FROM unnest($2::bigint[], $3::text[], $4::double precision[], $5::double precision[],
-                         $6::text[], $7::text[], $8::text[], $9::text[], $17::text[])
+    -- A NULL status is 'successful', the status of nearly every job: sent as NULLs, or as one NULL array when
+    -- the whole flush succeeded, which unnest pads with NULLs (the driver encodes no text per job).
+    SELECT d.id, COALESCE(d.status, 'successful') AS status, d.started_after, d.duration, d.error_type,
+           d.error_message, d.error_traceback, d.result, d.handed
+    FROM unnest($2::bigint[], $3::text[], $4::double precision[], $5::double precision[],
+                $6::text[], $7::text[], $8::text[], $9::text[], $17::text[])
         AS d(id, status, started_after, duration, error_type, error_message, error_traceback, result, handed)
 ),
 removed AS (
