@@ -224,8 +224,8 @@ async def test_a_pass_counts_no_slice_of_a_stretch_with_nothing_in_it(conn: Any,
     by_hour = "SELECT date_trunc('hour', finished_at), count(*) FROM pgqd_log GROUP BY 1 ORDER BY 1"
     counted = "SELECT bucket_start, jobs FROM pgqd_log_rollup WHERE measure = 0 ORDER BY 1"
     assert [tuple(r) for r in await conn.fetch(counted)] == [tuple(r) for r in await conn.fetch(by_hour)]
-    # Sliced from eight days ago, the slices of 10 s doubling to an hour came to about 150; going from row to
-    # row, a few at each of the two moments with rows.
+    # Sliced from eight days ago (slices of 10 s doubling to an hour), a pass took about 200 slices; going from
+    # row to row, a few at each of the two moments with rows.
     assert rollup.slices <= 12, rollup.slices
 
 
