@@ -156,7 +156,7 @@ class Worker:
     async def run(self, *, drain: bool = False) -> None:
         # A worker may run again after a drain (a test moving a manual clock forward): it starts afresh.
         self.state = DispatchState(stopping=self.state.stopping)
-        # Kept rather than looked up per job: on Python 3.11 each lookup costs a getpid() system call.
+        # Kept rather than looked up per job and per claim: on Python 3.11 each lookup costs a getpid() system call.
         self._loop = asyncio.get_running_loop()
         if self._executor_closed:
             self._executor = self._new_executor()
@@ -209,7 +209,7 @@ class Worker:
                 budget = self._budget()
                 step = state.next_step(len(self.running), free, full, budget)
                 if step == "claim":
-                    limits, sent_at = self.gates.request(asyncio.get_running_loop().time())
+                    limits, sent_at = self.gates.request(self._loop.time())
                     if self._concurrency:
                         limits = self._without_limits_filled_here(limits)
                     if not limits:
@@ -219,7 +219,7 @@ class Worker:
                     wanted = min(self.settings.batch_size, free, budget if budget is not None else free)
                     number = state.claim_sent(wanted)
                     claim = self._claim(number, wanted, limits, sent_at, drain, backoff)
-                    task = asyncio.get_running_loop().create_task(claim)
+                    task = self._loop.create_task(claim)
                     claims.add(task)
                     task.add_done_callback(claims.discard)
                     continue
@@ -286,7 +286,7 @@ class Worker:
     ) -> None:
         """Claim ``number``, for ``wanted`` jobs of the entrypoints of ``limits``, sent at notice ``sent_at``."""
         state = self.state
-        loop = asyncio.get_running_loop()
+        loop = self._loop
         try:
             result = await self.backend.claim(self.worker_id, wanted, limits)
         except BackendUnavailable as exc:
@@ -380,7 +380,7 @@ class Worker:
 
     async def _sleep(self, timeout: float | None = None) -> None:
         """Waits for an event, a freed slot, the next wake-up time or the poll interval, whichever is first."""
-        loop = asyncio.get_running_loop()
+        loop = self._loop
         state = self.state
         pause = self.settings.poll_interval if timeout is None else timeout
         if state.wake_at is not None:
@@ -398,7 +398,7 @@ class Worker:
     def _wake_after(self, seconds: float, due: bool = False) -> bool:
         """Sets the next wake-up time, for a deferred job (``due``) or a gate; True if it moved earlier (a sleep
         under way was timed for later)."""
-        return self.state.wake_at_or_before(asyncio.get_running_loop().time() + max(seconds, 0.0), due)
+        return self.state.wake_at_or_before(self._loop.time() + max(seconds, 0.0), due)
 
     # --- running jobs -------------------------------------------------------------------------------------
     def _start(self, claimed: ClaimedJob, claimed_at: float) -> None:
