@@ -198,6 +198,41 @@ async def test_claim_reads_the_pgqd_indexes_and_never_scans_the_jobs_table(conn:
         assert "pgqd_jobs_deferred_idx" in indexes(plan), evidence
 
 
+async def test_claims_from_the_starts_of_several_entrypoints_read_each_from_its_start(conn: Any) -> None:
+    # The shares of the batch are counted on the same bounded reads as the jobs are then locked (migration 0019):
+    # neither reads another entrypoint's rows, nor the entries before a start.
+    await conn.execute(
+        "INSERT INTO pgqd_jobs (entrypoint, status) SELECT 'other', 'queued' FROM generate_series(1, $1)", BIG
+    )
+    await conn.execute(
+        "INSERT INTO pgqd_jobs (entrypoint) SELECT (ARRAY['a', 'b', 'c'])[1 + g % 3] FROM generate_series(1, 1000) AS g"
+    )
+    await conn.execute("ANALYZE pgqd_jobs")
+    backend = PostgresBackend(conn)
+    worker_id = await backend.register_worker(WorkerInfo("plan-test", os.getpid(), ("a", "b", "c")))
+    explained = await explaining(conn)
+    limits = [EntrypointLimit(name) for name in "abc"]
+    plans: list[dict[str, Any]] = []
+    for mode in ("force_custom_plan", "force_custom_plan", "force_generic_plan", "force_generic_plan"):
+        await conn.execute(f"SET plan_cache_mode = {mode}")
+        explained.plans.clear()
+        assert len((await backend.claim(worker_id, 100, limits)).jobs) == 100
+        await explained.wait_for_claim_call()
+        plans += explained.statements("shares AS")
+    evidence = summary(plans)
+    # The first claim reads everything; the three after it start where it did, and count the shares of their batch
+    # of 100, as the two entrypoints beyond the first would lock 200 rows more than it.
+    assert len(plans) == 3, evidence
+    for plan in plans:
+        assert "Seq Scan" not in {node for node, _ in scans(plan)}, evidence
+        ready = [n for n in nodes(plan["Plan"]) if n.get("Index Name") == "pgqd_jobs_ready_idx"]
+        assert len(ready) == 2, evidence  # the count of the shares, and the locking read
+        for node in ready:
+            condition = node.get("Index Cond", "")
+            for bound in ("entrypoint", "priority <=", "id >="):
+                assert bound in condition, evidence
+
+
 async def test_the_claims_generic_plan_finds_its_rows_by_place_whatever_it_guesses(conn: Any) -> None:
     # A worker's connections use generic plans, which guess a tenth of the rows for LIMIT p_batch. With the claimed
     # rows joined to the candidates, that guess made a draft of the claim hash the whole table on every call of a
@@ -259,17 +294,37 @@ async def test_concurrent_claimers_take_every_job_exactly_once(
     inserted = await conn.fetch(
         "INSERT INTO pgqd_jobs (entrypoint) SELECT 'race' FROM generate_series(1, $1) RETURNING id", RACE_JOBS
     )
+    await race(db_dsn, conn, [limit], [row["id"] for row in inserted], expected)
+
+
+async def test_concurrent_claimers_of_several_entrypoints_take_every_job_exactly_once(db_dsn: str, conn: Any) -> None:
+    # Big claims from the starts of several entrypoints count each one's share before they lock (migration 0019):
+    # the jobs counted may be held by another claim by then, and are skipped for the next ones.
+    inserted = await conn.fetch(
+        """INSERT INTO pgqd_jobs (entrypoint) SELECT (ARRAY['race', 'race', 'run', 'rush', 'race', 'run'])[1 + g % 6]
+           FROM generate_series(1, $1) AS g RETURNING id""",
+        3 * RACE_JOBS,
+    )
+    limits = [EntrypointLimit(name) for name in ("race", "run", "rush")]
+    await race(db_dsn, conn, limits, [row["id"] for row in inserted], 3 * RACE_JOBS, batch=100)
+
+
+async def race(
+    db_dsn: str, conn: Any, limits: list[EntrypointLimit], inserted: list[int], expected: int, batch: int = 10
+) -> None:
+    """``CLAIMERS`` workers claim batches of ``limits`` at once until none is left; each job is taken once."""
     connections = [await asyncpg.connect(db_dsn) for _ in range(CLAIMERS)]
+    names = tuple(limit.name for limit in limits)
     try:
         backends = [PostgresBackend(connection) for connection in connections]
-        worker_ids = [await b.register_worker(WorkerInfo("race", os.getpid(), ("race",))) for b in backends]
+        worker_ids = [await b.register_worker(WorkerInfo("race", os.getpid(), names)) for b in backends]
         go = asyncio.Event()
 
         async def claimer(backend: PostgresBackend, worker_id: int) -> list[int]:
             taken: list[int] = []
             await go.wait()
             while True:
-                result = await backend.claim(worker_id, 10, [limit])
+                result = await backend.claim(worker_id, batch, limits)
                 if not result.jobs:
                     return taken
                 taken += [job.id for job in result.jobs]
@@ -286,6 +341,6 @@ async def test_concurrent_claimers_take_every_job_exactly_once(
     owners = {job_id: worker_id for worker_id, taken in zip(worker_ids, per_claimer, strict=True) for job_id in taken}
     rows = await conn.fetch("SELECT id, worker_id FROM pgqd_jobs WHERE status = 'picked'")
     assert {row["id"]: row["worker_id"] for row in rows} == owners
-    if expected == RACE_JOBS:
-        assert set(everything) == {row["id"] for row in inserted}
+    if expected == len(inserted):
+        assert set(everything) == set(inserted)
         assert sum(1 for taken in per_claimer if taken) > 1, "the claimers did not actually race"

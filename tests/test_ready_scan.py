@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import asyncpg
+
 from pgqd import Client, JobSpec, PostgresBackend
 from pgqd.backend.ready_scan import WHOLE_READ_EVERY, ReadyScanStarts
 from pgqd.models import ClaimedJob, EntrypointLimit, Event, Requeued, WorkerInfo
@@ -123,3 +125,38 @@ async def test_a_job_another_worker_puts_back_is_the_next_claims_first(conn: Any
         assert [job.id for job in after.jobs] == [ids[10], *ids[16:20]]
     finally:
         await subscription.close()
+
+
+# Queued jobs that a transaction holds: those that another connection's locking read has to skip.
+HELD_QUEUED = """
+SELECT (SELECT count(*) FROM pgqd_jobs WHERE status = 'queued')
+     - (SELECT count(*) FROM (SELECT 1 FROM pgqd_jobs WHERE status = 'queued' FOR UPDATE SKIP LOCKED) AS s)
+"""
+
+
+async def test_claims_from_the_starts_of_several_entrypoints_keep_the_order_and_lock_only_what_they_take(
+    db_dsn: str, conn: Any
+) -> None:
+    # Jobs of three entrypoints in an uneven mix, so that each claim takes other shares of them; claims of 100, so
+    # that the two entrypoints beyond the first would lock 200 rows more than the batch (migration 0019).
+    pattern = "aabacbaacbbcaaab"
+    ids = await Client(conn).enqueue_many([JobSpec(pattern[n % len(pattern)]) for n in range(800)])
+    backend = PostgresBackend(conn)
+    limits = [EntrypointLimit(name) for name in "abc"]
+    worker = await backend.register_worker(WorkerInfo("host", 1, ("a", "b", "c")))
+    other = await asyncpg.connect(db_dsn)
+    try:
+        claimed: list[int] = []
+        for number in range(6):
+            async with conn.transaction():
+                jobs = (await backend.claim(worker, 100, limits)).jobs
+                held = await other.fetchval(HELD_QUEUED)
+            assert len(jobs) == 100
+            if number > 0:
+                # From the starts the claim before set: no job locked but those it took. A claim that locked up to
+                # a batch of each entrypoint held 300 here.
+                assert held == len(jobs)
+            claimed += [job.id for job in jobs]
+    finally:
+        await other.close()
+    assert claimed == ids[:600]

@@ -165,7 +165,8 @@ SELECT array_agg(i.id ORDER BY i.id) FROM inserted AS i, notified
 
 # The claim itself is the claim_jobs function (migration 0016 runs it in small statements, the claim proper the
 # same with limits or without; 0014 says why it is race-free and how limits are read; 0017 lets it read the ready
-# jobs from where the worker's last claim started; 0018 says which limits are reached). Its contract, as
+# jobs from where the worker's last claim started; 0018 says which limits are reached; 0019 has a big claim from
+# the starts of several entrypoints lock only each one's share of the batch). Its contract, as
 # PostgresBackend.claim reads it: every row is either a claimed job (hint IS NULL; the columns up to
 # cancel_requested are ClaimedJob's fields, in its order and under its names, which tests/test_claim_contract.py
 # checks) or a hint about entrypoint (hint = 'throttled' or 'due' with wake_in seconds, 'closed', or 'suspects').
