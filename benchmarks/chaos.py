@@ -1,6 +1,7 @@
 """Chaos run: the real daemon works through N jobs while faults are injected; then every job is accounted for.
 
-    .venv/bin/python -m benchmarks.chaos [--jobs 20000] [--seconds 600] [--processes 2] [--capped 0.1] [--json]
+    .venv/bin/python -m benchmarks.chaos [--jobs 20000] [--seconds 600] [--processes 2] [--batch 10] [--capped 0.1]
+        [--json]
 
 It runs on a private embedded PostgreSQL (so it can restart the server) and injects: SIGKILL of a random worker
 process every 2 s, and one when 5 % of the jobs are done; pg_terminate_backend on every pgqd connection, twice; a
@@ -55,8 +56,8 @@ PGQD = str(Path(sys.executable).with_name("pgqd"))
 CONFIG = """
 [workers]
 processes = {processes}
-concurrency = 20
-batch_size = 10
+concurrency = {concurrency}
+batch_size = {batch}
 poll_interval = "1s"
 worker_timeout = "5s"
 shutdown_timeout = "5s"
@@ -278,7 +279,14 @@ async def run(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
         for workflow in workflow_mix(args.workflows, args.work_ms):
             await client.enqueue_workflow(workflow)
         config = folder / "chaos.toml"
-        config.write_text(CONFIG.format(processes=args.processes, poison_deaths=args.poison_deaths))
+        config.write_text(
+            CONFIG.format(
+                processes=args.processes,
+                concurrency=max(20, 2 * args.batch),
+                batch=args.batch,
+                poison_deaths=args.poison_deaths,
+            )
+        )
         proxy = TcpProxy.to_unix_socket(unix_socket(dsn)).start()
         chaos = Chaos(dsn, server, proxy, config, folder)
         chaos.start_daemon()
@@ -446,6 +454,9 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=20_000)
     parser.add_argument("--seconds", type=float, default=600, help="give up after this long (default 600)")
     parser.add_argument("--processes", type=int, default=2)
+    parser.add_argument(
+        "--batch", type=int, default=10, help="claim batch (default 10); concurrency is twice that, 20 at least"
+    )
     parser.add_argument("--kill-every", type=float, default=2.0, help="seconds between worker kills (default 2)")
     parser.add_argument("--work-ms", type=float, default=50, help="each job works up to this long (default 50)")
     parser.add_argument(
