@@ -18,6 +18,7 @@ import asyncpg
 import pytest
 
 from pgqd import PostgresBackend
+from pgqd.backend import ready_scan
 from pgqd.models import ClaimResult, EntrypointLimit, WorkerInfo
 from tests.support.waiting import wait_until
 
@@ -198,9 +199,12 @@ async def test_claim_reads_the_pgqd_indexes_and_never_scans_the_jobs_table(conn:
         assert "pgqd_jobs_deferred_idx" in indexes(plan), evidence
 
 
-async def test_claims_from_the_starts_of_several_entrypoints_read_each_from_its_start(conn: Any) -> None:
+async def test_claims_from_the_starts_of_several_entrypoints_read_each_from_its_start(
+    conn: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # The shares of the batch are counted on the same bounded reads as the jobs are then locked (migration 0019):
     # neither reads another entrypoint's rows, nor the entries before a start.
+    monkeypatch.setattr(ready_scan, "WHOLE_READ_EVERY", 3600.0)  # every claim after the first reads from its starts
     await conn.execute(
         "INSERT INTO pgqd_jobs (entrypoint, status) SELECT 'other', 'queued' FROM generate_series(1, $1)", BIG
     )

@@ -8,8 +8,10 @@ from __future__ import annotations
 from typing import Any
 
 import asyncpg
+import pytest
 
 from pgqd import Client, JobSpec, PostgresBackend
+from pgqd.backend import ready_scan
 from pgqd.backend.ready_scan import WHOLE_READ_EVERY, ReadyScanStarts
 from pgqd.models import ClaimedJob, EntrypointLimit, Event, Requeued, WorkerInfo
 from tests.support.waiting import wait_until
@@ -135,8 +137,10 @@ SELECT (SELECT count(*) FROM pgqd_jobs WHERE status = 'queued')
 
 
 async def test_claims_from_the_starts_of_several_entrypoints_keep_the_order_and_lock_only_what_they_take(
-    db_dsn: str, conn: Any
+    db_dsn: str, conn: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # Every claim after the first reads from its starts, however slowly the test runs.
+    monkeypatch.setattr(ready_scan, "WHOLE_READ_EVERY", 3600.0)
     # Jobs of three entrypoints in an uneven mix, so that each claim takes other shares of them; claims of 100, so
     # that the two entrypoints beyond the first would lock 200 rows more than the batch (migration 0019).
     pattern = "aabacbaacbbcaaab"
