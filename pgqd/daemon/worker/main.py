@@ -27,7 +27,7 @@ from pgqd.backoff import Backoff
 from pgqd.daemon.check_in import CheckIn
 from pgqd.daemon.logs import end_noise_episodes
 from pgqd.daemon.metrics import WorkerMetrics, use_multiprocess_directory
-from pgqd.daemon.worker.duties import keep_doing, lead_duties
+from pgqd.daemon.worker.duties import first_turn_after, keep_doing, lead_duties
 from pgqd.entrypoint import Entrypoint
 from pgqd.errors import BackendUnavailable
 from pgqd.identifiers import Names
@@ -155,7 +155,10 @@ async def _serve_checked_in(plan: WorkerPlan, stop: _Stop, check_ins: _CheckIns)
             check_ins.attach(worker)
             if stop.requested.is_set():
                 return 0
-            duties = [loop.create_task(keep_doing(duty)) for duty in lead_duties(plan, backend, metrics)]
+            duties = [
+                loop.create_task(keep_doing(duty, first_turn_after(duty)))
+                for duty in lead_duties(plan, backend, metrics)
+            ]
             try:
                 await worker.run()
             finally:
