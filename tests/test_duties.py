@@ -60,7 +60,8 @@ async def test_a_duty_takes_its_first_turn_when_told() -> None:
     started = asyncio.get_running_loop().time()
     await asyncio.wait_for(keep_doing(duty, first_after=0.2), 5)
     assert duty.first_turn_at is not None
-    assert duty.first_turn_at - started >= 0.2
+    # Less a hundredth: the loop may run a timer up to its clock's resolution early.
+    assert duty.first_turn_at - started > 0.19
     assert (duty.turns, duty.closed) == (1, 1)
 
 
