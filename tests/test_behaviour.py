@@ -769,6 +769,39 @@ async def test_busy_workers_pass_a_concurrency_limited_entrypoints_slots_from_jo
     assert events_then.count("slot") <= 6
 
 
+async def test_a_worker_that_handed_slots_over_asks_for_its_limited_entrypoint_again_once_they_are_free(
+    backend: Backend, client: Client
+) -> None:
+    overlap = Overlap()
+    bulk_done = RanJobs()
+
+    async def capped(job: Job) -> None:
+        await overlap.run(0.005)
+
+    async def bulk(job: Job) -> None:
+        await asyncio.sleep(0.005)
+        bulk_done.append(job.id)
+
+    # The worker counts the slots its own jobs hold, and leaves a limit they fill out of its claims. Slots handed
+    # from job to job while the backlog lasts, then freed, must all be counted back: else "capped" would look
+    # full for good, and the jobs enqueued once the worker is idle would never be claimed.
+    entrypoints = [Entrypoint("capped", capped, concurrency_limit=2), Entrypoint("bulk", bulk)]
+    worker = Worker(backend, entrypoints, fast_settings(concurrency=5, batch_size=5))
+    await client.enqueue_many([JobSpec("capped") for _ in range(20)])
+    await client.enqueue_many([JobSpec("bulk") for _ in range(300)])
+    async with running_worker(worker):
+
+        async def backlog_done() -> bool:
+            return overlap.done == 20 and len(bulk_done) == 300
+
+        await wait_until(backlog_done, timeout=30, what="the backlog run")
+        later = await client.enqueue_many([JobSpec("capped") for _ in range(3)])
+        for job_id in later:
+            assert (await final_state(client, job_id)).status == "successful"
+    assert overlap.done == 23
+    assert overlap.most <= 2
+
+
 class HeldReplies:
     """A backend whose writes of outcomes are applied at once but answered only when ``answer`` is set."""
 

@@ -44,6 +44,7 @@ from pgqd.worker.liveness import Liveness
 from pgqd.worker.outcomes import OutcomeRecorder
 from pgqd.worker.settings import WorkerSettings
 from pgqd.worker.telemetry import NO_METRICS, EngineMetrics
+from pgqd.worker.wakeup import Wakeup
 
 log = structlog.get_logger("pgqd.worker")
 
@@ -89,6 +90,10 @@ class Worker:
         }
         self._handing: dict[int, str] = {}
         self._concurrency = {lim.name: lim.concurrency for lim in self.limits if lim.concurrency > 0}
+        # The slots this worker's jobs hold, by concurrency-limited entrypoint: from the job's start until the
+        # write of its outcome frees the slot or hands it over. Kept as jobs start and outcomes are written, as
+        # each claim reads it (``_without_limits_filled_here``).
+        self._slots_held: Counter[str] = Counter()
         self._asked_all = True  # the newest claim settled named every entrypoint (none was closed)
         self.resources = resources
         self._on_outcome = on_outcome
@@ -103,7 +108,7 @@ class Worker:
         self._loop: asyncio.AbstractEventLoop  # the loop of the current ``run``
         self.jobs_started = 0
         self.state = DispatchState()
-        self._wake = asyncio.Event()
+        self._wake = Wakeup()
         self._stop_fast = asyncio.Event()
         self._grace = self.settings.shutdown_timeout
         self._executor_closed = False
@@ -324,13 +329,9 @@ class Worker:
         (1 process, batch 10: 420 of the realistic drain's 9,500 claims named a concurrency limit full with the
         worker's own jobs; 113 with this). Empty when its own jobs fill every limit asked for: no claim could take
         anything then, and the worker sends none (``DispatchState.nothing_claimable``)."""
-        names = {lim.name for lim in limits if lim.name in self._concurrency}
-        if not names:
-            return limits
-        held = Counter(name for name in (*self._slots_freeing.values(), *self._handing.values()) if name in names)
-        held.update(run.job.entrypoint for run in self.running.values() if run.job.entrypoint in names)
-        full = {name for name in names if held[name] >= self._concurrency[name]}
-        return tuple(lim for lim in limits if lim.name not in full) if full else limits
+        held, concurrency = self._slots_held, self._concurrency
+        kept = tuple(lim for lim in limits if lim.name not in concurrency or held[lim.name] < concurrency[lim.name])
+        return kept if len(kept) < len(limits) else limits
 
     # --- suspects, run alone -----------------------------------------------------------------------
     async def _claim_suspect(self) -> None:
@@ -385,14 +386,10 @@ class Worker:
         pause = self.settings.poll_interval if timeout is None else timeout
         if state.wake_at is not None:
             pause = min(pause, max(state.wake_at - loop.time(), 0.0))
-        try:
-            # asyncio.timeout rather than wait_for: no task is made per sleep, and the loop sleeps often.
-            async with asyncio.timeout(pause):
-                await self._wake.wait()
-        except TimeoutError:
-            # A poll (the backup for a missed notification, and how deferred jobs are noticed), or a wake-up time.
-            if state.slept(loop.time()):
-                self.gates.reopen()
+        # Not woken: a poll (the backup for a missed notification, and how deferred jobs are noticed), or a
+        # wake-up time.
+        if not await self._wake.wait(loop, pause) and state.slept(loop.time()):
+            self.gates.reopen()
         self._wake.clear()
 
     def _wake_after(self, seconds: float, due: bool = False) -> bool:
@@ -420,6 +417,8 @@ class Worker:
         run.results_source = self.backend
         job = run.job
         self.running[job.id] = run
+        if job.entrypoint in self._slot_entrypoints:
+            self._slots_held[job.entrypoint] += 1
         self.jobs_started += 1
         if claimed.cancel_requested:
             run.stop_reason = "cancel"
@@ -448,10 +447,13 @@ class Worker:
     def _outcomes_written(self, outcomes: Sequence[Outcome], written: Recorded) -> None:
         freed: set[str] = set()
         if self._slots_freeing:
-            freed = {self._slots_freeing.pop(o.job_id) for o in outcomes if o.job_id in self._slots_freeing}
+            freeing = Counter(self._slots_freeing.pop(o.job_id) for o in outcomes if o.job_id in self._slots_freeing)
+            self._slots_held.subtract(freeing)
+            freed = set(freeing)
         if self._handing:
             handed = Counter(self._handing.pop(o.job_id) for o in outcomes if o.job_id in self._handing)
             if handed:
+                self._slots_held.subtract(handed)
                 self.state.hand_over_settled(handed.total())
                 taken = Counter(job.entrypoint for job in written.successors)
                 # Slots no job took (nothing queued, a pause, a limit lowered): free like any other.
