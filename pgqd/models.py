@@ -14,6 +14,8 @@ LiveStatus = Literal["queued", "deferred", "suspect", "picked", "failed", "waiti
 LIVE_STATUSES: tuple[LiveStatus, ...] = ("queued", "deferred", "suspect", "picked", "failed", "waiting")
 # The largest job id (a bigint): a larger one names no job, and is refused before it reaches the database.
 MAX_JOB_ID = 2**63 - 1
+# Django tasks: each Django queue is served as the entrypoint "django.<queue>", run by pgqd's own task runner.
+DJANGO_ENTRYPOINT_PREFIX = "django."
 FinalStatus = Literal["successful", "exception", "canceled", "deleted", "timeout"]
 FINAL_STATUSES: tuple[FinalStatus, ...] = ("successful", "exception", "canceled", "deleted", "timeout")
 

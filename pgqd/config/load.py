@@ -14,10 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from pgqd.config.kinds import Invalid
-from pgqd.config.model import DJANGO_ENTRYPOINT_PREFIX, DJANGO_TASK_RUNNER, Config, DjangoConfig, EntrypointConfig
+from pgqd.config.model import DJANGO_TASK_RUNNER, Config, DjangoConfig, EntrypointConfig
 from pgqd.errors import ConfigError
 from pgqd.identifiers import entrypoint_name_problem
 from pgqd.imports import ImportProblem, find_module, import_object
+from pgqd.models import DJANGO_ENTRYPOINT_PREFIX
 
 CONFIG_ENV = "PGQD_CONFIG"
 DSN_ENV = "PGQD_DSN"

@@ -25,6 +25,7 @@ from pgqd.config.kinds import (
     TimeZone,
 )
 from pgqd.identifiers import MAX_PREFIX_LENGTH
+from pgqd.models import DJANGO_ENTRYPOINT_PREFIX
 from pgqd.units import Rate
 
 IDENTIFIER = Text(r"[a-z_][a-z0-9_]*", "use lowercase letters, digits and underscores, starting with a letter")
@@ -210,8 +211,8 @@ class ScheduleConfig:
     )
 
 
-# Django tasks: each Django queue is served as the entrypoint "django.<queue>", run by pgqd's own task runner.
-DJANGO_ENTRYPOINT_PREFIX = "django."
+# Django tasks: each Django queue is served as the entrypoint DJANGO_ENTRYPOINT_PREFIX + queue, run by pgqd's own
+# task runner.
 DJANGO_TASK_RUNNER = "pgqd.contrib.django.worker:run_task"
 MODULE_PATH = Text(r"[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*", 'use a dotted module path, e.g. "mysite.settings"')
 

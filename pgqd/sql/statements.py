@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 
 from pgqd.identifiers import Names
+from pgqd.models import DJANGO_ENTRYPOINT_PREFIX
 from pgqd.sql import notices, render
 
 # Ids are drawn from the identity sequence up front (in a materialised CTE) so that each input row keeps its id
@@ -207,9 +208,9 @@ _SETTLED = """settled AS (
 # The payload goes to the log only for the entrypoints in $16 (keep_payload): the others' payloads are not
 # read, so a large one is not even fetched from its TOAST table.
 # Outside the worker's outcome write, which knows the entrypoints that keep payloads, a job logged by a cancel or
-# a give-up keeps its payload when it is a Django task (entrypoint "django.<queue>"): its task result names the
-# task, which only the payload holds.
-_KEPT_PAYLOAD = "CASE WHEN j.entrypoint LIKE 'django.%' THEN j.payload END"
+# a give-up keeps its payload when it is a Django task (entrypoint DJANGO_ENTRYPOINT_PREFIX + queue): its task
+# result names the task, which only the payload holds.
+_KEPT_PAYLOAD = f"CASE WHEN j.entrypoint LIKE '{DJANGO_ENTRYPOINT_PREFIX}%' THEN j.payload END"
 
 # The hand-over (HandOver in pgqd/models.py): the slots that this write frees of concurrency-limited entrypoints
 # ($18, with $19 slots wanted and $20 their limits) pass to those entrypoints' next jobs, claimed here for the

@@ -15,12 +15,12 @@ from typing import Any
 from django.core.exceptions import ImproperlyConfigured
 from django.utils import timezone
 
-from pgqd.config.model import DJANGO_ENTRYPOINT_PREFIX
 from pgqd.contrib.django.calls import encode_call
 from pgqd.contrib.django.compat import BaseTaskBackend, TaskResult, TaskResultStatus, task_enqueued
 from pgqd.contrib.django.producer import client
 from pgqd.contrib.django.results import enqueued_at, read_result, result_id
 from pgqd.identifiers import Names
+from pgqd.models import DJANGO_ENTRYPOINT_PREFIX
 
 _OPTIONS = {"DATABASE", "SCHEMA", "PREFIX"}
 

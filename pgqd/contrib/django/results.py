@@ -16,7 +16,6 @@ from typing import Any
 from django.db import connections
 from django.utils.module_loading import import_string
 
-from pgqd.config.model import DJANGO_ENTRYPOINT_PREFIX
 from pgqd.contrib.django.calls import TaskCall, decode_call
 from pgqd.contrib.django.compat import (
     InvalidTaskError,
@@ -28,19 +27,18 @@ from pgqd.contrib.django.compat import (
 )
 from pgqd.errors import PgqdError
 from pgqd.identifiers import Names
-from pgqd.models import MAX_JOB_ID
+from pgqd.models import DJANGO_ENTRYPOINT_PREFIX, MAX_JOB_ID
+from pgqd.producers.placeholders import bind
+from pgqd.sql import render
+from pgqd.sql.stats import JOB_DETAIL
 
-# A job is in exactly one of the two tables: finishing moves it from jobs to log in one transaction. Run on
-# Django's cursor, whose placeholder is %s for both psycopg and psycopg2.
-TASK_RESULT = """
-SELECT j.status::text, j.entrypoint, j.priority, j.attempts, j.worker_id, j.created_at, j.picked_at,
-       NULL::timestamptz, j.last_error->>'type', j.last_error->>'traceback', j.payload, NULL::text
-FROM {jobs} AS j WHERE j.id = %s::bigint
-UNION ALL
-SELECT l.status::text, l.entrypoint, l.priority, l.attempts, l.worker_id, l.created_at, l.started_at,
-       l.finished_at, l.error_type, l.error_traceback, l.payload, l.result::text
-FROM {log} AS l WHERE l.job_id = %s::bigint
-"""
+# A task result is read with the job page's statement (JOB_DETAIL, pgqd/sql/stats.py): a job is in exactly one of
+# the two tables, as finishing moves it from jobs to log in one transaction. Run on Django's cursor, whose
+# placeholder is %s for both psycopg and psycopg2.
+_TASK_RESULT_COLUMNS = (
+    "status", "entrypoint", "priority", "attempts", "worker_id", "created_at", "started_at", "finished_at",
+    "error_type", "error_traceback", "payload", "result",
+)  # fmt: skip
 
 # When a job was enqueued, on the database's clock: the same value get_result reads later.
 ENQUEUED_AT = """
@@ -101,29 +99,18 @@ class Row:
 
 
 def read_row(using: str, names: Names, job_id: int) -> Row | None:
-    sql = TASK_RESULT.format(jobs=names.table("jobs"), log=names.table("log"))
+    sql, args = bind(render(JOB_DETAIL, names), [job_id], "format")
     with connections[using].cursor() as cursor:
-        cursor.execute(sql, [job_id, job_id])
+        cursor.execute(sql, args)
         found = cursor.fetchone()
+        columns = [column[0] for column in cursor.description] if found is not None else []
     if found is None:
         return None
+    fields = dict(zip(columns, found, strict=True))
     # psycopg2 reads bytea as a memoryview.
-    payload = None if found[10] is None else bytes(found[10])
-    status, entrypoint, priority, attempts, worker_id, created, started, finished, error_type, traceback = found[:10]
-    return Row(
-        status,
-        entrypoint,
-        priority,
-        attempts,
-        worker_id,
-        created,
-        started,
-        finished,
-        error_type,
-        traceback,
-        payload,
-        found[11],
-    )
+    payload = fields["payload"]
+    fields["payload"] = None if payload is None else bytes(payload)
+    return Row(*(fields[name] for name in _TASK_RESULT_COLUMNS))
 
 
 def enqueued_at(using: str, names: Names, job_id: int) -> datetime:
