@@ -25,7 +25,7 @@ from benchmarks.common import environment, fresh_database, parser, report, run_u
 from benchmarks.web_pages import ENTRYPOINTS, FILL_LIVE, FILL_RUNNING
 from pgqd.daemon.worker.log_rollup import LogRollup, hour_of
 from pgqd.identifiers import Names
-from pgqd.ops.browse import MAX_ID
+from pgqd.models import MAX_JOB_ID
 from pgqd.ops.history import SPANS
 from pgqd.ops.seek import id_bounds
 from pgqd.sql import browse, render
@@ -92,6 +92,8 @@ def reads(sql: HistoryStatements, now: datetime, names: Names) -> list[tuple[str
 
     search = render(browse.SEARCH_JOBS, names)
     until, since = now - timedelta(hours=12), now - timedelta(hours=12, minutes=30)
+    failures = (MAX_JOB_ID, 20000, True, True, None, "exception", since, until, None, None, 51, None, None, None,
+                "BOUNDS")  # fmt: skip
     return [
         ("history 1h, from the log", sql.histograms_from_log, span_args("1h", None, None)),
         ("history 1h, one entrypoint, failures", sql.histograms_from_log, span_args("1h", "send_email", ["exception"])),
@@ -102,11 +104,7 @@ def reads(sql: HistoryStatements, now: datetime, names: Names) -> list[tuple[str
         ("running jobs", sql.running_jobs, (None, 500)),
         ("typical run times, last hour", sql.typical_run_times, (3600.0, list(ENTRYPOINTS))),
         ("seek: cursors for a time 12 h ago", render(CREATED_CURSORS, names), (until,)),
-        (
-            "job search, failures created in 30 min 12 h ago",
-            search,
-            (MAX_ID, 20000, True, True, None, "exception", since, until, None, None, 51, None, None, None, "BOUNDS"),
-        ),
+        ("job search, failures created in 30 min 12 h ago", search, failures),
     ]
 
 

@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pgqd.config import parse_config
-from pgqd.config.load import ConfigProblems, WebCredentials, web_credentials
+from pgqd.config.load import ConfigProblems, WebCredentials, parse_config, web_credentials
 from pgqd.config.render import render_effective, starter_config
 from pgqd.errors import ConfigError
 from tests.support.cli import run_pgqd

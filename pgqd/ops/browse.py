@@ -19,7 +19,6 @@ INDEXED_STATUSES = ("failed", "picked", "suspect")
 STATUS_GROUPS = ("live", "finished")
 # The job search reads at most this many of the newest rows of each table per page.
 SEARCH_WINDOW = 20_000
-MAX_ID = MAX_JOB_ID
 
 
 @dataclass(frozen=True)
@@ -59,9 +58,9 @@ class IdBounds:
     time range."""
 
     live_from: int = 0
-    live_until: int = MAX_ID
+    live_until: int = MAX_JOB_ID
     log_from: int = 0
-    log_until: int = MAX_ID
+    log_until: int = MAX_JOB_ID
 
 
 @dataclass(frozen=True)
@@ -112,7 +111,7 @@ class JobSearch:
         """Up to ``limit`` jobs below the id ``before``, newest first, reading only the ids within ``bounds``
         (those the filter's creation times leave, see ``pgqd.ops.seek``)."""
         bounds = bounds or IdBounds()
-        cursor = MAX_ID if before is None else before
+        cursor = MAX_JOB_ID if before is None else before
         if where.status in INDEXED_STATUSES:
             statement = browse.SEARCH_LIVE_STATUS[where.status]
             rows = await self.db.fetch(render(statement, self.names), cursor, *where.live_filter_args(), limit)

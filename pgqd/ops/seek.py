@@ -7,7 +7,8 @@ from datetime import datetime
 from typing import Any
 
 from pgqd.identifiers import Names
-from pgqd.ops.browse import MAX_ID, IdBounds
+from pgqd.models import MAX_JOB_ID
+from pgqd.ops.browse import IdBounds
 from pgqd.sql import render
 from pgqd.sql.seek import CREATED_CURSORS, LIVE_DEDUPE_KEY_IDS
 
@@ -27,7 +28,7 @@ async def id_bounds(db: Any, names: Names, since: datetime | None, until: dateti
         bounds = replace(bounds, live_until=_or(live, 0), log_until=_or(finished, 0))
     if since is not None:
         live, finished = await created_cursors(db, names, since)
-        bounds = replace(bounds, live_from=_or(live, MAX_ID), log_from=_or(finished, MAX_ID))
+        bounds = replace(bounds, live_from=_or(live, MAX_JOB_ID), log_from=_or(finished, MAX_JOB_ID))
     return bounds
 
 

@@ -14,8 +14,6 @@ from __future__ import annotations
 from pgqd.identifiers import Names
 from pgqd.sql import render
 
-ROLLUP_BUCKET_SECONDS = 3600
-
 # A duration in seconds as its class: floor(4 * log2(seconds / 1 ms)), 0 for anything shorter than 1 ms.
 _CLASS = "least(32767, floor(5.770780163555854 * ln(greatest({seconds}, 0.001) * 1000)))::smallint"
 _RUN_CLASS = _CLASS.format(seconds="date_part('epoch', l.finished_at - l.started_at)")

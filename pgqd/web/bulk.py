@@ -8,7 +8,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from pgqd.errors import DedupeConflict
-from pgqd.ops.browse import MAX_ID, JobFilter
+from pgqd.models import MAX_JOB_ID
+from pgqd.ops.browse import JobFilter
 from pgqd.sql import bulk, operations, render
 from pgqd.web.state import WebState
 
@@ -96,7 +97,9 @@ async def count_matching(state: WebState, action: str, where: JobFilter) -> int:
     if not statuses:
         return 0
     statement = render(bulk.COUNT_MATCHING_LIVE, state.settings.names)
-    count: int = await state.pool.fetchval(statement, MAX_ID, *where.live_filter_args(), COUNT_LIMIT, list(statuses))
+    count: int = await state.pool.fetchval(
+        statement, MAX_JOB_ID, *where.live_filter_args(), COUNT_LIMIT, list(statuses)
+    )
     return count
 
 
@@ -106,7 +109,7 @@ async def apply_to_matching(state: WebState, action: str, where: JobFilter) -> O
     if not statuses:
         return outcome
     statement = render(operations.MATCHING_LIVE_IDS, state.settings.names)
-    cursor, started = MAX_ID, time.monotonic()
+    cursor, started = MAX_JOB_ID, time.monotonic()
     while time.monotonic() - started < TIME_BUDGET:
         rows = await state.pool.fetch(statement, cursor, *where.live_filter_args(), BATCH, list(statuses))
         ids = [r["id"] for r in rows]

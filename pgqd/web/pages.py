@@ -11,8 +11,9 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from pgqd.identifiers import MAX_ENTRYPOINT_NAME
+from pgqd.models import MAX_JOB_ID
 from pgqd.ops import action_log
-from pgqd.ops.browse import MAX_ID, SEARCH_WINDOW, JobFilter
+from pgqd.ops.browse import SEARCH_WINDOW, JobFilter
 from pgqd.web import params, present, workflow_pages
 from pgqd.web.chart import throughput_chart
 from pgqd.web.estimates import add_estimates
@@ -118,7 +119,7 @@ def _job_id(request: Request) -> int | None:
     text = request.query_params.get("id", "").strip().lstrip("#")
     if not text:
         return None
-    if not (text.isascii() and text.isdigit()) or len(text) > 19 or int(text) > MAX_ID:
+    if not (text.isascii() and text.isdigit()) or len(text) > 19 or int(text) > MAX_JOB_ID:
         raise FilterProblem(f"id: {text!r} is not a job id")
     return int(text)
 
@@ -140,7 +141,7 @@ def _jobs_form(request: Request, where: JobFilter | None) -> dict[str, Any]:
 
 async def job(request: Request) -> Response:
     job_id = int(request.path_params["job_id"])
-    if job_id > MAX_ID:
+    if job_id > MAX_JOB_ID:
         return not_found(request, f"There is no job {job_id}.")
     detail = await web_state(request).stats.job(job_id)
     if detail is None:

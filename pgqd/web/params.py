@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from pgqd.identifiers import MAX_ENTRYPOINT_NAME, entrypoint_name_problem
-from pgqd.ops.browse import MAX_ID
+from pgqd.models import MAX_JOB_ID
 
 MAX_TEXT = 200
 
@@ -48,8 +48,8 @@ def job_id(name: str, value: object, what: str = "a job id") -> int | None:
     given = text(name, value, limit=40)
     if given is None:
         return None
-    if not (given.isascii() and given.isdigit()) or not 0 < int(given) <= MAX_ID:
-        raise ParamProblem(f"{name}: {given[:40]!r} is not {what} (a whole number from 1 to {MAX_ID})")
+    if not (given.isascii() and given.isdigit()) or not 0 < int(given) <= MAX_JOB_ID:
+        raise ParamProblem(f"{name}: {given[:40]!r} is not {what} (a whole number from 1 to {MAX_JOB_ID})")
     return int(given)
 
 

@@ -37,7 +37,7 @@ from pgqd.models import (
     Requeued,
     WorkerInfo,
 )
-from pgqd.worker.dispatch_state import CLAIMS_IN_FLIGHT, DispatchState, Step
+from pgqd.worker.dispatch_state import DispatchState, Step
 from pgqd.worker.execution import JobRun, PreparedHandler
 from pgqd.worker.limit_gates import LimitGates
 from pgqd.worker.liveness import Liveness
@@ -48,7 +48,7 @@ from pgqd.worker.wakeup import Wakeup
 
 log = structlog.get_logger("pgqd.worker")
 
-__all__ = ["CLAIMS_IN_FLIGHT", "Worker", "WorkerSettings"]
+__all__ = ["Worker", "WorkerSettings"]
 
 
 class Worker:

@@ -24,7 +24,7 @@ from typing import Any
 
 import structlog
 
-from pgqd.config.load import ConfigProblems, import_handlers, load_config
+from pgqd.config.load import import_handlers, load_config
 from pgqd.config.model import Config
 from pgqd.daemon.metrics import mark_process_dead
 from pgqd.daemon.supervisor.children import Child, stop_processes
@@ -448,4 +448,4 @@ class Supervisor:
         return f"{len(self._active())} workers running, {len(self.config.entrypoints)} entrypoints"
 
 
-__all__ = ["ConfigProblems", "Supervisor"]
+__all__ = ["Supervisor"]
