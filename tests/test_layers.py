@@ -96,3 +96,29 @@ def test_the_module_map_names_every_module_and_only_paths_that_exist() -> None:
     assert unnamed == []
     named = set(re.findall(r"`((?:pgqd|tests|docs)/[\w/.-]+)`", doc))
     assert sorted(p for p in named if not (PACKAGE.parent / p).exists()) == []
+
+
+def test_the_web_uis_modules_import_only_those_the_module_map_lists_before_them() -> None:
+    doc = (PACKAGE.parent / "docs" / "architecture.md").read_text()
+    row = next(line for line in doc.splitlines() if line.startswith("| `pgqd/web/` |"))
+    modules = {path.stem for path in (PACKAGE / "web").glob("*.py")} - {"__init__"}
+    listed = [name for name in re.findall(r"`(\w+)`", row) if name in modules]
+    assert sorted(listed) == sorted(modules)
+    place = {name: index for index, name in enumerate(listed)}
+    later = []
+    for name in listed:
+        for imported in web_modules_imported(PACKAGE / "web" / f"{name}.py"):
+            if place[imported] > place[name]:
+                later.append(f"{name} imports {imported}")
+    assert later == []
+
+
+def web_modules_imported(path: Path) -> set[str]:
+    """The modules of pgqd/web that ``path`` imports (``from pgqd.web.x import ...``, ``from pgqd.web import x``)."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module == "pgqd.web":
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("pgqd.web."):
+            found.add(node.module.split(".")[2])
+    return found
