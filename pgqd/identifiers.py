@@ -12,23 +12,23 @@ from dataclasses import dataclass
 from pgqd.errors import IdentifierError
 
 _PLAIN_IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]*")
-_MAX_IDENTIFIER_BYTES = 63
+MAX_IDENTIFIER_BYTES = 63
 # The longest name pgqd appends to the prefix ("jobs_dedupe_key_idx" and friends) must still fit in 63 bytes.
 _LONGEST_SUFFIX = len("entrypoint_limits")
-MAX_PREFIX_LENGTH = _MAX_IDENTIFIER_BYTES - _LONGEST_SUFFIX - len("_pkey")
+MAX_PREFIX_LENGTH = MAX_IDENTIFIER_BYTES - _LONGEST_SUFFIX - len("_pkey")
 
 
 def validate_schema(schema: str) -> str:
-    if not _PLAIN_IDENTIFIER.fullmatch(schema) or len(schema) > _MAX_IDENTIFIER_BYTES:
+    if not _PLAIN_IDENTIFIER.fullmatch(schema) or len(schema) > MAX_IDENTIFIER_BYTES:
         raise IdentifierError(
             f"schema {schema!r} is not a plain identifier: use lowercase letters, digits and underscores, "
-            f"starting with a letter or underscore, at most {_MAX_IDENTIFIER_BYTES} characters"
+            f"starting with a letter or underscore, at most {MAX_IDENTIFIER_BYTES} characters"
         )
     return schema
 
 
 def validate_role(role: str) -> str:
-    if not _PLAIN_IDENTIFIER.fullmatch(role) or len(role) > _MAX_IDENTIFIER_BYTES:
+    if not _PLAIN_IDENTIFIER.fullmatch(role) or len(role) > MAX_IDENTIFIER_BYTES:
         raise IdentifierError(f"role {role!r} is not a plain identifier: use lowercase letters, digits and underscores")
     return role
 
@@ -60,7 +60,7 @@ class Names:
     @property
     def channel(self) -> str:
         """The LISTEN/NOTIFY channel shared by producers and workers of this install."""
-        return f"{self.schema}.{self.prefix}events"[:_MAX_IDENTIFIER_BYTES]
+        return f"{self.schema}.{self.prefix}events"[:MAX_IDENTIFIER_BYTES]
 
     @property
     def lock_key(self) -> str:

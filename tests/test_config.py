@@ -10,6 +10,7 @@ import pytest
 from pgqd.config.load import ConfigProblems, WebCredentials, parse_config, web_credentials
 from pgqd.config.render import render_effective, starter_config
 from pgqd.errors import ConfigError
+from pgqd.identifiers import Names
 from tests.support.cli import run_pgqd
 
 GOOD = """
@@ -63,6 +64,7 @@ BAD_CONFIGS = [
         "unknown time zone 'Mars/Base'",
     ),
     ("[database]\nprefix = 'Bad-Prefix'\n" + ENTRY, "[database] prefix: 'Bad-Prefix' is not valid"),
+    ("[database]\nschema = '" + "s" * 64 + "'\n" + ENTRY, "[database] schema: '" + "s" * 64 + "' is not valid"),
     ("[database]\ndsn = 'postgresql:///x'\nembedded = 'pgdata'\n" + ENTRY, "set either dsn"),
     ("[metrics]\nlisten = 'localhost'\n" + ENTRY, "[metrics] listen: 'localhost' is not valid"),
     ("[logging]\nlevel = 'verbose'\n" + ENTRY, "[logging] level: must be one of"),
@@ -94,6 +96,13 @@ def test_all_problems_are_reported_at_once() -> None:
     with pytest.raises(ConfigProblems) as caught:
         parse_config("[workers]\nprocesses = 0\nbatch_size = 'x'\n[entrypoints.a]\nhandler = 'x'\n")
     assert len(caught.value.problems) == 3
+
+
+def test_the_longest_schema_name_the_config_takes_is_one_the_tables_can_be_named_in() -> None:
+    longest = "s" * 63
+    config = parse_config(f"[database]\nschema = '{longest}'\n" + ENTRY, env={})
+    assert config.database.schema == longest
+    assert Names(longest, config.database.prefix).table("jobs").startswith(f'"{longest}".')
 
 
 def test_a_missing_config_file_says_how_to_make_one(tmp_path: Path) -> None:

@@ -24,11 +24,15 @@ from pgqd.config.kinds import (
     Text,
     TimeZone,
 )
-from pgqd.identifiers import MAX_PREFIX_LENGTH
+from pgqd.identifiers import MAX_IDENTIFIER_BYTES, MAX_PREFIX_LENGTH
 from pgqd.models import DJANGO_ENTRYPOINT_PREFIX
 from pgqd.units import Rate
 
-IDENTIFIER = Text(r"[a-z_][a-z0-9_]*", "use lowercase letters, digits and underscores, starting with a letter")
+# The rules of pgqd/identifiers.py, which Names applies again: a config that passes here builds its names.
+IDENTIFIER = Text(
+    rf"[a-z_][a-z0-9_]{{0,{MAX_IDENTIFIER_BYTES - 1}}}",
+    f"use lowercase letters, digits and underscores, starting with a letter, at most {MAX_IDENTIFIER_BYTES} characters",
+)
 PREFIX = Text(
     rf"[a-z_][a-z0-9_]{{0,{MAX_PREFIX_LENGTH - 1}}}",
     f"use lowercase letters, digits and underscores, at most {MAX_PREFIX_LENGTH} characters",
