@@ -459,6 +459,33 @@ async def test_cancelling_a_running_sync_job_sets_its_cancelled_flag(backend: Ba
     assert state.status == "canceled"
 
 
+async def test_a_sync_handler_blocked_on_its_cancelled_flag_wakes_when_the_job_is_cancelled(
+    backend: Backend, client: Client
+) -> None:
+    started = threading.Event()
+    woke: list[bool] = []
+
+    def waiting_task(job: Job, ctx: Context) -> None:
+        started.set()
+        woke.append(ctx.cancelled.wait_blocking(timeout=30))
+
+    async with running_worker(Worker(backend, [Entrypoint("waiting", waiting_task)], fast_settings())):
+        job_id = await client.enqueue("waiting")
+        assert job_id is not None
+        await wait_until(is_set(started), timeout=5, what="the handler to start")
+        began = time.monotonic()
+        assert (await client.cancel(job_id)).signalled == [job_id]
+        state = await final_state(client, job_id, timeout=5)
+
+        async def woken() -> bool:
+            return bool(woke)
+
+        await wait_until(woken, timeout=5, what="the handler's wait to end")
+    assert woke == [True]
+    assert time.monotonic() - began < 10  # woken by the cancel, not by its own 30 s timeout
+    assert state.status == "canceled"
+
+
 # --- handlers -----------------------------------------------------------------------------------------------
 
 
