@@ -53,3 +53,14 @@ async def test_a_sleeper_cancelled_leaves_the_wake_up_ready_for_the_next() -> No
         await sleeper
     wakeup.set()  # with no one asleep, it only sets the flag
     assert await asyncio.wait_for(wakeup.wait(loop, 30.0), timeout=10)
+
+
+async def test_a_second_sleeper_is_refused_rather_than_left_unwoken() -> None:
+    wakeup = Wakeup()
+    loop = asyncio.get_running_loop()
+    first = asyncio.ensure_future(wakeup.wait(loop, 30.0))
+    await asyncio.sleep(0)
+    with pytest.raises(RuntimeError, match="one sleeper"):
+        await wakeup.wait(loop, 30.0)
+    wakeup.set()
+    assert await asyncio.wait_for(first, timeout=10)

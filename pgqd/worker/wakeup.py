@@ -39,6 +39,8 @@ class Wakeup:
         """Waits until set or until ``timeout`` seconds have passed; True if set."""
         if self._set:
             return True
+        if self._waiter is not None:
+            raise RuntimeError("a Wakeup has one sleeper at a time: a second one would never be woken")
         waiter = self._waiter = loop.create_future()
         timer = loop.call_later(timeout, _expire, waiter)
         try:
