@@ -31,7 +31,8 @@ from pgqd.units import Rate
 # The rules of pgqd/identifiers.py, which Names applies again: a config that passes here builds its names.
 IDENTIFIER = Text(
     rf"[a-z_][a-z0-9_]{{0,{MAX_IDENTIFIER_BYTES - 1}}}",
-    f"use lowercase letters, digits and underscores, starting with a letter, at most {MAX_IDENTIFIER_BYTES} characters",
+    "use lowercase letters, digits and underscores, starting with a letter or underscore, "
+    f"at most {MAX_IDENTIFIER_BYTES} characters",
 )
 PREFIX = Text(
     rf"[a-z_][a-z0-9_]{{0,{MAX_PREFIX_LENGTH - 1}}}",
