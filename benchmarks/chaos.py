@@ -30,6 +30,7 @@ import contextlib
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -383,7 +384,9 @@ async def account(conn: Any, args: argparse.Namespace, chaos: Chaos, elapsed: fl
         "executions": await conn.fetchval("SELECT count(*) FROM chaos_runs"),
         "workers_killed": sum(1 for f in chaos.faults if f.kind in ("kill_worker", "kill_suspect_runner")),
         "suspect_runners_killed": sum(1 for f in chaos.faults if f.kind == "kill_suspect_runner"),
-        "faults": [{"kind": f.kind, "detail": f.detail, "recovered_after_s": f.recovered_after} for f in one_offs],
+        "faults": [
+            {"kind": f.kind, "at": f.at, "detail": f.detail, "recovered_after_s": f.recovered_after} for f in one_offs
+        ],
         "killed_worker_jobs_running_again_within_s": {
             "median": kills[len(kills) // 2] if kills else None,
             "max": kills[-1] if kills else None,
@@ -404,7 +407,9 @@ async def poison_report(conn: Any, ids: list[int]) -> dict[str, Any]:
     """What became of the poison jobs: how each ended, after how many runs, with which error."""
     rows = await conn.fetch(
         "SELECT l.job_id, l.status::text AS status, l.attempts, l.error_type, l.error_message,"
-        " (SELECT count(*) FROM chaos_runs AS r WHERE r.job_id = l.job_id) AS runs"
+        " (SELECT count(*) FROM chaos_runs AS r WHERE r.job_id = l.job_id) AS runs,"
+        " (SELECT array_agg(format('%s pid %s', r.at, r.pid) ORDER BY r.at) FROM chaos_runs AS r"
+        "  WHERE r.job_id = l.job_id) AS run_times"
         " FROM pgqd_log AS l WHERE l.job_id = ANY($1::bigint[]) ORDER BY l.job_id",
         ids,
     )
@@ -466,9 +471,14 @@ def main() -> None:
     parser.add_argument("--poison-deaths", type=int, default=3, help="their max_worker_deaths (default 3)")
     parser.add_argument("--workflows", type=int, default=20, help="workflows of 12 steps among the jobs (default 20)")
     parser.add_argument("--json", action="store_true", help="print only the JSON result")
+    parser.add_argument("--logs", type=Path, help="copy the daemons' logs into this folder at the end")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="pgqd-chaos-") as folder:
         result = run_until_signalled(run(args, Path(folder)))
+        if args.logs is not None:
+            args.logs.mkdir(parents=True, exist_ok=True)
+            for log in Path(folder).glob("daemon*.log"):
+                shutil.copy(log, args.logs / log.name)
     ok = (
         result["jobs_lost"] == 0
         and result["jobs_stuck_picked"] == 0

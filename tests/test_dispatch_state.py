@@ -26,6 +26,7 @@ NEXT_STEP: list[tuple[dict[str, Any], int, int, int | None, Step]] = [
     ({"suspect_claimed": job(), "claiming": 1}, 0, 22, None, "wait"),  # and claims under way come back
     ({"suspect_claimed": job()}, 0, 32, None, "run_alone"),
     ({"suspect_claimed": job(), "handing": 1}, 0, 31, None, "wait"),  # a write may still hand it a job
+    ({"suspect_claimed": job(), "reconcile": True}, 0, 32, None, "reconcile"),  # jobs a lost reply left go first
     ({"flush_first": True}, 0, 32, None, "flush"),
     ({"heartbeat_ok": False}, 0, 32, None, "wait"),
     ({"suspects": True}, 5, 27, None, "claim_suspect"),
@@ -137,6 +138,20 @@ def test_a_suspect_goes_from_claimed_to_running_alone_to_a_flush_before_anything
     assert state.next_step(0, 32, FULL) == "flush"
     state.flushed_first()
     assert state.next_step(0, 32, FULL) == "claim_suspect"  # more were waiting
+
+
+def test_a_suspect_runs_alone_only_once_jobs_a_lost_claim_reply_may_have_left_are_released() -> None:
+    state = DispatchState()
+    state.claim_sent(10)
+    state.claim_failed()
+    state.claim_ended(10)
+    state.suspects_announced()
+    assert state.next_step(0, 32, FULL) == "claim_suspect"
+    state.suspect_claim_sent()
+    state.suspect_taken(job(7), more=False)
+    assert state.next_step(0, 32, FULL) == "reconcile"
+    state.reconciled()
+    assert state.next_step(0, 32, FULL) == "run_alone"
 
 
 def test_a_suspect_dropped_before_it_starts_never_runs() -> None:

@@ -13,7 +13,8 @@ from collections.abc import Sequence
 
 from pgqd import Client, Entrypoint, Job, JobSpec, Worker
 from pgqd.backend.base import Backend
-from pgqd.models import EntrypointLimit, Finished, Requeued, WorkerInfo
+from pgqd.errors import BackendUnavailable
+from pgqd.models import ClaimResult, EntrypointLimit, Finished, Requeued, WorkerInfo
 from tests.support.engine import drain, fast_settings, running_worker
 from tests.support.time_passes import TimePasses
 from tests.support.waiting import wait_until
@@ -293,3 +294,59 @@ async def test_a_suspect_cancelled_while_its_worker_waits_to_run_it_alone_never_
         assert (await client.wait(regular, timeout=10)).status == "successful"
 
     assert ran == [regular]
+
+
+class LosesAClaimReply:
+    """A backend whose first regular claim takes its jobs in the database, then fails as if the connection had
+    dropped before the reply came back, once the worker has heard (from its heartbeat) that suspects wait."""
+
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+        self.worker: Worker | None = None
+        self.lost: list[int] = []
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.backend, name)
+
+    async def claim(
+        self, worker_id: int, batch: int, limits: Sequence[EntrypointLimit], *, isolated: bool = False
+    ) -> ClaimResult:
+        result = await self.backend.claim(worker_id, batch, limits, isolated=isolated)
+        if isolated or self.lost or self.worker is None:
+            return result
+        self.lost = [job.id for job in result.jobs]
+        worker = self.worker
+
+        async def suspects_heard() -> bool:
+            return worker.state.suspects
+
+        await wait_until(suspects_heard, timeout=10, what="the heartbeat to say suspects wait")
+        raise BackendUnavailable("connection lost before the claim's reply came back")
+
+
+async def test_a_suspect_runs_alone_only_after_the_jobs_of_a_lost_claim_reply_are_released(
+    backend: Backend, client: Client
+) -> None:
+    [suspect] = await suspects_from_two_crashes(backend, client, 1)
+    regular = [i for i in await client.enqueue_many([JobSpec("work", n) for n in range(3)]) if i is not None]
+    lossy = LosesAClaimReply(backend)
+    beside_the_suspect: dict[int, str] = {}
+
+    async def handler(job: Job) -> None:
+        if job.id == suspect:
+            states = await client.status(lossy.lost)
+            beside_the_suspect.update({job_id: state.status for job_id, state in states.items()})
+
+    worker = Worker(lossy, [Entrypoint("work", handler)], fast_settings(concurrency=4, heartbeat_interval=0.05))  # type: ignore[arg-type]
+    lossy.worker = worker
+    async with running_worker(worker):
+
+        async def all_done() -> bool:
+            return await status_of(client, [suspect, *regular]) == {"successful"}
+
+        await wait_until(all_done, timeout=20, what="every job to end")
+
+    assert sorted(lossy.lost) == sorted(regular)
+    # Had they still been picked by this worker, the suspect would not have been alone: a death it caused would
+    # have been charged to none of them.
+    assert set(beside_the_suspect.values()) == {"queued"}

@@ -69,7 +69,13 @@ class DispatchState:
         if self.suspect_running is not None:
             return "wait"
         if self.suspect_claimed is not None:
-            return "run_alone" if not running and not self.claiming and not self.handing else "wait"
+            if running or self.claiming or self.handing:
+                return "wait"
+            # A claim reply lost with the database may have left jobs picked by this worker that it never saw.
+            # Released first: beside them the suspect would not run alone, and a death it caused would be charged
+            # to none of them (it would run once more than its max_worker_deaths allow, its neighbours would each
+            # count a death).
+            return "reconcile" if self.reconcile else "run_alone"
         if self.flush_first:
             return "flush"
         if not self.heartbeat_ok:
