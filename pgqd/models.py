@@ -210,9 +210,10 @@ class Finished:
 
 
 @dataclass(slots=True)
-class Requeued:
-    """A picked job going back to wait: ``retry`` (after ``delay`` seconds, the attempt counted), ``hold``
-    (status failed, for an operator) or ``release`` (shutdown or recycling: the attempt is not counted)."""
+class Unfinished:
+    """A picked job whose run ended without ending the job, which stays in the jobs table: ``retry`` (queued
+    again after ``delay`` seconds, the attempt counted), ``hold`` (status failed, for an operator) or ``release``
+    (queued again, as at a shutdown or recycling: the attempt is not counted)."""
 
     job_id: int
     kind: Literal["retry", "hold", "release"]
@@ -220,7 +221,7 @@ class Requeued:
     error: ErrorInfo | None = None
 
 
-Outcome = Finished | Requeued
+Outcome = Finished | Unfinished
 
 
 @dataclass(frozen=True, slots=True)

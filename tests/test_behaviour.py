@@ -34,7 +34,7 @@ from pgqd import (
 )
 from pgqd.backend.base import Backend
 from pgqd.errors import BackendUnavailable
-from pgqd.models import ClaimedJob, EntrypointLimit, Event, Finished, Outcome, Requeued, WorkerInfo
+from pgqd.models import ClaimedJob, EntrypointLimit, Event, Finished, Outcome, Unfinished, WorkerInfo
 from pgqd.worker.dispatch_state import CLAIMS_IN_FLIGHT
 from pgqd.worker.execution import JobRun, PreparedHandler
 from tests.support.engine import drain, fast_settings, running_worker
@@ -1383,5 +1383,5 @@ async def test_a_run_stopped_before_it_began_still_ends_once_with_its_outcome(re
         outcome = await asyncio.wait_for(run.task, timeout=5)
     assert started == []
     assert ended == [outcome]
-    expected = Finished(7, "canceled") if reason == "cancel" else Requeued(7, "release")
+    expected = Finished(7, "canceled") if reason == "cancel" else Unfinished(7, "release")
     assert outcome == expected

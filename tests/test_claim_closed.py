@@ -11,7 +11,7 @@ import pytest
 
 from pgqd import Client, Entrypoint, Job, JobSpec, Worker, WorkerSettings
 from pgqd.backend.base import Backend
-from pgqd.models import EntrypointLimit, Event, Requeued, WorkerInfo
+from pgqd.models import EntrypointLimit, Event, Unfinished, WorkerInfo
 from pgqd.worker import limit_gates
 from pgqd.worker.telemetry import NoMetrics
 from tests.support.engine import running_worker
@@ -249,7 +249,7 @@ async def test_new_jobs_do_not_reopen_a_reached_limit_and_jobs_put_back_do(
             await wait_until(noticed, timeout=10, what="the new job's notice acted on")
         assert counted.claims == claims
         assert "paired" in worker.gates.closed
-        await backend.record(other, [Requeued(held[0].id, "release")], ["paired"])
+        await backend.record(other, [Unfinished(held[0].id, "release")], ["paired"])
 
         async def one_ran() -> bool:
             return len(ran) >= 1

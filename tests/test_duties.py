@@ -12,7 +12,7 @@ from pgqd import Entrypoint, MemoryBackend, WorkerSettings
 from pgqd.daemon.worker.duties import UPKEEP_AFTER, first_turn_after, keep_doing, lead_duties
 from pgqd.daemon.worker.log_partitions import LogPartitionUpkeep
 from pgqd.daemon.worker.log_rollup import LogRollup
-from pgqd.daemon.worker.main import WorkerPlan
+from pgqd.daemon.worker.plan import WorkerPlan
 from pgqd.daemon.worker.scheduler import Scheduler
 from pgqd.daemon.worker.vacuum import JobsTableUpkeep
 from pgqd.identifiers import Names

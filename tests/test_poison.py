@@ -17,8 +17,11 @@ pytestmark = pytest.mark.slow
 POISONS = {
     # handler, what the supervisor or the fleet saw
     "exit": ("tests.support.daemon_app:kills_its_process", ("exit status 1",)),
-    # The supervisor's watchdog kills the worker, unless the other worker's stale-heartbeat rescue gets there first.
-    "block": ("tests.support.daemon_app:loop_blocker", ("killed by the watchdog: event loop blocked", "no heartbeat")),
+    # The supervisor kills the silent worker, unless the other worker's stale-heartbeat rescue gets there first.
+    "block": (
+        "tests.support.daemon_app:loop_blocker",
+        ("killed for not checking in: event loop blocked", "no heartbeat"),
+    ),
 }
 
 

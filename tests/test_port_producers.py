@@ -9,7 +9,7 @@ import pytest
 
 from pgqd import DedupeConflict
 from pgqd.backend.base import Backend
-from pgqd.models import ErrorInfo, Finished, Requeued
+from pgqd.models import ErrorInfo, Finished, Unfinished
 from tests.support.port import Events, enqueue_ids, info, new, plain, worker
 
 # --- enqueue --------------------------------------------------------------------------------------------------
@@ -110,7 +110,7 @@ async def held_job(backend: Backend, **fields: object) -> tuple[int, int]:
     [job_id] = await enqueue_ids(backend, [new(**fields)])
     owner = await worker(backend)
     await backend.claim(owner, 1, plain())
-    await backend.record(owner, [Requeued(job_id, "hold", error=ErrorInfo("ValueError", "bad"))], [])
+    await backend.record(owner, [Unfinished(job_id, "hold", error=ErrorInfo("ValueError", "bad"))], [])
     return job_id, owner
 
 

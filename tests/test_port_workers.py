@@ -11,7 +11,7 @@ import pytest
 from pgqd import BackendUnavailable, MemoryBackend
 from pgqd.backend.base import Backend
 from pgqd.daemon.worker.scheduler import ScheduleSpec, definitions
-from pgqd.models import EntrypointLimit, ErrorInfo, Finished, HandOver, NewJob, Recorded, Requeued
+from pgqd.models import EntrypointLimit, ErrorInfo, Finished, HandOver, NewJob, Recorded, Unfinished
 from tests.support.port import Events, enqueue_ids, info, new, plain, worker
 from tests.support.time_passes import TimePasses
 from tests.support.waiting import wait_until
@@ -115,10 +115,10 @@ async def test_record_logs_finished_jobs_and_puts_retried_held_and_released_ones
     error = ErrorInfo("ValueError", "bad", "Traceback ...")
     outcomes = [
         Finished(done, "exception", started_after=0.01, duration=0.02, error=error),
-        Requeued(retried, "retry", 0.0, error),
-        Requeued(later, "retry", 3600.0, error),
-        Requeued(held, "hold", 0.0, error),
-        Requeued(released, "release"),
+        Unfinished(retried, "retry", 0.0, error),
+        Unfinished(later, "retry", 3600.0, error),
+        Unfinished(held, "hold", 0.0, error),
+        Unfinished(released, "release"),
     ]
     assert (await backend.record(owner, outcomes, [])).applied == 5
     states = await backend.job_states([done, retried, later, held, released])
@@ -191,7 +191,7 @@ async def test_a_hand_over_claims_the_next_jobs_for_the_same_worker_in_the_slots
     subscription = await backend.subscribe(events)
     try:
         written = await backend.record(
-            owner, [Finished(third, "successful"), Requeued(first, "retry", 60.0)], ["capped"], hand_over=capped(2, 2)
+            owner, [Finished(third, "successful"), Unfinished(first, "retry", 60.0)], ["capped"], hand_over=capped(2, 2)
         )
         # Its next jobs in the claim's order, counted as a claim counts them.
         assert written.applied == 2

@@ -13,7 +13,7 @@ import pytest
 from pgqd import Client, JobSpec, PostgresBackend
 from pgqd.backend import ready_scan
 from pgqd.backend.ready_scan import WHOLE_READ_EVERY, ReadyScanStarts
-from pgqd.models import ClaimedJob, EntrypointLimit, Event, Requeued, WorkerInfo
+from pgqd.models import ClaimedJob, EntrypointLimit, Event, Unfinished, WorkerInfo
 from tests.support.waiting import wait_until
 
 
@@ -99,7 +99,7 @@ async def test_a_job_the_worker_releases_is_its_next_claims_first(conn: Any) -> 
     second = await backend.claim(worker, 10, [EntrypointLimit("work")])
     assert [job.id for job in first.jobs + second.jobs] == ids[:20]
 
-    await backend.record(worker, [Requeued(ids[3], "release")], [])
+    await backend.record(worker, [Unfinished(ids[3], "release")], [])
     third = await backend.claim(worker, 10, [EntrypointLimit("work")])
     assert [job.id for job in third.jobs] == [ids[3], *ids[20:29]]
 
@@ -117,7 +117,7 @@ async def test_a_job_another_worker_puts_back_is_the_next_claims_first(conn: Any
         assert [job.id for job in mine.jobs + theirs.jobs] == ids[:11]
         assert (await backend.claim(worker, 5, [EntrypointLimit("work")])).jobs[0].id == ids[11]
 
-        await backend.record(other, [Requeued(ids[10], "release")], [])
+        await backend.record(other, [Unfinished(ids[10], "release")], [])
 
         async def notified() -> bool:
             return any(e.kind == "enqueued" and e.top_priority is None for e in events)

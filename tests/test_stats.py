@@ -11,7 +11,7 @@ import pytest
 
 from pgqd import Client, JobSpec, PostgresBackend
 from pgqd.identifiers import Names
-from pgqd.models import EntrypointLimit, ErrorInfo, Finished, Requeued, WorkerInfo
+from pgqd.models import EntrypointLimit, ErrorInfo, Finished, Unfinished, WorkerInfo
 from pgqd.ops.stats import QueueStats
 
 
@@ -26,7 +26,7 @@ async def fill(db_dsn: str) -> dict[str, Any]:
         worker = await backend.register_worker(WorkerInfo("host-a", 4242, ["mail", "report"]))
         claimed = await backend.claim(worker, 2, [EntrypointLimit("mail")])
         held, running = (j.id for j in claimed.jobs)
-        await backend.record(worker, [Requeued(held, "hold", error=ErrorInfo("IOError", "smtp down", "tb"))], [])
+        await backend.record(worker, [Unfinished(held, "hold", error=ErrorInfo("IOError", "smtp down", "tb"))], [])
         done = await backend.claim(worker, 2, [EntrypointLimit("report")])
         ok, bad = (j.id for j in done.jobs)
         await backend.record(

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pgqd import Client, Entrypoint, Job, JobSpec, Worker
 from pgqd.backend.base import Backend
 from pgqd.errors import BackendUnavailable
-from pgqd.models import ClaimResult, EntrypointLimit, Finished, Requeued, WorkerInfo
+from pgqd.models import ClaimResult, EntrypointLimit, Finished, Unfinished, WorkerInfo
 from tests.support.engine import drain, fast_settings, running_worker
 from tests.support.time_passes import TimePasses
 from tests.support.waiting import wait_until
@@ -147,13 +147,13 @@ async def test_a_culprit_of_an_entrypoint_that_holds_failures_is_held_and_a_requ
     [poison] = await suspects_from_two_crashes(backend, client, 1)
     dead = await ghost(backend, "victim")
     await backend.claim(dead, 1, limits(1, hold=True), isolated=True)
-    await backend.rescue_worker(dead, "killed by the watchdog: event loop blocked")
+    await backend.rescue_worker(dead, "killed for not checking in: event loop blocked")
 
     state = (await client.status([poison]))[poison]
     assert state.status == "failed"
     assert state.error is not None
     assert state.error.type == "pgqd.WorkerLost"
-    assert "killed by the watchdog: event loop blocked" in state.error.message
+    assert "killed for not checking in: event loop blocked" in state.error.message
     # An operator may try again once the cause is fixed: it starts with a clean record.
     assert await client.requeue([poison]) == [poison]
     assert (await client.status([poison]))[poison].status == "queued"
@@ -200,7 +200,7 @@ async def test_a_suspect_released_unfinished_or_stray_stays_a_suspect(backend: B
     await backend.claim(worker, 1, limits(), isolated=True)
     assert await backend.release_stray(worker, []) == [first]  # a claim whose reply was lost
     await backend.claim(worker, 1, limits(), isolated=True)
-    await backend.record(worker, [Requeued(first, "release")], [])  # a shutdown
+    await backend.record(worker, [Unfinished(first, "release")], [])  # a shutdown
 
     states = await client.status([first, second])
     assert {state.status for state in states.values()} == {"suspect"}

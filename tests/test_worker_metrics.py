@@ -6,7 +6,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from pgqd.daemon.metrics import WorkerMetrics
-from pgqd.models import Finished, Requeued
+from pgqd.models import Finished, Unfinished
 
 
 def test_published_figures_add_up_what_the_jobs_did() -> None:
@@ -17,8 +17,8 @@ def test_published_figures_add_up_what_the_jobs_did() -> None:
     metrics.job_started("report", -0.5)  # a clock step: counted as no wait
     metrics.job_ended("mail", Finished(1, "successful"), 0.002)
     metrics.job_ended("mail", Finished(2, "exception"), 0.02)
-    metrics.job_ended("mail", Requeued(3, "retry", 5.0), 0.02)
-    metrics.job_ended("report", Requeued(4, "hold"), 0.7)
+    metrics.job_ended("mail", Unfinished(3, "retry", 5.0), 0.02)
+    metrics.job_ended("report", Unfinished(4, "hold"), 0.7)
     metrics.publish()
     metrics.job_started("mail", 0.003)  # after the publish: in the next one
     value = registry.get_sample_value

@@ -39,10 +39,10 @@ from pgqd.models import (
     Outcome,
     PauseState,
     Recorded,
-    Requeued,
     ScheduleDefinition,
     ScheduleState,
     StepsEnqueued,
+    Unfinished,
     WorkerInfo,
     WorkflowView,
 )
@@ -275,7 +275,7 @@ class PostgresBackend:
         # In id order, the order in which the statement locks the rows: an enqueue naming some of them as parents
         # locks them in that order too (enqueue_steps), so the two take turns rather than deadlock.
         finished = sorted((o for o in outcomes if isinstance(o, Finished)), key=_by_job_id)
-        requeued = sorted((o for o in outcomes if isinstance(o, Requeued)), key=_by_job_id)
+        requeued = sorted((o for o in outcomes if isinstance(o, Unfinished)), key=_by_job_id)
         scan = self._scan_starts.get(worker_id)
         if scan is not None and any(o.kind == "release" or (o.kind == "retry" and o.delay <= 0) for o in requeued):
             # Queued again with their old ids, before where this worker's claims now start reading.

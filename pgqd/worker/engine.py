@@ -34,7 +34,7 @@ from pgqd.models import (
     HeartbeatReply,
     Outcome,
     Recorded,
-    Requeued,
+    Unfinished,
     WorkerInfo,
 )
 from pgqd.worker.dispatch_state import DispatchState, Step
@@ -473,7 +473,7 @@ class Worker:
         if self.state.stopping:
             # Handed over by a write that went out before the stop: back to the queue, their attempts not counted.
             for job in successors:
-                self.recorder.add(Requeued(job.id, "release"))
+                self.recorder.add(Unfinished(job.id, "release"))
             return
         claimed_at = time.monotonic()
         for job in successors:
@@ -523,7 +523,7 @@ class Worker:
                 fast.cancel()
         suspect = self.state.suspect_dropped()
         if suspect is not None:
-            self.recorder.add(Requeued(suspect.id, "release"))  # back to the suspects, its attempt not counted
+            self.recorder.add(Unfinished(suspect.id, "release"))  # back to the suspects, its attempt not counted
         leftovers = list(self.running.values())
         for run in leftovers:
             run.stop("shutdown")

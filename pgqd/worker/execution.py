@@ -18,7 +18,7 @@ import structlog
 
 from pgqd.entrypoint import Entrypoint
 from pgqd.job import Context, Job, RetryLater
-from pgqd.models import ClaimedJob, ErrorInfo, Finished, Outcome, Requeued
+from pgqd.models import ClaimedJob, ErrorInfo, Finished, Outcome, Unfinished
 from pgqd.payload import decode_headers
 from pgqd.tracing import describe_outcome, job_span
 from pgqd.tracing import enabled as tracing_enabled
@@ -171,7 +171,7 @@ class JobRun:
     def _unrun(self) -> Outcome:
         """The outcome of a run that did not get to its handler's end: canceled if that was asked for, else the
         job goes back to the queue with its attempt not counted."""
-        return self._finished("canceled") if self.stop_reason == "cancel" else Requeued(self.job.id, "release")
+        return self._finished("canceled") if self.stop_reason == "cancel" else Unfinished(self.job.id, "release")
 
     async def _traced(self) -> Outcome:
         job = self.job
@@ -202,7 +202,7 @@ class JobRun:
             if self.requested_stop == "cancel":
                 return self._finished("canceled")
             if self.requested_stop == "shutdown":
-                return Requeued(self.job.id, "release")
+                return Unfinished(self.job.id, "release")
             # Nobody asked for this cancellation: the handler raised CancelledError itself.
             return self._failed(exc)
         except TimeoutError as exc:
@@ -214,7 +214,7 @@ class JobRun:
                 )
             return self._failed(exc)
         except RetryLater as request:
-            return Requeued(self.job.id, "retry", request.delay, error_info(request))
+            return Unfinished(self.job.id, "retry", request.delay, error_info(request))
         except BaseException as exc:
             return self._failed(exc)
         return self._succeeded(result)
@@ -262,10 +262,10 @@ class JobRun:
         retry = self.handler.entrypoint.retry
         info = error_info(exc)
         if self.job.attempts < retry.max_attempts:
-            return Requeued(self.job.id, "retry", retry.delay_after(self.job.attempts), info)
+            return Unfinished(self.job.id, "retry", retry.delay_after(self.job.attempts), info)
         return self._exhausted(info)
 
     def _exhausted(self, info: ErrorInfo) -> Outcome:
         if self.handler.entrypoint.on_failure == "hold":
-            return Requeued(self.job.id, "hold", 0.0, info)
+            return Unfinished(self.job.id, "hold", 0.0, info)
         return self._finished("exception", info)

@@ -1,7 +1,7 @@
 """How the supervisor judges a worker's death: its cause in words, and the crash-loop guard.
 
 The guard counts only deaths that no job explains: a worker that failed to start (an import error, resources
-that fail to open), or that died or was killed by the watchdog with nothing running. A death while jobs were in
+that fail to open), or that died or was killed for not checking in with nothing running. A death while jobs were in
 flight is a job's doing (a handler that kills its process, or blocks its event loop), and is handled by the
 rescue of those jobs, whose budget of lost runs gives a poisonous job up. So a poison job can never take the
 daemon down, whatever its ``max_attempts``; a deployment that cannot run at all still stops with exit status 1.

@@ -333,7 +333,7 @@ class Supervisor:
                     silent_for=round(silent_for, 1),
                 )
                 worker.reason = worker.reason if worker.draining else "timeout"
-                worker.killed = f"killed by the watchdog: event loop blocked for {silent_for:.0f}s"
+                worker.killed = f"killed for not checking in: event loop blocked for {silent_for:.0f}s"
             elif worker.deadline is not None and now > worker.deadline:
                 log.error("worker did not stop in time: killing it", worker_pid=worker.pid)
                 worker.killed = "killed for not stopping within shutdown_timeout"

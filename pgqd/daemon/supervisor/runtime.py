@@ -9,7 +9,7 @@ from typing import Any
 
 from pgqd.backend.bounded import DatabaseTimeouts
 from pgqd.config.model import Config, EntrypointConfig
-from pgqd.daemon.worker.main import WorkerPlan
+from pgqd.daemon.worker.plan import WorkerPlan
 from pgqd.entrypoint import Entrypoint, RetryPolicy
 from pgqd.identifiers import Names
 from pgqd.models import ScheduleSpec

@@ -10,18 +10,16 @@ can be tested on its own by calling ``turn``.
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from pgqd.backend.base import Backend
 from pgqd.daemon.metrics import QueueGaugeSamples, WorkerMetrics
 from pgqd.daemon.worker.log_partitions import LogPartitionUpkeep
 from pgqd.daemon.worker.log_rollup import LogRollup
+from pgqd.daemon.worker.plan import WorkerPlan
 from pgqd.daemon.worker.queue_gauges import COUNT_LIMIT, QueueGaugeCollector
 from pgqd.daemon.worker.scheduler import Scheduler
 from pgqd.daemon.worker.vacuum import JobsTableUpkeep
-
-if TYPE_CHECKING:
-    from pgqd.daemon.worker.main import WorkerPlan
 
 
 class Duty(Protocol):

@@ -15,61 +15,28 @@ import gc
 import os
 import signal
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import structlog
 
-from pgqd.backend.bounded import DatabaseHealth, DatabaseTimeouts
+from pgqd.backend.bounded import DatabaseHealth
 from pgqd.backend.postgres import PostgresBackend
 from pgqd.backoff import Backoff
 from pgqd.daemon.check_in import CheckIn
 from pgqd.daemon.logs import end_noise_episodes
 from pgqd.daemon.metrics import WorkerMetrics, use_multiprocess_directory
 from pgqd.daemon.worker.duties import first_turn_after, keep_doing, lead_duties
-from pgqd.entrypoint import Entrypoint
+from pgqd.daemon.worker.plan import WorkerPlan
 from pgqd.errors import BackendUnavailable
-from pgqd.identifiers import Names
 from pgqd.imports import import_object
-from pgqd.models import ScheduleSpec
-from pgqd.worker.engine import Worker, WorkerSettings
+from pgqd.worker.engine import Worker
 from pgqd.worker.telemetry import NO_METRICS
 
 log = structlog.get_logger("pgqd.worker")
 
 # Allocations between two collections of the youngest generation (Python's default: 700).
 GC_YOUNG_THRESHOLD = 10_000
-
-
-@dataclass(frozen=True)
-class WorkerPlan:
-    """Everything a worker process needs, prepared by the supervisor before it forks."""
-
-    dsn: str | None
-    names: Names
-    pool_size: int
-    entrypoints: Sequence[Entrypoint]
-    settings: WorkerSettings
-    resources: str | None
-    check_in_fd: int
-    check_in_every: float
-    # The schedules this process fires: all of them in one worker per daemon, none in the others.
-    schedules: Sequence[ScheduleSpec] = ()
-    # Where this process records its Prometheus samples for the supervisor to serve (None: not recorded).
-    metrics_dir: str | None = None
-    # The time bound of every database call (from [database] command_timeout and connect_timeout).
-    timeouts: DatabaseTimeouts = field(default_factory=DatabaseTimeouts)
-    # Whether this process collects the queue gauges (one worker per daemon, when metrics are served).
-    queue_gauges: bool = False
-    # Whether this process vacuums the jobs table when dead rows pile up (one worker per daemon; see vacuum.py).
-    upkeep: bool = False
-    # Whether this process keeps the log's hourly rollup for the history charts (one worker per daemon).
-    log_rollup: bool = False
-    # Whether this process keeps the log's partitions: created ahead, dropped past retention (see log_partitions.py).
-    log_partitions: bool = False
-    # The Django settings module this process sets up before it runs Django tasks (None: no Django).
-    django_settings: str | None = None
 
 
 def worker_main(plan: WorkerPlan) -> int:
