@@ -13,9 +13,9 @@ from collections.abc import Sequence
 
 from pgqd import Client, Entrypoint, Job, JobSpec, Worker
 from pgqd.backend.base import Backend
-from pgqd.errors import BackendUnavailable
-from pgqd.models import ClaimResult, EntrypointLimit, Finished, Unfinished, WorkerInfo
+from pgqd.models import EntrypointLimit, Finished, Unfinished, WorkerInfo
 from tests.support.engine import drain, fast_settings, running_worker
+from tests.support.lossy_backend import LosesAClaimReply
 from tests.support.time_passes import TimePasses
 from tests.support.waiting import wait_until
 
@@ -296,40 +296,19 @@ async def test_a_suspect_cancelled_while_its_worker_waits_to_run_it_alone_never_
     assert ran == [regular]
 
 
-class LosesAClaimReply:
-    """A backend whose first regular claim takes its jobs in the database, then fails as if the connection had
-    dropped before the reply came back, once the worker has heard (from its heartbeat) that suspects wait."""
-
-    def __init__(self, backend: Backend) -> None:
-        self.backend = backend
-        self.worker: Worker | None = None
-        self.lost: list[int] = []
-
-    def __getattr__(self, name: str) -> object:
-        return getattr(self.backend, name)
-
-    async def claim(
-        self, worker_id: int, batch: int, limits: Sequence[EntrypointLimit], *, isolated: bool = False
-    ) -> ClaimResult:
-        result = await self.backend.claim(worker_id, batch, limits, isolated=isolated)
-        if isolated or self.lost or self.worker is None:
-            return result
-        self.lost = [job.id for job in result.jobs]
-        worker = self.worker
-
-        async def suspects_heard() -> bool:
-            return worker.state.suspects
-
-        await wait_until(suspects_heard, timeout=10, what="the heartbeat to say suspects wait")
-        raise BackendUnavailable("connection lost before the claim's reply came back")
-
-
 async def test_a_suspect_runs_alone_only_after_the_jobs_of_a_lost_claim_reply_are_released(
     backend: Backend, client: Client
 ) -> None:
     [suspect] = await suspects_from_two_crashes(backend, client, 1)
     regular = [i for i in await client.enqueue_many([JobSpec("work", n) for n in range(3)]) if i is not None]
-    lossy = LosesAClaimReply(backend)
+
+    async def once_suspects_are_heard(worker: Worker) -> None:
+        async def heard() -> bool:
+            return worker.state.suspects
+
+        await wait_until(heard, timeout=10, what="the heartbeat to say suspects wait")
+
+    lossy = LosesAClaimReply(backend, before_failing=once_suspects_are_heard)
     beside_the_suspect: dict[int, str] = {}
 
     async def handler(job: Job) -> None:
@@ -350,3 +329,26 @@ async def test_a_suspect_runs_alone_only_after_the_jobs_of_a_lost_claim_reply_ar
     # Had they still been picked by this worker, the suspect would not have been alone: a death it caused would
     # have been charged to none of them.
     assert set(beside_the_suspect.values()) == {"queued"}
+
+
+async def test_a_worker_stopping_before_it_reconciled_releases_the_jobs_of_a_lost_claim_reply(
+    backend: Backend, client: Client
+) -> None:
+    """Left picked in the name of a worker that is gone, they would wait for the stale-heartbeat rescue and each
+    count a death they had nothing to do with."""
+    ids = [i for i in await client.enqueue_many([JobSpec("work", n) for n in range(3)]) if i is not None]
+
+    async def stop_now(worker: Worker) -> None:
+        worker.stop(0)
+
+    lossy = LosesAClaimReply(backend, before_failing=stop_now)
+    worker = Worker(lossy, [Entrypoint("work", lambda job: None)], fast_settings())  # type: ignore[arg-type]
+    lossy.worker = worker
+    await asyncio.wait_for(worker.run(), 10)
+
+    assert sorted(lossy.lost) == sorted(ids)
+    states = await client.status(ids)
+    assert {state.status for state in states.values()} == {"queued"}
+    assert {state.attempts for state in states.values()} == {0}
+    await drain(Worker(backend, [Entrypoint("work", lambda job: None)], fast_settings()))
+    assert await status_of(client, ids) == {"successful"}

@@ -188,6 +188,11 @@ class Worker:
         finally:
             if not await self.recorder.close(timeout=max(self.settings.worker_timeout / 2, 1.0)):
                 log.error("outcomes left unwritten", count=self.recorder.unwritten, worker_id=self.worker_id)
+            if self.worker_id and self.state.reconcile:
+                # Stopped before it could release what a lost claim reply left in its name: done now, or those jobs
+                # would wait for the stale-heartbeat rescue and each count a death.
+                with contextlib.suppress(BackendUnavailable):
+                    await self._release_stray()
             self.metrics.publish()
             if self.worker_id:
                 with contextlib.suppress(BackendUnavailable):
