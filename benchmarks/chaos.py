@@ -474,11 +474,14 @@ def main() -> None:
     parser.add_argument("--logs", type=Path, help="copy the daemons' logs into this folder at the end")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="pgqd-chaos-") as folder:
-        result = run_until_signalled(run(args, Path(folder)))
-        if args.logs is not None:
-            args.logs.mkdir(parents=True, exist_ok=True)
-            for log in Path(folder).glob("daemon*.log"):
-                shutil.copy(log, args.logs / log.name)
+        try:
+            result = run_until_signalled(run(args, Path(folder)))
+        finally:
+            # Kept whatever the end: a run that failed or was stopped is the one whose logs are wanted.
+            if args.logs is not None:
+                args.logs.mkdir(parents=True, exist_ok=True)
+                for log in Path(folder).glob("daemon*.log"):
+                    shutil.copy(log, args.logs / log.name)
     ok = (
         result["jobs_lost"] == 0
         and result["jobs_stuck_picked"] == 0

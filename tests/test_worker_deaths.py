@@ -10,10 +10,11 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
+from typing import Any
 
 from pgqd import Client, Entrypoint, Job, JobSpec, Worker
 from pgqd.backend.base import Backend
-from pgqd.models import EntrypointLimit, Finished, Unfinished, WorkerInfo
+from pgqd.models import EntrypointLimit, Finished, Recorded, Unfinished, WorkerInfo
 from tests.support.engine import drain, fast_settings, running_worker
 from tests.support.lossy_backend import LosesAClaimReply
 from tests.support.time_passes import TimePasses
@@ -352,3 +353,64 @@ async def test_a_worker_stopping_before_it_reconciled_releases_the_jobs_of_a_los
     assert {state.attempts for state in states.values()} == {0}
     await drain(Worker(backend, [Entrypoint("work", lambda job: None)], fast_settings()))
     assert await status_of(client, ids) == {"successful"}
+
+
+class UndoesAWriteBeforeASuspect:
+    """A backend on which the write of outcomes that goes out while a suspect waits to run alone is followed by a
+    failover that undid an earlier write: a job is picked in the worker's name again, and the worker hears that
+    its connection came back."""
+
+    def __init__(self, backend: Backend, stray: int) -> None:
+        self.backend = backend
+        self.stray = stray
+        self.worker: Worker | None = None
+        self.undone = False
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.backend, name)
+
+    async def record(self, worker_id: int, *args: Any, **kwargs: Any) -> Recorded:
+        written = await self.backend.record(worker_id, *args, **kwargs)
+        worker = self.worker
+        if worker is not None and worker.state.suspect_claimed is not None and not self.undone:
+            self.undone = True
+            taken = await self.backend.claim(worker_id, 1, [EntrypointLimit("other")])
+            assert [job.id for job in taken.jobs] == [self.stray]
+            worker.state.reconnected()
+        return written
+
+
+async def test_a_suspect_waits_for_the_jobs_a_failover_put_back_in_its_workers_name_during_the_last_write(
+    backend: Backend, client: Client
+) -> None:
+    [suspect] = await suspects_from_two_crashes(backend, client, 1)
+    stray = await client.enqueue("other", "not served here")
+    regular = await client.enqueue("work", "regular")
+    undoing = UndoesAWriteBeforeASuspect(backend, stray)
+    beside_the_suspect: list[str] = []
+
+    async def handler(job: Job) -> None:
+        if job.id == regular:
+            # Runs until the worker has claimed the suspect, so that its outcome is the write before the suspect.
+            async def suspect_claimed() -> bool:
+                return worker.state.suspect_claimed is not None
+
+            await wait_until(suspect_claimed, timeout=10, what="the suspect to be claimed")
+        elif job.id == suspect:
+            beside_the_suspect.append((await client.status([stray]))[stray].status)
+
+    # Outcomes linger, so the regular job's outcome goes out in the write made just before the suspect starts (on
+    # PostgreSQL; the in-memory backend's worker writes it once it is idle, while the suspect waits): either way
+    # the job put back in the worker's name must be released before the suspect runs.
+    settings = fast_settings(concurrency=4, flush_linger=5.0)
+    worker = Worker(undoing, [Entrypoint("work", handler)], settings)  # type: ignore[arg-type]
+    undoing.worker = worker
+    async with running_worker(worker):
+
+        async def both_done() -> bool:
+            return await status_of(client, [suspect, regular]) == {"successful"}
+
+        await wait_until(both_done, timeout=20, what="the regular job and the suspect to end")
+
+    assert undoing.undone
+    assert beside_the_suspect == ["queued"]

@@ -186,11 +186,13 @@ class Worker:
         except _Stopped:
             pass
         finally:
-            if not await self.recorder.close(timeout=max(self.settings.worker_timeout / 2, 1.0)):
+            written = await self.recorder.close(timeout=max(self.settings.worker_timeout / 2, 1.0))
+            if not written:
                 log.error("outcomes left unwritten", count=self.recorder.unwritten, worker_id=self.worker_id)
-            if self.worker_id and self.state.reconcile:
-                # Stopped before it could release what a lost claim reply left in its name: done now, or those jobs
-                # would wait for the stale-heartbeat rescue and each count a death.
+            elif self.worker_id and self.state.reconcile:
+                # Stopped before it could release what a lost claim reply left in its name: done now, or the rescue
+                # of this worker's jobs once it is gone would count a death for each. Not when the database just
+                # failed the outcomes' write: a call then would most likely wait out its timeout for nothing.
                 with contextlib.suppress(BackendUnavailable):
                     await self._release_stray()
             self.metrics.publish()
@@ -358,6 +360,10 @@ class Worker:
         whose outcome is not written is still picked by this worker, and the suspect would not be alone."""
         if self.recorder.unwritten:
             await self.recorder.flush()
+            if self.state.reconcile:
+                # The database was lost (a failover may have undone writes) while the outcomes went out: jobs may be
+                # picked in this worker's name again. The next step releases them first.
+                return
         suspect = self.state.suspect_started()
         if suspect is not None:
             self._start(suspect, time.monotonic())

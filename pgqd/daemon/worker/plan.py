@@ -10,7 +10,7 @@ from pgqd.backend.bounded import DatabaseTimeouts
 from pgqd.entrypoint import Entrypoint
 from pgqd.identifiers import Names
 from pgqd.models import ScheduleSpec
-from pgqd.worker.engine import WorkerSettings
+from pgqd.worker.settings import WorkerSettings
 
 
 @dataclass(frozen=True)
