@@ -69,7 +69,8 @@ async def drain(
 ) -> dict[str, float]:
     """Drains ``jobs`` pre-queued no-op jobs; stops after ``cap`` seconds if they are not all done, and then
     rates what finished. Rate = finished / (last finish - first start), from the system's own tables."""
-    return await drain_of(system, server, {"noop": jobs}, NOOP, processes, batch, concurrency, cap)
+    result, _ = await drain_of(system, server, {"noop": jobs}, NOOP, processes, batch, concurrency, cap)
+    return result
 
 
 async def drain_of(
@@ -83,9 +84,11 @@ async def drain_of(
     cap: float,
     mix: Mix | None = None,
     env: dict[str, str] | None = None,
-) -> dict[str, float]:
+) -> tuple[dict[str, float], tuple[float, float]]:
     """Drains the pre-queued jobs of ``counts`` (entrypoint -> jobs) with the entrypoints of ``mix`` served, until
-    the jobs of the ``measured`` entrypoints are done or ``cap`` seconds have passed; rates those jobs alone."""
+    the jobs of the ``measured`` entrypoints are done or ``cap`` seconds have passed; rates those jobs alone. Also
+    returns the span rated: the first start and the last end of a measured job (Unix seconds, the database's
+    clock)."""
     wanted = sum(counts[name] for name in measured)
     async with empty_database(server) as dsn:
         await system.install(dsn)
@@ -100,7 +103,8 @@ async def drain_of(
             await conn.close()
     if finished < 2:
         raise RuntimeError(f"{system.label} finished {finished} of {wanted} jobs within {cap}s")
-    return {"jobs_per_s": finished / (last_finish - first_start).total_seconds(), "finished": finished}
+    rate = finished / (last_finish - first_start).total_seconds()
+    return {"jobs_per_s": rate, "finished": finished}, (first_start.timestamp(), last_finish.timestamp())
 
 
 async def ceiling(server: str, jobs: int, processes: int, batch: int) -> dict[str, float]:

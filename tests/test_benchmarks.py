@@ -107,6 +107,10 @@ def test_compare_runs_the_realistic_mix_and_checks_its_limits(pg_server: str, tm
     document = json.loads(output.read_text())
     realistic = document["medians"]["realistic 1p b10"]
     assert realistic["pgqd"]["finished"] == realistic["pgqd unlimited only"]["finished"] == 360
+    # The jobs run within the span rated, per second of it: the limited entrypoints' jobs too, where they run.
+    assert realistic["pgqd"]["all_jobs_per_s"] >= realistic["pgqd"]["jobs_per_s"]
+    assert realistic["pgqd unlimited only"]["all_jobs_per_s"] == realistic["pgqd unlimited only"]["jobs_per_s"]
+    assert "| pgqd: all jobs / unlimited only |" in result.stdout
     assert {row["entrypoint"] for row in document["limits"]} == {"billing", "crm_sync", "sms"}
     assert all(row["held"] for row in document["limits"])
     assert set(document["medians"]["idle limit 2p b10"]) == {"alone", "+3 unlimited", "+3, one limited"}
