@@ -179,6 +179,9 @@ def test_get_result_trusts_nothing_in_the_id_but_the_job_number(django_db: str) 
         f"{job} ",
         f"{job}\n",
         "\u0661\u0662",  # digits, but not ASCII ones
+        "\x00",
+        f"{job}\x00",
+        "x" * 100_000,
         str(2**63),
         "9" * 400,
         f"{job}.0",

@@ -103,10 +103,9 @@ def read_row(using: str, names: Names, job_id: int) -> Row | None:
     with connections[using].cursor() as cursor:
         cursor.execute(sql, args)
         found = cursor.fetchone()
-        columns = [column[0] for column in cursor.description] if found is not None else []
-    if found is None:
-        return None
-    fields = dict(zip(columns, found, strict=True))
+        if found is None:
+            return None
+        fields = dict(zip((column[0] for column in cursor.description), found, strict=True))
     # psycopg2 reads bytea as a memoryview.
     payload = fields["payload"]
     fields["payload"] = None if payload is None else bytes(payload)
