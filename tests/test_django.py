@@ -5,10 +5,12 @@ connection at that test's fresh database."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -18,10 +20,14 @@ import pytest
 
 pytest.importorskip("django")
 
+from examples.django_app.database import django_database
 from pgqd.config.load import ConfigProblems, parse_config
 from pgqd.config.render import render_effective
+from pgqd.errors import BackendUnavailable
 from tests.support.cli import run_pgqd
 from tests.support.daemon import REPO, Daemon, StartDaemon, wait_for
+from tests.support.dropped_port import packets_dropped, why_packets_cannot_be_dropped
+from tests.support.tcp_proxy import TcpProxy
 
 DSN_ENV = "PGQD_DJANGO_TEST_DSN"
 
@@ -69,8 +75,6 @@ def django_project() -> None:
 def django_db(django_project: None, db_dsn: str) -> Iterator[str]:
     """Django's default connection on this test's database, with the table the test view writes to."""
     from django.db import connections
-
-    from examples.django_app.database import django_database
 
     connection = connections["default"]
     connection.close()
@@ -145,6 +149,90 @@ def test_enqueue_outside_atomic_commits_by_itself(django_db: str) -> None:
     with psycopg.connect(django_db) as other:
         seen = other.execute("SELECT entrypoint, priority FROM pgqd_jobs WHERE id = %s", [job_id]).fetchall()
     assert seen == [("send_email", 3)]
+
+
+@contextlib.contextmanager
+def django_connection(**settings: Any) -> Iterator[None]:
+    """Django's default connection reopened with these settings (``OPTIONS``: libpq's connection parameters),
+    and with the test's own again afterwards."""
+    from django.db import connection
+
+    saved = dict(connection.settings_dict)
+    connection.close()
+    connection.settings_dict.update(settings)
+    try:
+        yield
+    finally:
+        connection.close()
+        connection.settings_dict.clear()
+        connection.settings_dict.update(saved)
+
+
+def signup_and_enqueue(email: str, fault: contextlib.AbstractContextManager[Any] | None = None) -> None:
+    """What the test view does: business data and a job in one transaction; ``fault`` around the enqueue."""
+    from django.db import transaction
+
+    with transaction.atomic():
+        query("INSERT INTO test_signups (email) VALUES (%s) RETURNING id", email)
+        with fault or contextlib.nullcontext():
+            pgqd_enqueue("send_email", {"to": email})
+
+
+def nothing_kept_but(jobs: int) -> None:
+    assert query("SELECT count(*) FROM test_signups") == [(0,)]
+    assert query("SELECT count(*) FROM pgqd_jobs") == [(jobs,)]
+
+
+# The enqueue runs on Django's connection, so a database that stops answering holds it as it holds any ORM
+# query, and what bounds it is the connection's own settings (docs/producers.md, "A database that stops
+# answering"). The bounds below are loose: they tell the setting's few seconds from a hang (pytest-timeout's
+# 120 s, or TCP's own retries for some 15 minutes).
+
+
+def test_an_enqueue_that_waits_on_a_lock_ends_at_the_statement_timeout_and_its_transaction_keeps_nothing(
+    django_db: str,
+) -> None:
+    import psycopg
+
+    with django_connection(OPTIONS={"options": "-c statement_timeout=1000"}):
+        with psycopg.connect(django_db) as locker:
+            locker.execute("LOCK TABLE pgqd_jobs IN ACCESS EXCLUSIVE MODE")
+            started = time.monotonic()
+            with pytest.raises(BackendUnavailable, match="statement timeout"):
+                signup_and_enqueue("held@example.com")
+            waited = time.monotonic() - started
+        assert waited < 30
+        nothing_kept_but(jobs=0)
+        signup_and_enqueue("later@example.com")
+        assert query("SELECT email FROM test_signups") == [("later@example.com",)]
+
+
+@pytest.mark.skipif(why_packets_cannot_be_dropped() is not None, reason=str(why_packets_cannot_be_dropped()))
+@pytest.mark.parametrize("conn_max_age", [0, 600], ids=["new-connection-per-request", "persistent-connections"])
+def test_an_enqueue_over_a_dead_link_ends_at_the_tcp_user_timeout_and_the_next_one_reconnects(
+    django_db: str, conn_max_age: int
+) -> None:
+    """The database's packets go nowhere and nothing answers (a host gone, a cable cut): libpq's
+    ``tcp_user_timeout`` ends the call, the transaction is lost with the connection, and Django opens a new one
+    for the next enqueue, also when it keeps connections between requests."""
+    from django.db import close_old_connections
+
+    with (
+        TcpProxy.for_dsn(django_db) as proxy,
+        django_connection(
+            **django_database(proxy.route(django_db)), OPTIONS={"tcp_user_timeout": 1500}, CONN_MAX_AGE=conn_max_age
+        ),
+    ):
+        pgqd_enqueue("send_email", {"to": "before@example.com"})
+        started = time.monotonic()
+        with pytest.raises(BackendUnavailable, match="timed out"):
+            signup_and_enqueue("cut@example.com", fault=packets_dropped(proxy.port))
+        waited = time.monotonic() - started
+        assert waited < 30
+        close_old_connections()  # what Django does at the end of each request
+        nothing_kept_but(jobs=1)
+        signup_and_enqueue("after@example.com")
+        assert query("SELECT email FROM test_signups") == [("after@example.com",)]
 
 
 def test_task_arguments_json_cannot_carry_fail_at_enqueue(django_db: str) -> None:

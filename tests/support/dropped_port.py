@@ -1,0 +1,35 @@
+"""A loopback port whose incoming packets the kernel drops: a link to the database gone dead, silently.
+
+Unlike ``TcpProxy.freeze`` (whose sockets stay open and acknowledge what the client sends), nothing acknowledges
+the client's packets, so its own TCP timers (``tcp_user_timeout``, keepalives) see the link die, as they would
+when a database host vanishes. One iptables rule on ``lo`` for one port; needs root and ``iptables-legacy``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+
+from tests.support.netns import IPTABLES
+
+
+def why_packets_cannot_be_dropped() -> str | None:
+    if os.geteuid() != 0:
+        return "dropping packets needs root"
+    if shutil.which(IPTABLES) is None:
+        return f"dropping packets needs {IPTABLES}"
+    return None
+
+
+@contextlib.contextmanager
+def packets_dropped(port: int) -> Iterator[None]:
+    """Every packet sent to loopback ``port`` is dropped while the block runs."""
+    rule = ["INPUT", "-i", "lo", "-p", "tcp", "--dport", str(port), "-j", "DROP"]
+    subprocess.run([IPTABLES, "-w", "-I", *rule], check=True, timeout=30)
+    try:
+        yield
+    finally:
+        subprocess.run([IPTABLES, "-w", "-D", *rule], check=True, timeout=30)
