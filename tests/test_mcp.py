@@ -33,7 +33,7 @@ TOOLS = {
 
 
 @contextlib.asynccontextmanager
-async def mcp_session(db_dsn: str, tmp_path: Path) -> AsyncIterator[ClientSession]:
+async def mcp_session(db_dsn: str, tmp_path: Path, *options: str) -> AsyncIterator[ClientSession]:
     """``pgqd mcp --config queue.toml`` spawned by the SDK's stdio client, initialised. Entered inside the test
     rather than as a fixture: the SDK's task group must be left from the task that entered it."""
     config = tmp_path / "queue.toml"
@@ -41,7 +41,7 @@ async def mcp_session(db_dsn: str, tmp_path: Path) -> AsyncIterator[ClientSessio
         f'[database]\ndsn = "{db_dsn}"\n\n[entrypoints.mail]\nhandler = "tests.support.daemon_app:other"\n'
     )
     env = {key: value for key, value in os.environ.items() if not key.startswith("PGQD_")}
-    server = StdioServerParameters(command=PGQD, args=["mcp", "--config", str(config)], env=env, cwd=REPO)
+    server = StdioServerParameters(command=PGQD, args=["mcp", "--config", str(config), *options], env=env, cwd=REPO)
     with (tmp_path / "mcp-stderr.log").open("w") as errors:
         async with stdio_client(server, errlog=errors) as (read, write), ClientSession(read, write) as client:
             await client.initialize()
@@ -135,6 +135,20 @@ async def check_bad_calls(session: ClientSession) -> None:
     assert wrong_type.is_error
     # The server is still there after bad calls.
     assert (await call(session, "paused_entrypoints"))["all_paused"] is False
+
+
+async def test_a_tool_call_that_waits_on_a_lock_fails_at_the_db_timeout_and_the_next_one_answers(
+    db_dsn: str, conn: Any, tmp_path: Path
+) -> None:
+    async with mcp_session(db_dsn, tmp_path, "--db-timeout", "1s") as session:
+        async with conn.transaction():
+            await conn.execute("LOCK TABLE pgqd_jobs IN ACCESS EXCLUSIVE MODE")
+            held = await session.call_tool("failed_jobs", {})
+        assert held.is_error
+        said = held.content[0].text  # type: ignore[union-attr]
+        assert "the database did not answer within 1s" in said
+        assert "the server said: canceling statement due to statement timeout" in said
+        assert (await call(session, "failed_jobs"))["held"] == []
 
 
 def test_mcp_without_a_reachable_database_says_so() -> None:

@@ -11,7 +11,7 @@ from typing import Any
 
 import asyncpg
 
-from pgqd.backend.bounded import is_transient
+from pgqd.backend.bounded import NO_ANSWER_MARGIN, DatabaseTimeouts, is_transient, statement_bounds, tune_socket
 from pgqd.config.load import load_config
 from pgqd.config.model import Config
 from pgqd.daemon.embedded import running_dsn
@@ -19,15 +19,42 @@ from pgqd.dsn import mask_dsn
 from pgqd.errors import BackendUnavailable, ConfigError, PgqdError
 from pgqd.identifiers import Names
 from pgqd.ops.stats import READ_SIDE_SETTINGS
+from pgqd.producers.driver_errors import no_answer, timed_out
+from pgqd.units import format_duration, parse_duration
 
 DSN_HELP = "database to use (default: $PGQD_DSN, else the libpq PG* environment variables)"
+# How long a command waits for each answer of the database. A command run by hand or from a script must not hang
+# without a word when a lock held elsewhere, an overloaded server or a dead link keeps the answer from coming.
+DB_TIMEOUT = 30.0
 
 
-def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
+def db_timeout_argument(text: str) -> float:
+    """--db-timeout: a duration ("30s", "5m"), or 0 for no limit."""
+    if text.strip() == "0":
+        return 0.0
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def add_connection_arguments(parser: argparse.ArgumentParser, db_timeout: float | None = DB_TIMEOUT) -> None:
+    """``db_timeout``: the command's default for --db-timeout (0: no limit; None: no such option, for a command
+    whose connections follow the config's [database] timeouts)."""
     parser.add_argument("--dsn", help=DSN_HELP)
     parser.add_argument("--config", "-c", help="take the database, schema and prefix from this config file")
     parser.add_argument("--schema", help="schema of the pgqd tables (default: public)")
     parser.add_argument("--prefix", help="name prefix of the pgqd tables (default: pgqd_)")
+    if db_timeout is None:
+        return
+    default = format_duration(db_timeout) if db_timeout else "0, no limit"
+    parser.add_argument(
+        "--db-timeout",
+        type=db_timeout_argument,
+        default=db_timeout,
+        metavar="DURATION",
+        help=f"longest wait for each answer of the database, e.g. 10s, 5m; 0 for no limit (default: {default})",
+    )
 
 
 def _config(args: argparse.Namespace) -> Config | None:
@@ -68,11 +95,25 @@ def describe(dsn: str | None) -> str:
     return "the PG* environment (" + (", ".join(parts) or "libpq defaults") + ")"
 
 
+def command_connection(args: argparse.Namespace) -> contextlib.AbstractAsyncContextManager[Any]:
+    """The connection of a command, to the database and with the --db-timeout its arguments give."""
+    return connection(resolve_dsn(args), db_timeout=args.db_timeout, named_option=True)
+
+
 @contextlib.asynccontextmanager
-async def connection(dsn: str | None, timeout: float = 10.0) -> AsyncIterator[Any]:
+async def connection(
+    dsn: str | None, timeout: float = 10.0, db_timeout: float = DB_TIMEOUT, named_option: bool = False
+) -> AsyncIterator[Any]:
+    """A connection to ``dsn`` opened within ``timeout`` seconds, on which every statement is answered within
+    ``db_timeout`` seconds (0: no limit) or fails with an error that says so (and names --db-timeout, with
+    ``named_option``)."""
+    bounded, command_timeout = statement_bounds(db_timeout)
     try:
         conn = await asyncpg.connect(
-            dsn, timeout=timeout, server_settings={"application_name": "pgqd-cli", **READ_SIDE_SETTINGS}
+            dsn,
+            timeout=timeout,
+            server_settings={"application_name": "pgqd-cli", **READ_SIDE_SETTINGS, **bounded},
+            command_timeout=command_timeout,
         )
     except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError, ValueError) as exc:
         message = mask_dsn(str(exc)) or type(exc).__name__
@@ -81,7 +122,17 @@ async def connection(dsn: str | None, timeout: float = 10.0) -> AsyncIterator[An
             raise BackendUnavailable(text) from None
         # A wrong password, a missing database or role, a malformed DSN: waiting will not fix these.
         raise PgqdError(text) from None
+    if db_timeout:
+        tune_socket(conn, DatabaseTimeouts(command=db_timeout))  # a link that went dead ends within the bound too
     try:
         yield conn
+    except Exception as exc:
+        if db_timeout and timed_out(exc):
+            hint = " --db-timeout sets the wait (0: no limit)." if named_option else ""
+            raise BackendUnavailable(no_answer(exc, db_timeout, describe(dsn)) + hint) from None
+        raise
     finally:
-        await conn.close()
+        try:
+            await conn.close(timeout=NO_ANSWER_MARGIN)
+        except Exception:  # a server that does not answer the goodbye either
+            conn.terminate()

@@ -13,7 +13,7 @@ from typing import Any
 import structlog
 
 from pgqd.backoff import Backoff
-from pgqd.cli.connect import connection
+from pgqd.cli.connect import DB_TIMEOUT, connection
 from pgqd.config.load import config_path, import_handlers, load_config
 from pgqd.config.model import Config
 from pgqd.config.render import render_effective, starter_config
@@ -104,7 +104,8 @@ def _wait_for_schema(config: Config, dsn: str | None, *, install: bool) -> None:
     where = mask_dsn(dsn) if dsn else "the PG* environment"
 
     async def check() -> None:
-        async with connection(dsn) as conn:
+        # Bounded, so a database that does not answer is waited for with the others; not while migrating.
+        async with connection(dsn, db_timeout=0 if install else DB_TIMEOUT) as conn:
             if install:
                 await apply_upgrade(conn, names(config))
             installed = await require_current(conn, names(config), allow_newer=True)

@@ -10,7 +10,7 @@ from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
 
-from pgqd.cli.connect import add_connection_arguments, connection, names_from, resolve_dsn
+from pgqd.cli.connect import add_connection_arguments, command_connection, names_from
 from pgqd.errors import ConfigError
 from pgqd.ops.stats import QueueStats
 
@@ -102,7 +102,7 @@ def render(snap: dict[str, Any], limit: int) -> str:
 async def dashboard(args: argparse.Namespace) -> int:
     if args.interval <= 0 or args.limit < 1:
         raise ConfigError("--interval must be positive and --limit at least 1")
-    async with connection(resolve_dsn(args)) as conn:
+    async with command_connection(args) as conn:
         stats = QueueStats(conn, names_from(args))
         while True:
             snap = await snapshot(stats)

@@ -8,7 +8,7 @@ from datetime import timedelta
 from typing import Any
 
 from pgqd.backend.postgres import PostgresBackend
-from pgqd.cli.connect import add_connection_arguments, connection, names_from, resolve_dsn
+from pgqd.cli.connect import add_connection_arguments, command_connection, names_from
 from pgqd.client import Client
 from pgqd.daemon.worker.scheduler import describe
 from pgqd.errors import ConfigError
@@ -51,7 +51,7 @@ async def enqueue(args: argparse.Namespace) -> int:
         }
         for _ in range(args.count)
     ]
-    async with connection(resolve_dsn(args)) as conn:
+    async with command_connection(args) as conn:
         ids = await Client(conn, schema=names.schema, prefix=names.prefix).enqueue_many(jobs)
     for job_id in ids:
         print(job_id)
@@ -71,7 +71,7 @@ def register_schedules(commands: Any) -> None:
 
 async def list_schedules(args: argparse.Namespace) -> int:
     names = names_from(args)
-    async with connection(resolve_dsn(args)) as conn:
+    async with command_connection(args) as conn:
         states = await PostgresBackend(conn, names).schedule_states()
     rows = describe(states)
     if args.json:

@@ -32,7 +32,7 @@ async def serve(args: argparse.Namespace) -> int:
     from pgqd.ops import mcp_server
 
     dsn = resolve_dsn(args)
-    async with connection(dsn):
+    async with connection(dsn, db_timeout=args.db_timeout):
         pass  # fails early, and says why, when the database cannot be reached
-    await mcp_server.serve(dsn, names_from(args))
+    await mcp_server.serve(dsn, names_from(args), args.db_timeout)
     return 0

@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from pgqd.backend.postgres import PostgresBackend
-from pgqd.cli.connect import add_connection_arguments, connection, names_from, resolve_dsn
+from pgqd.cli.connect import add_connection_arguments, command_connection, names_from
 from pgqd.cli.workflow_commands import register_show
 from pgqd.errors import ConfigError
 from pgqd.models import FINAL_STATUSES, LIVE_STATUSES
@@ -89,7 +89,7 @@ def print_rows(rows: list[dict[str, Any]], as_json: bool, empty: str) -> None:
 async def list_jobs(args: argparse.Namespace) -> int:
     if args.limit < 1:
         raise ConfigError("--limit must be at least 1")
-    async with connection(resolve_dsn(args)) as conn:
+    async with command_connection(args) as conn:
         rows = await QueueStats(conn, names_from(args)).jobs(args.entrypoint, args.status, args.limit)
     print_rows(rows, args.json, "no jobs")
     return 0
@@ -99,7 +99,7 @@ async def requeue_jobs(args: argparse.Namespace) -> int:
     if bool(args.ids) == bool(args.all_failed):
         raise ConfigError("give job ids or --all-failed (not both)")
     names = names_from(args)
-    async with connection(resolve_dsn(args)) as conn:
+    async with command_connection(args) as conn:
         ids = args.ids or await QueueStats(conn, names).held_ids(args.entrypoint)
         requeued = await PostgresBackend(conn, names).requeue(ids) if ids else []
         target = f"every held job{f' of {args.entrypoint}' if args.entrypoint else ''}" if args.all_failed else ""
@@ -115,7 +115,7 @@ async def requeue_jobs(args: argparse.Namespace) -> int:
 
 async def cancel_jobs(args: argparse.Namespace) -> int:
     names = names_from(args)
-    async with connection(resolve_dsn(args)) as conn:
+    async with command_connection(args) as conn:
         result = await PostgresBackend(conn, names).cancel(args.ids)
         changed = len(result.canceled) + len(result.signalled)
         await record(conn, names, Action(cli_actor(), "cli", "cancel", id_target(args.ids), len(args.ids), changed))

@@ -6,7 +6,7 @@ import argparse
 import json
 from typing import Any
 
-from pgqd.cli.connect import add_connection_arguments, connection, names_from, resolve_dsn
+from pgqd.cli.connect import add_connection_arguments, command_connection, names_from
 from pgqd.client import Client
 from pgqd.errors import ConfigError
 from pgqd.identifiers import entrypoint_name_problem
@@ -68,7 +68,7 @@ async def change_pauses(args: argparse.Namespace) -> int:
         if problem is not None:
             raise ConfigError(f"{verb}: {problem}")
     names = names_from(args)
-    async with connection(resolve_dsn(args)) as conn:
+    async with command_connection(args) as conn:
         client = Client(conn, schema=names.schema, prefix=names.prefix)
         change = client.pause if verb == "pause" else client.resume
         state = await change(*args.entrypoints, all=args.everything)
@@ -81,7 +81,7 @@ async def change_pauses(args: argparse.Namespace) -> int:
 
 async def show_pauses(args: argparse.Namespace) -> int:
     names = names_from(args)
-    async with connection(resolve_dsn(args)) as conn:
+    async with command_connection(args) as conn:
         state = await Client(conn, schema=names.schema, prefix=names.prefix).paused()
     print(json.dumps(state.as_dict()) if args.json else describe(state))
     return 0

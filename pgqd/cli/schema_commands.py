@@ -6,7 +6,7 @@ import argparse
 from typing import Any
 
 from pgqd import schema
-from pgqd.cli.connect import add_connection_arguments, connection, names_from, resolve_dsn
+from pgqd.cli.connect import add_connection_arguments, command_connection, names_from
 from pgqd.errors import SchemaVersionError
 from pgqd.sql import uninstall_sql
 
@@ -18,7 +18,8 @@ def register(commands: Any) -> None:
         ("uninstall", uninstall, "drop every pgqd table, type and function (and all jobs with them)"),
     ):
         parser = commands.add_parser(name, help=summary, description=summary)
-        add_connection_arguments(parser)
+        # Migrations may rewrite big tables, and an install waits for another one under way: no limit by default.
+        add_connection_arguments(parser, db_timeout=0)
         parser.add_argument("--dry-run", action="store_true", help="print the SQL instead of running it")
         parser.set_defaults(handler=handler)
 
@@ -30,7 +31,7 @@ def _where(args: argparse.Namespace) -> str:
 
 async def _apply(args: argparse.Namespace, *, must_exist: bool) -> int:
     names = names_from(args)
-    async with connection(resolve_dsn(args)) as conn:
+    async with command_connection(args) as conn:
         plan = await schema.plan_upgrade(conn, names)
         if must_exist and plan.installed == 0:
             raise SchemaVersionError(f"pgqd is not installed ({_where(args)}): run `pgqd install`")
@@ -65,7 +66,7 @@ async def uninstall(args: argparse.Namespace) -> int:
     if args.dry_run:
         print(uninstall_sql(names).strip())
         return 0
-    async with connection(resolve_dsn(args)) as conn:
+    async with command_connection(args) as conn:
         version = await schema.installed_version(conn, names)
         await schema.uninstall(conn, names)
     if version == 0:

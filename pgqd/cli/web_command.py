@@ -30,7 +30,7 @@ def register(commands: Any) -> None:
             "127.0.0.1, ::1 or localhost needs a password or a token."
         ),
     )
-    add_connection_arguments(parser)
+    add_connection_arguments(parser, db_timeout=None)  # its pools follow [database] command_timeout
     parser.add_argument("--listen", help='address to serve on, "host:port" (default: [web] listen)')
     parser.add_argument("--read-only", action="store_true", help="show everything, change nothing")
     parser.add_argument(

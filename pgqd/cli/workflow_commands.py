@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 from pgqd.backend.postgres import PostgresBackend
-from pgqd.cli.connect import add_connection_arguments, connection, names_from, resolve_dsn
+from pgqd.cli.connect import add_connection_arguments, command_connection, names_from
 from pgqd.errors import JobNotFound
 from pgqd.ops.workflows import WorkflowReads, linked_line, links_as_dict, workflow_as_dict, workflow_lines
 
@@ -26,7 +26,7 @@ def register_show(actions: Any) -> None:
 
 async def show_job(args: argparse.Namespace) -> int:
     names = names_from(args)
-    async with connection(resolve_dsn(args)) as conn:
+    async with command_connection(args) as conn:
         state = (await PostgresBackend(conn, names).job_states([args.id])).get(args.id)
         if state is None:
             raise JobNotFound(args.id)

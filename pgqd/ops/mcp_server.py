@@ -7,7 +7,9 @@ changes the queue: there is no tool to enqueue, cancel, requeue, pause or resume
 from __future__ import annotations
 
 import binascii
+import functools
 import json
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, fields, is_dataclass
 from datetime import datetime
 from typing import Any
@@ -18,11 +20,13 @@ from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import ToolAnnotations
 
 from pgqd import __version__
+from pgqd.backend.bounded import statement_bounds
 from pgqd.identifiers import Names
 from pgqd.models import FINAL_STATUSES
 from pgqd.ops.history import SPANS, STATUS_GROUPS, JobHistory
 from pgqd.ops.stats import READ_SIDE_SETTINGS, QueueStats
 from pgqd.ops.workflows import WorkflowReads, links_as_dict, workflow_as_dict
+from pgqd.producers.driver_errors import no_answer, timed_out
 
 # Payloads can be large and are untrusted: a tool shows at most this many bytes of one.
 PAYLOAD_PREVIEW_BYTES = 4096
@@ -88,11 +92,40 @@ def _minutes(name: str, minutes: float) -> float:
     return minutes * 60.0
 
 
-def build_server(stats: QueueStats) -> MCPServer[Any]:
-    """The MCP server with its tools, reading through ``stats``."""
-    server: MCPServer[Any] = MCPServer("pgqd", version=__version__, instructions=INSTRUCTIONS)
+ToolFunction = Callable[..., Awaitable[dict[str, Any]]]
 
-    @server.tool(annotations=READ_ONLY)
+
+def _read_only_tool(server: MCPServer[Any], db_timeout: float) -> Callable[[ToolFunction], ToolFunction]:
+    """Registers a read-only tool whose database trouble reaches the caller as a tool error that says what it is:
+    the SDK would show any other exception as "Error executing tool" and nothing more."""
+
+    def register(tool: ToolFunction) -> ToolFunction:
+        @functools.wraps(tool)
+        async def answered(*args: Any, **kwargs: Any) -> dict[str, Any]:
+            try:
+                return await tool(*args, **kwargs)
+            except ToolError:
+                raise
+            except Exception as exc:
+                if db_timeout and timed_out(exc):
+                    raise ToolError(no_answer(exc, db_timeout)) from None
+                if isinstance(exc, asyncpg.PostgresError | asyncpg.InterfaceError | OSError):
+                    raise ToolError(f"database error: {type(exc).__name__}: {exc}") from None
+                raise
+
+        server.tool(annotations=READ_ONLY)(answered)
+        return answered
+
+    return register
+
+
+def build_server(stats: QueueStats, db_timeout: float = 0.0) -> MCPServer[Any]:
+    """The MCP server with its tools, reading through ``stats`` (whose statements are bounded by ``db_timeout``
+    seconds, 0 for none)."""
+    server: MCPServer[Any] = MCPServer("pgqd", version=__version__, instructions=INSTRUCTIONS)
+    tool = _read_only_tool(server, db_timeout)
+
+    @tool
     async def queue_depth() -> dict[str, Any]:
         """Per entrypoint: jobs queued (eligible now), deferred (waiting for their time), waiting (for their
         parents in a workflow), running, and held (failed, waiting for an operator); the age in seconds of the
@@ -100,7 +133,7 @@ def build_server(stats: QueueStats) -> MCPServer[Any]:
         queues = await stats.queues()
         return {"entrypoints": [{**asdict(q), "oldest_eligible_age": q.oldest_eligible_age} for q in queues]}
 
-    @server.tool(annotations=READ_ONLY)
+    @tool
     async def throughput(
         window_minutes: float = 60, bucket_minutes: float = 5, entrypoint: str | None = None
     ) -> dict[str, Any]:
@@ -122,7 +155,7 @@ def build_server(stats: QueueStats) -> MCPServer[Any]:
             "buckets": plain(series),
         }
 
-    @server.tool(annotations=READ_ONLY)
+    @tool
     async def failed_jobs(entrypoint: str | None = None, window_minutes: float = 60, limit: int = 20) -> dict[str, Any]:
         """Jobs held after failing (they wait for an operator to requeue them), oldest first, with their last
         error; and runs that ended in an exception or a timeout in the last window_minutes, newest first. At
@@ -132,7 +165,7 @@ def build_server(stats: QueueStats) -> MCPServer[Any]:
         recent = await stats.recent_failures(window, entrypoint, limit)
         return {"held": plain(held), "recent_failures": plain(recent)}
 
-    @server.tool(annotations=READ_ONLY)
+    @tool
     async def job_detail(job_id: int) -> dict[str, Any]:
         """One job by id, live or finished: status, entrypoint, priority, attempts, payload (parsed JSON, text or
         a hex preview; a finished job has one only if its entrypoint keeps payloads), headers, timeline (created,
@@ -143,7 +176,7 @@ def build_server(stats: QueueStats) -> MCPServer[Any]:
             raise ToolError(f"no job {job_id}: it never existed, or it finished and was pruned from the log")
         return plain(job)  # type: ignore[no-any-return]
 
-    @server.tool(annotations=READ_ONLY)
+    @tool
     async def workflow(workflow_id: int | None = None, job_id: int | None = None) -> dict[str, Any]:
         """A workflow (jobs that wait for other jobs), by its id or by the id of one of its jobs: every step with
         its job id, step name, entrypoint, status, the job ids it waits for and its depth (layer), plus counts
@@ -165,19 +198,19 @@ def build_server(stats: QueueStats) -> MCPServer[Any]:
         found["workflow"] = workflow_as_dict(view)
         return found
 
-    @server.tool(annotations=READ_ONLY)
+    @tool
     async def workers() -> dict[str, Any]:
         """Worker processes alive now: host, pid, entrypoints served, start time, last heartbeat (and seconds
         since), and jobs running."""
         return {"workers": plain(await stats.workers())}
 
-    @server.tool(annotations=READ_ONLY)
+    @tool
     async def schedules() -> dict[str, Any]:
         """Cron schedules: name, cron expression, time zone, entrypoint, enabled, next and last run, and the
         status of the job the last run enqueued."""
         return {"schedules": plain(await stats.schedules())}
 
-    @server.tool(annotations=READ_ONLY)
+    @tool
     async def history(period: str = "1h", entrypoint: str | None = None, status: str | None = None) -> dict[str, Any]:
         """Per entrypoint, the jobs that finished over the last period ("1h", "24h" or "7d"): succeeded, failed
         (an exception or a timeout) and other (canceled or deleted), and the p50, p95 and p99 in seconds of
@@ -197,13 +230,13 @@ def build_server(stats: QueueStats) -> MCPServer[Any]:
             "rolled_at": plain(found.rolled_at),
         }
 
-    @server.tool(annotations=READ_ONLY)
+    @tool
     async def running_jobs(entrypoint: str | None = None, limit: int = 50) -> dict[str, Any]:
         """Jobs running now, longest-running first: id, entrypoint, attempts, when picked, seconds running, and
         the worker process (host, pid) that runs each. Optionally for one entrypoint only."""
         return {"running": plain(await JobHistory(stats.db, stats.names).running(entrypoint, _limit(limit)))}
 
-    @server.tool(annotations=READ_ONLY)
+    @tool
     async def paused_entrypoints() -> dict[str, Any]:
         """Which entrypoints are paused fleet-wide (workers claim none of their jobs): all_paused is true after
         `pgqd pause --all`, with excepted listing entrypoints resumed since; otherwise paused lists them."""
@@ -212,12 +245,19 @@ def build_server(stats: QueueStats) -> MCPServer[Any]:
     return server
 
 
-async def serve(dsn: str | None, names: Names) -> None:
-    """Serves the tools on stdin/stdout until the client closes them (``pgqd mcp`` has checked the database)."""
+async def serve(dsn: str | None, names: Names, db_timeout: float = 0.0) -> None:
+    """Serves the tools on stdin/stdout until the client closes them (``pgqd mcp`` has checked the database).
+    ``db_timeout``: the longest wait for each answer of the database, after which a tool call fails (0: none)."""
+    bounded, command_timeout = statement_bounds(db_timeout)
     pool = await asyncpg.create_pool(
-        dsn, min_size=1, max_size=2, server_settings={"application_name": "pgqd-mcp", **READ_SIDE_SETTINGS}, timeout=10
+        dsn,
+        min_size=1,
+        max_size=2,
+        server_settings={"application_name": "pgqd-mcp", **READ_SIDE_SETTINGS, **bounded},
+        command_timeout=command_timeout,
+        timeout=10,
     )
     try:
-        await build_server(QueueStats(pool, names)).run_stdio_async()
+        await build_server(QueueStats(pool, names), db_timeout).run_stdio_async()
     finally:
         await pool.close()

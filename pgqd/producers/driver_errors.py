@@ -10,10 +10,12 @@ import json
 
 from pgqd.backend.bounded import READ_ONLY_SQLSTATE, is_transient
 from pgqd.errors import BackendUnavailable, DedupeConflict, PgqdError, ReadOnlyDatabase, UnknownParents
+from pgqd.units import format_duration
 
 DEDUPE_CONFLICT_SQLSTATE = "PGQ01"
 UNKNOWN_PARENTS_SQLSTATE = "PGQ02"
 _UNIQUE_VIOLATION = "23505"
+_QUERY_CANCELED = "57014"
 _IN_FAILED_TRANSACTION = "25P02"
 # The server went away, is starting or shutting down, is out of connections, or the connection broke.
 _TRANSIENT_SQLSTATE_CLASSES = ("08", "53", "57")
@@ -21,7 +23,8 @@ _TRANSIENT_SQLSTATE_CLASSES = ("08", "53", "57")
 _CONNECTION_ERROR_NAMES = ("OperationalError", "InterfaceError")
 
 
-def _chain(exc: BaseException) -> list[BaseException]:
+def causes_of(exc: BaseException) -> list[BaseException]:
+    """``exc`` and the errors it wraps (``orig``, ``__cause__``), outermost first."""
     found: list[BaseException] = []
     current: BaseException | None = exc
     while current is not None and current not in found and len(found) < 5:
@@ -32,7 +35,7 @@ def _chain(exc: BaseException) -> list[BaseException]:
 
 
 def sqlstate_of(exc: BaseException) -> str | None:
-    for error in _chain(exc):
+    for error in causes_of(exc):
         code = getattr(error, "sqlstate", None) or getattr(error, "pgcode", None)
         if isinstance(code, str) and code:
             return code
@@ -40,11 +43,32 @@ def sqlstate_of(exc: BaseException) -> str | None:
 
 
 def detail_of(exc: BaseException) -> str:
-    for error in _chain(exc):
+    for error in causes_of(exc):
         detail = getattr(getattr(error, "diag", None), "message_detail", None) or getattr(error, "detail", None)
         if isinstance(detail, str) and detail:
             return detail
     return ""
+
+
+def _cancelled_by_statement_timeout(error: BaseException) -> bool:
+    return getattr(error, "sqlstate", None) == _QUERY_CANCELED and "statement timeout" in str(error)
+
+
+def timed_out(exc: BaseException) -> bool:
+    """Whether ``exc`` says that a statement was not answered in time: the server cancelled it at its
+    statement_timeout, or the client stopped waiting for an answer."""
+    return any(_cancelled_by_statement_timeout(e) or isinstance(e, TimeoutError) for e in causes_of(exc))
+
+
+def no_answer(exc: BaseException, within: float, where: str = "") -> str:
+    """What to tell a person about ``exc`` (``timed_out``) when the bound was ``within`` seconds."""
+    server = next((str(e) for e in causes_of(exc) if _cancelled_by_statement_timeout(e)), "")
+    said = f"the server said: {server}" if server else "no answer came at all"
+    return (
+        f"the database did not answer within {format_duration(within)} ({f'{where}; ' if where else ''}{said}). "
+        "Another session may hold a lock this waits for (pg_stat_activity shows it), or the server is overloaded "
+        "or out of reach."
+    )
 
 
 def _key_from_detail(detail: str) -> str:
@@ -74,7 +98,7 @@ def translate_error(exc: BaseException) -> PgqdError | None:
     transient = (
         sqlstate[:2] in _TRANSIENT_SQLSTATE_CLASSES
         if sqlstate
-        else any(is_transient(e) or type(e).__name__ in _CONNECTION_ERROR_NAMES for e in _chain(exc))
+        else any(is_transient(e) or type(e).__name__ in _CONNECTION_ERROR_NAMES for e in causes_of(exc))
     )
     if transient:
         return BackendUnavailable(f"database unavailable: {_driver_message(exc)}")
@@ -82,7 +106,7 @@ def translate_error(exc: BaseException) -> PgqdError | None:
 
 
 def _driver_message(exc: BaseException) -> str:
-    innermost = _chain(exc)[-1]
+    innermost = causes_of(exc)[-1]
     return f"{type(innermost).__name__}: {str(innermost).strip()}"
 
 
