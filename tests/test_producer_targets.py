@@ -4,6 +4,7 @@ statement that every driver runs, and the core install importing no optional dri
 
 from __future__ import annotations
 
+import importlib
 import re
 import subprocess
 import sys
@@ -20,6 +21,7 @@ from sqlalchemy.orm import Session
 
 from pgqd import BackendUnavailable, Client, MemoryBackend, PgqdError, SyncClient
 from pgqd.producers.driver_errors import missing_extra
+from pgqd.producers.owned_bounds import bounded
 from pgqd.producers.placeholders import bind
 from pgqd.sql import statements
 
@@ -166,3 +168,50 @@ async def test_a_dsn_client_reconnects_after_its_connection_broke(db_dsn: str, c
             client.enqueue("mail")
         second = client.enqueue("mail")
     assert await conn.fetchval("SELECT count(*) FROM pgqd_jobs WHERE id = ANY($1::bigint[])", [first, second]) == 2
+
+
+@pytest.mark.parametrize("driver", ["psycopg", "psycopg2"])
+def test_the_connection_of_a_dsn_client_bounds_each_statement_unless_its_dsn_does(db_dsn: str, driver: str) -> None:
+    """pgqd's own connection is bounded (a statement within 30 s, connecting within 10 s, a dead link within
+    30 s), with both drivers; the DSN's own settings win."""
+    owned = importlib.import_module(f"pgqd.producers.drivers.via_{driver}").OwnedConnection
+    for dsn, expected in ((db_dsn, "30s"), (db_dsn + "?options=-c%20statement_timeout%3D1500", "1500ms")):
+        connection = owned(dsn)
+        try:
+            assert connection.fetch("SELECT current_setting('statement_timeout')", ()) == [(expected,)]
+        finally:
+            connection.close()
+
+
+async def test_a_dsn_client_that_waits_on_a_lock_ends_at_its_statement_timeout_and_goes_on(
+    db_dsn: str, conn: Any
+) -> None:
+    with SyncClient(db_dsn + "?options=-c%20statement_timeout%3D1000") as client:
+        async with conn.transaction():
+            await conn.execute("LOCK TABLE pgqd_jobs IN ACCESS EXCLUSIVE MODE")
+            with pytest.raises(BackendUnavailable, match="canceling statement due to statement timeout"):
+                client.enqueue("mail")
+        client.enqueue("mail")
+    assert await conn.fetchval("SELECT count(*) FROM pgqd_jobs") == 1
+
+
+@pytest.mark.parametrize(
+    ("params", "kept"),
+    [
+        (
+            {"host": "db"},
+            {"connect_timeout": "10", "tcp_user_timeout": "30000", "options": "-c statement_timeout=30000"},
+        ),
+        (
+            {"connect_timeout": "3", "tcp_user_timeout": "0", "options": "-c search_path=app"},
+            {
+                "connect_timeout": "3",
+                "tcp_user_timeout": "0",
+                "options": "-c search_path=app -c statement_timeout=30000",
+            },
+        ),
+        ({"options": "-c statement_timeout=0"}, {"options": "-c statement_timeout=0"}),
+    ],
+)
+def test_the_bounds_of_a_dsn_client_keep_what_its_dsn_sets(params: dict[str, str], kept: dict[str, str]) -> None:
+    assert {key: bounded(params)[key] for key in kept} == kept

@@ -13,9 +13,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import psycopg
+import psycopg.conninfo
 from psycopg.rows import tuple_row
 
 from pgqd.producers.operations import Rows
+from pgqd.producers.owned_bounds import bounded
 from pgqd.producers.placeholders import bind
 
 if TYPE_CHECKING:
@@ -63,7 +65,8 @@ class Pool:
 
 class OwnedConnection:
     """A connection of pgqd's own, in autocommit mode (each call commits by itself), opened on first use and
-    opened again after it broke: with no transaction of the caller's on it, nothing can be lost by that."""
+    opened again after it broke: with no transaction of the caller's on it, nothing can be lost by that. Its
+    waits are bounded (``pgqd.producers.owned_bounds``)."""
 
     def __init__(self, dsn: str) -> None:
         self._dsn = dsn
@@ -71,7 +74,8 @@ class OwnedConnection:
 
     def fetch(self, sql: str, args: tuple[Any, ...]) -> Rows:
         if self._conn is None or self._conn.closed or self._conn.broken:
-            self._conn = psycopg.connect(self._dsn, autocommit=True, application_name="pgqd-producer")
+            params = bounded(psycopg.conninfo.conninfo_to_dict(self._dsn))
+            self._conn = psycopg.connect(**{**params, "application_name": "pgqd-producer"}, autocommit=True)
         return fetch_on(self._conn, sql, args)
 
     def close(self) -> None:

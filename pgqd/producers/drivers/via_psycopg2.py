@@ -11,6 +11,7 @@ import psycopg2
 import psycopg2.extensions
 
 from pgqd.producers.operations import Rows
+from pgqd.producers.owned_bounds import bounded
 from pgqd.producers.placeholders import bind
 
 
@@ -35,7 +36,8 @@ class Connection:
 
 
 class OwnedConnection:
-    """A connection of pgqd's own in autocommit mode, for a DSN when psycopg 3 is not installed."""
+    """A connection of pgqd's own in autocommit mode, for a DSN when psycopg 3 is not installed; its waits are
+    bounded as psycopg 3's (``pgqd.producers.owned_bounds``)."""
 
     def __init__(self, dsn: str) -> None:
         self._dsn = dsn
@@ -43,7 +45,8 @@ class OwnedConnection:
 
     def fetch(self, sql: str, args: tuple[Any, ...]) -> Rows:
         if self._conn is None or self._conn.closed:
-            self._conn = psycopg2.connect(self._dsn, application_name="pgqd-producer")
+            params = bounded(psycopg2.extensions.parse_dsn(self._dsn))
+            self._conn = psycopg2.connect(**{**params, "application_name": "pgqd-producer"})
             self._conn.autocommit = True
         return fetch_on(self._conn, sql, args)
 
