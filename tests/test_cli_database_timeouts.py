@@ -3,6 +3,9 @@ says why when none comes: a lock held by another session, or a server that stopp
 
 from __future__ import annotations
 
+import json
+import select
+import subprocess
 import time
 from typing import Any
 
@@ -11,7 +14,8 @@ import pytest
 from pgqd.cli import build_parser
 from pgqd.cli.connect import connection
 from pgqd.errors import BackendUnavailable
-from tests.support.cli import run_pgqd
+from pgqd.sql import bulk
+from tests.support.cli import PGQD, run_pgqd
 from tests.support.tcp_proxy import TcpProxy
 
 # Each command with the table its first statement waits for when another session locks it.
@@ -20,8 +24,14 @@ COMMANDS = {
     "jobs failed": (("jobs", "failed"), "pgqd_jobs"),
     "enqueue": (("enqueue", "send_email", '{"to": "a@example.com"}'), "pgqd_jobs"),
     "schedules": (("schedules",), "pgqd_schedules"),
+    "jobs requeue": (("jobs", "requeue", "1"), "pgqd_jobs"),
+    "jobs cancel": (("jobs", "cancel", "1"), "pgqd_jobs"),
+    "jobs show": (("jobs", "show", "1"), "pgqd_jobs"),
     "pause": (("pause", "send_email"), "pgqd_entrypoint_pauses"),
+    "resume": (("resume", "send_email"), "pgqd_entrypoint_pauses"),
+    "paused": (("paused",), "pgqd_entrypoint_pauses"),
     "dashboard": (("dashboard", "--once"), "pgqd_jobs"),
+    "uninstall": (("uninstall",), "pgqd_jobs"),
 }
 
 
@@ -69,9 +79,66 @@ async def test_the_bound_is_the_server_statement_timeout_30s_by_default_and_0_li
     # Migrations may rewrite big tables, and an install waits for another one under way.
     assert parser.parse_args(["install"]).db_timeout == 0.0
     assert parser.parse_args(["upgrade"]).db_timeout == 0.0
+    # An uninstall drops the tables in one transaction: it must not queue the whole fleet behind it for ever.
+    assert parser.parse_args(["uninstall"]).db_timeout == 30.0
+    # It connects to nothing.
+    assert not hasattr(parser.parse_args(["grants", "--worker-role", "w"]), "db_timeout")
 
 
-def test_a_db_timeout_that_is_no_duration_is_refused_by_name() -> None:
-    done = run_pgqd("jobs", "list", "--db-timeout", "soon", "--dsn", "postgresql://postgres@127.0.0.1:1/none")
+@pytest.mark.parametrize(
+    ("given", "problem"),
+    [
+        ("soon", "invalid duration 'soon'"),
+        ("0.5ms", "'0.5ms' is shorter than 1ms: give 1ms or more, or 0 for no limit"),
+    ],
+)
+def test_a_db_timeout_that_is_no_duration_is_refused_by_name(given: str, problem: str) -> None:
+    done = run_pgqd("jobs", "list", "--db-timeout", given, "--dsn", "postgresql://postgres@127.0.0.1:1/none")
     assert done.returncode == 2
-    assert "argument --db-timeout: invalid duration 'soon'" in done.stderr
+    assert f"argument --db-timeout: {problem}" in done.stderr
+
+
+async def test_the_live_dashboard_says_the_database_did_not_answer_and_looks_again(conn: Any, db_dsn: str) -> None:
+    command = [PGQD, "dashboard", "--dsn", db_dsn, "--db-timeout", "1s", "--interval", "0.2", "--json"]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as dashboard:
+        try:
+            assert "queues" in json.loads(next_line(dashboard))
+            async with conn.transaction():
+                await conn.execute("LOCK TABLE pgqd_jobs IN ACCESS EXCLUSIVE MODE")
+                while "error" not in (shown := json.loads(next_line(dashboard))):
+                    pass
+            assert shown["error"].startswith("the database did not answer within 1s")
+            while "error" in json.loads(next_line(dashboard)):
+                pass  # answers again once the lock is gone
+            assert dashboard.poll() is None
+        finally:
+            dashboard.terminate()
+
+
+def next_line(process: subprocess.Popen[str], timeout: float = 20.0) -> str:
+    """The process's next line of output, within ``timeout`` seconds."""
+    assert process.stdout is not None
+    ready, _, _ = select.select([process.stdout], [], [], timeout)
+    assert ready, f"no output within {timeout}s"
+    line = process.stdout.readline()
+    assert line, f"the process ended: {process.stderr.read() if process.stderr else ''}"
+    return line
+
+
+async def test_a_requeue_of_every_held_job_goes_a_batch_per_statement(conn: Any, db_dsn: str) -> None:
+    held = 2 * bulk.BATCH + 5
+    await conn.execute(
+        "INSERT INTO pgqd_jobs (entrypoint, status) SELECT 'mail', 'failed' FROM generate_series(1, $1)", held
+    )
+    done = run_pgqd("jobs", "requeue", "--all-failed", "--dsn", db_dsn, "--db-timeout", "10s", timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(f"requeued {held} job(s)")
+    assert await conn.fetchval("SELECT count(*) FROM pgqd_jobs WHERE status = 'queued'") == held
+
+
+def test_a_database_without_pgqd_is_named_as_such(db_dsn: str) -> None:
+    done = run_pgqd("jobs", "list", "--dsn", db_dsn, "--prefix", "elsewhere_")
+    assert done.returncode == 1
+    assert 'UndefinedTableError: relation "public.elsewhere_jobs" does not exist' in done.stderr
+    assert "pgqd is not installed there, or under another schema or prefix (--schema, --prefix)" in done.stderr
+    assert "Traceback" not in done.stderr

@@ -49,7 +49,7 @@ def test_no_library_module_imports_the_daemon_or_the_cli() -> None:
 LOWER_LAYERS = {
     "sql": ("pgqd.sql", "pgqd.identifiers", "pgqd.models", "pgqd.errors"),
     "backend": ("pgqd.backend", "pgqd.producers", "pgqd.sql", "pgqd.identifiers", "pgqd.models", "pgqd.errors",
-                "pgqd.backoff"),
+                "pgqd.backoff", "pgqd.units"),
 }  # fmt: skip
 ABOVE_THE_ENGINE = ("pgqd.client", "pgqd.sync_client", "pgqd.ops", "pgqd.web", "pgqd.contrib")
 

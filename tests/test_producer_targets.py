@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 
 from pgqd import BackendUnavailable, Client, MemoryBackend, PgqdError, SyncClient
 from pgqd.producers.driver_errors import missing_extra
-from pgqd.producers.owned_bounds import bounded
+from pgqd.producers.owned_bounds import with_default_bounds
 from pgqd.producers.placeholders import bind
 from pgqd.sql import statements
 
@@ -171,16 +171,22 @@ async def test_a_dsn_client_reconnects_after_its_connection_broke(db_dsn: str, c
 
 
 @pytest.mark.parametrize("driver", ["psycopg", "psycopg2"])
-def test_the_connection_of_a_dsn_client_bounds_each_statement_unless_its_dsn_does(db_dsn: str, driver: str) -> None:
-    """pgqd's own connection is bounded (a statement within 30 s, connecting within 10 s, a dead link within
-    30 s), with both drivers; the DSN's own settings win."""
+def test_the_connection_of_a_dsn_client_is_opened_with_bounds_unless_its_dsn_sets_them(
+    db_dsn: str, driver: str
+) -> None:
+    """pgqd's own connection connects within 10 s and gives a dead link up (unacknowledged data after 30 s, an
+    idle link after 3 keepalive probes), with both drivers; what the DSN sets wins."""
     owned = importlib.import_module(f"pgqd.producers.drivers.via_{driver}").OwnedConnection
-    for dsn, expected in ((db_dsn, "30s"), (db_dsn + "?options=-c%20statement_timeout%3D1500", "1500ms")):
+    for dsn, connect_timeout in ((db_dsn, "10"), (db_dsn + "?connect_timeout=3", "3")):
         connection = owned(dsn)
         try:
-            assert connection.fetch("SELECT current_setting('statement_timeout')", ()) == [(expected,)]
+            assert connection.fetch("SELECT 1", ()) == [(1,)]
+            raw = connection._conn
+            opened = raw.info.get_parameters() if driver == "psycopg" else raw.get_dsn_parameters()
         finally:
             connection.close()
+        bounds = {key: opened.get(key) for key in ("connect_timeout", "tcp_user_timeout", "keepalives_idle")}
+        assert bounds == {"connect_timeout": connect_timeout, "tcp_user_timeout": "30000", "keepalives_idle": "10"}
 
 
 async def test_a_dsn_client_that_waits_on_a_lock_ends_at_its_statement_timeout_and_goes_on(
@@ -196,22 +202,23 @@ async def test_a_dsn_client_that_waits_on_a_lock_ends_at_its_statement_timeout_a
 
 
 @pytest.mark.parametrize(
-    ("params", "kept"),
+    ("params", "environment", "expected"),
     [
-        (
-            {"host": "db"},
-            {"connect_timeout": "10", "tcp_user_timeout": "30000", "options": "-c statement_timeout=30000"},
-        ),
-        (
-            {"connect_timeout": "3", "tcp_user_timeout": "0", "options": "-c search_path=app"},
-            {
-                "connect_timeout": "3",
-                "tcp_user_timeout": "0",
-                "options": "-c search_path=app -c statement_timeout=30000",
-            },
-        ),
-        ({"options": "-c statement_timeout=0"}, {"options": "-c statement_timeout=0"}),
+        ({"host": "db"}, {}, {"connect_timeout": "10", "tcp_user_timeout": "30000", "keepalives_count": "3"}),
+        ({"connect_timeout": "3", "tcp_user_timeout": "0"}, {}, {"connect_timeout": "3", "tcp_user_timeout": "0"}),
+        ({"host": "db"}, {"PGCONNECT_TIMEOUT": "4"}, {"connect_timeout": None, "tcp_user_timeout": "30000"}),
+        ({"service": "queue"}, {}, {"connect_timeout": None, "tcp_user_timeout": None}),
+        ({"host": "db"}, {"PGSERVICE": "queue"}, {"connect_timeout": None, "keepalives_idle": None}),
+        # No startup option: a pooler may refuse it, and it would override the role's statement_timeout.
+        ({"host": "db"}, {}, {"options": None}),
     ],
 )
-def test_the_bounds_of_a_dsn_client_keep_what_its_dsn_sets(params: dict[str, str], kept: dict[str, str]) -> None:
-    assert {key: bounded(params)[key] for key in kept} == kept
+def test_the_bounds_of_a_dsn_client_leave_what_the_dsn_environment_or_service_sets(
+    monkeypatch: pytest.MonkeyPatch, params: dict[str, str], environment: dict[str, str], expected: dict[str, str]
+) -> None:
+    for name in ("PGCONNECT_TIMEOUT", "PGSERVICE"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    bounded = with_default_bounds(params)
+    assert {key: bounded.get(key) for key in expected} == expected

@@ -84,9 +84,6 @@ COMMAND_SHARE_OF_WORKER_TIMEOUT = 0.25
 MIN_DERIVED_COMMAND = 1.0
 MAX_DERIVED_COMMAND = 15.0
 DEFAULT_CONNECT = 5.0
-# Past the server's statement_timeout, how much longer a client that bounds its statements waits before it gives
-# up on a server that sends nothing at all (a host gone, a server frozen), which no statement_timeout can end.
-NO_ANSWER_MARGIN = 2.0
 
 
 @dataclass(frozen=True)
@@ -115,15 +112,6 @@ class DatabaseTimeouts:
     @property
     def server_settings(self) -> dict[str, str]:
         return {"statement_timeout": f"{round(self.command * 1000)}ms"}
-
-
-def statement_bounds(db_timeout: float) -> tuple[dict[str, str], float | None]:
-    """For a connection outside the daemon (a CLI command, the MCP server): the server settings and the client's
-    command timeout that end every statement within ``db_timeout`` seconds, the server's cancel first; nothing
-    for 0 (no limit)."""
-    if not db_timeout:
-        return {}, None
-    return DatabaseTimeouts(command=db_timeout).server_settings, db_timeout + NO_ANSWER_MARGIN
 
 
 def tune_socket(conn: Any, timeouts: DatabaseTimeouts) -> None:

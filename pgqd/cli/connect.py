@@ -11,7 +11,8 @@ from typing import Any
 
 import asyncpg
 
-from pgqd.backend.bounded import NO_ANSWER_MARGIN, DatabaseTimeouts, is_transient, statement_bounds, tune_socket
+from pgqd.backend.bounded import DatabaseTimeouts, is_transient, tune_socket
+from pgqd.backend.statement_bounds import SHORTEST, StatementBounds, no_answer, timed_out
 from pgqd.config.load import load_config
 from pgqd.config.model import Config
 from pgqd.daemon.embedded import running_dsn
@@ -19,13 +20,15 @@ from pgqd.dsn import mask_dsn
 from pgqd.errors import BackendUnavailable, ConfigError, PgqdError
 from pgqd.identifiers import Names
 from pgqd.ops.stats import READ_SIDE_SETTINGS
-from pgqd.producers.driver_errors import no_answer, timed_out
 from pgqd.units import format_duration, parse_duration
 
 DSN_HELP = "database to use (default: $PGQD_DSN, else the libpq PG* environment variables)"
 # How long a command waits for each answer of the database. A command run by hand or from a script must not hang
 # without a word when a lock held elsewhere, an overloaded server or a dead link keeps the answer from coming.
 DB_TIMEOUT = 30.0
+DB_TIMEOUT_HINT = " --db-timeout sets the wait (0: no limit)."
+# How long a goodbye is waited for: a server that did not answer the command may not answer that either.
+_CLOSE_WAIT = 2.0
 
 
 def db_timeout_argument(text: str) -> float:
@@ -33,9 +36,12 @@ def db_timeout_argument(text: str) -> float:
     if text.strip() == "0":
         return 0.0
     try:
-        return parse_duration(text)
+        seconds = parse_duration(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+    if seconds < SHORTEST:
+        raise argparse.ArgumentTypeError(f"{text!r} is shorter than 1ms: give 1ms or more, or 0 for no limit")
+    return seconds
 
 
 def add_connection_arguments(parser: argparse.ArgumentParser, db_timeout: float | None = DB_TIMEOUT) -> None:
@@ -97,23 +103,23 @@ def describe(dsn: str | None) -> str:
 
 def command_connection(args: argparse.Namespace) -> contextlib.AbstractAsyncContextManager[Any]:
     """The connection of a command, to the database and with the --db-timeout its arguments give."""
-    return connection(resolve_dsn(args), db_timeout=args.db_timeout, named_option=True)
+    return connection(resolve_dsn(args), db_timeout=args.db_timeout, hint=DB_TIMEOUT_HINT)
 
 
 @contextlib.asynccontextmanager
 async def connection(
-    dsn: str | None, timeout: float = 10.0, db_timeout: float = DB_TIMEOUT, named_option: bool = False
+    dsn: str | None, connect_timeout: float = 10.0, db_timeout: float = DB_TIMEOUT, hint: str = ""
 ) -> AsyncIterator[Any]:
-    """A connection to ``dsn`` opened within ``timeout`` seconds, on which every statement is answered within
-    ``db_timeout`` seconds (0: no limit) or fails with an error that says so (and names --db-timeout, with
-    ``named_option``)."""
-    bounded, command_timeout = statement_bounds(db_timeout)
+    """A connection to ``dsn`` opened within ``connect_timeout`` seconds, on which every statement is answered
+    within ``db_timeout`` seconds (0: no limit) or fails with an error that says so, followed by ``hint``. The
+    database's other errors end the command with their message too, not with a traceback."""
+    bounds = StatementBounds(db_timeout)
     try:
         conn = await asyncpg.connect(
             dsn,
-            timeout=timeout,
-            server_settings={"application_name": "pgqd-cli", **READ_SIDE_SETTINGS, **bounded},
-            command_timeout=command_timeout,
+            timeout=connect_timeout,
+            server_settings={"application_name": "pgqd-cli", **READ_SIDE_SETTINGS, **bounds.server_settings},
+            command_timeout=bounds.client_timeout,
         )
     except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError, ValueError) as exc:
         message = mask_dsn(str(exc)) or type(exc).__name__
@@ -128,11 +134,25 @@ async def connection(
         yield conn
     except Exception as exc:
         if db_timeout and timed_out(exc):
-            hint = " --db-timeout sets the wait (0: no limit)." if named_option else ""
             raise BackendUnavailable(no_answer(exc, db_timeout, describe(dsn)) + hint) from None
+        if isinstance(exc, PgqdError):
+            raise
+        if is_transient(exc):
+            raise BackendUnavailable(f"database unavailable ({describe(dsn)}): {_said(exc)}") from None
+        if isinstance(exc, asyncpg.UndefinedTableError):
+            raise PgqdError(
+                f"{_said(exc)} ({describe(dsn)}): pgqd is not installed there, or under another schema or prefix"
+                " (--schema, --prefix): `pgqd install` installs it"
+            ) from None
+        if isinstance(exc, asyncpg.PostgresError):
+            raise PgqdError(f"the database refused ({describe(dsn)}): {_said(exc)}") from None
         raise
     finally:
         try:
-            await conn.close(timeout=NO_ANSWER_MARGIN)
+            await conn.close(timeout=_CLOSE_WAIT)
         except Exception:  # a server that does not answer the goodbye either
             conn.terminate()
+
+
+def _said(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__

@@ -10,6 +10,7 @@ from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
 
+from pgqd.backend.statement_bounds import no_answer, timed_out
 from pgqd.cli.connect import add_connection_arguments, command_connection, names_from
 from pgqd.errors import ConfigError
 from pgqd.ops.stats import QueueStats
@@ -99,13 +100,29 @@ def render(snap: dict[str, Any], limit: int) -> str:
     return "\n".join(lines)
 
 
+def _say_no_answer(text: str, args: argparse.Namespace) -> None:
+    if args.json:
+        print(json.dumps({"error": text}), flush=True)
+        return
+    sys.stdout.write(f"{CLEAR}{text}\nLooking again every {args.interval:g}s.\n")
+    sys.stdout.flush()
+
+
 async def dashboard(args: argparse.Namespace) -> int:
     if args.interval <= 0 or args.limit < 1:
         raise ConfigError("--interval must be positive and --limit at least 1")
     async with command_connection(args) as conn:
         stats = QueueStats(conn, names_from(args))
         while True:
-            snap = await snapshot(stats)
+            try:
+                snap = await snapshot(stats)
+            except Exception as exc:
+                # A live view outlasts a slow moment of the database: it says so and looks again.
+                if args.once or not args.db_timeout or not timed_out(exc):
+                    raise
+                _say_no_answer(no_answer(exc, args.db_timeout), args)
+                await asyncio.sleep(args.interval)
+                continue
             if args.json:
                 print(json.dumps(snap, default=str), flush=True)
             else:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from datetime import datetime
 from typing import Any
 
@@ -16,7 +17,11 @@ from pgqd.errors import ConfigError
 from pgqd.models import FINAL_STATUSES, LIVE_STATUSES
 from pgqd.ops.action_log import Action, cli_actor, id_target, record
 from pgqd.ops.stats import QueueStats
+from pgqd.sql import bulk
 from pgqd.sql.grants import grant_statements
+
+# How often a long requeue says how far it got, on stderr.
+PROGRESS_EVERY = 2.0
 
 
 def register(commands: Any) -> None:
@@ -57,7 +62,7 @@ def register(commands: Any) -> None:
         help="print least-privilege GRANT statements",
         description="Print GRANT statements for a producer role (enqueue, status, wait, cancel) and a worker role.",
     )
-    add_connection_arguments(grants)
+    add_connection_arguments(grants, db_timeout=None)  # prints statements; connects to nothing
     grants.add_argument("--producer-role", help="role of the applications that enqueue")
     grants.add_argument("--worker-role", help="role the pgqd daemon connects as")
     grants.set_defaults(handler=print_grants)
@@ -101,7 +106,7 @@ async def requeue_jobs(args: argparse.Namespace) -> int:
     names = names_from(args)
     async with command_connection(args) as conn:
         ids = args.ids or await QueueStats(conn, names).held_ids(args.entrypoint)
-        requeued = await PostgresBackend(conn, names).requeue(ids) if ids else []
+        requeued = await _requeue_in_batches(PostgresBackend(conn, names), ids)
         target = f"every held job{f' of {args.entrypoint}' if args.entrypoint else ''}" if args.all_failed else ""
         await record(
             conn, names, Action(cli_actor(), "cli", "requeue", target or id_target(ids), len(ids), len(requeued))
@@ -111,6 +116,19 @@ async def requeue_jobs(args: argparse.Namespace) -> int:
     if skipped:
         print(f"not held, so not requeued: {', '.join(map(str, skipped))}", file=sys.stderr)
     return 0
+
+
+async def _requeue_in_batches(backend: PostgresBackend, ids: list[int]) -> list[int]:
+    """Requeues ``ids`` a batch per statement, each bounded by --db-timeout however many there are; says how far
+    it got every few seconds when there are many."""
+    requeued: list[int] = []
+    told = time.monotonic()
+    for start in range(0, len(ids), bulk.BATCH):
+        requeued += await backend.requeue(ids[start : start + bulk.BATCH])
+        if time.monotonic() - told >= PROGRESS_EVERY:
+            print(f"requeued {len(requeued):,} of {len(ids):,} so far", file=sys.stderr, flush=True)
+            told = time.monotonic()
+    return requeued
 
 
 async def cancel_jobs(args: argparse.Namespace) -> int:

@@ -6,7 +6,7 @@ import argparse
 from typing import Any
 
 from pgqd import schema
-from pgqd.cli.connect import add_connection_arguments, command_connection, names_from
+from pgqd.cli.connect import DB_TIMEOUT, add_connection_arguments, command_connection, names_from
 from pgqd.errors import SchemaVersionError
 from pgqd.sql import uninstall_sql
 
@@ -19,7 +19,9 @@ def register(commands: Any) -> None:
     ):
         parser = commands.add_parser(name, help=summary, description=summary)
         # Migrations may rewrite big tables, and an install waits for another one under way: no limit by default.
-        add_connection_arguments(parser, db_timeout=0)
+        # An uninstall drops the tables in one transaction; unbounded, its wait for their locks would hold up
+        # every worker of the fleet behind it without a word.
+        add_connection_arguments(parser, db_timeout=DB_TIMEOUT if name == "uninstall" else 0)
         parser.add_argument("--dry-run", action="store_true", help="print the SQL instead of running it")
         parser.set_defaults(handler=handler)
 

@@ -20,13 +20,12 @@ from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import ToolAnnotations
 
 from pgqd import __version__
-from pgqd.backend.bounded import statement_bounds
+from pgqd.backend.statement_bounds import StatementBounds, no_answer, timed_out
 from pgqd.identifiers import Names
 from pgqd.models import FINAL_STATUSES
 from pgqd.ops.history import SPANS, STATUS_GROUPS, JobHistory
 from pgqd.ops.stats import READ_SIDE_SETTINGS, QueueStats
 from pgqd.ops.workflows import WorkflowReads, links_as_dict, workflow_as_dict
-from pgqd.producers.driver_errors import no_answer, timed_out
 
 # Payloads can be large and are untrusted: a tool shows at most this many bytes of one.
 PAYLOAD_PREVIEW_BYTES = 4096
@@ -248,13 +247,13 @@ def build_server(stats: QueueStats, db_timeout: float = 0.0) -> MCPServer[Any]:
 async def serve(dsn: str | None, names: Names, db_timeout: float = 0.0) -> None:
     """Serves the tools on stdin/stdout until the client closes them (``pgqd mcp`` has checked the database).
     ``db_timeout``: the longest wait for each answer of the database, after which a tool call fails (0: none)."""
-    bounded, command_timeout = statement_bounds(db_timeout)
+    bounds = StatementBounds(db_timeout)
     pool = await asyncpg.create_pool(
         dsn,
         min_size=1,
         max_size=2,
-        server_settings={"application_name": "pgqd-mcp", **READ_SIDE_SETTINGS, **bounded},
-        command_timeout=command_timeout,
+        server_settings={"application_name": "pgqd-mcp", **READ_SIDE_SETTINGS, **bounds.server_settings},
+        command_timeout=bounds.client_timeout,
         timeout=10,
     )
     try:

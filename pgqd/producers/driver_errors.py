@@ -9,29 +9,17 @@ from __future__ import annotations
 import json
 
 from pgqd.backend.bounded import READ_ONLY_SQLSTATE, is_transient
+from pgqd.backend.statement_bounds import causes_of
 from pgqd.errors import BackendUnavailable, DedupeConflict, PgqdError, ReadOnlyDatabase, UnknownParents
-from pgqd.units import format_duration
 
 DEDUPE_CONFLICT_SQLSTATE = "PGQ01"
 UNKNOWN_PARENTS_SQLSTATE = "PGQ02"
 _UNIQUE_VIOLATION = "23505"
-_QUERY_CANCELED = "57014"
 _IN_FAILED_TRANSACTION = "25P02"
 # The server went away, is starting or shutting down, is out of connections, or the connection broke.
 _TRANSIENT_SQLSTATE_CLASSES = ("08", "53", "57")
 # DB-API exception classes a driver raises, without a SQLSTATE, when the connection itself failed.
 _CONNECTION_ERROR_NAMES = ("OperationalError", "InterfaceError")
-
-
-def causes_of(exc: BaseException) -> list[BaseException]:
-    """``exc`` and the errors it wraps (``orig``, ``__cause__``), outermost first."""
-    found: list[BaseException] = []
-    current: BaseException | None = exc
-    while current is not None and current not in found and len(found) < 5:
-        found.append(current)
-        wrapped = getattr(current, "orig", None)
-        current = wrapped if isinstance(wrapped, BaseException) else current.__cause__
-    return found
 
 
 def sqlstate_of(exc: BaseException) -> str | None:
@@ -48,27 +36,6 @@ def detail_of(exc: BaseException) -> str:
         if isinstance(detail, str) and detail:
             return detail
     return ""
-
-
-def _cancelled_by_statement_timeout(error: BaseException) -> bool:
-    return getattr(error, "sqlstate", None) == _QUERY_CANCELED and "statement timeout" in str(error)
-
-
-def timed_out(exc: BaseException) -> bool:
-    """Whether ``exc`` says that a statement was not answered in time: the server cancelled it at its
-    statement_timeout, or the client stopped waiting for an answer."""
-    return any(_cancelled_by_statement_timeout(e) or isinstance(e, TimeoutError) for e in causes_of(exc))
-
-
-def no_answer(exc: BaseException, within: float, where: str = "") -> str:
-    """What to tell a person about ``exc`` (``timed_out``) when the bound was ``within`` seconds."""
-    server = next((str(e) for e in causes_of(exc) if _cancelled_by_statement_timeout(e)), "")
-    said = f"the server said: {server}" if server else "no answer came at all"
-    return (
-        f"the database did not answer within {format_duration(within)} ({f'{where}; ' if where else ''}{said}). "
-        "Another session may hold a lock this waits for (pg_stat_activity shows it), or the server is overloaded "
-        "or out of reach."
-    )
 
 
 def _key_from_detail(detail: str) -> str:

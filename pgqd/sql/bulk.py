@@ -5,6 +5,10 @@ from __future__ import annotations
 
 from pgqd.sql.browse import LIVE_FILTER
 
+# The most ids one statement of a bulk action changes: each stays short, within any statement timeout, however
+# many jobs the action covers (the web UI's actions, `pgqd jobs requeue --all-failed`).
+BATCH = 1000
+
 # How many live jobs in the states $11 match the filter ($2-$9), below the id $1, counted up to $10: what the
 # confirmation of an action on "every matching job" shows before anything changes.
 COUNT_MATCHING_LIVE = (

@@ -21,7 +21,7 @@ APPLIES_TO = {
     "retry": ("deferred", "failed"),
 }
 PAST = {"cancel": "Canceled", "delete": "Deleted", "requeue": "Requeued", "retry": "Retried now"}
-BATCH = 1000
+BATCH = bulk.BATCH
 # A bulk action over a huge match stops after this long and says how far it got; running it again goes on.
 TIME_BUDGET = 20.0
 # The confirmation counts up to this many matching jobs; beyond it, it says "more than".

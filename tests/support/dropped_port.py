@@ -11,6 +11,7 @@ import contextlib
 import os
 import shutil
 import subprocess
+import sys
 from collections.abc import Iterator
 
 from tests.support.netns import IPTABLES
@@ -21,15 +22,23 @@ def why_packets_cannot_be_dropped() -> str | None:
         return "dropping packets needs root"
     if shutil.which(IPTABLES) is None:
         return f"dropping packets needs {IPTABLES}"
+    listed = subprocess.run([IPTABLES, "-w", "-L", "INPUT", "-n"], capture_output=True, text=True, timeout=30)
+    if listed.returncode != 0:  # root without the right to change the firewall (a container without NET_ADMIN)
+        return f"{IPTABLES} cannot be used here: {listed.stderr.strip()}"
     return None
 
 
 @contextlib.contextmanager
 def packets_dropped(port: int) -> Iterator[None]:
     """Every packet sent to loopback ``port`` is dropped while the block runs."""
-    rule = ["INPUT", "-i", "lo", "-p", "tcp", "--dport", str(port), "-j", "DROP"]
+    # Named, so that a rule left by a test killed midway is recognised as a test's.
+    tag = ["-m", "comment", "--comment", "pgqd-tests"]
+    rule = ["INPUT", "-i", "lo", "-p", "tcp", "--dport", str(port), *tag, "-j", "DROP"]
     subprocess.run([IPTABLES, "-w", "-I", *rule], check=True, timeout=30)
     try:
         yield
     finally:
-        subprocess.run([IPTABLES, "-w", "-D", *rule], check=True, timeout=30)
+        # Not check=True: a failure here must not hide the test's own error.
+        removed = subprocess.run([IPTABLES, "-w", "-D", *rule], capture_output=True, text=True, timeout=30)
+        if removed.returncode != 0:
+            print(f"could not remove the rule dropping port {port}: {removed.stderr.strip()}", file=sys.stderr)

@@ -17,7 +17,7 @@ import psycopg.conninfo
 from psycopg.rows import tuple_row
 
 from pgqd.producers.operations import Rows
-from pgqd.producers.owned_bounds import bounded
+from pgqd.producers.owned_bounds import with_default_bounds
 from pgqd.producers.placeholders import bind
 
 if TYPE_CHECKING:
@@ -74,7 +74,7 @@ class OwnedConnection:
 
     def fetch(self, sql: str, args: tuple[Any, ...]) -> Rows:
         if self._conn is None or self._conn.closed or self._conn.broken:
-            params = bounded(psycopg.conninfo.conninfo_to_dict(self._dsn))
+            params = with_default_bounds(psycopg.conninfo.conninfo_to_dict(self._dsn))
             self._conn = psycopg.connect(**{**params, "application_name": "pgqd-producer"}, autocommit=True)
         return fetch_on(self._conn, sql, args)
 

@@ -11,7 +11,7 @@ import psycopg2
 import psycopg2.extensions
 
 from pgqd.producers.operations import Rows
-from pgqd.producers.owned_bounds import bounded
+from pgqd.producers.owned_bounds import with_default_bounds
 from pgqd.producers.placeholders import bind
 
 
@@ -45,7 +45,7 @@ class OwnedConnection:
 
     def fetch(self, sql: str, args: tuple[Any, ...]) -> Rows:
         if self._conn is None or self._conn.closed:
-            params = bounded(psycopg2.extensions.parse_dsn(self._dsn))
+            params = with_default_bounds(psycopg2.extensions.parse_dsn(self._dsn))
             self._conn = psycopg2.connect(**{**params, "application_name": "pgqd-producer"})
             self._conn.autocommit = True
         return fetch_on(self._conn, sql, args)

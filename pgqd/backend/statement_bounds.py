@@ -1,0 +1,72 @@
+"""The bound on each statement of a connection outside the daemon (a command of the command line, the MCP
+server), and what to tell a person when a statement passes it.
+
+The server cancels a statement at its ``statement_timeout``: a lock held by another session, or a server too busy
+to finish in time. A server that sends nothing at all (its host hangs, its link is gone) cannot cancel anything,
+so the client also stops waiting a little later (``NO_ANSWER_MARGIN``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pgqd.backend.bounded import DatabaseTimeouts
+from pgqd.units import format_duration
+
+NO_ANSWER_MARGIN = 2.0
+SHORTEST = 0.001  # PostgreSQL counts statement_timeout in milliseconds; less would round to 0, no limit
+_QUERY_CANCELED = "57014"
+
+
+@dataclass(frozen=True)
+class StatementBounds:
+    """What a connection is opened with so that each statement ends within ``seconds`` (0: no limit)."""
+
+    seconds: float
+
+    @property
+    def server_settings(self) -> dict[str, str]:
+        return DatabaseTimeouts(command=self.seconds).server_settings if self.seconds else {}
+
+    @property
+    def client_timeout(self) -> float | None:
+        """asyncpg's ``command_timeout``: the server's own cancel comes first."""
+        return self.seconds + NO_ANSWER_MARGIN if self.seconds else None
+
+
+def causes_of(exc: BaseException) -> list[BaseException]:
+    """``exc`` and the errors it wraps (SQLAlchemy's ``orig``, ``__cause__``), outermost first."""
+    found: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in found and len(found) < 5:
+        found.append(current)
+        wrapped = getattr(current, "orig", None)
+        current = wrapped if isinstance(wrapped, BaseException) else current.__cause__
+    return found
+
+
+def _cancelled(error: BaseException) -> bool:
+    return (getattr(error, "sqlstate", None) or getattr(error, "pgcode", None)) == _QUERY_CANCELED
+
+
+def _by_statement_timeout(error: BaseException) -> bool:
+    # The server's words, as it sends them unless lc_messages is set to another language; a cancel for another
+    # reason (pg_cancel_backend) is no timeout.
+    return _cancelled(error) and "statement timeout" in str(error)
+
+
+def timed_out(exc: BaseException) -> bool:
+    """Whether ``exc`` says that a statement was not answered in time: the server cancelled it at its
+    statement_timeout, or the client stopped waiting for an answer."""
+    return any(_by_statement_timeout(e) or isinstance(e, TimeoutError) for e in causes_of(exc))
+
+
+def no_answer(exc: BaseException, within: float, where: str = "") -> str:
+    """What to tell a person about ``exc`` (``timed_out``) when the bound was ``within`` seconds."""
+    server = next((str(e) for e in causes_of(exc) if _by_statement_timeout(e)), "")
+    said = f"the server said: {server}" if server else "no answer came at all"
+    return (
+        f"the database did not answer within {format_duration(within)} ({f'{where}; ' if where else ''}{said}). "
+        "Another session may hold a lock this waits for (pg_stat_activity shows it), or the server is overloaded "
+        "or out of reach."
+    )
