@@ -7,13 +7,13 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from pgqd.backend import operations, workflow_operations
+from pgqd.backend.operations import Operation, run_sync
 from pgqd.client import JobSpec, id_list, in_input_order, pause_targets, poll_pauses, prepare_batch, settled
 from pgqd.dependencies import dependent_steps
 from pgqd.errors import JobNotFound
 from pgqd.identifiers import Names
 from pgqd.models import CancelResult, JobLinks, JobState, OnConflict, ParentFailurePolicy, PauseState, WorkflowView
-from pgqd.producers import operations, workflow_operations
-from pgqd.producers.operations import Operation, run_sync
 from pgqd.producers.targets import sync_executor
 from pgqd.sql.statements import statements_for
 

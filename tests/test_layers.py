@@ -45,11 +45,12 @@ def test_no_library_module_imports_the_daemon_or_the_cli() -> None:
 
 
 # What the lower layers may import of pgqd: the SQL text knows an install's names and the value types, nothing
-# that runs it; the storage port and the engine know nothing of the producer API, the read side or the web UI.
+# that runs it; the storage port and the engine know nothing of the producer API or its driver adapters, the read
+# side or the web UI.
 LOWER_LAYERS = {
     "sql": ("pgqd.sql", "pgqd.identifiers", "pgqd.models", "pgqd.errors"),
-    "backend": ("pgqd.backend", "pgqd.producers", "pgqd.sql", "pgqd.identifiers", "pgqd.models", "pgqd.errors",
-                "pgqd.backoff", "pgqd.units"),
+    "backend": ("pgqd.backend", "pgqd.sql", "pgqd.identifiers", "pgqd.models", "pgqd.errors", "pgqd.backoff",
+                "pgqd.units"),
 }  # fmt: skip
 ABOVE_THE_ENGINE = ("pgqd.client", "pgqd.sync_client", "pgqd.ops", "pgqd.web", "pgqd.contrib")
 

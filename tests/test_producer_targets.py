@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 from sqlalchemy.orm import Session
 
 from pgqd import BackendUnavailable, Client, MemoryBackend, PgqdError, SyncClient
-from pgqd.producers.driver_errors import missing_extra
+from pgqd.backend.driver_errors import missing_extra
 from pgqd.producers.owned_bounds import with_default_bounds
 from pgqd.producers.placeholders import bind
 from pgqd.sql import statements

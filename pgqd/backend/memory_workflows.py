@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from pgqd.backend.memory_rows import JobRow, LogRow, new_row
+from pgqd.backend.workflow_operations import results_by_parent
 from pgqd.errors import DedupeConflict, UnknownParents
 from pgqd.models import (
     CancelResult,
@@ -25,7 +26,6 @@ from pgqd.models import (
     WorkflowStep,
     WorkflowView,
 )
-from pgqd.producers.workflow_operations import results_by_parent
 
 # (parent id, how it ended, its result) for each parent that ended.
 Ended = tuple[int, str, Any]

@@ -15,9 +15,11 @@ from typing import Any
 
 import asyncpg
 
+from pgqd.backend import operations, workflow_operations
 from pgqd.backend.base import EventCallback
 from pgqd.backend.bounded import BoundedPool, DatabaseHealth, DatabaseTimeouts, guard, tune_socket
 from pgqd.backend.connection import PgSubscription, close_connection
+from pgqd.backend.operations import run_async
 from pgqd.backend.ready_scan import ReadyScanStarts
 from pgqd.backend.warm_up import warm_up
 from pgqd.identifiers import Names
@@ -46,8 +48,6 @@ from pgqd.models import (
     WorkerInfo,
     WorkflowView,
 )
-from pgqd.producers import operations, workflow_operations
-from pgqd.producers.operations import run_async
 from pgqd.sql.statements import DATABASE_CLOCK, statements_for
 
 # The layout of a CLAIM_JOBS row: ClaimedJob's fields, then wake_in and hint.
@@ -86,7 +86,7 @@ class PostgresBackend:
         self.health = DatabaseHealth()
 
     # --- producers and operators ---------------------------------------------------------------------------
-    # The statements and the reading of their rows are shared with every other driver (pgqd.producers).
+    # The statements and the reading of their rows are shared with every driver's adapter (operations.py).
     async def _fetch(self, sql: str, args: tuple[Any, ...]) -> list[Any]:
         rows: list[Any] = await self._db.fetch(sql, *args)
         return rows

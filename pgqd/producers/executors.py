@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from pgqd.producers.operations import Rows
+from pgqd.backend.operations import Rows
 
 
 class SyncExecutor(Protocol):

@@ -14,11 +14,11 @@ import sys
 from typing import Any, NamedTuple
 
 from pgqd.backend.base import ProducerBackend
+from pgqd.backend.driver_errors import missing_extra
 from pgqd.backend.postgres import PostgresBackend
 from pgqd.errors import PgqdError
 from pgqd.identifiers import Names
 from pgqd.producers.backend import DriverBackend
-from pgqd.producers.driver_errors import missing_extra
 from pgqd.producers.executors import AsyncExecutor, SyncExecutor
 
 

@@ -16,7 +16,7 @@ import psycopg
 import psycopg.conninfo
 from psycopg.rows import tuple_row
 
-from pgqd.producers.operations import Rows
+from pgqd.backend.operations import Rows
 from pgqd.producers.owned_bounds import with_default_bounds
 from pgqd.producers.placeholders import bind
 

@@ -10,7 +10,7 @@ from typing import Any
 import psycopg2
 import psycopg2.extensions
 
-from pgqd.producers.operations import Rows
+from pgqd.backend.operations import Rows
 from pgqd.producers.owned_bounds import with_default_bounds
 from pgqd.producers.placeholders import bind
 

@@ -17,8 +17,8 @@ from sqlalchemy.engine import Engine as SaEngine
 from sqlalchemy.ext.asyncio import AsyncConnection as SaAsyncConnection
 from sqlalchemy.ext.asyncio import AsyncEngine as SaAsyncEngine
 
+from pgqd.backend.operations import Rows
 from pgqd.errors import PgqdError
-from pgqd.producers.operations import Rows
 from pgqd.producers.placeholders import bind
 
 

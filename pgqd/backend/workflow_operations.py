@@ -7,6 +7,8 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+from pgqd.backend import operations
+from pgqd.backend.operations import Operation, Query
 from pgqd.models import (
     CancelResult,
     JobLinks,
@@ -16,8 +18,6 @@ from pgqd.models import (
     WorkflowStep,
     WorkflowView,
 )
-from pgqd.producers import operations
-from pgqd.producers.operations import Operation, Query
 from pgqd.sql.statements import Statements
 from pgqd.sql.workflows import workflow_statements_for
 

@@ -13,8 +13,8 @@ import json
 from collections.abc import Awaitable, Callable, Generator, Sequence
 from typing import Any, NamedTuple, NoReturn, TypeVar
 
+from pgqd.backend.driver_errors import translate_error
 from pgqd.models import CancelResult, ErrorInfo, FinalStatus, JobState, NewJob, OnConflict, PauseState, PlainJobs
-from pgqd.producers.driver_errors import translate_error
 from pgqd.sql.notices import enqueue_notice, wake_notice
 from pgqd.sql.pauses import pause_statements_for
 from pgqd.sql.statements import Statements
