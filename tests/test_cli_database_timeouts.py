@@ -3,14 +3,17 @@ says why when none comes: a lock held by another session, or a server that stopp
 
 from __future__ import annotations
 
+import asyncio
 import json
 import select
 import subprocess
 import time
 from typing import Any
 
+import asyncpg
 import pytest
 
+from pgqd.backend.statement_bounds import no_answer, timed_out
 from pgqd.cli import build_parser
 from pgqd.cli.connect import connection
 from pgqd.errors import BackendUnavailable
@@ -52,6 +55,45 @@ async def test_a_command_that_waits_on_a_lock_ends_at_its_db_timeout_and_says_wh
     # Nothing was done by halves: the enqueue and the pause were cancelled whole.
     assert await conn.fetchval("SELECT count(*) FROM pgqd_jobs") == 0
     assert await conn.fetchval("SELECT count(*) FROM pgqd_entrypoint_pauses") == 0
+
+
+async def test_an_operators_cancel_is_told_as_such_and_not_as_a_timeout(conn: Any, db_dsn: str) -> None:
+    command = [PGQD, "jobs", "list", "--dsn", db_dsn, "--db-timeout", "60s"]
+    async with conn.transaction():
+        await conn.execute("LOCK TABLE pgqd_jobs IN ACCESS EXCLUSIVE MODE")
+        with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as listing:
+            try:
+                waiting = """SELECT pid FROM pg_stat_activity
+                             WHERE application_name = 'pgqd-cli' AND wait_event_type = 'Lock'"""
+                deadline = time.monotonic() + 20
+                while (pid := await conn.fetchval(waiting)) is None:
+                    assert time.monotonic() < deadline, "the command never waited on the lock"
+                    await asyncio.sleep(0.05)
+                    # Within a transaction the activity is read once and kept: look again.
+                    await conn.execute("SELECT pg_stat_clear_snapshot()")
+                assert await conn.fetchval("SELECT pg_cancel_backend($1)", pid)
+                _, said = listing.communicate(timeout=20)
+            finally:
+                listing.kill()
+    assert listing.returncode == 1
+    assert "canceling statement due to user request" in said
+    assert "did not answer" not in said
+    assert "Traceback" not in said
+
+
+@pytest.mark.parametrize(
+    ("words", "a_timeout"),
+    [
+        ("canceling statement due to statement timeout", True),
+        ("storniere Anfrage wegen Zeitüberschreitung der Anfrage", True),  # lc_messages = 'de_DE.UTF-8'
+        ("canceling statement due to user request", False),
+    ],
+)
+def test_a_statement_timeout_is_told_as_one_whatever_the_servers_language(words: str, a_timeout: bool) -> None:
+    cancelled = asyncpg.QueryCanceledError(words)
+    assert timed_out(cancelled) is a_timeout
+    if a_timeout:
+        assert f"(here; the server said: {words})" in no_answer(cancelled, 1.0, "here")
 
 
 async def test_a_command_whose_server_stops_answering_ends_at_its_db_timeout(db_dsn: str) -> None:

@@ -50,9 +50,11 @@ def _cancelled(error: BaseException) -> bool:
 
 
 def _by_statement_timeout(error: BaseException) -> bool:
-    # The server's words, as it sends them unless lc_messages is set to another language; a cancel for another
-    # reason (pg_cancel_backend) is no timeout.
-    return _cancelled(error) and "statement timeout" in str(error)
+    # A statement timeout and a cancel by pg_cancel_backend share their SQLSTATE; only the server's words tell them
+    # apart, and those are in the language of its lc_messages. So a cancel is taken for the timeout unless it says,
+    # in English, that someone asked for it: a timeout is then told as one whatever the server's language, and only
+    # an operator's cancel on a server that does not speak English is mistaken for one (its words are shown).
+    return _cancelled(error) and "due to user request" not in str(error)
 
 
 def timed_out(exc: BaseException) -> bool:
