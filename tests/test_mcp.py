@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from mcp.client.stdio import stdio_client
 from pgqd import Client
 from tests.support.cli import PGQD, run_pgqd
 from tests.support.daemon import REPO
+from tests.support.tcp_proxy import TcpProxy
 from tests.test_stats import fill
 
 TOOLS = {
@@ -149,6 +151,25 @@ async def test_a_tool_call_that_waits_on_a_lock_fails_at_the_db_timeout_and_the_
         assert "the database did not answer within 1s" in said
         assert "the server said: canceling statement due to statement timeout" in said
         assert (await call(session, "failed_jobs"))["held"] == []
+
+
+async def test_a_tool_call_on_a_server_that_stopped_answering_fails_at_the_db_timeout_and_one_after_answers(
+    db_dsn: str, tmp_path: Path
+) -> None:
+    with TcpProxy.for_dsn(db_dsn) as proxy:
+        async with mcp_session(proxy.route(db_dsn), tmp_path, "--db-timeout", "1s") as session:
+            assert (await call(session, "failed_jobs"))["held"] == []
+            proxy.freeze()
+            started = time.monotonic()
+            frozen = await session.call_tool("failed_jobs", {})
+            waited = time.monotonic() - started
+            assert frozen.is_error
+            said = frozen.content[0].text  # type: ignore[union-attr]
+            assert "the database did not answer within 1s (no answer came at all)" in said
+            # The bound and the client's margin after it (2 s), not twice that: a bound kept, not a hang.
+            assert waited < 5, waited
+            proxy.thaw()
+            assert (await call(session, "failed_jobs"))["held"] == []
 
 
 def test_mcp_without_a_reachable_database_says_so() -> None:

@@ -112,7 +112,7 @@ async def dashboard(args: argparse.Namespace) -> int:
     if args.interval <= 0 or args.limit < 1:
         raise ConfigError("--interval must be positive and --limit at least 1")
     async with command_connection(args) as conn:
-        stats = QueueStats(conn, names_from(args))
+        stats = QueueStats(conn, names_from(args), read_side=True)
         while True:
             try:
                 snap = await snapshot(stats)

@@ -95,7 +95,7 @@ async def list_jobs(args: argparse.Namespace) -> int:
     if args.limit < 1:
         raise ConfigError("--limit must be at least 1")
     async with command_connection(args) as conn:
-        rows = await QueueStats(conn, names_from(args)).jobs(args.entrypoint, args.status, args.limit)
+        rows = await QueueStats(conn, names_from(args), read_side=True).jobs(args.entrypoint, args.status, args.limit)
     print_rows(rows, args.json, "no jobs")
     return 0
 
@@ -105,7 +105,7 @@ async def requeue_jobs(args: argparse.Namespace) -> int:
         raise ConfigError("give job ids or --all-failed (not both)")
     names = names_from(args)
     async with command_connection(args) as conn:
-        ids = args.ids or await QueueStats(conn, names).held_ids(args.entrypoint)
+        ids = args.ids or await QueueStats(conn, names, read_side=True).held_ids(args.entrypoint)
         requeued = await _requeue_in_batches(PostgresBackend(conn, names), ids)
         target = f"every held job{f' of {args.entrypoint}' if args.entrypoint else ''}" if args.all_failed else ""
         await record(

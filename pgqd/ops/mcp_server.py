@@ -20,6 +20,7 @@ from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import ToolAnnotations
 
 from pgqd import __version__
+from pgqd.backend.bounded import BoundedPool, DatabaseHealth, DatabaseTimeouts
 from pgqd.backend.statement_bounds import StatementBounds, no_answer, timed_out
 from pgqd.identifiers import Names
 from pgqd.models import FINAL_STATUSES
@@ -30,6 +31,7 @@ from pgqd.ops.workflows import WorkflowReads, links_as_dict, workflow_as_dict
 # Payloads can be large and are untrusted: a tool shows at most this many bytes of one.
 PAYLOAD_PREVIEW_BYTES = 4096
 MAX_ROWS = 500
+CONNECT_TIMEOUT = 10.0
 READ_ONLY = ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=False)
 
 INSTRUCTIONS = (
@@ -247,16 +249,25 @@ def build_server(stats: QueueStats, db_timeout: float = 0.0) -> MCPServer[Any]:
 async def serve(dsn: str | None, names: Names, db_timeout: float = 0.0) -> None:
     """Serves the tools on stdin/stdout until the client closes them (``pgqd mcp`` has checked the database).
     ``db_timeout``: the longest wait for each answer of the database, after which a tool call fails (0: none)."""
-    bounds = StatementBounds(db_timeout)
-    pool = await asyncpg.create_pool(
-        dsn,
-        min_size=1,
-        max_size=2,
-        server_settings={"application_name": "pgqd-mcp", **READ_SIDE_SETTINGS, **bounds.server_settings},
-        command_timeout=bounds.client_timeout,
-        timeout=10,
-    )
+    pool = await _open_pool(dsn, db_timeout)
     try:
-        await build_server(QueueStats(pool, names), db_timeout).run_stdio_async()
+        await build_server(QueueStats(pool, names, read_side=True), db_timeout).run_stdio_async()
     finally:
         await pool.close()
+
+
+async def _open_pool(dsn: str | None, db_timeout: float) -> Any:
+    """Two connections for the tools' statements, each answered within ``db_timeout`` seconds (0: no limit)."""
+    bounds = StatementBounds(db_timeout)
+    options: dict[str, Any] = {
+        "server_settings": {"application_name": "pgqd-mcp", **READ_SIDE_SETTINGS, **bounds.server_settings},
+        "command_timeout": bounds.client_timeout,
+        "timeout": CONNECT_TIMEOUT,
+    }
+    if bounds.client_timeout is None:
+        return await asyncpg.create_pool(dsn, min_size=1, max_size=2, **options)
+    # The daemon's bounded pool: a statement left without an answer closes its connection at once. asyncpg's pool
+    # first waits for the cancel of that statement to be answered, on what may be a dead socket: on a server that
+    # stopped answering, a tool call with a 1 s bound took 6 s, and the next one 10 s more.
+    timeouts = DatabaseTimeouts(command=bounds.client_timeout, connect=CONNECT_TIMEOUT)
+    return await BoundedPool.open(dsn, 2, timeouts, DatabaseHealth(), **options)

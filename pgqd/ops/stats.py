@@ -153,15 +153,24 @@ class WorkerRow:
 
 
 class QueueStats:
-    """The read-side queries for one install, on an asyncpg connection or pool."""
+    """The read-side queries for one install, on an asyncpg connection or pool.
 
-    def __init__(self, db: Any, names: Names) -> None:
+    ``read_side``: its connections were opened with ``READ_SIDE_SETTINGS`` (pgqd's own: the web UI's, the MCP
+    server's, a command's). Each query then goes alone, in one round trip. On anyone else's, it goes in a
+    transaction of its own that first turns JIT off: three more round trips, and on a server that stopped
+    answering, the rollback of that transaction waits out a second timeout after the query's."""
+
+    def __init__(self, db: Any, names: Names, *, read_side: bool = False) -> None:
         self.db = db
         self.names = names
+        self.read_side = read_side
         self.sql = StatsStatements(names)
         self._schedule_states = render(SCHEDULE_STATES, names)
 
     async def _fetch(self, statement: str, *args: Any) -> list[Any]:
+        if self.read_side:
+            rows: list[Any] = await self.db.fetch(statement, *args)
+            return rows
         if hasattr(self.db, "acquire"):
             async with self.db.acquire() as conn:
                 return await _fetch_without_jit(conn, statement, args)

@@ -1,9 +1,8 @@
 """The web UI's database pool: the daemon's bounded pool (``pgqd.backend.bounded``), with the whole wait of a page
 for a connection kept to one command timeout.
 
-Pages run their statements on a connection taken with ``acquire`` (a read-only transaction, see
-``pgqd.ops.stats``). A page waiting for a connection while the others hang waits one command timeout, not that
-plus a connect timeout.
+A page waiting for a connection while the others hang waits one command timeout, not that plus a connect
+timeout.
 """
 
 from __future__ import annotations

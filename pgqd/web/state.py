@@ -67,12 +67,12 @@ class WebState:
     @property
     def stats(self) -> QueueStats:
         """The read pages' queries, on the replica when there is one (it may trail the primary a little)."""
-        return QueueStats(self.read_pool or self.pool, self.settings.names)
+        return QueueStats(self.read_pool or self.pool, self.settings.names, read_side=True)
 
     @property
     def primary_stats(self) -> QueueStats:
         """The same queries on the primary, for an action that acts on what it reads."""
-        return QueueStats(self.pool, self.settings.names)
+        return QueueStats(self.pool, self.settings.names, read_side=True)
 
     @property
     def search(self) -> JobSearch:
