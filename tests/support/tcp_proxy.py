@@ -155,6 +155,12 @@ class TcpProxy:
                 if not data:
                     link.close()
                     return
+                # Frozen while this read was under way (the select waits up to _POLL): hold what it read until
+                # the thaw. Sent on, a statement issued just after freeze() was answered as if nothing had hung.
+                while self._frozen.is_set() and not link.closed.is_set() and not self._stopped.is_set():
+                    link.closed.wait(_POLL)
+                if link.blackholed:
+                    continue
                 sink.sendall(data)
             except OSError:
                 link.close()
