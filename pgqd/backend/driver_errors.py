@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 
 from pgqd.backend.bounded import READ_ONLY_SQLSTATE, is_transient
-from pgqd.backend.statement_bounds import causes_of
 from pgqd.errors import BackendUnavailable, DedupeConflict, PgqdError, ReadOnlyDatabase, UnknownParents
 
 DEDUPE_CONFLICT_SQLSTATE = "PGQ01"
@@ -22,12 +21,25 @@ _TRANSIENT_SQLSTATE_CLASSES = ("08", "53", "57")
 _CONNECTION_ERROR_NAMES = ("OperationalError", "InterfaceError")
 
 
+def causes_of(exc: BaseException) -> list[BaseException]:
+    """``exc`` and the errors it wraps (SQLAlchemy's ``orig``, ``__cause__``), outermost first."""
+    found: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in found and len(found) < 5:
+        found.append(current)
+        wrapped = getattr(current, "orig", None)
+        current = wrapped if isinstance(wrapped, BaseException) else current.__cause__
+    return found
+
+
+def own_sqlstate(error: BaseException) -> str | None:
+    """The SQLSTATE ``error`` itself carries, whichever driver raised it (not those of the errors it wraps)."""
+    code = getattr(error, "sqlstate", None) or getattr(error, "pgcode", None)
+    return code if isinstance(code, str) and code else None
+
+
 def sqlstate_of(exc: BaseException) -> str | None:
-    for error in causes_of(exc):
-        code = getattr(error, "sqlstate", None) or getattr(error, "pgcode", None)
-        if isinstance(code, str) and code:
-            return code
-    return None
+    return next((code for error in causes_of(exc) if (code := own_sqlstate(error))), None)
 
 
 def detail_of(exc: BaseException) -> str:

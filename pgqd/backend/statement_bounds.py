@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pgqd.backend.bounded import DatabaseTimeouts
+from pgqd.backend.driver_errors import causes_of, own_sqlstate
 from pgqd.units import format_duration
 
 NO_ANSWER_MARGIN = 2.0
@@ -34,27 +35,12 @@ class StatementBounds:
         return self.seconds + NO_ANSWER_MARGIN if self.seconds else None
 
 
-def causes_of(exc: BaseException) -> list[BaseException]:
-    """``exc`` and the errors it wraps (SQLAlchemy's ``orig``, ``__cause__``), outermost first."""
-    found: list[BaseException] = []
-    current: BaseException | None = exc
-    while current is not None and current not in found and len(found) < 5:
-        found.append(current)
-        wrapped = getattr(current, "orig", None)
-        current = wrapped if isinstance(wrapped, BaseException) else current.__cause__
-    return found
-
-
-def _cancelled(error: BaseException) -> bool:
-    return (getattr(error, "sqlstate", None) or getattr(error, "pgcode", None)) == _QUERY_CANCELED
-
-
 def _by_statement_timeout(error: BaseException) -> bool:
     # A statement timeout and a cancel by pg_cancel_backend share their SQLSTATE; only the server's words tell them
     # apart, and those are in the language of its lc_messages. So a cancel is taken for the timeout unless it says,
     # in English, that someone asked for it: a timeout is then told as one whatever the server's language, and only
     # an operator's cancel on a server that does not speak English is mistaken for one (its words are shown).
-    return _cancelled(error) and "due to user request" not in str(error)
+    return own_sqlstate(error) == _QUERY_CANCELED and "due to user request" not in str(error)
 
 
 def timed_out(exc: BaseException) -> bool:
